@@ -1,0 +1,166 @@
+"""The `eoz` command line: compress, decompress, info, eval, models, train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eoz.errors import EozError
+
+TRAINABLE = {"vqvae-fpn-s2-10m": "s2-10m"}
+
+
+def _codec(args):
+    from eoz.codecs import codec_for_model
+
+    params = {}
+    if args.model == "jpeg2000":
+        params = {"quality": args.quality, "lossless": args.lossless, "klt": args.klt,
+                  "target_psnr": args.psnr}
+    return codec_for_model(args.model, args.version, **params)
+
+
+def _add_codec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model id from `eoz models`, or jpeg2000")
+    p.add_argument("--version", help="model version (default: the newest)")
+    p.add_argument("--tile-size", type=int, default=512, help="tile edge in pixels (default 512)")
+    j = p.add_argument_group("jpeg2000 options")
+    j.add_argument("--quality", type=float, help="OpenJPEG fixed-quality level (dB at full scale)")
+    j.add_argument("--psnr", type=float, help="target PSNR (peak 10000) per tile, bisected")
+    j.add_argument("--lossless", action="store_true", help="reversible 5/3 wavelet, bit exact")
+    j.add_argument("--klt", action="store_true", help="spectral KLT across bands before coding")
+
+
+def cmd_compress(args) -> dict:
+    from eoz.codecs import compress_file
+
+    header = compress_file(args.input, args.output, _codec(args), args.tile_size)
+    size = Path(args.output).stat().st_size
+    return {"output": str(args.output), "bytes": size, "tiles": header.tile_count,
+            "model_id": header.model_id or header.codec, "model_version": header.model_version}
+
+
+def cmd_decompress(args) -> dict:
+    from eoz.codecs import decompress_file
+
+    meta = decompress_file(args.input, args.output, tuple(args.window) if args.window else None, args.cog)
+    return {"output": str(args.output), "width": meta.width, "height": meta.height,
+            "bands": meta.band_names, "cog": args.cog}
+
+
+def cmd_info(args) -> dict:
+    from eoz.container import FORMAT_VERSION, EozReader
+
+    with EozReader(args.input) as reader:
+        lengths = [e.length for e in reader.entries]
+        return {"format_version": FORMAT_VERSION, "file_bytes": reader.file_size,
+                "header": reader.header.to_dict(),
+                "tiles": {"count": len(lengths), "rows": reader.header.tile_rows,
+                          "cols": reader.header.tile_cols, "payload_bytes": sum(lengths),
+                          "min_bytes": min(lengths), "max_bytes": max(lengths),
+                          "corrupt": reader.verify()}}
+
+
+def cmd_eval(args) -> dict:
+    from eoz.evaluation import evaluate
+    from eoz.raster import read_raster
+
+    array, meta = read_raster(args.input)
+    return evaluate(array, meta, _codec(args), args.tile_size, args.peak)
+
+
+def cmd_models(args) -> list:
+    from eoz.registry import ModelStore
+
+    return [e.summary() for e in ModelStore().entries()] + [
+        {"model_id": "jpeg2000", "codec": "jpeg2000", "bands": "any",
+         "description": "OpenJPEG JPEG 2000 baseline: lossless, fixed quality or target PSNR, "
+                        "optional spectral KLT"}]
+
+
+def cmd_train(args) -> dict:
+    import torch
+
+    from eoz.train import TrainConfig, export, train
+
+    if args.model_id not in TRAINABLE:
+        raise EozError(f"no training recipe for {args.model_id!r}; recipes: {sorted(TRAINABLE)}")
+    run_dir = Path(args.run_dir or Path("runs") / args.model_id)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(model_id=args.model_id, split=TRAINABLE[args.model_id])
+    if args.steps:
+        cfg.steps = args.steps
+    train(run_dir, cfg, device=args.device)
+    result = {"run_dir": str(run_dir)}
+    if args.export:
+        manifest = export(run_dir, args.export, description=args.description)
+        result["validation"] = manifest["validation"]["mean"]
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eoz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compress", help="GeoTIFF -> .eoz")
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    _add_codec_options(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help=".eoz -> GeoTIFF or COG")
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--window", type=int, nargs=4, metavar=("COL_OFF", "ROW_OFF", "WIDTH", "HEIGHT"))
+    p.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("info", help="print a .eoz header and tile table summary as JSON")
+    p.add_argument("input", type=Path)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("eval", help="compress and decompress in memory; print size and quality")
+    p.add_argument("input", type=Path)
+    _add_codec_options(p)
+    p.add_argument("--peak", type=float, default=10000.0, help="PSNR peak (10000 for S2 DN)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("models", help="list the models in model_store")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train (or resume) a model; optionally publish it")
+    p.add_argument("model_id")
+    p.add_argument("--run-dir", help="checkpoints and logs (default runs/MODEL_ID); reruns resume")
+    p.add_argument("--steps", type=int, help="total steps (first start only; the run keeps its config)")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--export", metavar="VERSION", help="publish to model_store as this version")
+    p.add_argument("--description", default="", help="what the published model is for")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except (EozError, FileNotFoundError, FileExistsError) as e:
+        print(f"eoz {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Neural network definitions (pure nn.Modules; no I/O, no entropy coding)."""

@@ -1,0 +1,95 @@
+"""Building blocks shared by the learned codecs."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ResidualBlock(nn.Module):
+    """3x3 -> 1x1 bottleneck residual block, as in VQ-VAE-2's encoder and decoder."""
+
+    def __init__(self, channels: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or channels // 2
+        self.body = nn.Sequential(
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(hidden, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class VectorQuantizer(nn.Module):
+    """Codebook with exponential-moving-average updates and dead-code restarts.
+
+    EMA updates (van den Oord et al. 2017, appendix) train the codebook without a codebook
+    loss; codes whose running usage falls below ``restart_threshold`` are moved onto random
+    encoder outputs of the current batch, so the whole codebook stays in use and the index
+    entropy the entropy coder sees is spread over real choices. Gradients pass the
+    quantization straight through.
+    """
+
+    def __init__(self, num_codes: int, dim: int, decay: float = 0.99,
+                 restart_threshold: float = 0.05, eps: float = 1e-5):
+        super().__init__()
+        self.num_codes = num_codes
+        self.dim = dim
+        self.decay = decay
+        self.restart_threshold = restart_threshold
+        self.eps = eps
+        embedding = torch.randn(num_codes, dim) * 0.1
+        self.register_buffer("embedding", embedding)
+        self.register_buffer("cluster_size", torch.ones(num_codes))
+        self.register_buffer("embedding_sum", embedding.clone())
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index map (B, H, W) of the nearest code of each vector of z (B, D, H, W)."""
+        flat = z.permute(0, 2, 3, 1).reshape(-1, self.dim)
+        distances = (flat.pow(2).sum(1, keepdim=True)
+                     - 2 * flat @ self.embedding.t()
+                     + self.embedding.pow(2).sum(1)[None, :])
+        return distances.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code vectors (B, D, H, W) for an index map (B, H, W)."""
+        return F.embedding(indices, self.embedding).permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantize z; returns (straight-through quantized z, indices, commitment loss)."""
+        indices = self.nearest(z)
+        quantized = self.lookup(indices)
+        if self.training:
+            self._update(z.detach(), indices)
+        commitment = F.mse_loss(z, quantized.detach())
+        quantized = z + (quantized - z).detach()
+        return quantized, indices, commitment
+
+    @torch.no_grad()
+    def _update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+        flat = z.permute(0, 2, 3, 1).reshape(-1, self.dim)
+        onehot = F.one_hot(indices.reshape(-1), self.num_codes).type(flat.dtype)
+        self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+        self.embedding_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (total + self.num_codes * self.eps) * total
+        self.embedding.copy_(self.embedding_sum / smoothed[:, None])
+        dead = self.cluster_size < self.restart_threshold
+        n_dead = int(dead.sum())
+        if n_dead:
+            picks = flat[torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)]
+            self.embedding[dead] = picks
+            self.embedding_sum[dead] = picks
+            self.cluster_size[dead] = 1.0
+
+    def codebook_sha256(self) -> str:
+        """Content hash of the codebook as stored (float32, little-endian, row-major)."""
+        data = self.embedding.detach().cpu().to(torch.float32).numpy().astype("<f4")
+        return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()

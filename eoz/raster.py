@@ -1,0 +1,314 @@
+"""GeoTIFF/COG in and out for the codec, georeferencing kept exactly.
+
+This module is the gate uploaded files pass through, so every open is defensive:
+
+* only local regular files reach GDAL (no ``/vsi...`` paths, no URLs, no FIFOs or devices),
+  and GDAL gets an absolute ``pathlib.Path``, which neither rasterio nor GDAL parse for
+  special syntax (``zip://``, ``GTIFF_DIR:``);
+* only the GTiff driver may open them, so a VRT, PNG, HDF or text file is refused;
+* GDAL looks for no side-car file (``.aux.xml``, ``.ovr``, ``.msk``, world files), so a file
+  can neither pull in other files nor be changed by files planted next to it. Network
+  settings are not needed: nothing that GDAL opens here can name a URL;
+* the size is checked against :class:`Limits` before any pixel is read;
+* every rasterio/GDAL failure while opening or reading becomes an :class:`InputError`.
+
+Writing produces tiled, DEFLATE-compressed GeoTIFFs (predictor 2 for integers, 3 for
+floats), or Cloud-Optimized GeoTIFFs. Output appears at the target path only once complete:
+data goes to a hidden temporary next to it, which is renamed (or converted to COG) on close.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import pathlib
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio._err import CPLE_BaseError
+from rasterio.crs import CRS
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from eoz.errors import InputError
+
+__all__ = ["Limits", "RasterMeta", "RasterWriter", "read_meta", "read_raster", "write_raster"]
+
+_GDAL_ENV = {
+    # Treat the file's folder as empty: GDAL then probes no side-car file at all.
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # Neither read nor write .aux.xml files; everything we write lives inside the TIFF.
+    "GDAL_PAM_ENABLED": "NO",
+}
+# What rasterio raises for a file GDAL cannot make sense of (CRSError: unusable GeoKeys).
+_GDAL_ERRORS = (RasterioError, CPLE_BaseError, CRSError)
+_BLOCK = 256
+_COG_OPTIONS = {
+    "COMPRESS": "DEFLATE",
+    "PREDICTOR": "YES",  # the COG driver picks 2 for integers, 3 for floats
+    "BIGTIFF": "IF_SAFER",
+    "RESAMPLING": "AVERAGE",  # overviews: averages respect nodata and never overshoot
+    "NUM_THREADS": "ALL_CPUS",
+}
+
+
+@dataclass
+class RasterMeta:
+    """What the codec needs to know about a raster, and what a writer needs to recreate it."""
+
+    height: int
+    width: int
+    count: int
+    dtype: str
+    band_names: list[str]
+    crs: str | None
+    transform: list[float] | None
+    nodata: float | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Largest raster accepted; checked before any pixel is read, so no header exhausts memory."""
+
+    max_pixels: int = 20_000 * 20_000
+    max_bands: int = 512
+
+
+def read_meta(path: str | os.PathLike[str], limits: Limits = Limits()) -> RasterMeta:
+    """Describe a GeoTIFF without reading its pixels."""
+    with _open(path, limits) as ds:
+        return _meta(ds)
+
+
+def read_raster(
+    path: str | os.PathLike[str],
+    window: tuple[int, int, int, int] | None = None,
+    limits: Limits = Limits(),
+) -> tuple[np.ndarray, RasterMeta]:
+    """Read all bands, or a ``(col_off, row_off, width, height)`` window, as (bands, rows, cols).
+
+    The returned meta describes the returned array: for a window, its shape and the window's
+    transform, so ``write_raster(out, *read_raster(src, window))`` writes a georeferenced crop.
+    """
+    with _open(path, limits) as ds:
+        meta = _meta(ds)
+        if window is not None:
+            col_off, row_off, width, height = _check_window(window, meta)
+            meta = replace(
+                meta,
+                height=height,
+                width=width,
+                transform=_shifted(meta.transform, col_off, row_off),
+            )
+            rio_window = Window(col_off, row_off, width, height)
+        else:
+            rio_window = None
+        try:
+            array = ds.read(window=rio_window)
+        except _GDAL_ERRORS as e:
+            raise InputError(f"{path}: cannot read pixels: {_gdal_message(e)}") from e
+    return array, meta
+
+
+class RasterWriter:
+    """Write a raster window by window, so scenes larger than memory can be produced.
+
+    Use as a context manager. Nothing appears at ``path`` until :meth:`close` succeeds; if the
+    ``with`` block raises, the temporary is removed and ``path`` is left as it was.
+    With ``cog=True`` the finished tiled GeoTIFF is converted by GDAL's COG driver, which
+    adds overviews when the raster is larger than one COG block (512 px).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], meta: RasterMeta, cog: bool = False):
+        if len(meta.band_names) != meta.count:
+            raise InputError(f"{len(meta.band_names)} band names for {meta.count} bands")
+        self.path = pathlib.Path(path).absolute()
+        self.meta = meta
+        self.cog = cog
+        self._tmp = self._sibling("tmp")
+        with rasterio.Env(**_GDAL_ENV), warnings.catch_warnings():
+            # Without a transform rasterio warns; leaving the file ungeoreferenced is intended.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._ds = rasterio.open(self._tmp, "w", **_profile(meta))
+            self._ds.descriptions = tuple(meta.band_names)
+
+    def __enter__(self) -> RasterWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._discard()
+
+    def write(self, array: np.ndarray, col_off: int, row_off: int) -> None:
+        """Write a ``(bands, h, w)`` array with its top-left pixel at ``(col_off, row_off)``."""
+        if array.ndim != 3 or array.shape[0] != self.meta.count:
+            raise InputError(f"expected {self.meta.count} bands, got shape {array.shape}")
+        if array.dtype != np.dtype(self.meta.dtype):
+            # No silent casting: it would wrap or round values of the reconstruction.
+            raise InputError(f"expected dtype {self.meta.dtype}, got {array.dtype}")
+        _, height, width = array.shape
+        _check_window((col_off, row_off, width, height), self.meta)
+        with rasterio.Env(**_GDAL_ENV):
+            self._ds.write(array, window=Window(col_off, row_off, width, height))
+
+    def close(self) -> None:
+        """Finish the file and move it (or its COG conversion) to the target path."""
+        if self._ds.closed:
+            return
+        try:
+            with rasterio.Env(**_GDAL_ENV):
+                self._ds.close()
+                if self.cog:
+                    part = self._sibling("cog")
+                    try:
+                        rasterio.shutil.copy(self._tmp, part, driver="COG", **_COG_OPTIONS)
+                        os.replace(part, self.path)
+                    finally:
+                        part.unlink(missing_ok=True)
+                else:
+                    os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def _discard(self) -> None:
+        with rasterio.Env(**_GDAL_ENV):
+            self._ds.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def _sibling(self, tag: str) -> pathlib.Path:
+        """A hidden, unique name in the target's folder, so the rename stays on one filesystem."""
+        return self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.{tag}.tif")
+
+
+def write_raster(
+    path: str | os.PathLike[str], array: np.ndarray, meta: RasterMeta, cog: bool = False
+) -> None:
+    """Write a whole ``(bands, rows, cols)`` array as a GeoTIFF or COG."""
+    if array.shape != (meta.count, meta.height, meta.width):
+        raise InputError(
+            f"array shape {array.shape} does not match meta {(meta.count, meta.height, meta.width)}"
+        )
+    with RasterWriter(path, meta, cog=cog) as writer:
+        writer.write(array, 0, 0)
+
+
+@contextmanager
+def _open(path: str | os.PathLike[str], limits: Limits) -> Iterator[DatasetReader]:
+    """Open a local GeoTIFF defensively (see the module docstring) and check its size.
+
+    The GDAL settings stay in force while the dataset is open: overviews and masks are
+    looked up lazily, after the open.
+    """
+    text = os.fspath(path)
+    if text.startswith("/vsi") or "://" in text:
+        raise InputError(f"{text} is not a GeoTIFF on the local file system")
+    local = pathlib.Path(text).absolute()
+    if not local.is_file():
+        raise InputError(f"{text} is not a GeoTIFF: no such regular file")
+    with rasterio.Env(**_GDAL_ENV):
+        try:
+            with warnings.catch_warnings():
+                # An ungeoreferenced file is fine: its meta says transform=None instead.
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                ds = rasterio.open(local, driver="GTiff")
+        except _GDAL_ERRORS as e:
+            message = _gdal_message(e)
+            raise InputError(f"{text} is not a GeoTIFF or cannot be opened: {message}") from e
+        with ds:
+            pixels = ds.height * ds.width
+            if pixels > limits.max_pixels or ds.count > limits.max_bands:
+                raise InputError(
+                    f"{text} is too large: {ds.height} x {ds.width} = {pixels} pixels "
+                    f"in {ds.count} bands "
+                    f"(limits: {limits.max_pixels} pixels, {limits.max_bands} bands)"
+                )
+            yield ds
+
+
+def _meta(ds: DatasetReader) -> RasterMeta:
+    try:
+        crs = ds.crs.to_wkt() if ds.crs else None
+    except _GDAL_ERRORS as e:
+        raise InputError(f"{ds.name}: unusable CRS: {_gdal_message(e)}") from e
+    transform = list(ds.transform)[:6]
+    if crs is None and ds.transform == Affine.identity():
+        transform = None
+    return RasterMeta(
+        height=ds.height,
+        width=ds.width,
+        count=ds.count,
+        dtype=ds.dtypes[0],
+        band_names=[name or f"band{i}" for i, name in enumerate(ds.descriptions, start=1)],
+        crs=crs,
+        transform=transform,
+        nodata=ds.nodata,
+    )
+
+
+def _profile(meta: RasterMeta) -> dict[str, Any]:
+    """Creation profile for the tiled GeoTIFF; crs and transform only when the meta has them."""
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "height": meta.height,
+        "width": meta.width,
+        "count": meta.count,
+        "dtype": meta.dtype,
+        "nodata": meta.nodata,
+        "tiled": True,
+        "blockxsize": _BLOCK,
+        "blockysize": _BLOCK,
+        "compress": "deflate",
+        "predictor": 3 if np.issubdtype(np.dtype(meta.dtype), np.floating) else 2,
+        "interleave": "pixel",
+        "bigtiff": "if_safer",
+        "num_threads": "all_cpus",
+    }
+    if meta.crs is not None:
+        profile["crs"] = CRS.from_wkt(meta.crs)
+    if meta.transform is not None:
+        profile["transform"] = Affine(*meta.transform)
+    return profile
+
+
+def _check_window(window: tuple[int, int, int, int], meta: RasterMeta) -> tuple[int, int, int, int]:
+    try:
+        col_off, row_off, width, height = (operator.index(v) for v in window)
+    except (TypeError, ValueError) as e:
+        raise InputError(
+            f"window must be 4 integers (col_off, row_off, width, height), got {window!r}"
+        ) from e
+    if (
+        col_off < 0
+        or row_off < 0
+        or width < 1
+        or height < 1
+        or col_off + width > meta.width
+        or row_off + height > meta.height
+    ):
+        raise InputError(
+            f"window (col_off={col_off}, row_off={row_off}, width={width}, height={height}) "
+            f"is not inside the {meta.width} x {meta.height} raster"
+        )
+    return col_off, row_off, width, height
+
+
+def _shifted(transform: list[float] | None, col_off: int, row_off: int) -> list[float] | None:
+    if transform is None:
+        return None
+    return list(Affine(*transform) @ Affine.translation(col_off, row_off))[:6]
+
+
+def _gdal_message(e: BaseException) -> str:
+    """rasterio often says 'see previous exception'; the GDAL message is in the cause."""
+    return f"{e} ({e.__cause__})" if e.__cause__ else str(e)

