@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -155,11 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (EozError, FileNotFoundError, FileExistsError) as e:
+    except (EozError, OSError, ValueError) as e:  # rasterio's I/O errors are OSErrors
         print(f"eoz {args.command}: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str))
+    print(json.dumps(_finite(result), indent=2, default=str))
     return 0
+
+
+def _finite(value):
+    """Strict JSON has no Infinity/NaN (an exact reconstruction has infinite PSNR): use strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

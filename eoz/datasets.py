@@ -100,6 +100,8 @@ def fixed_crops(arrays: list[np.ndarray], size: int, per_array: int = 2) -> np.n
     """Deterministic evenly spread crops, for validation figures that compare across runs."""
     crops = []
     for a in arrays:
+        if min(a.shape[1:]) < size:
+            raise InputError(f"a {a.shape[2]}x{a.shape[1]} raster is smaller than {size}-pixel crops")
         for k in range(per_array):
             r = (a.shape[1] - size) * (k + 1) // (per_array + 1)
             c = (a.shape[2] - size) * (per_array - k) // (per_array + 1)

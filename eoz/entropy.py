@@ -1,14 +1,18 @@
-"""Entropy coding of VQ index maps with constriction's range coder.
+"""Entropy coding of VQ index maps: a checkerboard context model and constriction's range coder.
 
-The prior is a set of integer frequency tables learned from the training set's index maps:
-the top level is coded with its marginal, every lower level with the distribution of its
-code given the parent code one level up and its position (one of 4) under that parent.
-The FPN encoder makes a lower level's codes depend strongly on the level above, so this
-context removes much of what a marginal would leave.
+Each level is coded in two passes over a checkerboard. Anchors ((row + col) even) are coded
+first, given the parent code one level up and the position under it; the other half is
+then coded given the parent and its four already decoded anchor neighbours. Both passes are
+vectorized, so decoding needs no per-symbol loop, and together they capture most of the
+spatial and cross-level redundancy of the index maps.
 
-Tables are stored as integers and turned into probabilities by one float64 division, the
-same on every machine; constriction quantizes them deterministically. Encoder and decoder
-therefore always agree, whatever hardware ran the network.
+The model is log-linear: a symbol's score is the sum of table entries for its contexts
+(phase bias, parent code and position, each neighbour's code in its direction). Tables are
+fitted as a multinomial logistic regression on training index maps, then stored as
+integers in 1/8-nat units. Probabilities come from integer arithmetic only: the score gap
+to the best symbol indexes a fixed integer exp() table, giving integer frequencies that are
+identical on every machine, and constriction quantizes them deterministically. Encoder and
+decoder therefore always agree, whatever hardware ran the network.
 """
 
 from __future__ import annotations
@@ -17,101 +21,177 @@ import math
 
 import constriction
 import numpy as np
+import torch
+from torch.nn import functional as F
 
 from eoz.errors import ContainerError
 
-TABLE_TOTAL = 1 << 20   # each row's frequencies sum to about this
-PRIOR_STRENGTH = 32.0   # pseudo-counts of the marginal mixed into each context row
-_CHUNK = 16384          # symbols per batched call, bounds the per-symbol probability array
+SCORE_UNITS = 8          # table entries are log-probabilities in 1/8 nat
+_EXP = np.maximum(1, np.rint(2.0 ** 24 * np.exp(-np.arange(256) / SCORE_UNITS))).astype(np.int64)
+_CHUNK = 8192            # symbols per batched coder call; bounds the (n, K) arrays
 _MODEL = constriction.stream.model.Categorical(perfect=False)
+_DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))   # left, right, up, down
 
 
-def _frequencies(counts: np.ndarray, marginal: np.ndarray) -> np.ndarray:
-    """Smoothed integer frequencies for rows of counts (..., K), every symbol at least 1."""
-    n = counts.sum(-1, keepdims=True)
-    probs = (counts + PRIOR_STRENGTH * marginal) / (n + PRIOR_STRENGTH)
-    return np.maximum(1, np.rint(probs * TABLE_TOTAL)).astype(np.uint32)
-
-
-def _children_context(parent: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Context row (parent code * 4 + position under the parent) of each child symbol."""
+def _parent_context(parent: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """(parent code * 4 + position under the parent) of every symbol; zeros at the top level."""
     h, w = shape
-    rows = np.arange(h)[:, None]
-    cols = np.arange(w)[None, :]
-    return parent[rows // 2, cols // 2].astype(np.int64) * 4 + (rows % 2) * 2 + cols % 2
+    if parent is None:
+        return np.zeros(h * w, np.int64)
+    rows, cols = np.arange(h)[:, None], np.arange(w)[None, :]
+    return (parent[rows // 2, cols // 2].astype(np.int64) * 4 + (rows % 2) * 2 + cols % 2).ravel()
+
+
+def _neighbours(codes: np.ndarray, none: int) -> np.ndarray:
+    """(4, h*w) codes of the left, right, up and down neighbours; ``none`` outside the map."""
+    padded = np.pad(codes.astype(np.int64), 1, constant_values=none)
+    h, w = codes.shape
+    return np.stack([padded[1 + dr:1 + dr + h, 1 + dc:1 + dc + w].ravel() for dr, dc in _DIRECTIONS])
+
+
+def _phases(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of anchors and of the rest, each in raster order."""
+    h, w = shape
+    anchor = ((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0).ravel()
+    return np.flatnonzero(anchor), np.flatnonzero(~anchor)
+
+
+class LevelModel:
+    """Integer score tables of one level: bias (2, K), parent (P, K), neighbour (4, K+1, K)."""
+
+    def __init__(self, bias: np.ndarray, parent: np.ndarray, neighbour: np.ndarray):
+        self.bias = bias.astype(np.int64)
+        self.parent = parent.astype(np.int64)
+        self.neighbour = neighbour.astype(np.int64)
+        self.size = self.bias.shape[1]
+
+    def probabilities(self, phase: int, parent_ctx: np.ndarray, neighbours: np.ndarray | None) -> np.ndarray:
+        """(n, K) float64 probabilities from integer scores; exact and machine independent."""
+        scores = self.bias[phase][None, :] + self.parent[parent_ctx]
+        if neighbours is not None:
+            for d in range(4):
+                scores = scores + self.neighbour[d][neighbours[d]]
+        gap = np.minimum(scores.max(axis=1, keepdims=True) - scores, 255)
+        freqs = _EXP[gap]
+        return freqs / freqs.sum(axis=1, keepdims=True, dtype=np.int64)
+
+    def code(self, coder, codes: np.ndarray | None, parent: np.ndarray | None,
+             shape: tuple[int, int], decode: bool) -> np.ndarray:
+        """Encode ``codes`` or, with decode=True, decode a map of ``shape``; returns the map."""
+        pctx = _parent_context(parent, shape)
+        anchors, others = _phases(shape)
+        flat = np.zeros(shape[0] * shape[1], np.int64) if decode else codes.ravel().astype(np.int64)
+        for phase, positions in enumerate((anchors, others)):
+            if phase == 1:
+                neighbours = _neighbours(flat.reshape(shape), self.size)[:, positions]
+            for start in range(0, len(positions), _CHUNK):
+                part = positions[start:start + _CHUNK]
+                nb = neighbours[:, start:start + _CHUNK] if phase == 1 else None
+                probs = self.probabilities(phase, pctx[part], nb)
+                if decode:
+                    flat[part] = coder.decode(_MODEL, probs)
+                else:
+                    coder.encode(flat[part].astype(np.int32), _MODEL, probs)
+        return flat.reshape(shape)
 
 
 class IndexPrior:
-    """Frequency tables for the index maps of a VQ model, bottom level first."""
+    """Context models for the index maps of a VQ model, bottom level first."""
 
-    def __init__(self, top: np.ndarray, conditionals: list[np.ndarray]):
-        self.top = top.astype(np.uint32)                        # (K_top,)
-        self.conditionals = [c.astype(np.uint32) for c in conditionals]  # (K_{l+1}*4, K_l)
-        self._top_probs = self.top / self.top.sum(dtype=np.float64)
-        self._cond_probs = [c / c.sum(-1, keepdims=True, dtype=np.float64) for c in self.conditionals]
+    def __init__(self, levels: list[LevelModel]):
+        self.levels = levels
 
     @classmethod
-    def fit(cls, index_maps: list[list[np.ndarray]], codebook_sizes: list[int]) -> "IndexPrior":
-        """Count codes over many images' index maps (each a list, bottom level first)."""
-        levels = len(codebook_sizes)
-        marginals = [np.zeros(k) for k in codebook_sizes]
-        cond_counts = [np.zeros((codebook_sizes[l + 1] * 4, codebook_sizes[l])) for l in range(levels - 1)]
-        for maps in index_maps:
-            for level, m in enumerate(maps):
-                marginals[level] += np.bincount(m.ravel(), minlength=codebook_sizes[level])
-                if level < levels - 1:
-                    ctx = _children_context(maps[level + 1], m.shape).ravel()
-                    np.add.at(cond_counts[level], (ctx, m.ravel()), 1)
-        marginal_probs = [(m + 0.5) / (m.sum() + 0.5 * len(m)) for m in marginals]
-        top = _frequencies(marginals[-1], marginal_probs[-1])
-        conditionals = [_frequencies(c, marginal_probs[l]) for l, c in enumerate(cond_counts)]
-        return cls(top, conditionals)
-
-    @property
-    def levels(self) -> int:
-        return len(self.conditionals) + 1
+    def fit(cls, index_maps: list[list[np.ndarray]], codebook_sizes: list[int],
+            epochs: int = 4, seed: int = 0) -> "IndexPrior":
+        """Fit every level's tables on many images' index maps (each a list, bottom first)."""
+        return cls([_fit_level(index_maps, codebook_sizes, level, epochs, seed)
+                    for level in range(len(codebook_sizes))])
 
     def encode(self, index_maps: list[np.ndarray]) -> bytes:
         encoder = constriction.stream.queue.RangeEncoder()
-        top = index_maps[-1].ravel().astype(np.int32)
-        encoder.encode(top, constriction.stream.model.Categorical(self._top_probs, perfect=False))
-        for level in range(self.levels - 2, -1, -1):
-            symbols = index_maps[level].ravel().astype(np.int32)
-            ctx = _children_context(index_maps[level + 1], index_maps[level].shape).ravel()
-            table = self._cond_probs[level]
-            for start in range(0, len(symbols), _CHUNK):
-                part = slice(start, start + _CHUNK)
-                encoder.encode(symbols[part], _MODEL, table[ctx[part]])
+        for level in range(len(self.levels) - 1, -1, -1):
+            parent = index_maps[level + 1] if level + 1 < len(self.levels) else None
+            self.levels[level].code(encoder, index_maps[level], parent, index_maps[level].shape, False)
         return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
         """Inverse of encode for index maps of the given shapes (bottom level first)."""
-        if len(data) % 4:
-            raise ContainerError("index stream length is not a multiple of 4 bytes")
-        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
-        maps: list[np.ndarray | None] = [None] * self.levels
-        h, w = shapes[-1]
-        top_model = constriction.stream.model.Categorical(self._top_probs, perfect=False)
-        maps[-1] = np.asarray(decoder.decode(top_model, h * w), dtype=np.int64).reshape(h, w)
-        for level in range(self.levels - 2, -1, -1):
-            ctx = _children_context(maps[level + 1], shapes[level]).ravel()
-            table = self._cond_probs[level]
-            parts = [decoder.decode(_MODEL, table[ctx[s:s + _CHUNK]])
-                     for s in range(0, len(ctx), _CHUNK)]
-            maps[level] = np.concatenate(parts).astype(np.int64).reshape(shapes[level])
+        if len(data) % 4 or not data:  # any symbol at all leaves at least one word
+            raise ContainerError(f"index stream of {len(data)} bytes is empty or not a multiple of 4 bytes")
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+        maps: list[np.ndarray] = [None] * len(self.levels)
+        for level in range(len(self.levels) - 1, -1, -1):
+            parent = maps[level + 1] if level + 1 < len(self.levels) else None
+            maps[level] = self.levels[level].code(decoder, None, parent, tuple(shapes[level]), True)
+        if not decoder.maybe_exhausted():
+            raise ContainerError("index stream does not end where its index maps do: "
+                                 "it is truncated or has extra data")
         return maps
 
     def fixed_length_bytes(self, shapes: list[tuple[int, int]]) -> float:
         """Size of the same maps stored with fixed-length indices (w*h*log2(K)/8 per level)."""
-        sizes = [c.shape[1] for c in self.conditionals] + [len(self.top)]
-        return sum(h * w * math.log2(k) / 8 for (h, w), k in zip(shapes, sizes))
+        return sum(h * w * math.log2(m.size) / 8 for (h, w), m in zip(shapes, self.levels))
 
     def to_tensors(self) -> dict[str, np.ndarray]:
-        out = {"prior.top": self.top}
-        out.update({f"prior.conditional.{l}": c for l, c in enumerate(self.conditionals)})
+        out = {}
+        for l, m in enumerate(self.levels):
+            out.update({f"prior.{l}.bias": m.bias.astype(np.int32),
+                        f"prior.{l}.parent": m.parent.astype(np.int32),
+                        f"prior.{l}.neighbour": m.neighbour.astype(np.int32)})
         return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "IndexPrior":
-        n = sum(1 for k in tensors if k.startswith("prior.conditional."))
-        return cls(tensors["prior.top"], [tensors[f"prior.conditional.{l}"] for l in range(n)])
+        n = sum(1 for k in tensors if k.startswith("prior.") and k.endswith(".bias"))
+        return cls([LevelModel(tensors[f"prior.{l}.bias"], tensors[f"prior.{l}.parent"],
+                               tensors[f"prior.{l}.neighbour"]) for l in range(n)])
+
+
+def _level_samples(index_maps, codebook_sizes, level):
+    """Targets, phases, parent contexts and neighbour codes of one level over all images."""
+    none = codebook_sizes[level]
+    targets, phases, parents, neighbours = [], [], [], []
+    for maps in index_maps:
+        codes = maps[level]
+        parent = maps[level + 1] if level + 1 < len(maps) else None
+        anchors, others = _phases(codes.shape)
+        phase = np.zeros(codes.size, np.int64)
+        phase[others] = 1
+        nb = _neighbours(codes, none)
+        targets.append(codes.ravel().astype(np.int64))
+        phases.append(phase)
+        parents.append(_parent_context(parent, codes.shape))
+        neighbours.append(nb)
+    return (torch.from_numpy(np.concatenate(targets)), torch.from_numpy(np.concatenate(phases)),
+            torch.from_numpy(np.concatenate(parents)), torch.from_numpy(np.concatenate(neighbours, 1)))
+
+
+def _fit_level(index_maps, codebook_sizes, level, epochs, seed) -> LevelModel:
+    """Multinomial logistic regression on one-hot contexts, then rounding to score units."""
+    k = codebook_sizes[level]
+    n_parent = codebook_sizes[level + 1] * 4 if level + 1 < len(codebook_sizes) else 1
+    targets, phases, parents, neighbours = _level_samples(index_maps, codebook_sizes, level)
+    generator = torch.Generator().manual_seed(seed)
+    bias = torch.zeros(2, k, requires_grad=True)
+    parent = torch.zeros(n_parent, k, requires_grad=True)
+    neighbour = torch.zeros(4, k + 1, k, requires_grad=True)
+    with torch.no_grad():
+        counts = torch.bincount(targets, minlength=k).double()
+        bias[:] = torch.log((counts + 0.5) / (counts.sum() + 0.5 * k)).float()
+    optimizer = torch.optim.Adam([bias, parent, neighbour], lr=0.05)
+    batch = 32768
+    for _ in range(epochs):
+        for rows in torch.randperm(len(targets), generator=generator).split(batch):
+            nb = neighbours[:, rows]
+            # anchors are coded before their neighbours are known: only the others use them
+            context = sum(neighbour[d][nb[d]] for d in range(4)) * phases[rows, None]
+            logits = bias[phases[rows]] + parent[parents[rows]] + context
+            loss = F.cross_entropy(logits, targets[rows])
+            loss = loss + 1e-6 * (parent.pow(2).sum() + neighbour.pow(2).sum())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        to_int = lambda t: np.rint(t.detach().numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64)
+        return LevelModel(to_int(bias), to_int(parent), to_int(neighbour))

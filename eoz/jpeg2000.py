@@ -60,6 +60,7 @@ _MAX_BITS = 26  # OpenJPEG's usable sample precision
 _KLT_SCALE = 16
 _QUALITY_RANGE = (1.0, 1000.0)
 _THREADS = 1
+SIZE_TOLERANCE = 0.005  # encode_to_size stops within 0.5 % below its byte budget
 
 
 def params_nbytes(params: dict) -> int:
@@ -229,8 +230,10 @@ def _search_bounds(array: np.ndarray) -> tuple[float, float]:
 def encode_to_size(array: np.ndarray, nbytes: int, *, klt: bool = False) -> tuple[bytes, dict]:
     """Largest lossy encoding whose codestream plus compact-JSON params fit in ``nbytes``.
 
-    Bisects ``quality`` to 0.01 dB. When even the lowest quality exceeds the budget, that
-    smallest encoding is returned anyway, so callers must compare the size themselves.
+    Bisects ``quality`` to 0.01 dB, stopping early once a fitting encoding is within
+    ``SIZE_TOLERANCE`` of the budget (sizes closer than that do not move a figure). When
+    even the lowest quality exceeds the budget, that smallest encoding is returned anyway,
+    so callers must compare the size themselves.
     """
     array = _validate(array)
 
@@ -246,7 +249,7 @@ def encode_to_size(array: np.ndarray, nbytes: int, *, klt: bool = False) -> tupl
     if size > nbytes:
         return result
     best_size, best = size, result
-    while high - low > 0.01:
+    while high - low > 0.01 and best_size < nbytes * (1 - SIZE_TOLERANCE):
         middle = (low + high) / 2
         size, result = attempt(middle)
         if size <= nbytes:

@@ -32,7 +32,9 @@ class BandNormalizer:
         offset = [float(max(0.0, 1.0 - band.min())) for band in samples]
         exponent, mean, std = [], [], []
         for band, off in zip(samples, offset):
-            p = float(np.clip(stats.boxcox_normmax(band + off, method="mle"), MIN_EXPONENT, MAX_EXPONENT))
+            # a constant band has no shape to fit: keep it linear
+            p = 1.0 if band.min() == band.max() else float(
+                np.clip(stats.boxcox_normmax(band + off, method="mle"), MIN_EXPONENT, MAX_EXPONENT))
             transformed = (band + off) ** p
             exponent.append(p)
             mean.append(float(transformed.mean()))

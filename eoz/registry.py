@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from safetensors.numpy import load as load_safetensors
 from eoz.errors import ModelMismatchError, UnknownModelError
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "model_store"
+# ids and versions come from untrusted .eoz headers: plain names only, never paths
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        raise UnknownModelError(f"{kind} {value!r} is not a valid name "
+                                "(letters, digits, '.', '_', '-')")
+    return value
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -76,7 +86,7 @@ class ModelStore:
         return found
 
     def versions(self, model_id: str) -> list[str]:
-        folder = self.root / model_id
+        folder = self.root / _check_name("model id", model_id)
         versions = [p.name for p in folder.iterdir() if (p / "manifest.json").is_file()] \
             if folder.is_dir() else []
         return sorted(versions, key=lambda v: (len(v), v))
@@ -88,6 +98,7 @@ class ModelStore:
             raise UnknownModelError(f"no model {model_id!r} in {self.root}; available: {known}")
         if version is None:
             version = versions[-1]
+        _check_name("version", version)
         if version not in versions:
             raise UnknownModelError(f"model {model_id!r} has no version {version!r}; it has {versions}")
         return self._entry(model_id, version)
@@ -99,7 +110,7 @@ class ModelStore:
 
     def publish(self, model_id: str, version: str, manifest: dict, weights: bytes) -> ModelEntry:
         """Write a new entry; refuses to overwrite an existing version (versions are immutable)."""
-        path = self.root / model_id / version
+        path = self.root / _check_name("model id", model_id) / _check_name("version", version)
         if path.exists():
             raise FileExistsError(f"{path} exists: versions are immutable, publish a new one")
         path.mkdir(parents=True)

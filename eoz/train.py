@@ -107,6 +107,8 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") ->
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
+        if "torch_rng" in state:  # codebook restarts draw from it
+            torch.set_rng_state(state["torch_rng"])
         normalizer = BandNormalizer.from_dict(state["normalizer"])
         step = state["step"]
     else:
@@ -116,7 +118,8 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") ->
 
     def save():
         _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "sampler_rng": sampler.rng.bit_generator.state, "step": step,
+                      "sampler_rng": sampler.rng.bit_generator.state,
+                      "torch_rng": torch.get_rng_state(), "step": step,
                       "normalizer": normalizer.to_dict(), "config": asdict(cfg)}, checkpoint_path)
 
     with open(run_dir / "log.jsonl", "a") as log:

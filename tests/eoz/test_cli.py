@@ -1,0 +1,274 @@
+"""The `eoz` command line on real GeoTIFF crops: compress, info, decompress, eval, models, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from eoz.cli import main
+from eoz.container import EozReader
+from eoz.raster import read_raster, write_raster
+from tests.conftest import S2_10M
+
+EVAL_KEYS = {"bytes", "compression_ratio", "bpp_per_band", "psnr", "ssim", "ssim_per_band",
+             "encode_seconds", "decode_seconds"}
+VQ_EVAL_KEYS = {"index_bytes_entropy_coded", "index_bytes_fixed_length"}
+
+
+def _strict_json(text: str):
+    """Parse as RFC 8259 JSON: no NaN or Infinity literals."""
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny convolutions: with the CPU shared (a training run), extra threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(capsys, *args) -> tuple[int, object, str]:
+    """Run `eoz ARGS`; returns (exit code, parsed stdout JSON or None, stderr)."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def _assert_clean_error(code, out, err, command, *needles):
+    assert code == 2
+    assert out is None
+    assert err.endswith("\n") and err.count("\n") == 1, err  # one line
+    assert err.startswith(f"eoz {command}: error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.fixture()
+def store_env(tiny_store, monkeypatch):
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(tiny_store.root))
+    return tiny_store
+
+
+@pytest.fixture()
+def scene(tmp_path, shared_data):
+    """A real 4-band Sentinel-2 crop (100 x 70) written as a GeoTIFF."""
+    array, meta = read_raster(shared_data / S2_10M, window=(500, 400, 100, 70))
+    path = tmp_path / "scene.tif"
+    write_raster(path, array, meta)
+    return path, array, meta
+
+
+def test_compress_info_decompress_with_window_and_cog(capsys, store_env, scene, tmp_path):
+    src, array, meta = scene
+    eoz_path = tmp_path / "scene.eoz"
+    code, out, err = run(capsys, "compress", src, eoz_path, "--model", "tiny-vq", "--tile-size", 32)
+    assert code == 0 and err == ""
+    assert out == {"output": str(eoz_path), "bytes": eoz_path.stat().st_size, "tiles": 12,
+                   "model_id": "tiny-vq", "model_version": "1"}
+
+    code, info, _ = run(capsys, "info", eoz_path)
+    assert code == 0
+    assert info["format_version"] == 1 and info["file_bytes"] == eoz_path.stat().st_size
+    header = info["header"]
+    assert (header["height"], header["width"], header["tile_size"]) == (70, 100, 32)
+    assert header["bands"] == ["B02", "B03", "B04", "B08"] and header["dtype"] == "uint16"
+    assert header["model_id"] == "tiny-vq" and header["model_version"] == "1"
+    assert header["weights_sha256"] == store_env.get("tiny-vq").weights_sha256
+    assert header["transform"] == pytest.approx(meta.transform)
+    tiles = info["tiles"]
+    assert (tiles["count"], tiles["rows"], tiles["cols"]) == (12, 3, 4)
+    assert tiles["corrupt"] == []
+    assert 0 < tiles["min_bytes"] <= tiles["max_bytes"] < tiles["payload_bytes"] < info["file_bytes"]
+
+    full = tmp_path / "full.tif"
+    code, out, _ = run(capsys, "decompress", eoz_path, full)
+    assert code == 0
+    assert out == {"output": str(full), "width": 100, "height": 70,
+                   "bands": ["B02", "B03", "B04", "B08"], "cog": False}
+    recon, recon_meta = read_raster(full)
+    assert recon.shape == array.shape and recon.dtype == np.uint16
+    assert recon_meta == meta
+
+    part = tmp_path / "part.tif"
+    code, out, _ = run(capsys, "decompress", eoz_path, part, "--window", 10, 20, 40, 30, "--cog")
+    assert code == 0 and out["cog"] is True and (out["width"], out["height"]) == (40, 30)
+    window, window_meta = read_raster(part)
+    np.testing.assert_array_equal(window, recon[:, 20:50, 10:50])
+    a, _, x0, _, e, y0 = meta.transform
+    assert window_meta.transform[2] == x0 + 10 * a and window_meta.transform[5] == y0 + 20 * e
+    with rasterio.open(part) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    with rasterio.open(full) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG"
+
+
+def test_info_reports_a_corrupt_tile_without_failing(capsys, store_env, scene, tmp_path):
+    src, _, _ = scene
+    eoz_path = tmp_path / "scene.eoz"
+    assert run(capsys, "compress", src, eoz_path, "--model", "tiny-vq", "--tile-size", 32)[0] == 0
+    data = bytearray(eoz_path.read_bytes())
+    with EozReader(bytes(data)) as reader:
+        entry = reader.entries[5]
+    data[entry.offset + entry.length // 2] ^= 0xFF
+    eoz_path.write_bytes(bytes(data))
+    code, info, _ = run(capsys, "info", eoz_path)
+    assert code == 0 and info["tiles"]["corrupt"] == [5]
+    code, out, err = run(capsys, "decompress", eoz_path, tmp_path / "out.tif")
+    _assert_clean_error(code, out, err, "decompress", "tile 5", "corrupt")
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_eval_prints_the_documented_keys_consistent_with_compress(capsys, store_env, scene, tmp_path):
+    src, array, _ = scene
+    code, result, err = run(capsys, "eval", src, "--model", "tiny-vq", "--tile-size", 32)
+    assert code == 0 and err == ""
+    assert EVAL_KEYS | VQ_EVAL_KEYS <= set(result)
+    bands, h, w = array.shape
+    assert result["compression_ratio"] == pytest.approx(array.nbytes / result["bytes"])
+    assert result["bpp_per_band"] == pytest.approx(8 * result["bytes"] / (h * w * bands))
+    assert len(result["ssim_per_band"]) == 4
+    assert result["ssim"] == pytest.approx(np.mean(result["ssim_per_band"]))
+    assert result["encode_seconds"] > 0 and result["decode_seconds"] > 0
+    assert 0 < result["index_bytes_entropy_coded"] < result["bytes"]
+    # tiny-vq: stride 4, levels at 1/2 (16 codes, 4 bits) and 1/4 (32 codes, 5 bits). Tiles of
+    # 100x70 in 32s: 6 full (168 B), 2 of 32x4 (21 B), 3 of 8x32 (42 B, 6 rows padded to 8),
+    # 1 of 8x4 (5.25 B)
+    assert result["index_bytes_fixed_length"] == round(6 * 168 + 2 * 21 + 3 * 42 + 5.25)
+
+    # eval measures what compress writes, and its PSNR is that of the decompressed file
+    eoz_path = tmp_path / "scene.eoz"
+    run(capsys, "compress", src, eoz_path, "--model", "tiny-vq", "--tile-size", 32)
+    assert result["bytes"] == eoz_path.stat().st_size
+    run(capsys, "decompress", eoz_path, tmp_path / "back.tif")
+    recon, _ = read_raster(tmp_path / "back.tif")
+    mse = np.mean((recon.astype(np.float64) - array) ** 2)
+    assert result["psnr"] == pytest.approx(10 * math.log10(10000.0 ** 2 / mse))
+
+
+def test_eval_of_jpeg2000_has_no_index_keys(capsys, scene):
+    src, _, _ = scene
+    code, result, _ = run(capsys, "eval", src, "--model", "jpeg2000", "--quality", 40, "--tile-size", 64)
+    assert code == 0
+    assert EVAL_KEYS <= set(result) and not VQ_EVAL_KEYS & set(result)
+    assert result["codec"] == "jpeg2000" and math.isfinite(result["psnr"])
+
+
+def test_eval_output_is_strict_json_for_a_lossless_codec(capsys, scene):
+    src, _, _ = scene
+    assert main(["eval", str(src), "--model", "jpeg2000", "--lossless", "--tile-size", "64"]) == 0
+    result = _strict_json(capsys.readouterr().out)
+    assert result["bytes"] > 0
+
+
+def test_jpeg2000_lossless_round_trip_is_bit_exact(capsys, scene, tmp_path):
+    src, array, meta = scene
+    eoz_path = tmp_path / "lossless.eoz"
+    code, out, _ = run(capsys, "compress", src, eoz_path, "--model", "jpeg2000", "--lossless",
+                       "--tile-size", 64)
+    assert code == 0 and out["model_id"] == "jpeg2000" and out["tiles"] == 4
+    code, info, _ = run(capsys, "info", eoz_path)
+    assert info["header"]["codec"] == "jpeg2000" and info["header"]["quality"]["lossless"] is True
+    assert run(capsys, "decompress", eoz_path, tmp_path / "back.tif")[0] == 0
+    back, back_meta = read_raster(tmp_path / "back.tif")
+    np.testing.assert_array_equal(back, array)
+    assert back_meta == meta
+
+
+def test_models_lists_the_store_and_jpeg2000(capsys, store_env):
+    code, models, _ = run(capsys, "models")
+    assert code == 0
+    assert [m["model_id"] for m in models] == ["tiny-vq", "jpeg2000"]
+    tiny = models[0]
+    assert tiny["version"] == "1" and tiny["codec"] == "vqvae-fpn"
+    assert tiny["weights_sha256"] == store_env.get("tiny-vq").weights_sha256
+    assert tiny["bands"] == ["B02", "B03", "B04", "B08"]
+    assert models[1]["codec"] == "jpeg2000"
+
+
+def test_unknown_model_is_a_clean_error(capsys, store_env, scene, tmp_path):
+    src, _, _ = scene
+    code, out, err = run(capsys, "compress", src, tmp_path / "x.eoz", "--model", "nope")
+    _assert_clean_error(code, out, err, "compress", "no model 'nope'", "tiny-vq")
+    code, out, err = run(capsys, "compress", src, tmp_path / "x.eoz", "--model", "tiny-vq",
+                         "--version", "7")
+    _assert_clean_error(code, out, err, "compress", "no version '7'")
+    code, out, err = run(capsys, "eval", src, "--model", "nope")
+    _assert_clean_error(code, out, err, "eval", "no model 'nope'")
+    assert not (tmp_path / "x.eoz").exists()
+
+
+def test_non_geotiff_input_is_a_clean_error(capsys, store_env, tmp_path):
+    text = tmp_path / "notes.tif"
+    text.write_text("this is not a raster\n")
+    code, out, err = run(capsys, "compress", text, tmp_path / "x.eoz", "--model", "tiny-vq")
+    _assert_clean_error(code, out, err, "compress", "GeoTIFF")
+    png = tmp_path / "image.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(png, "w", driver="PNG", width=8, height=8, count=1, dtype="uint8") as ds:
+            ds.write(np.zeros((1, 8, 8), np.uint8))
+    code, out, err = run(capsys, "compress", png, tmp_path / "x.eoz", "--model", "jpeg2000", "--lossless")
+    _assert_clean_error(code, out, err, "compress", "GeoTIFF")
+    assert not (tmp_path / "x.eoz").exists()
+
+
+def test_corrupt_or_foreign_eoz_is_a_clean_error(capsys, store_env, scene, tmp_path):
+    src, _, _ = scene
+    junk = tmp_path / "junk.eoz"
+    junk.write_bytes(b"GIF89a" + bytes(100))
+    for command in ("info", "decompress"):
+        extra = [tmp_path / "out.tif"] if command == "decompress" else []
+        code, out, err = run(capsys, command, junk, *extra)
+        _assert_clean_error(code, out, err, command)
+    # a real file cut short
+    good = tmp_path / "good.eoz"
+    run(capsys, "compress", src, good, "--model", "jpeg2000", "--quality", 40, "--tile-size", 64)
+    cut = tmp_path / "cut.eoz"
+    cut.write_bytes(good.read_bytes()[:-20])
+    code, out, err = run(capsys, "decompress", cut, tmp_path / "out.tif")
+    _assert_clean_error(code, out, err, "decompress")
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_missing_files_are_a_clean_error(capsys, store_env, tmp_path):
+    code, out, err = run(capsys, "compress", tmp_path / "missing.tif", tmp_path / "x.eoz",
+                         "--model", "tiny-vq")
+    _assert_clean_error(code, out, err, "compress", "missing.tif")
+    code, out, err = run(capsys, "decompress", tmp_path / "missing.eoz", tmp_path / "x.tif")
+    _assert_clean_error(code, out, err, "decompress", "missing.eoz")
+    code, out, err = run(capsys, "info", tmp_path / "missing.eoz")
+    _assert_clean_error(code, out, err, "info", "missing.eoz")
+
+
+def test_bad_options_are_clean_errors(capsys, store_env, scene, tmp_path):
+    src, _, _ = scene
+    code, out, err = run(capsys, "compress", src, tmp_path / "x.eoz", "--model", "jpeg2000")
+    _assert_clean_error(code, out, err, "compress", "quality")
+    code, out, err = run(capsys, "compress", src, tmp_path / "x.eoz", "--model", "tiny-vq",
+                         "--tile-size", 30)
+    _assert_clean_error(code, out, err, "compress", "stride")
+    eoz_path = tmp_path / "ok.eoz"
+    run(capsys, "compress", src, eoz_path, "--model", "jpeg2000", "--lossless", "--tile-size", 64)
+    code, out, err = run(capsys, "decompress", eoz_path, tmp_path / "w.tif", "--window", 90, 0, 20, 10)
+    _assert_clean_error(code, out, err, "decompress", "not inside")
+    code, out, err = run(capsys, "train", "no-such-model")
+    _assert_clean_error(code, out, err, "train", "no training recipe")
+
+
+def test_output_folder_missing_is_a_clean_error(capsys, scene, tmp_path):
+    src, _, _ = scene
+    eoz_path = tmp_path / "ok.eoz"
+    run(capsys, "compress", src, eoz_path, "--model", "jpeg2000", "--lossless", "--tile-size", 64)
+    code, out, err = run(capsys, "decompress", eoz_path, tmp_path / "no" / "such" / "out.tif")
+    _assert_clean_error(code, out, err, "decompress")

@@ -1,0 +1,157 @@
+"""Training: the learning-rate schedule, and a real tiny run on real patches that resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from eoz import datasets
+from eoz.errors import InputError
+from eoz.models.vqvae_fpn import VQVAEFPNConfig
+from eoz.train import TrainConfig, learning_rate, train
+
+TRAIN_PATCH = "bigearthnet_s2_tiny/S2A_MSIL2A_20170617T113321_36_85_10m_B02-B03-B04-B08.tif"
+# validation crops are 128 px, larger than a 120 px BigEarthNet patch: use a small OSCD city
+VALIDATION = "oscd_s2_l1c/montpellier/montpellier_imgs_1_10m_B02-B03-B04-B08.tif"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny convolutions: with the CPU shared (a training run), extra threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_learning_rate_warm_up_and_cosine_end_points():
+    cfg = TrainConfig(steps=1000, warmup=100, lr=1e-3, min_lr_fraction=0.05)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-5)
+    assert learning_rate(cfg, 49) == pytest.approx(5e-4)
+    assert learning_rate(cfg, 99) == pytest.approx(1e-3)       # end of warm-up: the peak
+    assert learning_rate(cfg, 100) == pytest.approx(1e-3)      # start of the cosine: the peak
+    assert learning_rate(cfg, 550) == pytest.approx(1e-3 * (0.05 + 0.95 / 2))  # half way
+    assert learning_rate(cfg, 1000) == pytest.approx(5e-5)     # the floor at the last step
+    assert learning_rate(cfg, 5000) == pytest.approx(5e-5)     # and stays there
+    rates = [learning_rate(cfg, s) for s in range(1001)]
+    assert all(b > a for a, b in zip(rates[:99], rates[1:100]))
+    assert all(b <= a for a, b in zip(rates[100:], rates[101:]))
+    assert min(rates[100:]) == pytest.approx(5e-5) and max(rates) == pytest.approx(1e-3)
+
+
+def test_learning_rate_without_warm_up_starts_at_the_peak():
+    cfg = TrainConfig(steps=10, warmup=0, lr=2e-4, min_lr_fraction=0.1)
+    assert learning_rate(cfg, 0) == pytest.approx(2e-4)
+    assert learning_rate(cfg, 5) == pytest.approx(2e-4 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2))))
+    assert learning_rate(cfg, 10) == pytest.approx(2e-5)
+
+
+def test_config_survives_json():
+    cfg = TrainConfig(steps=7, crop=32, model=VQVAEFPNConfig(channels=[8, 16], codebook_sizes=[16, 16],
+                                                             embedding_dim=8, first_factor=4))
+    back = TrainConfig.from_dict(json.loads(json.dumps(asdict(cfg))))
+    assert back == cfg and isinstance(back.model, VQVAEFPNConfig)
+
+
+@pytest.fixture()
+def tiny_split(shared_data, monkeypatch):
+    split = datasets.Split(name="tiny-test", bands=datasets.S2_10M_BANDS,
+                           train=(TRAIN_PATCH,), validation=(VALIDATION,))
+    monkeypatch.setitem(datasets.SPLITS, split.name, split)
+    return split
+
+
+def _config(steps: int) -> TrainConfig:
+    return TrainConfig(model_id="tiny-test", split="tiny-test", steps=steps, batch_size=2, crop=32,
+                       checkpoint_every=2, log_every=2, validate_every=2, seed=3,
+                       model=VQVAEFPNConfig(channels=[8, 16], codebook_sizes=[16, 16],
+                                            embedding_dim=8, res_blocks=1))
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _state(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+
+def test_training_resumes_where_it_stopped(tmp_path, tiny_split):
+    run_dir = tmp_path / "run"
+    checkpoint = train(run_dir, _config(4))
+    assert checkpoint == run_dir / "checkpoint.pt"
+    first = _log(run_dir)
+    assert [line["step"] for line in first] == [2, 4]
+    assert all("val_psnr" in line and math.isfinite(line["val_psnr"]) for line in first)
+    assert all(line["codes_in_batch"][0] >= 1 for line in first)
+    state = _state(run_dir)
+    assert state["step"] == 4
+    assert state["config"]["steps"] == 4 and state["config"]["model"]["channels"] == [8, 16]
+    normalizer = state["normalizer"]
+    assert all(0.25 <= p <= 1.0 for p in normalizer["exponent"])
+
+    # the run keeps its config.json: extend it there and start the same command again
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["steps"] == 4
+    config["steps"] = 6
+    (run_dir / "config.json").write_text(json.dumps(config))
+    train(run_dir, _config(999))  # a config passed again is ignored for an existing run
+    steps = [line["step"] for line in _log(run_dir)]
+    assert steps == [2, 4, 6]  # continues after 4, no step repeated
+    assert _log(run_dir)[:2] == first
+    resumed = _state(run_dir)
+    assert resumed["step"] == 6
+    assert resumed["normalizer"] == normalizer  # fitted once, carried by the checkpoint
+
+    # resuming is exact: the same 6 steps in one go give the same weights and log
+    straight_dir = tmp_path / "straight"
+    train(straight_dir, _config(6))
+    straight = _state(straight_dir)
+    for key, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
+    drop = ("seconds",)
+    assert [{k: v for k, v in line.items() if k not in drop} for line in _log(straight_dir)] == \
+        [{k: v for k, v in line.items() if k not in drop} for line in _log(run_dir)]
+
+
+def test_finished_run_started_again_does_nothing(tmp_path, tiny_split):
+    run_dir = tmp_path / "run"
+    train(run_dir, _config(2))
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    log_before = (run_dir / "log.jsonl").read_text()
+    train(run_dir)
+    assert (run_dir / "log.jsonl").read_text() == log_before
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_fixed_crops_are_deterministic_and_inside(shared_data):
+    array = datasets.load_bands(shared_data / VALIDATION, datasets.S2_10M_BANDS)
+    assert array.shape == (4, 426, 451) and array.dtype == np.float32
+    crops = datasets.fixed_crops([array, array[:, :200, :300]], 128)
+    assert crops.shape == (4, 4, 128, 128)
+    np.testing.assert_array_equal(crops, datasets.fixed_crops([array, array[:, :200, :300]], 128))
+    # every crop is a real window of its source
+    r, c = (426 - 128) * 1 // 3, (451 - 128) * 2 // 3
+    np.testing.assert_array_equal(crops[0], array[:, r:r + 128, c:c + 128])
+
+
+def test_fixed_crops_refuse_arrays_smaller_than_the_crop(shared_data):
+    small = datasets.load_bands(shared_data / TRAIN_PATCH, datasets.S2_10M_BANDS)
+    assert small.shape == (4, 120, 120)
+    with pytest.raises(InputError):
+        datasets.fixed_crops([small], 128, per_array=1)
+
+
+def test_load_bands_picks_bands_by_name_and_refuses_missing_ones(shared_data):
+    path = shared_data / TRAIN_PATCH
+    b08_b02 = datasets.load_bands(path, ("B08", "B02"))
+    full = datasets.load_bands(path, datasets.S2_10M_BANDS)
+    np.testing.assert_array_equal(b08_b02, full[[3, 0]])
+    with pytest.raises(InputError, match="B11"):
+        datasets.load_bands(path, ("B02", "B11"))
