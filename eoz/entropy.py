@@ -31,6 +31,7 @@ _EXP = np.maximum(1, np.rint(2.0 ** 24 * np.exp(-np.arange(256) / SCORE_UNITS)))
 _CHUNK = 8192            # symbols per batched coder call; bounds the (n, K) arrays
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 _DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))   # left, right, up, down
+_FIT_BATCH = 32768
 
 
 def _parent_context(parent: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -103,9 +104,13 @@ class IndexPrior:
 
     @classmethod
     def fit(cls, index_maps: list[list[np.ndarray]], codebook_sizes: list[int],
-            epochs: int = 4, seed: int = 0) -> "IndexPrior":
-        """Fit every level's tables on many images' index maps (each a list, bottom first)."""
-        return cls([_fit_level(index_maps, codebook_sizes, level, epochs, seed)
+            steps: int = 200, seed: int = 0) -> "IndexPrior":
+        """Fit every level's tables on many images' index maps (each a list, bottom first).
+
+        Each of the ``steps`` Adam steps sees a random batch of symbols, so the fit costs
+        the same minutes on CPU whatever the size of the training set.
+        """
+        return cls([_fit_level(index_maps, codebook_sizes, level, steps, seed)
                     for level in range(len(codebook_sizes))])
 
     def encode(self, index_maps: list[np.ndarray]) -> bytes:
@@ -167,31 +172,30 @@ def _level_samples(index_maps, codebook_sizes, level):
             torch.from_numpy(np.concatenate(parents)), torch.from_numpy(np.concatenate(neighbours, 1)))
 
 
-def _fit_level(index_maps, codebook_sizes, level, epochs, seed) -> LevelModel:
+def _fit_level(index_maps, codebook_sizes, level, steps, seed) -> LevelModel:
     """Multinomial logistic regression on one-hot contexts, then rounding to score units."""
     k = codebook_sizes[level]
     n_parent = codebook_sizes[level + 1] * 4 if level + 1 < len(codebook_sizes) else 1
     targets, phases, parents, neighbours = _level_samples(index_maps, codebook_sizes, level)
+    # one table for the four directions: direction d's rows start at d * (k + 1)
+    neighbours = (neighbours + (torch.arange(4) * (k + 1))[:, None]).t().contiguous()
     generator = torch.Generator().manual_seed(seed)
     bias = torch.zeros(2, k, requires_grad=True)
     parent = torch.zeros(n_parent, k, requires_grad=True)
-    neighbour = torch.zeros(4, k + 1, k, requires_grad=True)
+    neighbour = torch.zeros(4 * (k + 1), k, requires_grad=True)
     with torch.no_grad():
         counts = torch.bincount(targets, minlength=k).double()
         bias[:] = torch.log((counts + 0.5) / (counts.sum() + 0.5 * k)).float()
     optimizer = torch.optim.Adam([bias, parent, neighbour], lr=0.05)
-    batch = 32768
-    for _ in range(epochs):
-        for rows in torch.randperm(len(targets), generator=generator).split(batch):
-            nb = neighbours[:, rows]
-            # anchors are coded before their neighbours are known: only the others use them
-            context = sum(neighbour[d][nb[d]] for d in range(4)) * phases[rows, None]
-            logits = bias[phases[rows]] + parent[parents[rows]] + context
-            loss = F.cross_entropy(logits, targets[rows])
-            loss = loss + 1e-6 * (parent.pow(2).sum() + neighbour.pow(2).sum())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        to_int = lambda t: np.rint(t.detach().numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64)
-        return LevelModel(to_int(bias), to_int(parent), to_int(neighbour))
+    for _ in range(steps):
+        rows = torch.randint(0, len(targets), (min(_FIT_BATCH, len(targets)),), generator=generator)
+        phase = phases[rows]
+        # anchors are coded before their neighbours are known: only the others use them
+        context = F.embedding(neighbours[rows], neighbour).sum(1) * phase[:, None]
+        logits = F.embedding(phase, bias) + F.embedding(parents[rows], parent) + context
+        loss = F.cross_entropy(logits, targets[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    to_int = lambda t: np.rint(t.detach().numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64)
+    return LevelModel(to_int(bias), to_int(parent), to_int(neighbour).reshape(4, k + 1, k))
