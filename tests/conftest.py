@@ -50,3 +50,12 @@ def tiny_store(tmp_path) -> ModelStore:
     store = ModelStore(tmp_path / "model_store")
     publish_tiny_model(store)
     return store
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Test models are tiny: extra torch threads only contend with each other and the OS."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

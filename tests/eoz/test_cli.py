@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import pytest
 import rasterio
-import torch
 
 from eoz.cli import main
 from eoz.container import EozReader
@@ -26,15 +25,6 @@ def _strict_json(text: str):
     def refuse(name):
         raise ValueError(f"non-standard JSON constant {name}")
     return json.loads(text, parse_constant=refuse)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny convolutions: with the CPU shared (a training run), extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(capsys, *args) -> tuple[int, object, str]:

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load as load_safetensors
@@ -23,15 +22,6 @@ def _random_maps(rng, top_shape, sizes):
     h, w = top_shape
     return [rng.integers(0, sizes[l], (h * 2 ** (levels - 1 - l), w * 2 ** (levels - 1 - l)))
             for l in range(levels)]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Fitting may use torch; with the CPU shared (a training run), extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _prior(sizes, seed=0, images=6, top_shape=(4, 4)):

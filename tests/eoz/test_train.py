@@ -20,15 +20,6 @@ TRAIN_PATCH = "bigearthnet_s2_tiny/S2A_MSIL2A_20170617T113321_36_85_10m_B02-B03-
 VALIDATION = "oscd_s2_l1c/montpellier/montpellier_imgs_1_10m_B02-B03-B04-B08.tif"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny convolutions: with the CPU shared (a training run), extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_learning_rate_warm_up_and_cosine_end_points():
     cfg = TrainConfig(steps=1000, warmup=100, lr=1e-3, min_lr_fraction=0.05)
     assert learning_rate(cfg, 0) == pytest.approx(1e-5)

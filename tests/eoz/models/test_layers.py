@@ -11,15 +11,6 @@ import torch
 from eoz.models.layers import ResidualBlock, VectorQuantizer
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny convolutions: with the CPU shared (a training run), extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _quantizer(num_codes=8, dim=4, seed=0, **kw) -> VectorQuantizer:
     torch.manual_seed(seed)
     return VectorQuantizer(num_codes, dim, **kw)

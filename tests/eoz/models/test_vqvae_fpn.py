@@ -11,15 +11,6 @@ SIZES = {1: [16], 2: [16, 8], 3: [16, 8, 4]}
 CHANNELS = {1: [8], 2: [8, 8], 3: [8, 8, 8]}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny convolutions: with the CPU shared (a training run), extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(levels: int, first_factor: int, seed: int = 0) -> VQVAEFPN:
     torch.manual_seed(seed)
     config = VQVAEFPNConfig(channels=CHANNELS[levels], codebook_sizes=SIZES[levels],
