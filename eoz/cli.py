@@ -1,4 +1,4 @@
-"""The `eoz` command line: compress, decompress, info, eval, models, train."""
+"""The `eoz` command line: compress, decompress, info, eval, models, train, serve, worker."""
 
 from __future__ import annotations
 
@@ -102,6 +102,20 @@ def cmd_train(args) -> dict:
     return result
 
 
+def cmd_serve(args) -> None:
+    """The HTTP API; with no REDIS_URL it also runs the jobs, in EOZ_WORKERS threads."""
+    import uvicorn
+
+    uvicorn.run("app.main:app", host=args.host, port=args.port, log_level="info")
+
+
+def cmd_worker(args) -> None:
+    """An RQ worker on REDIS_URL that keeps models loaded between jobs."""
+    from workers.worker import run_worker
+
+    run_worker([q.strip() for q in args.queues.split(",") if q.strip()], burst=args.burst)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eoz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="VERSION", help="publish to model_store as this version")
     p.add_argument("--description", default="", help="what the published model is for")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("serve", help="run the HTTP API (embedded default: jobs and storage in-process)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a job worker on the RQ queues at REDIS_URL")
+    p.add_argument("--queues", default="gpu,cpu", help="comma-separated queues, in priority order "
+                                                       "(default gpu,cpu)")
+    p.add_argument("--burst", action="store_true", help="quit when the queues are empty")
+    p.set_defaults(func=cmd_worker)
     return parser
 
 
@@ -159,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     except (EozError, OSError, ValueError) as e:  # rasterio's I/O errors are OSErrors
         print(f"eoz {args.command}: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(_finite(result), indent=2, default=str))
+    if result is not None:  # serve and worker run until stopped and print nothing
+        print(json.dumps(_finite(result), indent=2, default=str))
     return 0
 
 

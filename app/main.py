@@ -1,0 +1,58 @@
+"""The FastAPI application: `eoz serve` runs ``app.main:app`` with uvicorn.
+
+Everything is configured from the environment (``workers.settings``): with nothing set it
+is the embedded default (jobs on threads in this process, objects under EOZ_DATA_DIR);
+REDIS_URL sends jobs to `eoz worker` processes, EOZ_S3_BUCKET keeps objects in S3.
+The runner and store are built at startup, so importing this module has no side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
+
+from app import errors, openapi
+from app.auth import require_api_key
+from app.routes import compress, decompress, health, jobs, models
+from app.services import Services
+from workers.metrics import ServiceCollector
+from workers.runner import make_runner
+from workers.settings import Settings
+from workers.store import make_store
+
+DESCRIPTION = """Compression of Earth-observation rasters with learned codecs.
+
+POST a GeoTIFF (or name an S3 object) to /v1/compress, poll the job's status_url, and
+fetch its result_url; /v1/decompress turns .eoz files back into GeoTIFF or COG."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """An app on these settings (default: from the environment when it starts)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = settings or Settings()
+        store = make_store(config)
+        runner = make_runner(config, store)
+        app.state.services = Services(config, store, runner)
+        app.state.metrics_registry = CollectorRegistry()
+        app.state.metrics_registry.register(ServiceCollector(runner.tally, runner))
+        try:
+            yield
+        finally:
+            runner.close()
+
+    app = FastAPI(title="eoz", version="1", description=DESCRIPTION, lifespan=lifespan)
+    v1 = [Depends(require_api_key)]
+    for router in (compress.router, decompress.router, jobs.router, models.router):
+        app.include_router(router, prefix="/v1", dependencies=v1)
+    app.include_router(health.router)
+    errors.install(app)
+    openapi.install(app)
+    return app
+
+
+app = create_app()

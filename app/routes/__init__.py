@@ -1,0 +1,1 @@
+"""One router per resource: compress, decompress, jobs, models, and the operational endpoints."""

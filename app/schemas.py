@@ -1,0 +1,174 @@
+"""Pydantic models of every request and response body, as the OpenAPI document shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from workers.runner import JobRecord
+
+
+class S3Source(BaseModel):
+    """An object the service may read (EOZ_S3_SOURCES lists the allowed bucket/prefixes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    bucket: str = Field(min_length=3, max_length=63, examples=["eoz"])
+    key: str = Field(min_length=1, max_length=1024, examples=["incoming/scene.tif"])
+
+
+class CompressOptions(BaseModel):
+    """The model and its quality parameters; a parameter the model does not take is refused."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model: str = Field(description="model id from GET /v1/models, or jpeg2000", examples=["jpeg2000"])
+    version: str | None = Field(None, description="model version; default the newest")
+    psnr: float | None = Field(None, gt=0, le=200, description="target PSNR in dB (peak 10000)")
+    mse: float | None = Field(None, gt=0, description="target MSE (scale hyperprior)")
+    lambda_: float | None = Field(None, alias="lambda", gt=0,
+                                  description="rate-distortion trade-off (scale hyperprior)")
+    block: int | None = Field(None, gt=0, description="block size of per-block quality control (scale hyperprior)")
+    quality: float | None = Field(None, gt=0, description="jpeg2000: OpenJPEG fixed-quality level in dB")
+    lossless: bool = Field(False, description="jpeg2000: reversible 5/3 wavelet, bit exact")
+    klt: bool = Field(False, description="jpeg2000: spectral KLT across bands first")
+    tile_size: int = Field(512, ge=64, le=4096, multiple_of=64, description="tile edge in pixels")
+
+    def quality_parameters(self) -> dict:
+        return {"psnr": self.psnr, "mse": self.mse, "lambda": self.lambda_, "block": self.block,
+                "quality": self.quality, "lossless": self.lossless, "klt": self.klt}
+
+
+class CompressUpload(CompressOptions):
+    """multipart/form-data form of POST /v1/compress."""
+
+    file: UploadFile = Field(description="the GeoTIFF to compress")
+
+
+class CompressRequest(CompressOptions):
+    """application/json form of POST /v1/compress."""
+
+    source: S3Source
+
+
+Window = list[int]
+
+
+class DecompressOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["geotiff", "cog"] = Field("geotiff", description="cog: Cloud-Optimized GeoTIFF")
+    window: Window | None = Field(
+        None, description="col_off, row_off, width, height in pixels of the image (a form field "
+                          "takes them comma-separated)", examples=[[0, 0, 256, 256]])
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            try:
+                return [int(v) for v in value.split(",")]
+            except ValueError:
+                raise ValueError("window is four integers: col_off,row_off,width,height") from None
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _four(cls, value):
+        if value is not None and (len(value) != 4 or min(value[:2]) < 0 or min(value[2:]) < 1):
+            raise ValueError("window is four integers: col_off >= 0, row_off >= 0, width >= 1, height >= 1")
+        return value
+
+
+class DecompressUpload(DecompressOptions):
+    """multipart/form-data form of POST /v1/decompress."""
+
+    file: UploadFile = Field(description="the .eoz file to decode")
+
+
+class DecompressRequest(DecompressOptions):
+    """application/json form of POST /v1/decompress."""
+
+    source: S3Source
+
+
+class JobResult(BaseModel):
+    """What a finished job produced and measured (compress: ratio and quality; decompress: format)."""
+
+    key: str = Field(description="object store key of the result")
+    bytes: int
+    input_bytes: int
+    width: int
+    height: int
+    bands: list[str]
+    dtype: str
+    codec_seconds: float
+    model_version: str | None = None
+    raw_bytes: int | None = None
+    compression_ratio: float | None = Field(None, description="raw array bytes / .eoz bytes")
+    bpp_per_band: float | None = None
+    mse: float | None = None
+    psnr: float | None = Field(None, description="dB at psnr_peak; null when the reconstruction is exact")
+    psnr_peak: float | None = None
+    tiles: int | None = None
+    weights_sha256: str | None = None
+    format: Literal["geotiff", "cog"] | None = None
+    window: Window | None = None
+
+
+class Job(BaseModel):
+    id: str
+    status: Literal["queued", "running", "finished", "failed"]
+    status_url: str
+    result_url: str
+    kind: Literal["compress", "decompress"]
+    model: str | None
+    queue: str
+    progress: float = Field(ge=0, le=1)
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: JobResult | None
+    error: str | None = Field(description="why the job failed")
+
+    @classmethod
+    def from_record(cls, record: JobRecord, status_url: str) -> Job:
+        return cls(id=record.id, status=record.status, status_url=status_url,
+                   result_url=f"{status_url}/result", kind=record.kind, model=record.model,
+                   queue=record.queue, progress=record.progress, created_at=record.created_at,
+                   started_at=record.started_at, finished_at=record.finished_at,
+                   result=record.result, error=record.error)
+
+
+class ModelInfo(BaseModel):
+    model_id: str
+    version: str | None
+    codec: str
+    description: str
+    bands: list[str] | None = Field(description="bands the model expects, in order; null = any")
+    parameters: list[str] = Field(description="quality parameters it takes")
+    queue: str = Field(description="the queue its jobs go to (gpu: learned codecs)")
+    dtype: str | None = None
+    weights_sha256: str | None = None
+    codebook_sha256: list[str] = []
+    validation: dict = {}
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str] = Field(description="queue and store: ok, or what failed")
+
+
+class Problem(BaseModel):
+    """RFC 7807 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict] | None = Field(None, description="per-field validation errors")

@@ -1,0 +1,146 @@
+"""Request bodies read as they stream in, never whole in memory.
+
+A multipart upload's ``file`` part goes chunk by chunk to a scratch file and is counted as
+it arrives: past EOZ_MAX_UPLOAD_BYTES the request fails with 413 at once, without reading
+the rest. Its other parts are short text fields. The scratch file is removed on leaving
+the context, once the route has validated it and put it in the object store.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from app.errors import MalformedRequestError
+from eoz.errors import InputError
+from workers.errors import TooLargeError, UnsupportedMediaError
+
+FILE_FIELD = "file"
+MAX_FIELD_BYTES = 16 * 1024
+MAX_FIELDS = 32
+MAX_JSON_BYTES = 64 * 1024
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and fields around the file
+
+
+@dataclass
+class Upload:
+    path: Path
+    size: int = 0
+    filename: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+class _FormReader:
+    """python-multipart callbacks: the file part into a file, the rest into fields."""
+
+    def __init__(self, upload: Upload, sink, limit: int):
+        self.upload, self.sink, self.limit = upload, sink, limit
+        self.header_name = self.header_value = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.name: str | None = None
+        self.value = bytearray()
+        self.seen_file = False
+
+    def callbacks(self) -> dict:
+        return {"on_part_begin": self.part_begin, "on_header_field": self.header_field,
+                "on_header_value": self.header_data, "on_header_end": self.header_end,
+                "on_headers_finished": self.headers_finished, "on_part_data": self.part_data,
+                "on_part_end": self.part_end}
+
+    def part_begin(self) -> None:
+        self.headers, self.name, self.value = {}, None, bytearray()
+
+    def header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def header_data(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def header_end(self) -> None:
+        self.headers[self.header_name.lower()] = self.header_value
+        self.header_name = self.header_value = b""
+
+    def headers_finished(self) -> None:
+        disposition, options = parse_options_header(self.headers.get(b"content-disposition", b""))
+        if disposition != b"form-data" or b"name" not in options:
+            raise MalformedRequestError("every multipart part needs Content-Disposition: form-data; name=...")
+        self.name = options[b"name"].decode("utf-8", "replace")
+        if self.name == FILE_FIELD:
+            if self.seen_file:
+                raise InputError(f"send one {FILE_FIELD!r} part, not several")
+            self.seen_file = True
+            self.upload.filename = options.get(b"filename", b"").decode("utf-8", "replace") or None
+        elif len(self.upload.fields) >= MAX_FIELDS:
+            raise InputError(f"more than {MAX_FIELDS} form fields")
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.name == FILE_FIELD:
+            self.upload.size += end - start
+            if self.upload.size > self.limit:
+                raise TooLargeError(f"the upload is over {self.limit} bytes (EOZ_MAX_UPLOAD_BYTES)")
+            self.sink.write(data[start:end])
+        else:
+            self.value += data[start:end]
+            if len(self.value) > MAX_FIELD_BYTES:
+                raise InputError(f"form field {self.name!r} is over {MAX_FIELD_BYTES} bytes")
+
+    def part_end(self) -> None:
+        if self.name != FILE_FIELD:
+            self.upload.fields[self.name] = self.value.decode("utf-8", "replace")
+
+
+@asynccontextmanager
+async def receive_upload(request: Request, scratch: Path, limit: int, suffix: str) -> AsyncIterator[Upload]:
+    """The multipart body's ``file`` part in a scratch file, and its text fields."""
+    if media_type(request) != "multipart/form-data":
+        raise UnsupportedMediaError("send multipart/form-data with a 'file' part, or application/json")
+    _, options = parse_options_header(request.headers["content-type"])
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise MalformedRequestError("multipart/form-data without a boundary")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
+        raise TooLargeError(f"the request is {declared} bytes; uploads are limited to {limit} bytes "
+                            "(EOZ_MAX_UPLOAD_BYTES)")
+    scratch.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(dir=scratch, prefix="upload-", suffix=suffix)
+    upload = Upload(Path(name))
+    try:
+        with os.fdopen(descriptor, "wb") as sink:
+            reader = _FormReader(upload, sink, limit)
+            parser = MultipartParser(boundary, reader.callbacks())
+            try:
+                async for chunk in request.stream():
+                    parser.write(chunk)
+                parser.finalize()
+            except MultipartParseError as e:
+                raise MalformedRequestError(f"the multipart body cannot be parsed: {e}") from None
+        if not reader.seen_file:
+            raise InputError(f"the multipart body has no {FILE_FIELD!r} part")
+        yield upload
+    finally:
+        upload.path.unlink(missing_ok=True)
+
+
+async def receive_json(request: Request) -> bytes:
+    """A JSON body of at most MAX_JSON_BYTES."""
+    if media_type(request) != "application/json":
+        raise UnsupportedMediaError("send multipart/form-data with a 'file' part, or application/json")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise TooLargeError(f"a JSON body is limited to {MAX_JSON_BYTES} bytes; upload files as multipart")
+    return bytes(body)

@@ -1,0 +1,86 @@
+"""The embedded default end to end: `eoz serve` with no environment, through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from eoz import metrics
+from eoz.codecs import decompress_array
+from tests.workers.servers import wait_for_job
+
+
+@pytest.fixture()
+def client(service_env):
+    with TestClient(create_app()) as client:
+        yield client
+
+
+def upload(client, path, **fields):
+    with open(path, "rb") as f:
+        return client.post("/v1/compress", files={"file": ("scene.tif", f, "image/tiff")},
+                           data={k: str(v) for k, v in fields.items()})
+
+
+@pytest.mark.parametrize("fields, min_psnr", [({"model": "jpeg2000", "psnr": 45, "tile_size": 64}, 45.0),
+                                              ({"model": "tiny-vq", "tile_size": 64}, None)])
+def test_upload_poll_fetch_decode(client, scene, fields, min_psnr):
+    path, array, meta = scene
+    answer = upload(client, path, **fields)
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert job["status"] in ("queued", "running") and job["kind"] == "compress"
+    assert job["status_url"].endswith(f"/v1/jobs/{job['id']}")
+
+    job = wait_for_job(client, job["status_url"])
+    assert job["status"] == "finished", job["error"]
+    assert job["progress"] == 1.0 and job["started_at"] <= job["finished_at"]
+    result = job["result"]
+    fetched = client.get(job["result_url"])
+    assert fetched.status_code == 200 and len(fetched.content) == result["bytes"]
+
+    recon, recon_meta = decompress_array(fetched.content)
+    assert recon_meta.crs == meta.crs and recon_meta.transform == meta.transform
+    assert recon_meta.band_names == meta.band_names
+    achieved = metrics.psnr(array, recon, 10000.0)
+    assert result["psnr"] == pytest.approx(achieved)
+    assert result["compression_ratio"] == pytest.approx(array.nbytes / result["bytes"])
+    if min_psnr is not None:
+        assert achieved >= min_psnr
+
+
+def test_decompress_a_window_as_cog(client, scene, tmp_path):
+    path, array, meta = scene
+    job = wait_for_job(client, upload(client, path, model="jpeg2000", lossless="true").json()["status_url"])
+    encoded = client.get(job["result_url"]).content
+    answer = client.post("/v1/decompress", files={"file": ("scene.eoz", encoded)},
+                         data={"format": "cog", "window": "32,16,64,48"})
+    assert answer.status_code == 202, answer.text
+    job = wait_for_job(client, answer.json()["status_url"])
+    assert job["status"] == "finished" and job["result"]["window"] == [32, 16, 64, 48]
+    out = tmp_path / "window.tif"
+    out.write_bytes(client.get(job["result_url"]).content)
+    with rasterio.open(out) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        np.testing.assert_array_equal(ds.read(), array[:, 16:64, 32:96])
+        a, _, c, _, e, f = meta.transform
+        assert (ds.transform.c, ds.transform.f) == (c + 32 * a, f + 16 * e)
+
+
+def test_models_health_and_metrics(client, scene):
+    models = {m["model_id"]: m for m in client.get("/v1/models").json()}
+    assert models["tiny-vq"]["queue"] == "gpu" and models["jpeg2000"]["queue"] == "cpu"
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "checks": {"queue": "ok", "store": "ok"}}
+
+    wait_for_job(client, upload(client, scene[0], model="jpeg2000", quality=40).json()["status_url"])
+    text = client.get("/metrics").text
+    for name in ("eoz_jobs_total", "eoz_job_seconds_bucket", "eoz_codec_seconds_bucket", "eoz_bytes_in_total",
+                 "eoz_bytes_out_total", "eoz_compression_ratio_bucket", "eoz_achieved_psnr_db_bucket",
+                 "eoz_queue_depth", "eoz_worker_device"):
+        assert name in text, name
+    assert 'eoz_jobs_total{kind="compress",model="jpeg2000",outcome="finished"} 1.0' in text
+    assert 'eoz_worker_device{device="cpu"} 1.0' in text

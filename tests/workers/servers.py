@@ -1,0 +1,197 @@
+"""Real parts for the service tests: a redis-server, the moto S3 server over HTTP, real scenes,
+`eoz worker` processes, and a client that waits for jobs.
+
+Imported by tests/app/conftest.py and tests/workers/conftest.py (each directory gets its
+own session servers, which keeps their queues apart).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eoz.raster import read_raster, write_raster
+from eoz.registry import ModelStore
+from tests.conftest import S2_10M, publish_tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_VARIABLES = ("REDIS_URL", "EOZ_S3_ENDPOINT", "EOZ_S3_PUBLIC_ENDPOINT", "EOZ_S3_BUCKET",
+                     "EOZ_S3_SOURCES", "EOZ_API_KEYS", "EOZ_MAX_UPLOAD_BYTES", "EOZ_MAX_PIXELS",
+                     "EOZ_MAX_BANDS", "EOZ_WORKERS", "EOZ_JOB_TIMEOUT", "EOZ_HEARTBEAT_SECONDS")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> str:
+    """A redis-server of its own on a free loopback port, without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: `apt-get install redis-server` (.ci/run does this)")
+    import redis
+
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(folder)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def answers():
+        try:
+            return redis.Redis.from_url(url).ping()
+        except redis.ConnectionError:
+            return False
+    try:
+        wait_until(answers, 10, "redis-server to accept connections")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture()
+def redis_url(redis_server) -> str:
+    """The redis-server, emptied for this test."""
+    import redis
+
+    redis.Redis.from_url(redis_server).flushall()
+    return redis_server
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """moto's S3 API served over HTTP on a free loopback port, as MinIO would be."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> ModelStore:
+    """A model store with the tiny VQ model, published once per session (its prior takes seconds)."""
+    store = ModelStore(tmp_path_factory.mktemp("model_store"))
+    publish_tiny_model(store)
+    return store
+
+
+@pytest.fixture()
+def service_env(tmp_path, monkeypatch, tiny_models) -> dict:
+    """A clean environment: data under tmp_path, the tiny model in the model store, nothing else."""
+    for name in SERVICE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("EOZ_DATA_DIR", str(tmp_path / "eoz-data"))
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(tiny_models.root))
+    return os.environ
+
+
+@pytest.fixture()
+def s3(moto_endpoint, service_env, monkeypatch):
+    """A fresh bucket on the moto server, set as the object store (EOZ_S3_*), and a client."""
+    import boto3
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    bucket = f"eoz-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=moto_endpoint)
+    client.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("EOZ_S3_ENDPOINT", moto_endpoint)
+    monkeypatch.setenv("EOZ_S3_BUCKET", bucket)
+    return client, bucket
+
+
+def write_crop(shared_data: Path, path: Path, window: tuple[int, int, int, int],
+               bands: list[int] | None = None) -> tuple[np.ndarray, object]:
+    """A real Sentinel-2 10 m crop (optionally some of its bands) written as a GeoTIFF."""
+    array, meta = read_raster(shared_data / S2_10M, window=window)
+    if bands is not None:
+        array = array[bands]
+        meta.count, meta.band_names = len(bands), [meta.band_names[b] for b in bands]
+    write_raster(path, array, meta)
+    return array, meta
+
+
+@pytest.fixture()
+def scene(shared_data, tmp_path):
+    """A 128 x 128 crop of the 4-band scene: (path, array, meta)."""
+    path = tmp_path / "scene.tif"
+    array, meta = write_crop(shared_data, path, (600, 300, 128, 128))
+    return path, array, meta
+
+
+class Workers:
+    """`eoz worker` processes started by a test, each stopped by its own pid at the end."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        log = open(self.log_dir / f"worker-{len(self.processes)}.log", "wb")
+        process = subprocess.Popen([sys.executable, "-m", "eoz.cli", "worker", *args], cwd=ROOT,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("worker-*.log")))
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture()
+def workers(tmp_path):
+    pool = Workers(tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+def wait_for_job(client, status_url: str, timeout: float = 60, headers: dict | None = None) -> dict:
+    """Poll a job until it finishes or fails; returns its JSON."""
+    def ended():
+        job = client.get(status_url, headers=headers).json()
+        return job if job["status"] in ("finished", "failed") else None
+    return wait_until(ended, timeout, f"job {status_url}", interval=0.1)
+

@@ -1,0 +1,54 @@
+"""What each model takes, which queue runs it, and refusals before anything is queued."""
+
+from __future__ import annotations
+
+import pytest
+
+from eoz.errors import InputError, UnknownModelError
+from eoz.raster import RasterMeta
+from workers.models import catalogue, check_bands, codec_of, codec_params, queue_for
+
+
+def meta(bands: int) -> RasterMeta:
+    return RasterMeta(64, 64, bands, "uint16", [f"b{i}" for i in range(bands)], None, None, None)
+
+
+def test_jpeg2000_takes_its_parameters(service_env):
+    assert codec_params("jpeg2000", None, {"psnr": 42.0, "klt": True}) == {
+        "quality": None, "lossless": False, "klt": True, "target_psnr": 42.0}
+    assert codec_params("jpeg2000", None, {"lossless": True})["lossless"] is True
+    with pytest.raises(InputError, match="needs one of psnr"):
+        codec_params("jpeg2000", None, {"klt": True})
+
+
+@pytest.mark.parametrize("model, params, refused", [
+    ("jpeg2000", {"quality": 40.0, "lambda": 0.01}, "['lambda']"),
+    ("jpeg2000", {"psnr": 40.0, "mse": 3.0, "block": 64}, "['block', 'mse']"),
+    ("tiny-vq", {"psnr": 40.0}, "['psnr']"),
+])
+def test_parameters_a_model_does_not_take_are_refused(service_env, model, params, refused):
+    with pytest.raises(InputError, match="does not take the quality parameter") as caught:
+        codec_params(model, None, params)
+    assert refused in str(caught.value)
+
+
+def test_unknown_models(service_env):
+    with pytest.raises(UnknownModelError, match="available: \\['tiny-vq'\\]"):
+        codec_params("no-such-model", None, {})
+    with pytest.raises(UnknownModelError):
+        codec_of("tiny-vq", "7")
+
+
+def test_band_count_and_queues(service_env):
+    check_bands("tiny-vq", None, meta(4))
+    check_bands("jpeg2000", None, meta(13))
+    with pytest.raises(InputError, match="expects 4 bands"):
+        check_bands("tiny-vq", None, meta(3))
+    assert queue_for(codec_of("tiny-vq")) == "gpu" and queue_for(codec_of("jpeg2000")) == "cpu"
+
+
+def test_catalogue_lists_models_and_the_baseline(service_env):
+    entries = {e["model_id"]: e for e in catalogue()}
+    assert entries["tiny-vq"]["bands"] == ["B02", "B03", "B04", "B08"]
+    assert entries["tiny-vq"]["parameters"] == [] and len(entries["tiny-vq"]["weights_sha256"]) == 64
+    assert entries["jpeg2000"]["parameters"] == ["psnr", "quality", "lossless", "klt"]

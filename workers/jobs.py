@@ -1,0 +1,168 @@
+"""The job functions: plain importable functions taking ids and keys, never arrays.
+
+Any worker can run any job, and run it again: inputs are read from the object store,
+work happens in a scratch folder, and the result is written to a fixed temporary key and
+then moved under ``results/``, so a job killed mid-way and rerun leaves exactly one
+complete result. Each returns a small JSON-able dict: the result key and what it measured.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from eoz import metrics
+from eoz.codecs import (
+    VQVAECodec,
+    codec_for_model,
+    decode_scene,
+    encode_scene,
+    header_meta,
+)
+from eoz.container import EozReader
+from eoz.errors import InputError
+from eoz.raster import RasterWriter, read_meta, read_raster
+from eoz.tiling import tiles_in_window
+from workers import context
+from workers.keys import result_key, temp_key
+from workers.models import archive_model, codec_params, pinned_model_store
+from workers.retry import with_backoff
+from workers.sources import source_store
+from workers.store import ObjectStore
+from workers.validation import check_window, inspect_eoz
+
+S2_PEAK = 10000.0
+FORMATS = ("geotiff", "cog")
+
+
+@contextmanager
+def _scratch(job_id: str) -> Iterator[Path]:
+    root = context.current().settings.scratch_dir
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=root))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fetch(key: str, bucket: str | None, path: Path) -> int:
+    ctx = context.current()
+    source = source_store(ctx.settings, ctx.store, bucket, key)
+    with_backoff(lambda: source.get_file(key, path))
+    return path.stat().st_size
+
+
+def _publish(store: ObjectStore, job_id: str, path: Path, suffix: str) -> str:
+    """Temporary key, then a move: the final key appears complete or not at all."""
+    temporary, final = temp_key(job_id, suffix), result_key(job_id, suffix)
+    with_backoff(lambda: store.put_file(temporary, path))
+    with_backoff(lambda: store.move(temporary, final))
+    return final
+
+
+def psnr_peak(dtype: str, low: float, high: float) -> float:
+    """10000 for 16-bit Sentinel-2-style digital numbers (DESIGN.md), 255 for bytes, else the data range."""
+    kind = np.dtype(dtype)
+    if kind in (np.uint16, np.int16):
+        return S2_PEAK
+    if kind == np.uint8:
+        return 255.0
+    return high - low if high > low else 1.0
+
+
+def _measure(eoz_path: Path, tif_path: Path, limits, progress) -> dict:
+    """MSE and PSNR of the stored file against the input, tile by tile (bounded memory)."""
+    squared, count, low, high = 0.0, 0, math.inf, -math.inf
+    with EozReader(eoz_path) as reader:
+        total = reader.header.tile_count
+        for done, (piece, col, row) in enumerate(decode_scene(reader), start=1):
+            original = read_raster(tif_path, (col, row, piece.shape[2], piece.shape[1]), limits)[0]
+            diff = original.astype(np.float64) - piece.astype(np.float64)
+            squared += float(np.square(diff).sum())
+            count += diff.size
+            low, high = min(low, float(original.min())), max(high, float(original.max()))
+            progress(done / total)
+        dtype = reader.header.dtype
+    mse = squared / count
+    peak = psnr_peak(dtype, low, high)
+    return {"mse": mse, "psnr": 10 * math.log10(peak * peak / mse) if mse > 0 else None, "psnr_peak": peak}
+
+
+def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | None = None,
+             version: str | None = None, params: dict | None = None, tile_size: int = 512) -> dict:
+    """GeoTIFF at source_key (in our store, or an allowed S3 bucket) -> results/<job>/output.eoz."""
+    ctx = context.current()
+    limits = ctx.settings.limits
+    with _scratch(job_id) as folder:
+        source = folder / "input.tif"
+        input_bytes = _fetch(source_key, source_bucket, source)
+        meta = read_meta(source, limits)
+        codec = codec_for_model(model, version, **codec_params(model, version, params or {}))
+        tiles = math.ceil(meta.height / tile_size) * math.ceil(meta.width / tile_size)
+        read = 0
+
+        def read_window(col: int, row: int, width: int, height: int) -> np.ndarray:
+            nonlocal read
+            read += 1
+            ctx.report_progress(0.75 * (read - 1) / tiles)
+            return read_raster(source, (col, row, width, height), limits)[0]
+
+        encoded = folder / "output.eoz"
+        start = time.perf_counter()
+        with open(encoded, "wb") as out:
+            header = encode_scene(read_window, meta, codec, out, tile_size)
+        codec_seconds = time.perf_counter() - start
+        quality = _measure(encoded, source, limits, lambda f: ctx.report_progress(0.75 + 0.2 * f))
+        if isinstance(codec, VQVAECodec):
+            with_backoff(lambda: archive_model(ctx.store, codec.entry))
+        size = encoded.stat().st_size
+        key = _publish(ctx.store, job_id, encoded, ".eoz")
+    itemsize = np.dtype(meta.dtype).itemsize
+    return {
+        "key": key, "bytes": size, "input_bytes": input_bytes,
+        "raw_bytes": meta.height * meta.width * meta.count * itemsize,
+        "compression_ratio": metrics.compression_ratio(meta.height, meta.width, meta.count, itemsize, size),
+        "bpp_per_band": metrics.bits_per_pixel_per_band(size, meta.height, meta.width, meta.count),
+        **quality,
+        "width": meta.width, "height": meta.height, "bands": meta.band_names, "dtype": meta.dtype,
+        "tiles": header.tile_count, "model_version": header.model_version,
+        "weights_sha256": header.weights_sha256, "codec_seconds": codec_seconds,
+    }
+
+
+def decompress(job_id: str, source_key: str, *, source_bucket: str | None = None,
+               format: str = "geotiff", window: list[int] | None = None) -> dict:
+    """.eoz at source_key -> results/<job>/output.tif (GeoTIFF or COG), whole or a window."""
+    if format not in FORMATS:
+        raise InputError(f"format must be one of {list(FORMATS)}, got {format!r}")
+    ctx = context.current()
+    box = tuple(window) if window else None
+    with _scratch(job_id) as folder:
+        source = folder / "input.eoz"
+        input_bytes = _fetch(source_key, source_bucket, source)
+        header = inspect_eoz(source, ctx.settings.limits)
+        check_window(header, box)
+        models = pinned_model_store(header, ctx.store, ctx.settings.model_cache_dir)
+        meta = header_meta(header, box)
+        tiles = len(tiles_in_window(header, *(box or (0, 0, header.width, header.height))))
+        decoded = folder / "output.tif"
+        start = time.perf_counter()
+        with EozReader(source) as reader, RasterWriter(decoded, meta, cog=format == "cog") as writer:
+            for done, (piece, col, row) in enumerate(decode_scene(reader, box, models)):
+                ctx.report_progress(0.9 * done / tiles)
+                writer.write(piece, col, row)
+        codec_seconds = time.perf_counter() - start
+        size = decoded.stat().st_size
+        key = _publish(ctx.store, job_id, decoded, ".tif")
+    return {"key": key, "bytes": size, "input_bytes": input_bytes, "format": format,
+            "window": list(box) if box else None, "width": meta.width, "height": meta.height,
+            "bands": meta.band_names, "dtype": meta.dtype, "model_version": header.model_version,
+            "codec_seconds": codec_seconds}
