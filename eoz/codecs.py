@@ -63,7 +63,11 @@ class Codec(ABC):
 
 
 class VQVAECodec(Codec):
-    """VQVAE-FPN: one entropy-coded index map per level, decoded with the pinned codebooks."""
+    """VQVAE-FPN: one entropy-coded index map per level, decoded with the pinned codebooks.
+
+    The network runs on CUDA when present; entropy coding always runs on the CPU with
+    integer tables, so a file encoded on a GPU decodes to the same indices anywhere.
+    """
 
     codec_id = "vqvae-fpn"
 
@@ -75,6 +79,8 @@ class VQVAECodec(Codec):
         state = {k[len("model."):]: torch.from_numpy(v.copy()) for k, v in tensors.items()
                  if k.startswith("model.")}
         self.model.load_state_dict(state)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
         self.prior = IndexPrior.from_tensors(tensors)
         self.normalizer = BandNormalizer.from_dict(entry.manifest["normalization"])
         self.stride = self.config.factor
@@ -93,8 +99,8 @@ class VQVAECodec(Codec):
 
     def index_maps(self, tile: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
-            x = torch.from_numpy(self.normalizer.forward(tile.astype(np.float64)))[None]
-            return [i[0].numpy() for i in self.model.encode(x)]
+            x = torch.from_numpy(self.normalizer.forward(tile.astype(np.float64)))[None].to(self.device)
+            return [i[0].cpu().numpy() for i in self.model.encode(x)]
 
     def encode_tile(self, tile: np.ndarray) -> bytes:
         return self.prior.encode(self.index_maps(tile))
@@ -102,7 +108,7 @@ class VQVAECodec(Codec):
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
         maps = self.prior.decode(payload, self.level_shapes(height, width))
         with torch.no_grad():
-            y = self.model.decode([torch.from_numpy(m)[None] for m in maps])[0].numpy()
+            y = self.model.decode([torch.from_numpy(m)[None].to(self.device) for m in maps])[0].cpu().numpy()
         return self.normalizer.inverse(y)
 
 
