@@ -15,16 +15,18 @@ from eoz import metrics
 from eoz.codecs import DEFAULT_TILE_SIZE, Codec, VQVAECodec, compress_array, decompress_array
 from eoz.container import EozReader
 from eoz.raster import RasterMeta
+from eoz.registry import ModelStore
 
 S2_PEAK = 10000.0
 
 
 def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int = DEFAULT_TILE_SIZE,
-             peak: float = S2_PEAK) -> dict:
+             peak: float = S2_PEAK, store: ModelStore | None = None) -> dict:
+    """Measure one codec on one image; ``store`` is where the decoder finds the pinned model."""
     start = time.perf_counter()
     data = compress_array(array, meta, codec, tile_size)
     encoded = time.perf_counter()
-    recon, _ = decompress_array(data)
+    recon, _ = decompress_array(data, store=store)
     decoded = time.perf_counter()
     bands, h, w = array.shape
     ssim_bands = metrics.ssim_per_band(array, recon)

@@ -211,13 +211,13 @@ def export(run_dir: Path, version: str, store=None, description: str = "") -> di
         },
     }
     with tempfile.TemporaryDirectory() as staging:
-        entry = ModelStore(staging).publish(cfg.model_id, version, manifest, weights)
-        codec = VQVAECodec(entry)
+        staging_store = ModelStore(staging)
+        codec = VQVAECodec(staging_store.publish(cfg.model_id, version, manifest, weights))
         per_file = {}
         for rel in split.validation:
             array = datasets.load_bands(datasets.data_dir() / rel, split.bands).astype(np.uint16)
             meta = read_meta(datasets.data_dir() / rel)
-            r = evaluate(array, meta, codec)
+            r = evaluate(array, meta, codec, store=staging_store)
             per_file[rel] = {k: r[k] for k in ("compression_ratio", "compression_ratio_fixed_length",
                                                "bpp_per_band", "psnr", "ssim")}
     manifest["validation"] = {

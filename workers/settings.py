@@ -15,7 +15,7 @@
 | EOZ_MAX_BANDS | 512 | most bands in a raster |
 | EOZ_JOB_TIMEOUT | 3600 | seconds one job may run before it is failed |
 | EOZ_HEARTBEAT_SECONDS | 10 | RQ worker heartbeat; a job whose worker misses 3 is re-run elsewhere |
-| EOZ_MODEL_STORE | ./model_store | local model store (read by eoz.registry) |
+| EOZ_MODEL_STORE | the repository's model_store/ | local model store (read by eoz.registry) |
 """
 
 from __future__ import annotations
