@@ -15,6 +15,9 @@ from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
 from eoz.registry import ModelStore
 
+# real service parts (redis-server, the moto S3 server, worker processes) as fixtures
+pytest_plugins = ["tests.workers.servers"]
+
 S2_10M = "s2_sat_testdata/S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"
 
 
