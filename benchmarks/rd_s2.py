@@ -39,7 +39,7 @@ from eoz import datasets, jpeg2000, metrics  # noqa: E402
 from eoz.codecs import codec_for_model  # noqa: E402
 from eoz.errors import InputError, UnknownModelError  # noqa: E402
 from eoz.evaluation import S2_PEAK, evaluate  # noqa: E402
-from eoz.raster import read_meta  # noqa: E402
+from eoz.raster import read_meta, window_transform  # noqa: E402
 from eoz.registry import ModelEntry, ModelStore  # noqa: E402
 
 TARGET_RATIO = 35.0
@@ -65,18 +65,11 @@ def load_images(crop: int | None, only: list[str] | None) -> list[dict]:
             r0, c0 = max(h - crop, 0) // 2, max(w - crop, 0) // 2
             array = np.ascontiguousarray(array[:, r0:r0 + crop, c0:c0 + crop])
             meta = replace(meta, height=array.shape[1], width=array.shape[2],
-                           transform=_shifted(meta.transform, c0, r0))
+                           transform=window_transform(meta.transform, c0, r0))
         images.append({"name": name, "path": rel, "array": array, "meta": meta})
     if not images:
         raise SystemExit(f"no validation image matches {only}")
     return images
-
-
-def _shifted(transform: list[float] | None, col: int, row: int) -> list[float] | None:
-    if transform is None:
-        return None
-    a, b, c, d, e, f = transform
-    return [a, b, c + col * a + row * b, d, e, f + col * d + row * e]
 
 
 def learned_models(store: ModelStore, wanted: list[str] | None) -> list[ModelEntry]:

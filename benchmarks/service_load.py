@@ -40,12 +40,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from rasterio.transform import Affine
 
 from common import RESULTS_DIR, command_line, machine, provenance_md, table, write_outputs
 from eoz import datasets
 from eoz.codecs import decompress_array
-from eoz.raster import RasterMeta, read_meta, write_raster
+from eoz.raster import RasterMeta, read_meta, window_transform, write_raster
 
 HOST = "127.0.0.1"
 PEAK = 10000.0  # PSNR peak for Sentinel-2 DN, as everywhere in eoz
@@ -87,8 +86,7 @@ def make_scenes(folder: Path, crop: int, per_raster: int) -> list[Scene]:
             f = i / (per_raster - 1) if per_raster > 1 else 0.5
             row, col = round(f * (meta.height - crop)), round(f * (meta.width - crop))
             array = bands[:, row:row + crop, col:col + crop].astype(meta.dtype)
-            transform = (list(Affine(*meta.transform) * Affine.translation(col, row))[:6]
-                         if meta.transform else None)
+            transform = window_transform(meta.transform, col, row)
             crop_meta = replace(meta, height=crop, width=crop, count=len(datasets.S2_10M.bands),
                                 band_names=list(datasets.S2_10M.bands), transform=transform)
             name = f"{Path(rel).stem.split('_10m')[0]}_r{row}_c{col}"

@@ -31,9 +31,9 @@ from eoz.entropy import IndexPrior
 from eoz.errors import ContainerError, InputError, ModelMismatchError
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
-from eoz.raster import RasterMeta, RasterWriter, read_meta, read_raster
+from eoz.raster import RasterMeta, RasterWriter, read_meta, read_raster, window_transform
 from eoz.registry import ModelEntry, ModelStore
-from eoz.tiling import pad_to_multiple, tiles_in_window
+from eoz.tiling import pad_to_multiple, padded_shape, tiles_in_window
 
 DEFAULT_TILE_SIZE = 512
 _HAS_MASK = 1
@@ -233,8 +233,7 @@ def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int
             bits = np.frombuffer(zlib.decompress(payload[5:5 + n], bufsize=bands * h * w // 8 + 1), np.uint8)
             mask = np.unpackbits(bits, count=bands * h * w).reshape(bands, h, w).astype(bool)
             body = payload[5 + n:]
-        stride = codec.stride
-        values = codec.decode_tile(body, bands, h + -h % stride, w + -w % stride)[:, :h, :w]
+        values = codec.decode_tile(body, bands, *padded_shape(h, w, codec.stride))[:, :h, :w]
     except (ContainerError, ModelMismatchError):
         raise
     except Exception as e:  # a payload that passed its crc but that the codec cannot read
@@ -251,12 +250,9 @@ def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int
 def header_meta(header: Header, window: tuple[int, int, int, int] | None = None) -> RasterMeta:
     """RasterMeta of the decoded image, or of a (col_off, row_off, width, height) window of it."""
     col_off, row_off, width, height = window or (0, 0, header.width, header.height)
-    transform = header.transform
-    if transform is not None:
-        a, b, c, d, e, f = transform
-        transform = [a, b, c + col_off * a + row_off * b, d, e, f + col_off * d + row_off * e]
     return RasterMeta(height=height, width=width, count=len(header.bands), dtype=header.dtype,
-                      band_names=list(header.bands), crs=header.crs, transform=transform,
+                      band_names=list(header.bands), crs=header.crs,
+                      transform=window_transform(header.transform, col_off, row_off),
                       nodata=header.nodata)
 
 

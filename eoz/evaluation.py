@@ -16,6 +16,7 @@ from eoz.codecs import DEFAULT_TILE_SIZE, Codec, VQVAECodec, compress_array, dec
 from eoz.container import EozReader
 from eoz.raster import RasterMeta
 from eoz.registry import ModelStore
+from eoz.tiling import padded_shape
 
 S2_PEAK = 10000.0
 
@@ -60,7 +61,7 @@ def index_sizes(data: bytes, codec: VQVAECodec) -> dict:
         for index in range(header.tile_count):
             _, _, h, w = header.tile_bounds(index)
             fixed += codec.prior.fixed_length_bytes(
-                codec.level_shapes(h + -h % codec.stride, w + -w % codec.stride))
+                codec.level_shapes(*padded_shape(h, w, codec.stride)))
     overhead = len(data) - coded
     raw = header.height * header.width * len(header.bands) * np.dtype(header.dtype).itemsize
     return {"index_bytes_entropy_coded": coded, "index_bytes_fixed_length": round(fixed),

@@ -107,7 +107,7 @@ def read_raster(
                 meta,
                 height=height,
                 width=width,
-                transform=_shifted(meta.transform, col_off, row_off),
+                transform=window_transform(meta.transform, col_off, row_off),
             )
             rio_window = Window(col_off, row_off, width, height)
         else:
@@ -303,7 +303,8 @@ def _check_window(window: tuple[int, int, int, int], meta: RasterMeta) -> tuple[
     return col_off, row_off, width, height
 
 
-def _shifted(transform: list[float] | None, col_off: int, row_off: int) -> list[float] | None:
+def window_transform(transform: list[float] | None, col_off: int, row_off: int) -> list[float] | None:
+    """Geotransform of a window whose top-left pixel is (col_off, row_off) of the raster."""
     if transform is None:
         return None
     return list(Affine(*transform) @ Affine.translation(col_off, row_off))[:6]

@@ -14,10 +14,15 @@ from eoz.container import Header
 from eoz.errors import InputError
 
 
+def padded_shape(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """A tile's size once padded to multiples of the model's stride."""
+    return height + -height % multiple, width + -width % multiple
+
+
 def pad_to_multiple(tile: np.ndarray, multiple: int) -> np.ndarray:
     """Mirror-pad (bands, h, w) at the bottom and right to multiples of ``multiple``."""
     h, w = tile.shape[1:]
-    ph, pw = -h % multiple, -w % multiple
+    ph, pw = (p - n for p, n in zip(padded_shape(h, w, multiple), (h, w)))
     return _mirror(tile, ph, pw) if ph or pw else tile
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from eoz import datasets
 from eoz.codecs import codec_for_model
