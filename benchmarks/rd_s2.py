@@ -46,6 +46,11 @@ TARGET_RATIO = 35.0
 TARGET_SSIM = 0.96
 DEFAULT_RATIOS = (10, 15, 20, 30, 40, 60, 80, 120, 200)
 DEFAULT_DISTANCES = (0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16)
+# the high-fidelity range archives care about (issue: PSNR 42-58 dB at peak 10000)
+FIDELITY_PSNRS = (40, 42, 45, 48, 51, 54, 56, 58)
+FIDELITY_RANGE = (42.0, 58.0)
+HYPERPRIOR_CODES = (0, 32, 64, 96, 128, 160, 192, 224, 255)
+TARGET_BD_AGAINST_KLT = -10.0
 
 
 def load_images(crop: int | None, only: list[str] | None) -> list[dict]:
@@ -72,8 +77,11 @@ def load_images(crop: int | None, only: list[str] | None) -> list[dict]:
     return images
 
 
+LEARNED = ("vqvae-fpn", "hyperprior")
+
+
 def learned_models(store: ModelStore, wanted: list[str] | None) -> list[ModelEntry]:
-    """The S2 10 m VQVAE-FPN models: those asked for (id or id:version), else the newest of each."""
+    """The S2 10 m learned models: those asked for (id or id:version), else the newest of each."""
     if wanted:
         try:
             entries = [store.get(*spec.split(":", 1)) for spec in wanted]
@@ -86,10 +94,10 @@ def learned_models(store: ModelStore, wanted: list[str] | None) -> list[ModelEnt
         entries = list(newest.values())
     bands = list(datasets.S2_10M.bands)
     for e in entries:
-        if wanted and (e.codec != "vqvae-fpn" or e.bands != bands):
+        if wanted and (e.codec not in LEARNED or e.bands != bands):
             raise SystemExit(f"{e.model_id}:{e.version} is codec {e.codec} on bands {e.bands}, "
-                             f"not vqvae-fpn on {bands}")
-    return [e for e in entries if e.codec == "vqvae-fpn" and e.bands == bands]
+                             f"not one of {LEARNED} on {bands}")
+    return [e for e in entries if e.codec in LEARNED and e.bands == bands]
 
 
 def measure(array: np.ndarray, recon: np.ndarray, nbytes: int) -> dict:
@@ -150,11 +158,7 @@ def run_learned(entry: ModelEntry, store: ModelStore, images: list[dict], tile_s
     per_image, plain, klt = [], [], []
     for image in images:
         array = image["array"]
-        result = evaluate(array, image["meta"], codec, tile_size, S2_PEAK)
-        # evaluate reports PSNR, not the error sum that pooling needs; PSNR gives it back.
-        result["sse"] = array.size * S2_PEAK ** 2 / 10 ** (result["psnr"] / 10)
-        result["samples"] = array.size
-        result["image"] = image["name"]
+        result = _evaluated(image, codec, tile_size)
         per_image.append(result)
         plain.append(j2k_to_size(array, result["bytes"], klt=False) | {"image": image["name"]})
         klt.append(j2k_to_size(array, result["bytes"], klt=True) | {"image": image["name"]})
@@ -174,6 +178,67 @@ def run_learned(entry: ModelEntry, store: ModelStore, images: list[dict], tile_s
                       "ratio_fixed_length": raw / (overhead + fixed)},
             "jpeg2000_same_size": {"per_image": plain, "aggregate": aggregate(plain)},
             "jpeg2000_klt_same_size": {"per_image": klt, "aggregate": aggregate(klt)}}
+
+
+def _evaluated(image: dict, codec, tile_size: int) -> dict:
+    array = image["array"]
+    result = evaluate(array, image["meta"], codec, tile_size, S2_PEAK)
+    # evaluate reports PSNR, not the error sum that pooling needs; PSNR gives it back.
+    result["sse"] = array.size * S2_PEAK ** 2 / 10 ** (result["psnr"] / 10)
+    result["samples"] = array.size
+    result["image"] = image["name"]
+    return result
+
+
+def run_hyperprior(entry: ModelEntry, store: ModelStore, images: list[dict], tile_size: int,
+                   codes: list[int]) -> dict:
+    """The multirate model's curve: one point per 8-bit lambda code, the same lambda everywhere."""
+    from eoz.quality import QualityTarget, lambda_of_code
+
+    curve = []
+    for code in codes:
+        target = QualityTarget(lmbda=float(lambda_of_code(code)))
+        codec = codec_for_model(entry.model_id, entry.version, store, target=target)
+        points = [_evaluated(image, codec, tile_size) for image in images]
+        curve.append({"lambda_code": code, "lambda": target.lmbda, "per_image": points,
+                      "aggregate": aggregate(points)})
+        _print_point(f"{entry.model_id} lambda code {code}", curve[-1]["aggregate"])
+    return {"model_id": entry.model_id, "version": entry.version, "weights_sha256": entry.weights_sha256,
+            "tile_size": tile_size, "curve": curve}
+
+
+def run_j2k_psnr_curve(images: list[dict], psnrs: list[float], klt: bool) -> list[dict]:
+    """JPEG 2000 bisected to each target PSNR per image (the fixed-quality classical baseline)."""
+    curve = []
+    for psnr in psnrs:
+        points = []
+        for im in images:
+            stream, params = jpeg2000.encode_to_psnr(im["array"], psnr, S2_PEAK, klt=klt)
+            size = len(stream) + jpeg2000.params_nbytes(params)
+            points.append(measure(im["array"], jpeg2000.decode(stream, params), size) | {"image": im["name"]})
+        curve.append({"target_psnr": psnr, "per_image": points, "aggregate": aggregate(points)})
+        _print_point(f"JPEG 2000{' +KLT' if klt else ''} at {psnr:g} dB", curve[-1]["aggregate"])
+    return curve
+
+
+def fidelity_bd_rates(hyperprior: list[dict], curves: dict) -> dict:
+    """BD-rate of each hyperprior against JPEG 2000 (plain, +KLT) within FIDELITY_RANGE."""
+    def series(points):
+        kept = [p for p in points if FIDELITY_RANGE[0] - 2 <= p["psnr"] <= FIDELITY_RANGE[1] + 2]
+        return [p["bpp_per_band"] for p in kept], [p["psnr"] for p in kept]
+
+    out = {}
+    for model in hyperprior:
+        test = series([p["aggregate"] for p in model["curve"]])
+        row = {}
+        for name in ("jpeg2000_psnr", "jpeg2000_klt_psnr"):
+            try:
+                row[name] = metrics.bd_rate(*series([p["aggregate"] for p in curves[name]]), *test)
+            except InputError as e:
+                row[name] = f"not computable: {e}"
+        row["psnr_range"] = [min(test[1], default=None), max(test[1], default=None)]
+        out[f"{model['model_id']} v{model['version']}"] = row
+    return out
 
 
 def run_j2k_curve(images: list[dict], ratios: list[float], klt: bool) -> list[dict]:
@@ -222,7 +287,7 @@ CURVE_STYLES = {"jpeg2000": ("JPEG 2000", "tab:blue", "o"),
                 "jpegxl": ("JPEG-XL (4 x 1 band)", "tab:green", "^")}
 
 
-def plot(path: Path, learned: list[dict], curves: dict) -> None:
+def plot(path: Path, learned: list[dict], curves: dict, hyperprior: list[dict]) -> None:
     """PSNR and SSIM against bpp/band: classical curves, each model and its same-size JPEG 2000."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     panels = ((axes[0], "psnr", "PSNR (dB, peak 10000)"),
@@ -233,6 +298,11 @@ def plot(path: Path, learned: list[dict], curves: dict) -> None:
             if points:
                 ax.plot([p["bpp_per_band"] for p in points], [p[key] for p in points],
                         marker=marker, color=colour, label=legend, markersize=4, linewidth=1.2)
+        for model in hyperprior:
+            points = [p["aggregate"] for p in model["curve"]]
+            ax.plot([p["bpp_per_band"] for p in points], [p[key] for p in points], marker="D",
+                    color="tab:red", markersize=4, linewidth=1.6,
+                    label=f"{model['model_id']} v{model['version']} (lambda ladder)")
         for i, model in enumerate(learned):
             colour = plt.cm.Set1(i % 9)
             name = f"{model['model_id']} v{model['version']}"
@@ -390,9 +460,41 @@ def _md_curves(data: dict) -> list[str]:
     return md
 
 
+def _md_fidelity(data: dict) -> list[str]:
+    curves = data["curves"]
+    if not curves.get("jpeg2000_psnr"):
+        return []
+    md = ["## High-fidelity range: hyperprior against JPEG 2000 at equal PSNR", "",
+          f"JPEG 2000 is bisected per image to each target PSNR; the hyperprior runs one lambda for "
+          f"the whole image per point. BD-rate (bpp/band against pooled PSNR, cubic fits) is taken "
+          f"over the PSNR range both curves cover, using points within "
+          f"{FIDELITY_RANGE[0] - 2:g}-{FIDELITY_RANGE[1] + 2:g} dB. Target: at most "
+          f"{TARGET_BD_AGAINST_KLT:+g} % against JPEG 2000 + KLT.", ""]
+    rows = []
+    for model in data["hyperprior"]:
+        for p in model["curve"]:
+            rows.append(_row(f"{model['model_id']} v{model['version']}", p["aggregate"],
+                             f"lambda code {p['lambda_code']} (lambda {p['lambda']:.0f})"))
+    for name, label in (("jpeg2000_psnr", "JPEG 2000"), ("jpeg2000_klt_psnr", "JPEG 2000 + KLT")):
+        rows += [_row(label, p["aggregate"], f"target {p['target_psnr']:g} dB per image") for p in curves[name]]
+    md += table(["codec", "ratio", "bpp/band", "PSNR (dB)", "SSIM", "setting"], rows)
+    for model, row in data["fidelity_bd_rate"].items():
+        parts = []
+        for name, label in (("jpeg2000_psnr", "JPEG 2000"), ("jpeg2000_klt_psnr", "JPEG 2000 + KLT")):
+            v = row[name]
+            parts.append(f"against {label}: " + (f"{v:+.1f} %" if isinstance(v, float) else v))
+        klt = row["jpeg2000_klt_psnr"]
+        met = isinstance(klt, float) and klt <= TARGET_BD_AGAINST_KLT
+        lo, hi = row["psnr_range"]
+        span = f"{lo:.1f}-{hi:.1f} dB" if lo is not None else "no points"
+        md.append(f"- {model} (its points in range: {span}): " + "; ".join(parts)
+                  + f". Target: **{'met' if met else 'not met'}**.")
+    return md + [""]
+
+
 def markdown(data: dict, images: list[dict]) -> list[str]:
-    return (_md_intro(data, images) + _md_learned(data) + _md_targets(data) + _md_curves(data)
-            + ["![rate-distortion](rd_s2.png)", "", "Raw per-image numbers: `rd_s2.json`."])
+    return (_md_intro(data, images) + _md_learned(data) + _md_targets(data) + _md_fidelity(data)
+            + _md_curves(data) + ["![rate-distortion](rd_s2.png)", "", "Raw per-image numbers: `rd_s2.json`."])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -410,6 +512,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--distances", type=float, nargs="+", default=DEFAULT_DISTANCES,
                         help="JPEG-XL curve: butteraugli distances")
     parser.add_argument("--jxl-effort", type=int, default=7, help="libjxl effort 1..9")
+    parser.add_argument("--psnrs", type=float, nargs="*", default=FIDELITY_PSNRS,
+                        help="JPEG 2000 at these target PSNRs, for BD-rates in the high-fidelity range "
+                             "(none: skip)")
+    parser.add_argument("--lambda-codes", type=int, nargs="+", default=HYPERPRIOR_CODES,
+                        help="hyperprior curve: 8-bit lambda codes (0..255)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR,
                         help="folder for rd_s2.{md,png,json}")
     args = parser.parse_args(argv)
@@ -420,12 +527,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{im['name']} {im['meta'].height}x{im['meta'].width}" for im in images), flush=True)
     models = learned_models(store, args.models)
     if not models:
-        print(f"no vqvae-fpn model on {list(datasets.S2_10M.bands)} in {store.root}: "
+        print(f"no learned model on {list(datasets.S2_10M.bands)} in {store.root}: "
               "curves only", flush=True)
 
-    learned = []
+    learned, hyperprior = [], []
     for entry in models:
         print(f"{entry.model_id} v{entry.version}:", flush=True)
+        if entry.codec == "hyperprior":
+            hyperprior.append(run_hyperprior(entry, store, images, args.tile_size, args.lambda_codes))
+            continue
         learned.append(run_learned(entry, store, images, args.tile_size))
         _print_point("aggregate", learned[-1]["aggregate"])
 
@@ -433,6 +543,9 @@ def main(argv: list[str] | None = None) -> None:
     print("JPEG 2000 curves:", flush=True)
     curves["jpeg2000"] = run_j2k_curve(images, args.ratios, klt=False)
     curves["jpeg2000_klt"] = run_j2k_curve(images, args.ratios, klt=True)
+    if args.psnrs:
+        curves["jpeg2000_psnr"] = run_j2k_psnr_curve(images, args.psnrs, klt=False)
+        curves["jpeg2000_klt_psnr"] = run_j2k_psnr_curve(images, args.psnrs, klt=True)
     jxl_skipped = None
     if imagecodecs.JPEGXL.available:
         print("JPEG-XL curve:", flush=True)
@@ -447,10 +560,11 @@ def main(argv: list[str] | None = None) -> None:
                          "data_dir": str(datasets.data_dir())},
             "images": [{"name": im["name"], "path": im["path"],
                         "shape": list(im["array"].shape)} for im in images],
-            "learned": learned, "curves": curves, "jpegxl_skipped": jxl_skipped,
-            "bd_rate": bd_rates(curves)}
+            "learned": learned, "hyperprior": hyperprior, "curves": curves,
+            "jpegxl_skipped": jxl_skipped, "bd_rate": bd_rates(curves),
+            "fidelity_bd_rate": fidelity_bd_rates(hyperprior, curves) if args.psnrs else {}}
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(args.out / "rd_s2.png", learned, curves)
+    plot(args.out / "rd_s2.png", learned, curves, hyperprior)
     write_outputs(args.out, "rd_s2", markdown(data, images), data)
 
 

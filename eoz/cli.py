@@ -10,16 +10,27 @@ from pathlib import Path
 
 from eoz.errors import EozError
 
-TRAINABLE = {"vqvae-fpn-s2-10m": "s2-10m"}
+TRAINABLE = {"vqvae-fpn-s2-10m": ("s2-10m", "vqvae-fpn"), "hyperprior-s2-10m": ("s2-10m", "hyperprior")}
+
+
+def _block(value: str) -> int | None:
+    return None if value == "global" else int(value)
 
 
 def _codec(args):
     from eoz.codecs import codec_for_model
+    from eoz.quality import QualityTarget
+    from eoz.registry import ModelStore
 
     params = {}
     if args.model == "jpeg2000":
         params = {"quality": args.quality, "lossless": args.lossless, "klt": args.klt,
-                  "target_psnr": args.psnr}
+                  "target_psnr": args.psnr, "peak": args.peak}
+    elif ModelStore().get(args.model, args.version).codec == "hyperprior":
+        params = {"target": QualityTarget(psnr=args.psnr, mse=args.mse, lmbda=args.lmbda, block=args.block,
+                                          peak=args.peak, closed_loop=not args.open_loop)}
+    elif any(v is not None for v in (args.psnr, args.mse, args.lmbda)):
+        raise EozError(f"{args.model} has one fixed rate; --psnr/--mse/--lambda need a hyperprior model")
     return codec_for_model(args.model, args.version, **params)
 
 
@@ -27,9 +38,16 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model id from `eoz models`, or jpeg2000")
     p.add_argument("--version", help="model version (default: the newest)")
     p.add_argument("--tile-size", type=int, default=512, help="tile edge in pixels (default 512)")
+    q = p.add_argument_group("quality targets (hyperprior; --psnr also for jpeg2000)")
+    q.add_argument("--psnr", type=float, help="target PSNR (at --peak) that every block (or tile) reaches")
+    q.add_argument("--mse", type=float, help="target MSE in original units, per block (or tile)")
+    q.add_argument("--lambda", dest="lmbda", type=float, help="fixed rate-distortion lambda (64..65536)")
+    q.add_argument("--block", type=_block, default=None, choices=[16, 32, 64, None], metavar="64|32|16|global",
+                   help="block edge over which the target holds (default global: per tile)")
+    q.add_argument("--open-loop", action="store_true", help="quality model only, no closed-loop correction")
+    q.add_argument("--peak", type=float, default=10000.0, help="PSNR peak (10000 for S2 DN)")
     j = p.add_argument_group("jpeg2000 options")
     j.add_argument("--quality", type=float, help="OpenJPEG fixed-quality level (dB at full scale)")
-    j.add_argument("--psnr", type=float, help="target PSNR (peak 10000) per tile, bisected")
     j.add_argument("--lossless", action="store_true", help="reversible 5/3 wavelet, bit exact")
     j.add_argument("--klt", action="store_true", help="spectral KLT across bands before coding")
 
@@ -84,21 +102,22 @@ def cmd_models(args) -> list:
 def cmd_train(args) -> dict:
     import torch
 
-    from eoz.train import TrainConfig, export, train
+    from eoz.train import export, recipe, train
 
     if args.model_id not in TRAINABLE:
         raise EozError(f"no training recipe for {args.model_id!r}; recipes: {sorted(TRAINABLE)}")
     run_dir = Path(args.run_dir or Path("runs") / args.model_id)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(model_id=args.model_id, split=TRAINABLE[args.model_id])
+    split, codec = TRAINABLE[args.model_id]
+    cfg = recipe(args.model_id, split, codec)
     if args.steps:
         cfg.steps = args.steps
     train(run_dir, cfg, device=args.device)
     result = {"run_dir": str(run_dir)}
     if args.export:
         manifest = export(run_dir, args.export, description=args.description)
-        result["validation"] = manifest["validation"]["mean"]
+        result["validation"] = {k: v for k, v in manifest["validation"].items() if k.startswith("mean")}
     return result
 
 
@@ -140,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="compress and decompress in memory; print size and quality")
     p.add_argument("input", type=Path)
     _add_codec_options(p)
-    p.add_argument("--peak", type=float, default=10000.0, help="PSNR peak (10000 for S2 DN)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("models", help="list the models in model_store")

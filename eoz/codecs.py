@@ -12,8 +12,10 @@ Tile payload framing: one flag byte; when bit 0 is set a nodata mask follows
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import math
 import struct
 import zlib
 from abc import ABC, abstractmethod
@@ -22,20 +24,26 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
+import constriction
 import numpy as np
 import torch
 
-from eoz import jpeg2000
+from eoz import jpeg2000, residual
 from eoz.container import EozReader, EozWriter, Header
 from eoz.entropy import IndexPrior
 from eoz.errors import ContainerError, InputError, ModelMismatchError
+from eoz.models.entropy_models import SYMBOL_LIMIT, SymbolTables
+from eoz.models.hyperprior import HyperpriorConfig, IntegerHyperSynthesis, ModulatedHyperprior
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
+from eoz.quality import (BLOCK_SIZES, QualityModel, QualityTarget, activity, block_grid, block_means,
+                         choose_codes, code_of_log2_lambda, expand_blocks)
 from eoz.raster import RasterMeta, RasterWriter, read_meta, read_raster, window_transform
 from eoz.registry import ModelEntry, ModelStore
 from eoz.tiling import pad_to_multiple, padded_shape, tiles_in_window
 
 DEFAULT_TILE_SIZE = 512
+_FIXED_ONE = float(1 << IntegerHyperSynthesis.ACTIVATION_BITS)
 _HAS_MASK = 1
 
 
@@ -49,8 +57,12 @@ class Codec(ABC):
         """Header fields this codec fills (model pins, normalization, parameters)."""
 
     @abstractmethod
-    def encode_tile(self, tile: np.ndarray) -> bytes:
-        """(bands, h, w) in the raster's dtype, nodata filled, h and w multiples of stride."""
+    def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
+        """(bands, h, w) in the raster's dtype, nodata filled, h and w multiples of stride.
+
+        valid marks the samples that are part of the image (not padding, not nodata):
+        quality targets are measured on those only.
+        """
 
     @abstractmethod
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
@@ -102,7 +114,7 @@ class VQVAECodec(Codec):
             x = torch.from_numpy(self.normalizer.forward(tile.astype(np.float64)))[None].to(self.device)
             return [i[0].cpu().numpy() for i in self.model.encode(x)]
 
-    def encode_tile(self, tile: np.ndarray) -> bytes:
+    def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
         return self.prior.encode(self.index_maps(tile))
 
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
@@ -129,7 +141,7 @@ class JPEG2000Codec(Codec):
                                                ("klt", self.klt), ("target_psnr", self.target_psnr),
                                                ("peak", self.peak)) if v not in (None, False)}}
 
-    def encode_tile(self, tile: np.ndarray) -> bytes:
+    def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
         if self.lossless:
             stream, params = jpeg2000.encode(tile, lossless=True)
         elif self.target_psnr is not None:
@@ -148,42 +160,215 @@ class JPEG2000Codec(Codec):
         return jpeg2000.decode(payload[4 + n:], params)
 
 
+class HyperpriorCodec(Codec):
+    """Multirate mean-scale hyperprior with per-block lambdas chosen for a quality target.
+
+    Tile payload: u8 block size (0 = one lambda for the tile), u16 grid rows and columns,
+    u32 length + zlib of the 8-bit lambda codes, then one range-coder stream: z with the
+    factorized tables, then the latent residuals with the Gaussian table their integer
+    hyper-synthesis output and lambda select. Only the analysis and synthesis transforms
+    run in float (on CUDA when present); nothing that decides a symbol's table does.
+    """
+
+    codec_id = "hyperprior"
+
+    def __init__(self, entry: ModelEntry, target: QualityTarget | None = None):
+        self.entry, self.target = entry, target
+        tensors = entry.load_weights()
+        self.config = HyperpriorConfig(**entry.manifest["architecture"])
+        model = ModulatedHyperprior(self.config).eval()
+        model.load_state_dict({k[len("model."):]: torch.from_numpy(v.copy()) for k, v in tensors.items()
+                               if k.startswith("model.")})
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device)
+        self.hyper_synthesis = IntegerHyperSynthesis.from_tensors(tensors, "hyper_synthesis_int")
+        self.z_tables = SymbolTables.from_tensors(tensors, "z_tables")
+        self.y_tables = SymbolTables.from_tensors(tensors, "y_tables")
+        self.thresholds = tensors["y_tables.thresholds"].astype(np.int64)
+        self.log_gain = tensors["log_gain"].astype(np.int64)   # (256 codes, M), fixed point
+        self.normalizer = BandNormalizer.from_dict(entry.manifest["normalization"])
+        self.quality_model = QualityModel(**entry.manifest["quality_model"])
+        self.stride = self.config.factor
+        self.bands = entry.bands
+
+    def with_target(self, target: QualityTarget | None) -> "HyperpriorCodec":
+        """The same loaded model with another quality target (cheap: shares the weights)."""
+        codec = copy.copy(self)
+        codec.target = target
+        return codec
+
+    def header_fields(self) -> dict:
+        return {"model_id": self.entry.model_id, "model_version": self.entry.version,
+                "weights_sha256": self.entry.weights_sha256,
+                "normalization": self.normalizer.to_dict(),
+                "quality": self.target.to_dict() if self.target else {}}
+
+    def _analyse(self, tile: np.ndarray):
+        """Latent y (float64), side information z (ints), and the exact mean and log-scale."""
+        with torch.no_grad():
+            x = torch.from_numpy(self.normalizer.forward(tile))[None].to(self.device)
+            y = self.model.analysis(x)
+            z = torch.round(self.model.hyper_analysis(y))
+        z = np.clip(z[0].cpu().numpy().astype(np.int64), -SYMBOL_LIMIT, SYMBOL_LIMIT)
+        mean, log_scale = self.hyper_synthesis(z)
+        return y[0].cpu().numpy().astype(np.float64), z, mean / _FIXED_ONE, log_scale
+
+    def _log_gain(self, codes: np.ndarray, block: int | None, shape: tuple[int, int]) -> np.ndarray:
+        """(M, h, w) fixed-point log gains of the latent, each from its block's lambda code."""
+        cell = None if block is None else block // self.config.latent_factor
+        return self.log_gain[expand_blocks(codes, cell, shape).astype(np.int64)].transpose(2, 0, 1)
+
+    def _synthesize(self, symbols: np.ndarray, gain: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        y_hat = torch.from_numpy((symbols / gain + mean).astype(np.float32))[None].to(self.device)
+        with torch.no_grad():
+            return self.normalizer.inverse(self.model.synthesis(y_hat)[0].cpu().numpy())
+
+    def _quantize(self, analysed, codes: np.ndarray, block: int | None):
+        y, _, mean, _ = analysed
+        log_gain = self._log_gain(codes, block, y.shape[1:])
+        gain = np.exp(log_gain / _FIXED_ONE)
+        return np.clip(np.rint((y - mean) * gain), -SYMBOL_LIMIT, SYMBOL_LIMIT), gain, log_gain
+
+    def _base(self, tile: np.ndarray, analysed, codes: np.ndarray, block: int | None) -> np.ndarray:
+        symbols, gain, _ = self._quantize(analysed, codes, block)
+        return self._synthesize(symbols, gain, analysed[2])
+
+    @staticmethod
+    def _finish(recon: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """What the decoder outputs: integer data is rounded and clipped to its dtype."""
+        return _to_dtype(recon, dtype) if dtype.kind in "iu" else recon
+
+    def block_mse(self, tile: np.ndarray, valid: np.ndarray, block: int | None, codes: np.ndarray,
+                  analysed=None) -> np.ndarray:
+        """Per-block MSE (original units, valid samples) of the base layer coded with these lambda codes."""
+        recon = self._finish(self._base(tile, analysed or self._analyse(tile), codes, block), tile.dtype)
+        return block_means((recon - tile) ** 2, valid, block)
+
+    def encode_with_report(self, tile: np.ndarray, valid: np.ndarray) -> tuple[bytes, dict]:
+        """Payload and how it was chosen: lambda codes, block MSEs, open-loop figures, refined blocks."""
+        if self.target is None:
+            raise InputError("the hyperprior needs a target: --psnr, --mse or --lambda")
+        analysed = self._analyse(tile)
+        block = self.target.block
+        rows, cols = block_grid(tile.shape[1], tile.shape[2], block)
+        if self.target.lmbda is not None:
+            codes = np.full((rows, cols), code_of_log2_lambda(math.log2(self.target.lmbda)), np.uint8)
+            report = {"codes": codes}
+        else:
+            report = choose_codes(lambda c: self.block_mse(tile, valid, block, c, analysed), self.target.mse,
+                                  activity(tile, valid, block), self.quality_model, self.target.closed_loop)
+            codes = report["codes"]
+        _, z, _, log_scale = analysed
+        symbols, _, log_gain = self._quantize(analysed, codes, block)
+        steps = np.zeros_like(codes)
+        residual_symbols = np.zeros(tile.shape, np.int64)
+        if self.target.mse is not None and self.target.closed_loop and (report["mse"] > self.target.mse).any():
+            base = self._base(tile, analysed, codes, block)
+            finish = lambda r: self._finish(r, tile.dtype)
+            steps, residual_symbols = residual.choose_steps(tile, base, valid, block, self.target.mse, finish)
+            recon = finish(residual.reconstruct(base, residual_symbols, steps, block))
+            report["mse"] = block_means((recon - tile) ** 2, valid, block)
+        report["refined_blocks"] = int((steps > 0).sum())
+        scales = residual.scale_indices(residual_symbols, steps, block)
+        encoder = constriction.stream.queue.RangeEncoder()
+        self.z_tables.encode(encoder, z.ravel(), np.repeat(np.arange(len(z)), z[0].size))
+        self.y_tables.encode(encoder, symbols.astype(np.int64).ravel(),
+                             np.searchsorted(self.thresholds, log_scale + log_gain, side="right").ravel())
+        residual.encode(encoder, self.y_tables, residual_symbols, steps, scales, block)
+        side = zlib.compress(codes.astype(np.uint8).tobytes() + steps.tobytes() + scales.tobytes(), 9)
+        head = struct.pack("<BHHI", block or 0, rows, cols, len(side))
+        return head + side + encoder.get_compressed().astype("<u4").tobytes(), report
+
+    def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
+        return self.encode_with_report(tile, valid)[0]
+
+    def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
+        try:
+            block, rows, cols, n = struct.unpack_from("<BHHI", payload)
+            side = np.frombuffer(zlib.decompress(payload[9:9 + n]), np.uint8)
+        except (struct.error, zlib.error) as e:
+            raise ContainerError(f"hyperprior tile head is unreadable: {e}") from None
+        block = block or None
+        if (block is not None and block not in BLOCK_SIZES) or (rows, cols) != block_grid(height, width, block):
+            raise ContainerError(f"hyperprior tile has a {rows}x{cols} lambda grid of {block or 'global'} "
+                                 f"blocks, which does not fit a {width}x{height} tile")
+        codes, steps = side[:rows * cols].reshape(rows, cols), side[rows * cols:2 * rows * cols].reshape(rows, cols)
+        scales = side[2 * rows * cols:]
+        if steps.size != rows * cols or scales.size != (steps > 0).sum() * bands:
+            raise ContainerError("hyperprior tile side information has the wrong length")
+        words = payload[9 + n:]
+        if len(words) % 4 or not words:
+            raise ContainerError(f"hyperprior stream of {len(words)} bytes is empty or not whole words")
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, "<u4").astype(np.uint32))
+        latent = (height // self.config.latent_factor, width // self.config.latent_factor)
+        z_shape = (self.config.hyper_channels, height // self.stride, width // self.stride)
+        z = self.z_tables.decode(decoder, np.repeat(np.arange(z_shape[0]), z_shape[1] * z_shape[2]))
+        mean, log_scale = self.hyper_synthesis(z.reshape(z_shape))
+        log_gain = self._log_gain(codes, block, latent)
+        table_ids = np.searchsorted(self.thresholds, log_scale + log_gain, side="right")
+        symbols = self.y_tables.decode(decoder, table_ids.ravel()).reshape(table_ids.shape)
+        residual_symbols = residual.decode(decoder, self.y_tables, steps, scales.reshape(-1, bands), block,
+                                           (bands, height, width))
+        if not decoder.maybe_exhausted():
+            raise ContainerError("hyperprior stream does not end where its symbols do: truncated or extra data")
+        base = self._synthesize(symbols, np.exp(log_gain / _FIXED_ONE), mean / _FIXED_ONE)
+        return residual.reconstruct(base, residual_symbols, steps, block)
+
+
+LEARNED_CODECS = {VQVAECodec.codec_id: VQVAECodec, HyperpriorCodec.codec_id: HyperpriorCodec}
+
+
 @lru_cache(maxsize=8)
-def _vq_codec(root: str, model_id: str, version: str) -> VQVAECodec:
+def _learned_codec(root: str, model_id: str, version: str) -> Codec:
     """Models load once per process: workers keep them between jobs."""
-    return VQVAECodec(ModelStore(root).get(model_id, version))
+    entry = ModelStore(root).get(model_id, version)
+    return LEARNED_CODECS[entry.codec](entry)
 
 
 def codec_for_model(model_id: str, version: str | None = None, store: ModelStore | None = None,
                     **params) -> Codec:
-    """The codec for a model id; ``jpeg2000`` is the classical baseline and takes params."""
+    """The codec for a model id; ``jpeg2000`` is the classical baseline.
+
+    Parameters: jpeg2000 takes its own (quality, lossless, klt, target_psnr); the
+    hyperprior takes ``target`` (a QualityTarget); a VQ model takes none.
+    """
     if model_id == JPEG2000Codec.codec_id:
         return JPEG2000Codec(**params)
-    if params:
-        raise InputError(f"{model_id} takes no parameters, got {sorted(params)}")
     store = store or ModelStore()
     entry = store.get(model_id, version)
-    if entry.codec != VQVAECodec.codec_id:
+    if entry.codec not in LEARNED_CODECS:
         raise InputError(f"{model_id} uses codec {entry.codec!r}, which this build cannot run")
-    return _vq_codec(str(store.root), entry.model_id, entry.version)
+    allowed = {"target"} if entry.codec == HyperpriorCodec.codec_id else set()
+    if set(params) - allowed:
+        raise InputError(f"{model_id} takes {sorted(allowed) or 'no parameters'}, got {sorted(params)}")
+    codec = _learned_codec(str(store.root), entry.model_id, entry.version)
+    return codec.with_target(params.get("target")) if allowed else codec
+
+
+def _pins(codec_id: str, weights_sha256, codebook_sha256) -> tuple:
+    """What must match between a file and the model that decodes it."""
+    return (weights_sha256, list(codebook_sha256)) if codec_id == VQVAECodec.codec_id else (weights_sha256,)
 
 
 def codec_for_header(header: Header, store: ModelStore | None = None) -> Codec:
     """The codec that decodes a file, after checking the store's model matches its pins."""
     if header.codec == JPEG2000Codec.codec_id:
         return JPEG2000Codec(lossless=True)   # decoding needs no encoder settings
-    if header.codec != VQVAECodec.codec_id:
+    if header.codec not in LEARNED_CODECS:
         raise ContainerError(f"unknown codec {header.codec!r} in the file header")
     codec = codec_for_model(header.model_id, header.model_version, store)
-    pinned = (header.weights_sha256, header.codebook_sha256)
-    offered = (codec.entry.weights_sha256, codec.codebook_sha256)
-    if pinned != offered:
+    if codec.codec_id != header.codec:
+        raise ModelMismatchError(f"the file was encoded with the {header.codec} codec; the store's "
+                                 f"{header.model_id} is a {codec.codec_id} model")
+    offered_codebooks = getattr(codec, "codebook_sha256", [])
+    if _pins(header.codec, header.weights_sha256, header.codebook_sha256) != \
+            _pins(header.codec, codec.entry.weights_sha256, offered_codebooks):
         raise ModelMismatchError(
             f"the file was encoded with {header.model_id} version {header.model_version} "
             f"(weights {str(header.weights_sha256)[:12]}, codebooks "
             f"{[c[:12] for c in header.codebook_sha256]}); the store's {codec.entry.model_id} "
             f"version {codec.entry.version} has weights {codec.entry.weights_sha256[:12]}, codebooks "
-            f"{[c[:12] for c in codec.codebook_sha256]}: refusing to decode with other weights")
+            f"{[c[:12] for c in offered_codebooks]}: refusing to decode with other weights")
     return codec
 
 
@@ -219,7 +404,10 @@ def encode_tile_payload(codec: Codec, tile: np.ndarray, nodata: float | None) ->
         tile = _filled(tile, mask)
         packed = zlib.compress(np.packbits(mask).tobytes(), 9)
         prefix = bytes([_HAS_MASK]) + struct.pack("<I", len(packed)) + packed
-    return prefix + codec.encode_tile(pad_to_multiple(tile, codec.stride))
+    valid = np.ones(tile.shape, bool) if mask is None else ~mask
+    padded = pad_to_multiple(tile, codec.stride)
+    valid = np.pad(valid, [(0, 0)] + [(0, p - n) for p, n in zip(padded.shape[1:], tile.shape[1:])])
+    return prefix + codec.encode_tile(padded, valid)
 
 
 def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int) -> np.ndarray:

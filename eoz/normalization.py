@@ -41,6 +41,14 @@ class BandNormalizer:
             std.append(float(transformed.std()) or 1.0)
         return cls(offset, exponent, mean, std)
 
+    @classmethod
+    def fit_linear(cls, samples: np.ndarray) -> "BandNormalizer":
+        """Per-band mean and one common scale: MSE after it is proportional to MSE in original units."""
+        samples = samples.astype(np.float64)
+        scale = float(samples.std(axis=1).mean()) or 1.0
+        bands = len(samples)
+        return cls([0.0] * bands, [1.0] * bands, [float(m) for m in samples.mean(axis=1)], [scale] * bands)
+
     def _params(self, ndim: int):
         shape = (-1,) + (1,) * (ndim - 1)
         return [np.asarray(v, dtype=np.float64).reshape(shape) for v in

@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from eoz import datasets
+from eoz.models.hyperprior import LAMBDA_MAX_LOG2, LAMBDA_MIN_LOG2, HyperpriorConfig, ModulatedHyperprior
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
 
@@ -31,24 +32,37 @@ PEAK = 10000.0  # Sentinel-2 reflectance DN peak used for PSNR (DESIGN.md, Metri
 class TrainConfig:
     model_id: str = "vqvae-fpn-s2-10m"
     split: str = "s2-10m"
+    codec: str = "vqvae-fpn"          # or "hyperprior"
     steps: int = 20000
     batch_size: int = 16
     crop: int = 64
     lr: float = 3e-4
     min_lr_fraction: float = 0.05
     warmup: int = 300
-    commitment: float = 0.25
+    commitment: float = 0.25          # vqvae-fpn only
     checkpoint_every: int = 200
     log_every: int = 50
     validate_every: int = 1000
     seed: int = 0
-    model: VQVAEFPNConfig = field(default_factory=lambda: VQVAEFPNConfig(codebook_sizes=[256, 512]))
+    model: VQVAEFPNConfig | HyperpriorConfig = field(
+        default_factory=lambda: VQVAEFPNConfig(codebook_sizes=[256, 512]))
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
-        d["model"] = VQVAEFPNConfig(**d["model"])
+        d["model"] = MODEL_CONFIGS[d.get("codec", "vqvae-fpn")](**d["model"])
         return cls(**d)
+
+
+MODEL_CONFIGS = {"vqvae-fpn": VQVAEFPNConfig, "hyperprior": HyperpriorConfig}
+
+
+def recipe(model_id: str, split: str, codec: str) -> TrainConfig:
+    """The settings the published models were trained with (see their manifests)."""
+    if codec == "hyperprior":
+        return TrainConfig(model_id=model_id, split=split, codec=codec, steps=14000, batch_size=8, crop=96,
+                           lr=2e-4, warmup=500, model=HyperpriorConfig(latent_channels=192))
+    return TrainConfig(model_id=model_id, split=split, codec=codec)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -65,23 +79,61 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _normalizer_for(train_arrays: list[np.ndarray], seed: int) -> BandNormalizer:
-    rng = np.random.default_rng(seed)
+def _normalizer_for(cfg: TrainConfig, train_arrays: list[np.ndarray]) -> BandNormalizer:
+    rng = np.random.default_rng(cfg.seed)
     pixels = np.concatenate([a.reshape(a.shape[0], -1) for a in train_arrays], axis=1)
-    pick = rng.choice(pixels.shape[1], size=min(pixels.shape[1], 400_000), replace=False)
-    return BandNormalizer.fit(pixels[:, pick])
+    pick = pixels[:, rng.choice(pixels.shape[1], size=min(pixels.shape[1], 400_000), replace=False)]
+    # the hyperprior is trained for MSE in original units, which a linear map keeps
+    return BandNormalizer.fit_linear(pick) if cfg.codec == "hyperprior" else BandNormalizer.fit(pick)
 
 
-def validation_psnr(model: VQVAEFPN, normalizer: BandNormalizer, crops: np.ndarray) -> float:
-    """PSNR (peak 10000) over fixed validation crops, in original units."""
+def _psnr(normalizer: BandNormalizer, recon: np.ndarray, crops: np.ndarray) -> float:
+    """PSNR (peak 10000) in original units of normalized reconstructions of crops."""
+    recon = np.stack([np.clip(normalizer.inverse(c), 0, 65535) for c in recon])
+    return 10 * math.log10(PEAK ** 2 / float(np.mean((recon - crops.astype(np.float64)) ** 2)))
+
+
+VALIDATION_LAMBDAS_LOG2 = (7, 10, 13, 16)
+
+
+def validate(model, normalizer: BandNormalizer, crops: np.ndarray) -> dict:
+    """Validation figures on fixed crops: PSNR for a VQ model; PSNR and bpp per lambda for a hyperprior."""
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
-        x = torch.from_numpy(np.stack([normalizer.forward(c) for c in crops]))
-        y = model.decode(model.encode(x)).numpy()
+        x = torch.from_numpy(np.stack([normalizer.forward(c) for c in crops])).to(device)
+        if isinstance(model, VQVAEFPN):
+            out = {"val_psnr": round(_psnr(normalizer, model.decode(model.encode(x)).cpu().numpy(), crops), 3)}
+        else:
+            psnr, bpp = [], []
+            for log2 in VALIDATION_LAMBDAS_LOG2:
+                r = model(x, torch.full((len(x),), 2.0 ** log2, device=device))
+                psnr.append(round(_psnr(normalizer, r["recon"].cpu().numpy(), crops), 3))
+                bpp.append(round(float(r["bpp"].mean()), 4))
+            out = {"val_lambda_log2": list(VALIDATION_LAMBDAS_LOG2), "val_psnr": psnr, "val_bpp": bpp}
     model.train()
-    recon = np.stack([np.clip(normalizer.inverse(c), 0, 65535) for c in y])
-    mse = float(np.mean((recon - crops.astype(np.float64)) ** 2))
-    return 10 * math.log10(PEAK ** 2 / mse)
+    return out
+
+
+def _vq_loss(model: VQVAEFPN, x: torch.Tensor, cfg: TrainConfig):
+    recon, commitment, indices = model(x)
+    distortion = F.mse_loss(recon, x)
+    stats = {"mse_normalized": distortion.item(), "commitment": commitment.item()}
+    return distortion + cfg.commitment * commitment, stats, lambda: {
+        "codes_in_batch": [int(torch.unique(i).numel()) for i in indices]}
+
+
+def _hyperprior_loss(model: ModulatedHyperprior, x: torch.Tensor, cfg: TrainConfig):
+    """Rate + lambda * MSE with lambda drawn log-uniformly per crop over the model's range."""
+    lmbda = 2.0 ** torch.empty(len(x), device=x.device).uniform_(LAMBDA_MIN_LOG2, LAMBDA_MAX_LOG2)
+    out = model(x, lmbda)
+    mse = ((out["recon"] - x) ** 2).mean(dim=(1, 2, 3))
+    loss = (out["bpp"] + lmbda * mse).mean()
+    stats = {"loss": loss.item(), "bpp": out["bpp"].mean().item(), "mse_normalized": mse.mean().item()}
+    return loss, stats, dict
+
+
+FAMILIES = {"vqvae-fpn": (VQVAEFPN, _vq_loss), "hyperprior": (ModulatedHyperprior, _hyperprior_loss)}
 
 
 def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") -> Path:
@@ -97,7 +149,8 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") ->
     train_arrays = datasets.load_split(split, "train")
     val_crops = datasets.fixed_crops(datasets.load_split(split, "validation"), 128)
     torch.manual_seed(cfg.seed)
-    model = VQVAEFPN(cfg.model).to(device)
+    model_class, loss_fn = FAMILIES[cfg.codec]
+    model = model_class(cfg.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sampler = datasets.CropSampler(train_arrays, cfg.crop, seed=cfg.seed)
     checkpoint_path = run_dir / "checkpoint.pt"
@@ -107,12 +160,12 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") ->
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
-        if "torch_rng" in state:  # codebook restarts draw from it
+        if "torch_rng" in state:  # codebook restarts, noise and lambdas draw from it
             torch.set_rng_state(state["torch_rng"])
         normalizer = BandNormalizer.from_dict(state["normalizer"])
         step = state["step"]
     else:
-        normalizer = _normalizer_for(train_arrays, cfg.seed)
+        normalizer = _normalizer_for(cfg, train_arrays)
     # normalize once; crops are then plain slices
     sampler.arrays = [normalizer.forward(a) for a in sampler.arrays]
 
@@ -123,27 +176,25 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") ->
                       "normalizer": normalizer.to_dict(), "config": asdict(cfg)}, checkpoint_path)
 
     with open(run_dir / "log.jsonl", "a") as log:
-        started, sums = time.time(), np.zeros(2)
+        started, sums = time.time(), {}
         while step < cfg.steps:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, step)
             x = torch.from_numpy(sampler.sample(cfg.batch_size)).to(device)
-            recon, commitment, indices = model(x)
-            distortion = F.mse_loss(recon, x)
-            loss = distortion + cfg.commitment * commitment
+            loss, stats, extra = loss_fn(model, x, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            sums += (distortion.item(), commitment.item())
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
             if step % cfg.log_every == 0:
-                usage = [int(torch.unique(i).numel()) for i in indices]
-                line = {"step": step, "mse_normalized": sums[0] / cfg.log_every,
-                        "commitment": sums[1] / cfg.log_every, "lr": learning_rate(cfg, step),
-                        "codes_in_batch": usage, "seconds": round(time.time() - started, 1)}
-                sums[:] = 0
+                line = {"step": step, **{k: v / cfg.log_every for k, v in sums.items()},
+                        "lr": learning_rate(cfg, step), **extra(),
+                        "seconds": round(time.time() - started, 1)}
+                sums = {}
                 if step % cfg.validate_every == 0 or step == cfg.steps:
-                    line["val_psnr"] = round(validation_psnr(model, normalizer, val_crops), 3)
+                    line.update(validate(model, normalizer, val_crops))
                 log.write(json.dumps(line) + "\n")
                 log.flush()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -157,73 +208,142 @@ def _tiles(array: np.ndarray, size: int):
             yield array[:, r:r + size, c:c + size]
 
 
+def vq_coding_tensors(model: VQVAEFPN, cfg: TrainConfig, normalizer: BandNormalizer) -> dict:
+    """The index prior, fitted on the training split's index maps."""
+    from eoz.codecs import DEFAULT_TILE_SIZE
+    from eoz.entropy import IndexPrior
+    from eoz.tiling import pad_to_multiple
+
+    maps = []
+    with torch.no_grad():
+        for array in datasets.load_split(datasets.SPLITS[cfg.split], "train"):
+            for tile in _tiles(array, DEFAULT_TILE_SIZE):
+                x = torch.from_numpy(normalizer.forward(pad_to_multiple(tile, cfg.model.factor)))[None]
+                maps.append([m[0].numpy() for m in model.encode(x)])
+    return IndexPrior.fit(maps, cfg.model.codebook_sizes).to_tensors()
+
+
+def hyperprior_coding_tensors(model: ModulatedHyperprior) -> dict:
+    """Integer hyper-synthesis, entropy tables, scale thresholds and the log-gain of every lambda code."""
+    from eoz.models.entropy_models import GaussianConditional, scale_thresholds
+    from eoz.models.hyperprior import IntegerHyperSynthesis
+    from eoz.quality import TOP_CODE, lambda_of_code
+
+    unit = 2.0 ** IntegerHyperSynthesis.ACTIVATION_BITS
+    with torch.no_grad():
+        log_gain = model.log_gain(torch.from_numpy(lambda_of_code(np.arange(TOP_CODE + 1))).float())
+    return {**IntegerHyperSynthesis.from_module(model.hyper_synthesis).to_tensors("hyper_synthesis_int"),
+            **model.entropy_bottleneck.tables().to_tensors("z_tables"),
+            **GaussianConditional.tables().to_tensors("y_tables"),
+            "y_tables.thresholds": scale_thresholds(unit),
+            "log_gain": np.rint(log_gain.double().numpy() * unit).astype(np.int64)}
+
+
+QUALITY_FIT_CODES = tuple(range(0, 256, 32)) + (255,)
+QUALITY_FIT_CROP = 256
+
+
+def fit_quality_model(codec, split: "datasets.Split", block: int = 16):
+    """Fit the open-loop quality model on training crops coded at a ladder of lambdas."""
+    from eoz.quality import CODE_STEP_LOG2, QualityModel, activity
+
+    t, v, mse = [], [], []
+    for array in datasets.load_split(split, "train"):
+        size = min(QUALITY_FIT_CROP, min(array.shape[1:]) // codec.stride * codec.stride)
+        if size < codec.stride:
+            continue
+        for crop in datasets.fixed_crops([array], size, per_array=1):
+            tile = crop.astype(np.uint16)
+            valid = np.ones(tile.shape, bool)
+            analysed = codec._analyse(tile)
+            act = activity(tile, valid, block).ravel()
+            for code in QUALITY_FIT_CODES:
+                codes = np.full((size // block,) * 2, code, np.uint8)
+                mse.append(codec.block_mse(tile, valid, block, codes, analysed).ravel())
+                t.append(np.full(act.size, LAMBDA_MIN_LOG2 + CODE_STEP_LOG2 * code))
+                v.append(act)
+    return QualityModel.fit(np.concatenate(t), np.concatenate(v), np.concatenate(mse))
+
+
+VALIDATION_CODES = (0, 64, 128, 192, 255)
+
+
 def export(run_dir: Path, version: str, store=None, description: str = "") -> dict:
     """Publish a run as ``<model-id>/<version>`` in model_store.
 
-    Fits the index prior on the training split's index maps, measures the real codec on
-    every validation raster, and records architecture, normalization, data split, training
-    curve and validation figures in the manifest.
+    Builds what coding needs (the VQ index prior, or the hyperprior's integer tables and
+    its fitted quality model), measures the real codec on every validation raster, and
+    records architecture, normalization, data split, training curve and validation figures
+    in the manifest.
     """
     import tempfile
 
     from safetensors.numpy import save as save_safetensors
 
-    from eoz.codecs import DEFAULT_TILE_SIZE, VQVAECodec
-    from eoz.entropy import IndexPrior
+    from eoz.codecs import HyperpriorCodec, codec_for_model
     from eoz.evaluation import evaluate
+    from eoz.quality import QualityTarget, lambda_of_code
     from eoz.raster import read_meta
     from eoz.registry import ModelStore
-    from eoz.tiling import pad_to_multiple
 
     cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model = VQVAEFPN(cfg.model).eval()
+    model_class, _ = FAMILIES[cfg.codec]
+    model = model_class(cfg.model).eval()
     model.load_state_dict(state["model"])
     normalizer = BandNormalizer.from_dict(state["normalizer"])
     split = datasets.SPLITS[cfg.split]
-    maps = []
-    with torch.no_grad():
-        for array in datasets.load_split(split, "train"):
-            for tile in _tiles(array, DEFAULT_TILE_SIZE):
-                x = torch.from_numpy(normalizer.forward(pad_to_multiple(tile, cfg.model.factor)))[None]
-                maps.append([m[0].numpy() for m in model.encode(x)])
-    prior = IndexPrior.fit(maps, cfg.model.codebook_sizes)
     tensors = {f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    tensors.update(prior.to_tensors())
+    hyperprior = cfg.codec == HyperpriorCodec.codec_id
+    tensors.update(hyperprior_coding_tensors(model) if hyperprior else vq_coding_tensors(model, cfg, normalizer))
     weights = save_safetensors(tensors)
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     manifest = {
-        "codec": "vqvae-fpn",
+        "codec": cfg.codec,
         "description": description,
         "bands": list(split.bands),
         "dtype": "uint16",
         "architecture": cfg.model.to_dict(),
         "normalization": normalizer.to_dict(),
-        "codebook_sha256": [q.codebook_sha256() for q in model.quantizers],
         "training": {
             "command": f"eoz train {cfg.model_id} --run-dir {run_dir.name} --steps {cfg.steps}",
             "config": asdict(cfg),
             "steps": state["step"],
             "train_files": list(split.train),
             "validation_files": list(split.validation),
-            "curve": [{k: line[k] for k in ("step", "mse_normalized", "val_psnr") if k in line}
+            "curve": [{k: line[k] for k in ("step", "mse_normalized", "bpp", "val_psnr", "val_bpp") if k in line}
                       for line in log if "val_psnr" in line or line["step"] % 500 == 0],
         },
     }
+    if hyperprior:
+        manifest["lambda_range"] = [LAMBDA_MIN_LOG2, LAMBDA_MAX_LOG2]
+        manifest["quality_model"] = {"a": 0.0, "b": -1.0, "c": 0.0, "d": 0.0}   # refitted below
+    else:
+        manifest["codebook_sha256"] = [q.codebook_sha256() for q in model.quantizers]
     with tempfile.TemporaryDirectory() as staging:
         staging_store = ModelStore(staging)
-        codec = VQVAECodec(staging_store.publish(cfg.model_id, version, manifest, weights))
+        staging_store.publish(cfg.model_id, version, manifest, weights)
+        codec = codec_for_model(cfg.model_id, version, staging_store)
+        settings = {None: codec}
+        if hyperprior:
+            codec.quality_model = fit_quality_model(codec, split)
+            manifest["quality_model"] = codec.quality_model.to_dict()
+            settings = {int(c): codec.with_target(QualityTarget(lmbda=float(lambda_of_code(c))))
+                        for c in VALIDATION_CODES}
         per_file = {}
         for rel in split.validation:
             array = datasets.load_bands(datasets.data_dir() / rel, split.bands).astype(np.uint16)
             meta = read_meta(datasets.data_dir() / rel)
-            r = evaluate(array, meta, codec, store=staging_store)
-            per_file[rel] = {k: r[k] for k in ("compression_ratio", "compression_ratio_fixed_length",
-                                               "bpp_per_band", "psnr", "ssim")}
-    manifest["validation"] = {
-        "peak": PEAK,
-        "files": per_file,
-        "mean": {k: float(np.mean([f[k] for f in per_file.values()])) for k in next(iter(per_file.values()))},
-    }
+            for code, setting in settings.items():
+                r = evaluate(array, meta, setting, store=staging_store)
+                key = rel if code is None else f"{rel} @ lambda code {code}"
+                per_file[key] = {k: r[k] for k in ("compression_ratio", "compression_ratio_fixed_length",
+                                                   "bpp_per_band", "psnr", "ssim") if k in r}
+    figures = {}
+    for code in settings:
+        rows = [v for k, v in per_file.items() if code is None or k.endswith(f"@ lambda code {code}")]
+        figures["mean" if code is None else f"mean @ lambda code {code}"] = {
+            k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    manifest["validation"] = {"peak": PEAK, "files": per_file, **figures}
     (store or ModelStore()).publish(cfg.model_id, version, manifest, weights)
     return manifest

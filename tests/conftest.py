@@ -62,3 +62,27 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def publish_tiny_hyperprior(store: ModelStore, model_id: str = "tiny-hp", version: str = "1", seed: int = 0):
+    """An untrained but complete hyperprior entry, with the integer tables real exports carry."""
+    from eoz.models.hyperprior import HyperpriorConfig, ModulatedHyperprior
+    from eoz.train import hyperprior_coding_tensors
+
+    torch.manual_seed(seed)
+    config = HyperpriorConfig(channels=8, latent_channels=8, hyper_channels=8)
+    model = ModulatedHyperprior(config).eval()
+    tensors = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
+    tensors.update(hyperprior_coding_tensors(model))
+    normalizer = BandNormalizer(offset=[0.0] * 4, exponent=[1.0] * 4, mean=[1000.0] * 4, std=[1000.0] * 4)
+    manifest = {"codec": "hyperprior", "description": "test model", "bands": ["B02", "B03", "B04", "B08"],
+                "dtype": "uint16", "architecture": config.to_dict(), "normalization": normalizer.to_dict(),
+                "quality_model": {"a": 12.0, "b": -0.6, "c": 0.0, "d": 0.0}}
+    return store.publish(model_id, version, manifest, save_safetensors(tensors))
+
+
+@pytest.fixture()
+def tiny_hyperprior_store(tmp_path) -> ModelStore:
+    store = ModelStore(tmp_path / "model_store")
+    publish_tiny_hyperprior(store)
+    return store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import torch
@@ -93,3 +94,23 @@ class VectorQuantizer(nn.Module):
         """Content hash of the codebook as stored (float32, little-endian, row-major)."""
         data = self.embedding.detach().cpu().to(torch.float32).numpy().astype("<f4")
         return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization (Ballé et al. 2016); inverse=True gives IGDN.
+
+    y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2). beta and gamma are kept positive by
+    storing their square roots (bounded away from zero for beta), the usual reparametrization.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta_root = nn.Parameter(torch.ones(channels))
+        self.gamma_root = nn.Parameter(torch.eye(channels) * math.sqrt(0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = self.beta_root.clamp(min=1e-3) ** 2
+        gamma = self.gamma_root ** 2
+        norm = F.conv2d(x * x, gamma[:, :, None, None], beta)
+        return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)

@@ -146,3 +146,38 @@ def test_load_bands_picks_bands_by_name_and_refuses_missing_ones(shared_data):
     np.testing.assert_array_equal(b08_b02, full[[3, 0]])
     with pytest.raises(InputError, match="B11"):
         datasets.load_bands(path, ("B02", "B11"))
+
+
+def test_hyperprior_run_trains_resumes_and_exports_with_its_quality_model(tmp_path, tiny_split, monkeypatch):
+    from eoz.cli import main
+    from eoz.models.hyperprior import HyperpriorConfig
+    from eoz.registry import ModelStore
+    from eoz.train import VALIDATION_CODES, export
+
+    cfg = TrainConfig(model_id="tiny-hp", split="tiny-test", codec="hyperprior", steps=2, batch_size=2, crop=64,
+                      checkpoint_every=2, log_every=2, validate_every=2, seed=1,
+                      model=HyperpriorConfig(channels=8, latent_channels=8, hyper_channels=8))
+    assert TrainConfig.from_dict(json.loads(json.dumps(asdict(cfg)))) == cfg
+    run_dir = tmp_path / "run"
+    train(run_dir, cfg)
+    (line,) = _log(run_dir)
+    assert line["bpp"] > 0 and len(line["val_psnr"]) == len(line["val_bpp"]) == 4
+    state = _state(run_dir)
+    assert state["normalizer"]["exponent"] == [1.0] * 4            # linear: MSE stays proportional
+    assert len(set(state["normalizer"]["std"])) == 1
+
+    store = ModelStore(tmp_path / "store")
+    manifest = export(run_dir, "1", store)
+    assert manifest["codec"] == "hyperprior" and set(manifest["quality_model"]) == set("abcd")
+    assert all(math.isfinite(v) for v in manifest["quality_model"].values())
+    ratios = [manifest["validation"][f"mean @ lambda code {c}"]["compression_ratio"] for c in VALIDATION_CODES]
+    assert len(ratios) == 5 and all(r > 1 for r in ratios)
+    assert store.get("tiny-hp").manifest["quality_model"] == manifest["quality_model"]
+
+    # the published model serves the CLI's quality options
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(store.root))
+    src = datasets.data_dir() / VALIDATION
+    assert main(["compress", str(src), str(tmp_path / "x.eoz"), "--model", "tiny-hp", "--lambda", "500",
+                 "--block", "64"]) == 0
+    assert main(["decompress", str(tmp_path / "x.eoz"), str(tmp_path / "x.tif")]) == 0
+    assert main(["compress", str(src), str(tmp_path / "y.eoz"), "--model", "tiny-hp"]) == 2   # no target

@@ -1,0 +1,100 @@
+"""Residual refinement: the guarantee for blocks the learned base cannot bring to target.
+
+The hyperprior's closed loop raises a block's lambda until the block meets its target;
+a block still short at the top lambda (targets above what the model reconstructs, such
+as 55 dB) gets a second layer: its residual against the decoded base, quantized
+uniformly with a step chosen per block, range coded with a discretized Gaussian whose
+scale is sent per block and band. A step at or below one digital number makes integer
+data lossless, so some step always meets the target and the search ends.
+
+Side information per block: one step code (0 = no residual), and for refined blocks one
+scale index per band. Steps are powers of 2^(1/8): step = 2^((code - 33) / 8), from
+1/16 (code 1) up; scale indices point into the shared Gaussian tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eoz.models.entropy_models import SymbolTables, scale_table
+from eoz.quality import AIM, block_means, expand_blocks
+
+_STEPS_PER_OCTAVE = 8
+_UNIT_CODE = 33         # step 1
+
+
+def step_of_code(code) -> np.ndarray:
+    return 2.0 ** ((np.asarray(code, np.float64) - _UNIT_CODE) / _STEPS_PER_OCTAVE)
+
+
+def _code_of_step(step) -> np.ndarray:
+    return np.clip(np.floor(np.log2(step) * _STEPS_PER_OCTAVE) + _UNIT_CODE, 1, 255).astype(np.uint8)
+
+
+def _step_map(codes: np.ndarray, block: int | None, shape) -> np.ndarray:
+    return step_of_code(expand_blocks(codes, block, shape[1:]))[None]
+
+
+def reconstruct(base: np.ndarray, symbols: np.ndarray, codes: np.ndarray, block: int | None) -> np.ndarray:
+    """Base plus dequantized residual (zero where a block has no residual)."""
+    return base + symbols * _step_map(codes, block, base.shape)
+
+
+def _quantize(tile: np.ndarray, base: np.ndarray, codes: np.ndarray, block: int | None) -> np.ndarray:
+    refined = expand_blocks(codes, block, tile.shape[1:])[None] > 0
+    symbols = np.rint((tile - base) / _step_map(codes, block, tile.shape))
+    return np.where(refined, symbols, 0).astype(np.int64)
+
+
+def choose_steps(tile: np.ndarray, base: np.ndarray, valid: np.ndarray, block: int | None, target_mse: float,
+                 finish) -> tuple[np.ndarray, np.ndarray]:
+    """Step codes (0 = none) so that every block meets target_mse, and the resulting symbols.
+
+    ``finish`` maps a reconstruction to what the decoder will output (rounding and clipping
+    to the dtype), so the target is checked on the real output.
+    """
+    tile = tile.astype(np.float64)
+    codes = np.zeros(block_means(tile, valid, block).shape, np.uint8)
+    miss = block_means((finish(base) - tile) ** 2, valid, block) > target_mse
+    codes[miss] = _code_of_step(np.sqrt(12 * target_mse * AIM))
+    while True:
+        symbols = _quantize(tile, base, codes, block)
+        mse = block_means((finish(reconstruct(base, symbols, codes, block)) - tile) ** 2, valid, block)
+        still = (mse > target_mse) & (codes > 1)
+        if not still.any():
+            return codes, symbols
+        codes[still] -= 1
+
+
+def scale_indices(symbols: np.ndarray, codes: np.ndarray, block: int | None) -> np.ndarray:
+    """(refined blocks, bands) index of the table nearest each block-band's RMS symbol."""
+    bands = symbols.shape[0]
+    rms = np.sqrt(np.stack([block_means(symbols[b:b + 1].astype(np.float64) ** 2,
+                                        np.ones((1, *symbols.shape[1:]), bool), block) for b in range(bands)]))
+    log_scales = np.log(scale_table())
+    nearest = np.abs(np.log(np.maximum(rms, 1e-3))[..., None] - log_scales).argmin(-1)
+    return nearest[:, codes > 0].T.astype(np.uint8)
+
+
+def _table_ids(codes: np.ndarray, scales: np.ndarray, block: int | None, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of refined samples (band, row, col order) and each one's table."""
+    per_block = np.zeros((shape[0],) + codes.shape, np.int64)
+    per_block[:, codes > 0] = scales.T
+    ids = np.stack([expand_blocks(per_block[b], block, shape[1:]) for b in range(shape[0])])
+    refined = np.broadcast_to(expand_blocks(codes, block, shape[1:])[None] > 0, shape)
+    where = np.flatnonzero(refined)
+    return where, ids.ravel()[where]
+
+
+def encode(coder, tables: SymbolTables, symbols: np.ndarray, codes: np.ndarray, scales: np.ndarray,
+           block: int | None) -> None:
+    where, ids = _table_ids(codes, scales, block, symbols.shape)
+    tables.encode(coder, symbols.ravel()[where], ids)
+
+
+def decode(coder, tables: SymbolTables, codes: np.ndarray, scales: np.ndarray, block: int | None,
+           shape: tuple[int, int, int]) -> np.ndarray:
+    where, ids = _table_ids(codes, scales, block, shape)
+    symbols = np.zeros(int(np.prod(shape)), np.int64)
+    symbols[where] = tables.decode(coder, ids)
+    return symbols.reshape(shape)
