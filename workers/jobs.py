@@ -20,7 +20,7 @@ import numpy as np
 
 from eoz import metrics
 from eoz.codecs import (
-    VQVAECodec,
+    JPEG2000Codec,
     codec_for_model,
     decode_scene,
     encode_scene,
@@ -121,7 +121,7 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
             header = encode_scene(read_window, meta, codec, out, tile_size)
         codec_seconds = time.perf_counter() - start
         quality = _measure(encoded, source, limits, lambda f: ctx.report_progress(0.75 + 0.2 * f))
-        if isinstance(codec, VQVAECodec):
+        if not isinstance(codec, JPEG2000Codec):
             with_backoff(lambda: archive_model(ctx.store, codec.entry))
         size = encoded.stat().st_size
         key = _publish(ctx.store, job_id, encoded, ".eoz")

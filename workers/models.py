@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from eoz.codecs import JPEG2000Codec, VQVAECodec
+from eoz.codecs import LEARNED_CODECS, HyperpriorCodec, JPEG2000Codec, VQVAECodec
 from eoz.container import Header
 from eoz.errors import InputError, UnknownModelError
 from eoz.raster import RasterMeta
@@ -26,8 +26,9 @@ from workers.store import ObjectStore
 JPEG2000 = JPEG2000Codec.codec_id
 QUALITY_PARAMETERS = ("psnr", "mse", "lambda", "block", "quality", "lossless", "klt")
 # The quality parameters each codec takes; psnr/mse/lambda/block are the fixed-quality
-# controls of the scale hyperprior, which this build does not run yet.
-TAKES = {JPEG2000: ("psnr", "quality", "lossless", "klt"), VQVAECodec.codec_id: ()}
+# controls of the scale hyperprior.
+TAKES = {JPEG2000: ("psnr", "quality", "lossless", "klt"), VQVAECodec.codec_id: (),
+         HyperpriorCodec.codec_id: ("psnr", "mse", "lambda", "block")}
 GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
 QUEUES = (GPU_QUEUE, CPU_QUEUE)
 
@@ -55,6 +56,11 @@ def codec_params(model_id: str, version: str | None, params: dict) -> dict:
     if refused:
         offered = f"it takes {list(takes)}" if takes else "it runs at its trained rate and takes none"
         raise InputError(f"model {model_id!r} does not take the quality parameter(s) {refused}; {offered}")
+    if codec == HyperpriorCodec.codec_id:
+        from eoz.quality import QualityTarget
+
+        return {"target": QualityTarget(psnr=given.get("psnr"), mse=given.get("mse"),
+                                        lmbda=given.get("lambda"), block=given.get("block"))}
     if codec != JPEG2000:
         return {}
     if not {"psnr", "quality", "lossless"} & set(given):
@@ -105,7 +111,7 @@ def check_decodable(header: Header, store: ObjectStore) -> None:
     """Refuse, before queueing, a file whose pinned model is neither local nor archived."""
     if header.codec == JPEG2000 or _matches_local(header):
         return
-    if header.codec != VQVAECodec.codec_id:
+    if header.codec not in LEARNED_CODECS:
         raise InputError(f"the file uses codec {header.codec!r}, which this build cannot decode")
     try:
         archived = store.exists(model_key(str(header.weights_sha256), "manifest.json"))

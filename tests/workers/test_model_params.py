@@ -21,7 +21,18 @@ def test_jpeg2000_takes_its_parameters(service_env):
         codec_params("jpeg2000", None, {"klt": True})
 
 
+def test_hyperprior_takes_a_quality_target(service_env):
+    target = codec_params("tiny-hp", None, {"psnr": 45.0, "block": 32})["target"]
+    assert (target.psnr, target.block, target.mse) == (45.0, 32, 10000 ** 2 / 10 ** 4.5)
+    assert codec_params("tiny-hp", None, {"lambda": 500.0})["target"].lmbda == 500.0
+    with pytest.raises(InputError, match="exactly one"):
+        codec_params("tiny-hp", None, {"psnr": 45.0, "mse": 9.0})
+    with pytest.raises(InputError, match="block must be"):
+        codec_params("tiny-hp", None, {"psnr": 45.0, "block": 48})
+
+
 @pytest.mark.parametrize("model, params, refused", [
+    ("tiny-hp", {"psnr": 40.0, "klt": True}, "['klt']"),
     ("jpeg2000", {"quality": 40.0, "lambda": 0.01}, "['lambda']"),
     ("jpeg2000", {"psnr": 40.0, "mse": 3.0, "block": 64}, "['block', 'mse']"),
     ("tiny-vq", {"psnr": 40.0}, "['psnr']"),
@@ -33,7 +44,7 @@ def test_parameters_a_model_does_not_take_are_refused(service_env, model, params
 
 
 def test_unknown_models(service_env):
-    with pytest.raises(UnknownModelError, match="available: \\['tiny-vq'\\]"):
+    with pytest.raises(UnknownModelError, match="available: \\['tiny-hp', 'tiny-vq'\\]"):
         codec_params("no-such-model", None, {})
     with pytest.raises(UnknownModelError):
         codec_of("tiny-vq", "7")
