@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from app import errors, openapi
 from app.auth import require_api_key
-from app.routes import compress, decompress, health, jobs, models
+from app.routes import compress, decompress, features, health, jobs, models
 from app.services import Services
 from workers.metrics import ServiceCollector
 from workers.runner import make_runner
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="eoz", version="1", description=DESCRIPTION, lifespan=lifespan)
     v1 = [Depends(require_api_key)]
-    for router in (compress.router, decompress.router, jobs.router, models.router):
+    for router in (compress.router, decompress.router, features.router, jobs.router, models.router):
         app.include_router(router, prefix="/v1", dependencies=v1)
     app.include_router(health.router)
     errors.install(app)

@@ -1,6 +1,6 @@
 """The OpenAPI document, completed where FastAPI cannot infer it.
 
-POST /v1/compress and /v1/decompress read their bodies themselves (to stream uploads), so
+POST /v1/compress, /v1/decompress and /v1/features read their bodies themselves (to stream uploads), so
 their two request forms, multipart and JSON, are declared here, and their schemas and the
 problem+json schema are added to the components, so a client generator gets them as is.
 """
@@ -17,10 +17,13 @@ from app.schemas import (
     CompressUpload,
     DecompressRequest,
     DecompressUpload,
+    FeaturesRequest,
+    FeaturesUpload,
     Problem,
 )
 
-COMPONENTS = (CompressUpload, CompressRequest, DecompressUpload, DecompressRequest, Problem)
+COMPONENTS = (CompressUpload, CompressRequest, DecompressUpload, DecompressRequest, FeaturesUpload,
+              FeaturesRequest, Problem)
 REF = "#/components/schemas/{model}"
 
 

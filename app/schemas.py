@@ -92,8 +92,32 @@ class DecompressRequest(DecompressOptions):
     source: S3Source
 
 
+class FeaturesOptions(BaseModel):
+    """Which VQVAE-FPN model's top level to export, and whether as codebook vectors."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="a vqvae-fpn model id from GET /v1/models", examples=["vqvae-fpn-s2-10m"])
+    version: str | None = Field(None, description="model version; default the newest")
+    quantized: bool = Field(True, description="codebook vectors (what a .eoz file holds) or the encoder's "
+                                              "continuous features")
+    tile_size: int = Field(512, ge=64, le=4096, multiple_of=64, description="tile edge in pixels")
+
+
+class FeaturesUpload(FeaturesOptions):
+    """multipart/form-data form of POST /v1/features."""
+
+    file: UploadFile = Field(description="the GeoTIFF whose latents to export")
+
+
+class FeaturesRequest(FeaturesOptions):
+    """application/json form of POST /v1/features."""
+
+    source: S3Source
+
+
 class JobResult(BaseModel):
-    """What a finished job produced and measured (compress: ratio and quality; decompress: format)."""
+    """What a finished job produced and measured (compress: ratio and quality; decompress: format;
+    features: the latent raster)."""
 
     key: str = Field(description="object store key of the result")
     bytes: int
@@ -114,6 +138,7 @@ class JobResult(BaseModel):
     weights_sha256: str | None = None
     format: Literal["geotiff", "cog"] | None = None
     window: Window | None = None
+    quantized: bool | None = Field(None, description="features: codebook vectors or continuous features")
 
 
 class Job(BaseModel):
@@ -121,7 +146,7 @@ class Job(BaseModel):
     status: Literal["queued", "running", "finished", "failed"]
     status_url: str
     result_url: str
-    kind: Literal["compress", "decompress"]
+    kind: Literal["compress", "decompress", "features"]
     model: str | None
     queue: str
     progress: float = Field(ge=0, le=1)

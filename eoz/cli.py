@@ -1,4 +1,4 @@
-"""The `eoz` command line: compress, decompress, info, eval, models, train, serve, worker."""
+"""The `eoz` command line: compress, decompress, info, eval, features, models, train, serve, worker."""
 
 from __future__ import annotations
 
@@ -17,11 +17,27 @@ def _block(value: str) -> int | None:
     return None if value == "global" else int(value)
 
 
+def _pick_model(args) -> None:
+    """--model auto: choose from the input's bands and dtype, and say which and why."""
+    from eoz.raster import read_meta
+    from eoz.registry import ModelStore
+
+    if args.model != "auto":
+        return
+    meta = read_meta(args.input)
+    wants_target = any(v is not None for v in (args.psnr, args.mse, args.lmbda))
+    entry, reason = ModelStore().pick(meta.band_names, meta.dtype, "hyperprior" if wants_target else "vqvae-fpn")
+    args.model, args.version = entry.model_id, entry.version
+    args.picked = f"{entry.model_id} version {entry.version}: {reason}"
+    print(f"eoz: --model auto picked {args.picked}", file=sys.stderr)
+
+
 def _codec(args):
     from eoz.codecs import codec_for_model
     from eoz.quality import QualityTarget
     from eoz.registry import ModelStore
 
+    _pick_model(args)
     params = {}
     if args.model == "jpeg2000":
         params = {"quality": args.quality, "lossless": args.lossless, "klt": args.klt,
@@ -35,7 +51,8 @@ def _codec(args):
 
 
 def _add_codec_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model id from `eoz models`, or jpeg2000")
+    p.add_argument("--model", required=True,
+                   help="model id from `eoz models`, jpeg2000, or auto (picked from the bands and dtype)")
     p.add_argument("--version", help="model version (default: the newest)")
     p.add_argument("--tile-size", type=int, default=512, help="tile edge in pixels (default 512)")
     q = p.add_argument_group("quality targets (hyperprior; --psnr also for jpeg2000)")
@@ -57,8 +74,11 @@ def cmd_compress(args) -> dict:
 
     header = compress_file(args.input, args.output, _codec(args), args.tile_size)
     size = Path(args.output).stat().st_size
-    return {"output": str(args.output), "bytes": size, "tiles": header.tile_count,
-            "model_id": header.model_id or header.codec, "model_version": header.model_version}
+    result = {"output": str(args.output), "bytes": size, "tiles": header.tile_count,
+              "model_id": header.model_id or header.codec, "model_version": header.model_version}
+    if getattr(args, "picked", None):
+        result["picked"] = args.picked
+    return result
 
 
 def cmd_decompress(args) -> dict:
@@ -88,6 +108,16 @@ def cmd_eval(args) -> dict:
 
     array, meta = read_raster(args.input)
     return evaluate(array, meta, _codec(args), args.tile_size, args.peak)
+
+
+def cmd_features(args) -> dict:
+    from eoz.codecs import codec_for_model
+    from eoz.features import extract_features
+
+    meta = extract_features(args.input, args.output, codec_for_model(args.model, args.version),
+                            quantized=not args.continuous, tile_size=args.tile_size)
+    return {"output": str(args.output), "width": meta.width, "height": meta.height, "channels": meta.count,
+            "quantized": not args.continuous}
 
 
 def cmd_models(args) -> list:
@@ -160,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path)
     _add_codec_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("features", help="top-level VQVAE-FPN latents of a GeoTIFF as a georeferenced GeoTIFF")
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--model", required=True, help="a vqvae-fpn model id")
+    p.add_argument("--version", help="model version (default: the newest)")
+    p.add_argument("--continuous", action="store_true",
+                   help="the encoder's features before quantization instead of codebook vectors")
+    p.add_argument("--tile-size", type=int, default=512, help="tile edge in pixels (default 512)")
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("models", help="list the models in model_store")
     p.set_defaults(func=cmd_models)

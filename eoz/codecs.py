@@ -38,7 +38,7 @@ from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
 from eoz.quality import (BLOCK_SIZES, QualityModel, QualityTarget, activity, block_grid, block_means,
                          choose_codes, code_of_log2_lambda, expand_blocks)
-from eoz.raster import RasterMeta, RasterWriter, read_meta, read_raster, window_transform
+from eoz.raster import RasterMeta, RasterReader, RasterWriter, window_transform
 from eoz.registry import ModelEntry, ModelStore
 from eoz.tiling import pad_to_multiple, padded_shape, tiles_in_window
 
@@ -397,11 +397,16 @@ def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def encode_tile_payload(codec: Codec, tile: np.ndarray, nodata: float | None) -> bytes:
+def fill_nodata(tile: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The tile with nodata pixels filled (band means of the valid ones), and the nodata mask."""
     mask = _nodata_mask(tile, nodata)
+    return (tile, None) if mask is None else (_filled(tile, mask), mask)
+
+
+def encode_tile_payload(codec: Codec, tile: np.ndarray, nodata: float | None) -> bytes:
+    tile, mask = fill_nodata(tile, nodata)
     prefix = b"\x00"
     if mask is not None:
-        tile = _filled(tile, mask)
         packed = zlib.compress(np.packbits(mask).tobytes(), 9)
         prefix = bytes([_HAS_MASK]) + struct.pack("<I", len(packed)) + packed
     valid = np.ones(tile.shape, bool) if mask is None else ~mask
@@ -499,13 +504,12 @@ def decompress_array(source, window=None, store: ModelStore | None = None) -> tu
 def compress_file(in_path: str | Path, out_path: str | Path, codec: Codec,
                   tile_size: int = DEFAULT_TILE_SIZE) -> Header:
     """GeoTIFF -> .eoz, reading one tile window at a time; no partial file on failure."""
-    meta = read_meta(in_path)
     out_path = Path(out_path)
     part = out_path.with_name(out_path.name + ".part")
     try:
-        with open(part, "wb") as out:
-            header = encode_scene(lambda c, r, w, h: read_raster(in_path, (c, r, w, h))[0],
-                                  meta, codec, out, tile_size)
+        with RasterReader(in_path) as reader, open(part, "wb") as out:
+            header = encode_scene(lambda c, r, w, h: reader.read((c, r, w, h))[0],
+                                  reader.meta, codec, out, tile_size)
         part.replace(out_path)
     finally:
         part.unlink(missing_ok=True)

@@ -89,6 +89,36 @@ def read_meta(path: str | os.PathLike[str], limits: Limits = Limits()) -> Raster
         return _meta(ds)
 
 
+class RasterReader:
+    """An open GeoTIFF read window by window: scenes stream through without reopening per tile."""
+
+    def __init__(self, path: str | os.PathLike[str], limits: Limits = Limits()):
+        self.path = path
+        self._context = _open(path, limits)
+        self._ds = self._context.__enter__()
+        self.meta = _meta(self._ds)
+
+    def __enter__(self) -> RasterReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._context.__exit__(*exc)
+
+    def read(self, window: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, RasterMeta]:
+        """All bands, or a ``(col_off, row_off, width, height)`` window, as (bands, rows, cols),
+        with the meta of what was returned (for a window, its shape and transform)."""
+        meta, rio_window = self.meta, None
+        if window is not None:
+            col_off, row_off, width, height = _check_window(window, meta)
+            meta = replace(meta, height=height, width=width,
+                           transform=window_transform(meta.transform, col_off, row_off))
+            rio_window = Window(col_off, row_off, width, height)
+        try:
+            return self._ds.read(window=rio_window), meta
+        except _GDAL_ERRORS as e:
+            raise InputError(f"{self.path}: cannot read pixels: {_gdal_message(e)}") from e
+
+
 def read_raster(
     path: str | os.PathLike[str],
     window: tuple[int, int, int, int] | None = None,
@@ -99,24 +129,8 @@ def read_raster(
     The returned meta describes the returned array: for a window, its shape and the window's
     transform, so ``write_raster(out, *read_raster(src, window))`` writes a georeferenced crop.
     """
-    with _open(path, limits) as ds:
-        meta = _meta(ds)
-        if window is not None:
-            col_off, row_off, width, height = _check_window(window, meta)
-            meta = replace(
-                meta,
-                height=height,
-                width=width,
-                transform=window_transform(meta.transform, col_off, row_off),
-            )
-            rio_window = Window(col_off, row_off, width, height)
-        else:
-            rio_window = None
-        try:
-            array = ds.read(window=rio_window)
-        except _GDAL_ERRORS as e:
-            raise InputError(f"{path}: cannot read pixels: {_gdal_message(e)}") from e
-    return array, meta
+    with RasterReader(path, limits) as reader:
+        return reader.read(window)
 
 
 class RasterWriter:

@@ -103,6 +103,36 @@ class ModelStore:
             raise UnknownModelError(f"model {model_id!r} has no version {version!r}; it has {versions}")
         return self._entry(model_id, version)
 
+    def newest(self) -> list[ModelEntry]:
+        """The newest version of every model."""
+        return [self.get(model_id) for model_id in sorted({e.model_id for e in self.entries()})]
+
+    def pick(self, band_names: list[str], dtype: str, codec: str | None = None) -> tuple[ModelEntry, str]:
+        """The model for a raster (``--model auto``) and why it was picked.
+
+        A model fits when the raster has its bands (matched by description, in the model's
+        order), or, for a raster whose bands carry no descriptions, the same band count;
+        and the same dtype. Among fitting models, ``codec`` (when given) wins, then a
+        match by name over one by count. No fit: an error listing what is available.
+        """
+        generic = all(name == f"band{i}" for i, name in enumerate(band_names, start=1))
+        fits = []
+        for entry in self.newest():
+            if entry.manifest.get("dtype", dtype) != dtype:
+                continue
+            if band_names == entry.bands:
+                fits.append((entry, "its bands match the raster's band descriptions"))
+            elif generic and len(band_names) == len(entry.bands):
+                fits.append((entry, f"the raster's {len(band_names)} bands have no descriptions; "
+                                    f"the model takes {len(entry.bands)} ({', '.join(entry.bands)})"))
+        if not fits:
+            available = "; ".join(f"{e.model_id} ({e.codec}): {', '.join(e.bands)} {e.manifest.get('dtype')}"
+                                  for e in self.newest())
+            raise UnknownModelError(f"no model fits a {dtype} raster with bands {band_names}; available: "
+                                    f"{available or 'none'}; jpeg2000 takes any raster")
+        fits.sort(key=lambda f: (f[0].codec != codec, "no descriptions" in f[1], f[0].model_id))
+        return fits[0]
+
     def _entry(self, model_id: str, version: str) -> ModelEntry:
         path = self.root / model_id / version
         manifest = json.loads((path / "manifest.json").read_text())

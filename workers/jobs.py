@@ -28,7 +28,8 @@ from eoz.codecs import (
 )
 from eoz.container import EozReader
 from eoz.errors import InputError
-from eoz.raster import RasterWriter, read_meta, read_raster
+from eoz.features import extract_features
+from eoz.raster import RasterReader, RasterWriter
 from eoz.tiling import tiles_in_window
 from workers import context
 from workers.keys import result_key, temp_key
@@ -81,10 +82,10 @@ def psnr_peak(dtype: str, low: float, high: float) -> float:
 def _measure(eoz_path: Path, tif_path: Path, limits, progress) -> dict:
     """MSE and PSNR of the stored file against the input, tile by tile (bounded memory)."""
     squared, count, low, high = 0.0, 0, math.inf, -math.inf
-    with EozReader(eoz_path) as reader:
+    with EozReader(eoz_path) as reader, RasterReader(tif_path, limits) as original_reader:
         total = reader.header.tile_count
         for done, (piece, col, row) in enumerate(decode_scene(reader), start=1):
-            original = read_raster(tif_path, (col, row, piece.shape[2], piece.shape[1]), limits)[0]
+            original = original_reader.read((col, row, piece.shape[2], piece.shape[1]))[0]
             diff = original.astype(np.float64) - piece.astype(np.float64)
             squared += float(np.square(diff).sum())
             count += diff.size
@@ -104,20 +105,20 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
     with _scratch(job_id) as folder:
         source = folder / "input.tif"
         input_bytes = _fetch(source_key, source_bucket, source)
-        meta = read_meta(source, limits)
         codec = codec_for_model(model, version, **codec_params(model, version, params or {}))
-        tiles = math.ceil(meta.height / tile_size) * math.ceil(meta.width / tile_size)
-        read = 0
-
-        def read_window(col: int, row: int, width: int, height: int) -> np.ndarray:
-            nonlocal read
-            read += 1
-            ctx.report_progress(0.75 * (read - 1) / tiles)
-            return read_raster(source, (col, row, width, height), limits)[0]
-
         encoded = folder / "output.eoz"
-        start = time.perf_counter()
-        with open(encoded, "wb") as out:
+        with RasterReader(source, limits) as reader, open(encoded, "wb") as out:
+            meta = reader.meta
+            tiles = math.ceil(meta.height / tile_size) * math.ceil(meta.width / tile_size)
+            read = 0
+
+            def read_window(col: int, row: int, width: int, height: int) -> np.ndarray:
+                nonlocal read
+                read += 1
+                ctx.report_progress(0.75 * (read - 1) / tiles)
+                return reader.read((col, row, width, height))[0]
+
+            start = time.perf_counter()
             header = encode_scene(read_window, meta, codec, out, tile_size)
         codec_seconds = time.perf_counter() - start
         quality = _measure(encoded, source, limits, lambda f: ctx.report_progress(0.75 + 0.2 * f))
@@ -166,3 +167,22 @@ def decompress(job_id: str, source_key: str, *, source_bucket: str | None = None
             "window": list(box) if box else None, "width": meta.width, "height": meta.height,
             "bands": meta.band_names, "dtype": meta.dtype, "model_version": header.model_version,
             "codec_seconds": codec_seconds}
+
+
+def features(job_id: str, source_key: str, model: str, *, source_bucket: str | None = None,
+             version: str | None = None, quantized: bool = True, tile_size: int = 512) -> dict:
+    """GeoTIFF at source_key -> results/<job>/output.tif: the model's top-level latents, georeferenced."""
+    ctx = context.current()
+    with _scratch(job_id) as folder:
+        source = folder / "input.tif"
+        input_bytes = _fetch(source_key, source_bucket, source)
+        codec = codec_for_model(model, version)
+        out = folder / "output.tif"
+        start = time.perf_counter()
+        meta = extract_features(source, out, codec, quantized, tile_size, ctx.settings.limits)
+        codec_seconds = time.perf_counter() - start
+        size = out.stat().st_size
+        key = _publish(ctx.store, job_id, out, ".tif")
+    return {"key": key, "bytes": size, "input_bytes": input_bytes, "width": meta.width, "height": meta.height,
+            "bands": meta.band_names, "dtype": meta.dtype, "model_version": codec.entry.version,
+            "weights_sha256": codec.entry.weights_sha256, "quantized": quantized, "codec_seconds": codec_seconds}

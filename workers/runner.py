@@ -24,7 +24,7 @@ from workers.settings import Settings
 from workers.store import ObjectStore
 
 Status = Literal["queued", "running", "finished", "failed"]
-KINDS = ("compress", "decompress")
+KINDS = ("compress", "decompress", "features")
 ABANDONED_RETRIES = 2
 RETENTION_SECONDS = 7 * 24 * 3600  # how long job records are kept after they end
 

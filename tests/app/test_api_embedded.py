@@ -85,3 +85,23 @@ def test_models_health_and_metrics(client, scene):
         assert name in text, name
     assert 'eoz_jobs_total{kind="compress",model="jpeg2000",outcome="finished"} 1.0' in text
     assert 'eoz_worker_device{device="cpu"} 1.0' in text
+
+
+def test_features_job_returns_a_latent_geotiff(client, scene, tmp_path):
+    path, array, meta = scene
+    with open(path, "rb") as f:
+        answer = client.post("/v1/features", files={"file": ("scene.tif", f, "image/tiff")},
+                             data={"model": "tiny-vq", "tile_size": "64", "quantized": "false"})
+    assert answer.status_code == 202, answer.text
+    job = wait_for_job(client, answer.json()["status_url"])
+    assert job["status"] == "finished", job["error"] and job["kind"] == "features"
+    assert job["result"]["quantized"] is False
+    out = tmp_path / "latents.tif"
+    out.write_bytes(client.get(job["result_url"]).content)
+    with rasterio.open(out) as ds:
+        assert ds.count == len(job["result"]["bands"]) and ds.dtypes[0] == "float32"
+        assert ds.crs == rasterio.crs.CRS.from_wkt(meta.crs)
+    with open(path, "rb") as f:
+        refused = client.post("/v1/features", files={"file": ("scene.tif", f, "image/tiff")},
+                              data={"model": "tiny-hp"})
+    assert refused.status_code == 422 and "vqvae-fpn" in refused.json()["detail"]

@@ -12,7 +12,8 @@ def test_both_request_forms_and_problem_responses_are_documented(service_env):
         spec = client.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
     for path, form, body in (("/v1/compress", "CompressUpload", "CompressRequest"),
-                             ("/v1/decompress", "DecompressUpload", "DecompressRequest")):
+                             ("/v1/decompress", "DecompressUpload", "DecompressRequest"),
+                             ("/v1/features", "FeaturesUpload", "FeaturesRequest")):
         operation = spec["paths"][path]["post"]
         content = operation["requestBody"]["content"]
         assert content["multipart/form-data"]["schema"]["$ref"].endswith(form)

@@ -1,0 +1,85 @@
+"""Latent export and --model auto: georeferenced top-level latents, and choosing a model for a raster."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from eoz.cli import main
+from eoz.codecs import codec_for_model
+from eoz.errors import InputError, UnknownModelError
+from eoz.features import extract_features
+from eoz.raster import read_raster, write_raster
+from tests.conftest import S2_10M, publish_tiny_hyperprior
+
+
+@pytest.fixture()
+def scene(shared_data, tmp_path):
+    path = tmp_path / "in.tif"
+    write_raster(path, *read_raster(shared_data / S2_10M, window=(300, 500, 150, 101)))
+    return path
+
+
+def test_features_are_georeferenced_codebook_vectors(scene, tmp_path, tiny_store):
+    codec = codec_for_model("tiny-vq", store=tiny_store)
+    f = codec.config.factor
+    meta = extract_features(scene, tmp_path / "f.tif", codec, tile_size=64)
+    assert (meta.height, meta.width, meta.count) == (-(-101 // f), -(-150 // f), codec.config.embedding_dim)
+    with rasterio.open(tmp_path / "f.tif") as ds, rasterio.open(scene) as src:
+        latents = ds.read()
+        assert ds.crs == src.crs and ds.dtypes[0] == "float32"
+        assert ds.transform.a == pytest.approx(src.transform.a * f)
+        assert ds.transform.e == pytest.approx(src.transform.e * f)
+        assert (ds.transform.c, ds.transform.f) == (src.transform.c, src.transform.f)
+        assert ds.descriptions[0] == "latent_0"
+    codebook = codec.model.quantizers[-1].embedding.detach().numpy()
+    vectors = latents.reshape(latents.shape[0], -1).T
+    assert np.abs(vectors[:, None, :] - codebook[None]).max(-1).min(-1).max() < 1e-5
+
+
+def test_features_of_one_tile_match_the_model(scene, tmp_path, tiny_store):
+    codec = codec_for_model("tiny-vq", store=tiny_store)
+    array, _ = read_raster(scene, window=(0, 0, 64, 64))
+    window = tmp_path / "w.tif"
+    write_raster(window, *read_raster(scene, window=(0, 0, 64, 64)))
+    extract_features(window, tmp_path / "f.tif", codec, quantized=False)
+    with torch.no_grad():
+        x = torch.from_numpy(codec.normalizer.forward(array.astype(np.float64)))[None]
+        expected = codec.model.top_latents(x, quantized=False)[0].numpy()
+    np.testing.assert_allclose(read_raster(tmp_path / "f.tif")[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_features_need_a_vq_model(scene, tmp_path, tiny_hyperprior_store):
+    with pytest.raises(InputError, match="VQVAE-FPN"):
+        extract_features(scene, tmp_path / "f.tif", codec_for_model("tiny-hp", store=tiny_hyperprior_store))
+
+
+def test_cli_features_and_auto(scene, tmp_path, tiny_store, monkeypatch, capsys):
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(tiny_store.root))
+    assert main(["features", str(scene), str(tmp_path / "f.tif"), "--model", "tiny-vq", "--continuous"]) == 0
+    assert '"quantized": false' in capsys.readouterr().out
+    assert main(["compress", str(scene), str(tmp_path / "x.eoz"), "--model", "auto", "--tile-size", "64"]) == 0
+    captured = capsys.readouterr()
+    assert "picked tiny-vq version 1" in captured.err and '"picked"' in captured.out
+    three = tmp_path / "three.tif"
+    array, meta = read_raster(scene)
+    write_raster(three, array[:3], replace(meta, count=3, band_names=meta.band_names[:3]))
+    assert main(["compress", str(three), str(tmp_path / "y.eoz"), "--model", "auto"]) == 2
+    assert "no model fits" in capsys.readouterr().err
+
+
+def test_pick_prefers_the_asked_codec_then_names_then_counts(tiny_store):
+    publish_tiny_hyperprior(tiny_store)
+    bands = ["B02", "B03", "B04", "B08"]
+    assert tiny_store.pick(bands, "uint16", "vqvae-fpn")[0].model_id == "tiny-vq"
+    assert tiny_store.pick(bands, "uint16", "hyperprior")[0].model_id == "tiny-hp"
+    entry, reason = tiny_store.pick(["band1", "band2", "band3", "band4"], "uint16")
+    assert entry.model_id in ("tiny-hp", "tiny-vq") and "no descriptions" in reason
+    with pytest.raises(UnknownModelError, match="available: tiny-hp"):
+        tiny_store.pick(bands, "float32")
+    with pytest.raises(UnknownModelError, match="jpeg2000 takes any raster"):
+        tiny_store.pick(["B02", "B03", "B04", "B05"], "uint16")
