@@ -55,6 +55,8 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
                    help="model id from `eoz models`, jpeg2000, or auto (picked from the bands and dtype)")
     p.add_argument("--version", help="model version (default: the newest)")
     p.add_argument("--tile-size", type=int, default=512, help="tile edge in pixels (default 512)")
+    p.add_argument("--overlap", type=int, help="context pixels coded around each tile against seams "
+                                                "(default: the codec's, 8 for vqvae-fpn, else 0)")
     q = p.add_argument_group("quality targets (hyperprior; --psnr also for jpeg2000)")
     q.add_argument("--psnr", type=float, help="target PSNR (at --peak) that every block (or tile) reaches")
     q.add_argument("--mse", type=float, help="target MSE in original units, per block (or tile)")
@@ -72,7 +74,7 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
 def cmd_compress(args) -> dict:
     from eoz.codecs import compress_file
 
-    header = compress_file(args.input, args.output, _codec(args), args.tile_size)
+    header = compress_file(args.input, args.output, _codec(args), args.tile_size, args.overlap)
     size = Path(args.output).stat().st_size
     result = {"output": str(args.output), "bytes": size, "tiles": header.tile_count,
               "model_id": header.model_id or header.codec, "model_version": header.model_version}
@@ -107,7 +109,7 @@ def cmd_eval(args) -> dict:
     from eoz.raster import read_raster
 
     array, meta = read_raster(args.input)
-    return evaluate(array, meta, _codec(args), args.tile_size, args.peak)
+    return evaluate(array, meta, _codec(args), args.tile_size, args.peak, overlap=args.overlap)
 
 
 def cmd_features(args) -> dict:

@@ -76,6 +76,7 @@ class Header:
     nodata: float | None = None
     quality: dict = field(default_factory=dict)
     codec_params: dict = field(default_factory=dict)
+    overlap: int = 0   # pixels of context coded around each tile's own area, against seams
 
     @property
     def tile_rows(self) -> int:
@@ -100,6 +101,14 @@ class Header:
             min(self.tile_size, self.height - row_off),
             min(self.tile_size, self.width - col_off),
         )
+
+    def coded_bounds(self, index: int) -> tuple[int, int, int, int]:
+        """(row_off, col_off, height, width) of what tile ``index`` codes: its own area plus
+        ``overlap`` pixels of its neighbours on each side, within the image."""
+        row_off, col_off, h, w = self.tile_bounds(index)
+        r0, c0 = max(0, row_off - self.overlap), max(0, col_off - self.overlap)
+        r1, c1 = min(self.height, row_off + h + self.overlap), min(self.width, col_off + w + self.overlap)
+        return r0, c0, r1 - r0, c1 - c0
 
     def to_dict(self) -> dict[str, Any]:
         """A deep copy as plain data; non-finite nodata becomes "nan"/"inf"/"-inf" for JSON."""
@@ -131,6 +140,7 @@ class Header:
             nodata=_field(d, "nodata", _optional(_nodata), None),
             quality=_field(d, "quality", _dict, {}),
             codec_params=_field(d, "codec_params", _dict, {}),
+            overlap=_field(d, "overlap", _nonnegative_int, 0),
         )
         if header.tile_count > MAX_TILE_COUNT:
             raise ContainerError(
@@ -528,6 +538,12 @@ def _str(value: Any) -> str:
 def _positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError("must be a positive integer")
+    return int(value)
+
+
+def _nonnegative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError("must be a non-negative integer")
     return int(value)
 
 

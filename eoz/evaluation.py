@@ -22,10 +22,10 @@ S2_PEAK = 10000.0
 
 
 def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int = DEFAULT_TILE_SIZE,
-             peak: float = S2_PEAK, store: ModelStore | None = None) -> dict:
+             peak: float = S2_PEAK, store: ModelStore | None = None, overlap: int | None = None) -> dict:
     """Measure one codec on one image; ``store`` is where the decoder finds the pinned model."""
     start = time.perf_counter()
-    data = compress_array(array, meta, codec, tile_size)
+    data = compress_array(array, meta, codec, tile_size, overlap)
     encoded = time.perf_counter()
     recon, _ = decompress_array(data, store=store)
     decoded = time.perf_counter()
@@ -59,7 +59,7 @@ def index_sizes(data: bytes, codec: VQVAECodec) -> dict:
         coded = sum(e.length for e in reader.entries)
         fixed = 0.0
         for index in range(header.tile_count):
-            _, _, h, w = header.tile_bounds(index)
+            _, _, h, w = header.coded_bounds(index)
             fixed += codec.prior.fixed_length_bytes(
                 codec.level_shapes(*padded_shape(h, w, codec.stride)))
     overhead = len(data) - coded

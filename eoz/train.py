@@ -60,7 +60,7 @@ MODEL_CONFIGS = {"vqvae-fpn": VQVAEFPNConfig, "hyperprior": HyperpriorConfig}
 def recipe(model_id: str, split: str, codec: str) -> TrainConfig:
     """The settings the published models were trained with (see their manifests)."""
     if codec == "hyperprior":
-        return TrainConfig(model_id=model_id, split=split, codec=codec, steps=14000, batch_size=8, crop=96,
+        return TrainConfig(model_id=model_id, split=split, codec=codec, steps=9000, batch_size=8, crop=96,
                            lr=2e-4, warmup=500, model=HyperpriorConfig(latent_channels=192))
     return TrainConfig(model_id=model_id, split=split, codec=codec)
 

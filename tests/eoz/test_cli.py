@@ -121,7 +121,7 @@ def test_info_reports_a_corrupt_tile_without_failing(capsys, store_env, scene, t
 
 def test_eval_prints_the_documented_keys_consistent_with_compress(capsys, store_env, scene, tmp_path):
     src, array, _ = scene
-    code, result, err = run(capsys, "eval", src, "--model", "tiny-vq", "--tile-size", 32)
+    code, result, err = run(capsys, "eval", src, "--model", "tiny-vq", "--tile-size", 32, "--overlap", 0)
     assert code == 0 and err == ""
     assert EVAL_KEYS | VQ_EVAL_KEYS <= set(result)
     bands, h, w = array.shape
@@ -138,12 +138,26 @@ def test_eval_prints_the_documented_keys_consistent_with_compress(capsys, store_
 
     # eval measures what compress writes, and its PSNR is that of the decompressed file
     eoz_path = tmp_path / "scene.eoz"
-    run(capsys, "compress", src, eoz_path, "--model", "tiny-vq", "--tile-size", 32)
+    run(capsys, "compress", src, eoz_path, "--model", "tiny-vq", "--tile-size", 32, "--overlap", 0)
     assert result["bytes"] == eoz_path.stat().st_size
     run(capsys, "decompress", eoz_path, tmp_path / "back.tif")
     recon, _ = read_raster(tmp_path / "back.tif")
     mse = np.mean((recon.astype(np.float64) - array) ** 2)
     assert result["psnr"] == pytest.approx(10 * math.log10(10000.0 ** 2 / mse))
+
+
+def test_default_overlap_codes_context_around_each_tile(capsys, store_env, scene, tmp_path):
+    src, array, _ = scene
+    _, plain, _ = run(capsys, "eval", src, "--model", "tiny-vq", "--tile-size", 32, "--overlap", 0)
+    _, overlapped, _ = run(capsys, "eval", src, "--model", "tiny-vq", "--tile-size", 32)
+    assert overlapped["index_bytes_fixed_length"] > plain["index_bytes_fixed_length"]
+    run(capsys, "compress", src, tmp_path / "x.eoz", "--model", "tiny-vq", "--tile-size", 32)
+    _, info, _ = run(capsys, "info", tmp_path / "x.eoz")
+    assert info["header"]["overlap"] == 8
+    run(capsys, "decompress", tmp_path / "x.eoz", tmp_path / "x.tif", "--window", 20, 10, 40, 30)
+    window, _ = read_raster(tmp_path / "x.tif")
+    run(capsys, "decompress", tmp_path / "x.eoz", tmp_path / "full.tif")
+    np.testing.assert_array_equal(window, read_raster(tmp_path / "full.tif")[0][:, 10:40, 20:60])
 
 
 def test_eval_of_jpeg2000_has_no_index_keys(capsys, scene):

@@ -32,3 +32,21 @@ def test_s2_model_on_a_held_out_city(shared_data):
     assert result["psnr"] > 33.5
     assert result["compression_ratio"] > 23.0
     assert result["index_bytes_entropy_coded"] < result["index_bytes_fixed_length"]
+
+
+def test_tile_borders_are_no_worse_than_the_interior(shared_data):
+    """With the default overlap the 2 px either side of each tile border code as well as the rest
+    (measured on this city: 0.88 of the interior MSE; without overlap 1.55)."""
+    import numpy as np
+
+    from eoz.codecs import compress_array, decompress_array
+
+    array, meta = read_raster(shared_data / "oscd_s2_l1c/dubai/dubai_imgs_1_10m_B02-B03-B04-B08.tif",
+                              window=(0, 0, 384, 384))
+    tile = 128
+    recon, _ = decompress_array(compress_array(array, meta, codec_for_model("vqvae-fpn-s2-10m"), tile))
+    err = ((recon.astype(np.float64) - array) ** 2).mean(axis=0)
+    at = np.arange(384) % tile
+    near = ((at < 2) | (at >= tile - 2)) & (np.arange(384) >= 2) & (np.arange(384) < 382)
+    border = near[:, None] | near[None, :]
+    assert err[border].mean() < 1.1 * err[~border].mean()
