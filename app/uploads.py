@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
+from pydantic import BaseModel
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 
 from app.errors import MalformedRequestError
 from eoz.errors import InputError
 from workers.errors import TooLargeError, UnsupportedMediaError
+from workers.keys import upload_key
+from workers.sources import check_source
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 16 * 1024
@@ -144,3 +148,26 @@ async def receive_json(request: Request) -> bytes:
         if len(body) > MAX_JSON_BYTES:
             raise TooLargeError(f"a JSON body is limited to {MAX_JSON_BYTES} bytes; upload files as multipart")
     return bytes(body)
+
+
+async def geotiff_job_input(request: Request, services, job_id: str, options_model: type[BaseModel],
+                            json_model: type[BaseModel], queue_for: Callable, check_upload: Callable):
+    """(options, queue, source key, source bucket) of a job posted with a GeoTIFF.
+
+    JSON: the options and an S3 ``source`` the service may read. Multipart: the options as
+    fields and the ``file``, which ``check_upload(options, path, settings)`` inspects before
+    it is put in the object store. ``queue_for(options)`` refuses what cannot run.
+    """
+    settings, store = services.settings, services.store
+    if media_type(request) == "application/json":
+        options = json_model.model_validate_json(await receive_json(request))
+        queue = await run_in_threadpool(queue_for, options)
+        await run_in_threadpool(check_source, settings, store, options.source.bucket, options.source.key)
+        return options, queue, options.source.key, options.source.bucket
+    async with receive_upload(request, settings.scratch_dir, settings.max_upload_bytes, ".tif") as upload:
+        options = options_model.model_validate(upload.fields)
+        queue = await run_in_threadpool(queue_for, options)
+        await run_in_threadpool(check_upload, options, upload.path, settings)
+        key = upload_key(job_id, ".tif")
+        await run_in_threadpool(store.put_file, key, upload.path)
+    return options, queue, key, None

@@ -19,11 +19,10 @@ from app.openapi import request_body
 from app.routes.jobs import job_response
 from app.schemas import CompressOptions, CompressRequest, CompressUpload, Job
 from app.services import ServicesDep
-from app.uploads import media_type, receive_json, receive_upload
-from workers.keys import new_job_id, upload_key
+from app.uploads import geotiff_job_input
+from workers.keys import new_job_id
 from workers.models import check_bands, codec_of, codec_params, queue_for
 from workers.settings import Settings
-from workers.sources import check_source
 from workers.validation import inspect_geotiff
 
 router = APIRouter(tags=["compress"])
@@ -48,20 +47,9 @@ async def compress(request: Request, services: ServicesDep) -> Job:
 
     Answers 202 with the job; poll its ``status_url`` and fetch ``result_url`` when finished.
     """
-    settings, store = services.settings, services.store
     job_id = new_job_id()
-    if media_type(request) == "application/json":
-        body = CompressRequest.model_validate_json(await receive_json(request))
-        queue = await run_in_threadpool(_queue, body)
-        await run_in_threadpool(check_source, settings, store, body.source.bucket, body.source.key)
-        options, key, bucket = body, body.source.key, body.source.bucket
-    else:
-        async with receive_upload(request, settings.scratch_dir, settings.max_upload_bytes, ".tif") as upload:
-            options = CompressOptions.model_validate(upload.fields)
-            queue = await run_in_threadpool(_queue, options)
-            await run_in_threadpool(_check_upload, options, upload.path, settings)
-            key, bucket = upload_key(job_id, ".tif"), None
-            await run_in_threadpool(store.put_file, key, upload.path)
+    options, queue, key, bucket = await geotiff_job_input(request, services, job_id, CompressOptions,
+                                                          CompressRequest, _queue, _check_upload)
     params = {k: v for k, v in options.quality_parameters().items() if v not in (None, False)}
     record = await run_in_threadpool(
         services.runner.submit, job_id, "compress", options.model, queue, (job_id, key, options.model),

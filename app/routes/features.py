@@ -7,6 +7,8 @@ model's band count.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -15,15 +17,19 @@ from app.openapi import request_body
 from app.routes.jobs import job_response
 from app.schemas import FeaturesOptions, FeaturesRequest, FeaturesUpload, Job
 from app.services import ServicesDep
-from app.uploads import media_type, receive_json, receive_upload
+from app.uploads import geotiff_job_input
 from eoz.codecs import VQVAECodec
 from eoz.errors import InputError
-from workers.keys import new_job_id, upload_key
+from workers.keys import new_job_id
 from workers.models import check_bands, codec_of, queue_for
-from workers.sources import check_source
+from workers.settings import Settings
 from workers.validation import inspect_geotiff
 
 router = APIRouter(tags=["features"])
+
+
+def _check_upload(options: FeaturesOptions, path: Path, settings: Settings) -> None:
+    check_bands(options.model, options.version, inspect_geotiff(path, settings.limits))
 
 
 def _queue(options: FeaturesOptions) -> str:
@@ -42,21 +48,9 @@ async def features(request: Request, services: ServicesDep) -> Job:
     The result is a float32 GeoTIFF with one band per latent channel, at the top level's
     resolution, in the scene's CRS.
     """
-    settings, store = services.settings, services.store
     job_id = new_job_id()
-    if media_type(request) == "application/json":
-        body = FeaturesRequest.model_validate_json(await receive_json(request))
-        queue = await run_in_threadpool(_queue, body)
-        await run_in_threadpool(check_source, settings, store, body.source.bucket, body.source.key)
-        options, key, bucket = body, body.source.key, body.source.bucket
-    else:
-        async with receive_upload(request, settings.scratch_dir, settings.max_upload_bytes, ".tif") as upload:
-            options = FeaturesOptions.model_validate(upload.fields)
-            queue = await run_in_threadpool(_queue, options)
-            meta = await run_in_threadpool(inspect_geotiff, upload.path, settings.limits)
-            await run_in_threadpool(check_bands, options.model, options.version, meta)
-            key, bucket = upload_key(job_id, ".tif"), None
-            await run_in_threadpool(store.put_file, key, upload.path)
+    options, queue, key, bucket = await geotiff_job_input(request, services, job_id, FeaturesOptions,
+                                                          FeaturesRequest, _queue, _check_upload)
     record = await run_in_threadpool(
         services.runner.submit, job_id, "features", options.model, queue, (job_id, key, options.model),
         {"source_bucket": bucket, "version": options.version, "quantized": options.quantized,
