@@ -139,11 +139,13 @@ class IndexPrior:
         return sum(h * w * math.log2(m.size) / 8 for (h, w), m in zip(shapes, self.levels))
 
     def to_tensors(self) -> dict[str, np.ndarray]:
+        """Tables as int16 (scores are a few hundred eighth-nats at most): half the bytes of int32."""
         out = {}
         for l, m in enumerate(self.levels):
-            out.update({f"prior.{l}.bias": m.bias.astype(np.int32),
-                        f"prior.{l}.parent": m.parent.astype(np.int32),
-                        f"prior.{l}.neighbour": m.neighbour.astype(np.int32)})
+            for name, table in (("bias", m.bias), ("parent", m.parent), ("neighbour", m.neighbour)):
+                if np.abs(table).max() > np.iinfo(np.int16).max:
+                    raise ValueError(f"prior level {l} {name} scores exceed int16")
+                out[f"prior.{l}.{name}"] = table.astype(np.int16)
         return out
 
     @classmethod
