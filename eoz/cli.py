@@ -46,7 +46,10 @@ def _codec(args):
         params = {"target": QualityTarget(psnr=args.psnr, mse=args.mse, lmbda=args.lmbda, block=args.block,
                                           peak=args.peak, closed_loop=not args.open_loop)}
     elif any(v is not None for v in (args.psnr, args.mse, args.lmbda)):
-        raise EozError(f"{args.model} has one fixed rate; --psnr/--mse/--lambda need a hyperprior model")
+        raise EozError(f"{args.model} has no quality target (it takes --rate-weight); "
+                       "--psnr/--mse/--lambda need a hyperprior model")
+    elif args.rate_weight is not None:
+        params = {"rate_weight": args.rate_weight}
     return codec_for_model(args.model, args.version, **params)
 
 
@@ -65,6 +68,9 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
                    help="block edge over which the target holds (default global: per tile)")
     q.add_argument("--open-loop", action="store_true", help="quality model only, no closed-loop correction")
     q.add_argument("--peak", type=float, default=10000.0, help="PSNR peak (10000 for S2 DN)")
+    v = p.add_argument_group("vqvae-fpn options")
+    v.add_argument("--rate-weight", type=float, help="choose codes by distance + weight x bits: smaller "
+                                                     "files for a little quality (default 0, about 0.5-3)")
     j = p.add_argument_group("jpeg2000 options")
     j.add_argument("--quality", type=float, help="OpenJPEG fixed-quality level (dB at full scale)")
     j.add_argument("--lossless", action="store_true", help="reversible 5/3 wavelet, bit exact")

@@ -85,8 +85,9 @@ class VQVAECodec(Codec):
     codec_id = "vqvae-fpn"
     overlap = 8   # removes the tile seams (border error 1.5x the interior without it, 0.9x with)
 
-    def __init__(self, entry: ModelEntry):
+    def __init__(self, entry: ModelEntry, rate_weight: float = 0.0):
         self.entry = entry
+        self.rate_weight = rate_weight
         tensors = entry.load_weights()
         self.config = VQVAEFPNConfig(**entry.manifest["architecture"])
         self.model = VQVAEFPN(self.config).eval()
@@ -100,12 +101,26 @@ class VQVAECodec(Codec):
         self.stride = self.config.factor
         self.bands = entry.bands
         self.codebook_sha256 = [q.codebook_sha256() for q in self.model.quantizers]
+        self.code_bits = [torch.from_numpy(b).float().to(self.device) for b in self.prior.code_bits()]
+
+    def with_rate_weight(self, rate_weight: float | None) -> "VQVAECodec":
+        """The same loaded model choosing codes by distance + rate_weight x bits (0: nearest code).
+
+        Encoder-only: files decode with any build. Larger weights give smaller files at
+        some loss of quality, so one VQ model covers a range of rates.
+        """
+        if rate_weight is not None and not (0 <= rate_weight <= 100):
+            raise InputError(f"rate weight must lie in [0, 100], not {rate_weight}")
+        codec = copy.copy(self)
+        codec.rate_weight = rate_weight or 0.0
+        return codec
 
     def header_fields(self) -> dict:
         return {"model_id": self.entry.model_id, "model_version": self.entry.version,
                 "weights_sha256": self.entry.weights_sha256,
                 "codebook_sha256": self.codebook_sha256,
-                "normalization": self.normalizer.to_dict()}
+                "normalization": self.normalizer.to_dict(),
+                "quality": {"rate_weight": self.rate_weight} if self.rate_weight else {}}
 
     def level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
         return [(height // self.config.level_factor(l), width // self.config.level_factor(l))
@@ -114,7 +129,8 @@ class VQVAECodec(Codec):
     def index_maps(self, tile: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
             x = torch.from_numpy(self.normalizer.forward(tile.astype(np.float64)))[None].to(self.device)
-            return [i[0].cpu().numpy() for i in self.model.encode(x)]
+            costs = [self.rate_weight * b for b in self.code_bits] if self.rate_weight else None
+            return [i[0].cpu().numpy() for i in self.model.encode(x, costs)]
 
     def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
         return self.prior.encode(self.index_maps(tile))
@@ -334,7 +350,7 @@ def codec_for_model(model_id: str, version: str | None = None, store: ModelStore
     """The codec for a model id; ``jpeg2000`` is the classical baseline.
 
     Parameters: jpeg2000 takes its own (quality, lossless, klt, target_psnr); the
-    hyperprior takes ``target`` (a QualityTarget); a VQ model takes none.
+    hyperprior takes ``target`` (a QualityTarget); a VQ model takes ``rate_weight``.
     """
     if model_id == JPEG2000Codec.codec_id:
         return JPEG2000Codec(**params)
@@ -342,11 +358,13 @@ def codec_for_model(model_id: str, version: str | None = None, store: ModelStore
     entry = store.get(model_id, version)
     if entry.codec not in LEARNED_CODECS:
         raise InputError(f"{model_id} uses codec {entry.codec!r}, which this build cannot run")
-    allowed = {"target"} if entry.codec == HyperpriorCodec.codec_id else set()
+    allowed = {"target"} if entry.codec == HyperpriorCodec.codec_id else {"rate_weight"}
     if set(params) - allowed:
-        raise InputError(f"{model_id} takes {sorted(allowed) or 'no parameters'}, got {sorted(params)}")
+        raise InputError(f"{model_id} takes {sorted(allowed)}, got {sorted(params)}")
     codec = _learned_codec(str(store.root), entry.model_id, entry.version)
-    return codec.with_target(params.get("target")) if allowed else codec
+    if entry.codec == HyperpriorCodec.codec_id:
+        return codec.with_target(params.get("target"))
+    return codec.with_rate_weight(params.get("rate_weight"))
 
 
 def _pins(codec_id: str, weights_sha256, codebook_sha256) -> tuple:

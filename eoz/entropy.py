@@ -134,6 +134,15 @@ class IndexPrior:
                                  "it is truncated or has extra data")
         return maps
 
+    def code_bits(self) -> list[np.ndarray]:
+        """Bits of each code of each level under the anchors' context-free (bias) distribution."""
+        out = []
+        for level in self.levels:
+            scores = level.bias[0].astype(np.float64) / SCORE_UNITS
+            log_p = scores - scores.max() - np.log(np.exp(scores - scores.max()).sum())
+            out.append(-log_p / math.log(2))
+        return out
+
     def fixed_length_bytes(self, shapes: list[tuple[int, int]]) -> float:
         """Size of the same maps stored with fixed-length indices (w*h*log2(K)/8 per level)."""
         return sum(h * w * math.log2(m.size) / 8 for (h, w), m in zip(shapes, self.levels))

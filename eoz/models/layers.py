@@ -51,12 +51,18 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(num_codes))
         self.register_buffer("embedding_sum", embedding.clone())
 
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Index map (B, H, W) of the nearest code of each vector of z (B, D, H, W)."""
+    def nearest(self, z: torch.Tensor, cost: torch.Tensor | None = None) -> torch.Tensor:
+        """Index map (B, H, W) of the nearest code of each vector of z (B, D, H, W).
+
+        With ``cost`` (one value per code) the choice minimizes squared distance + cost:
+        entropy-constrained VQ, trading a little distortion for cheaper codes.
+        """
         flat = z.permute(0, 2, 3, 1).reshape(-1, self.dim)
         distances = (flat.pow(2).sum(1, keepdim=True)
                      - 2 * flat @ self.embedding.t()
                      + self.embedding.pow(2).sum(1)[None, :])
+        if cost is not None:
+            distances = distances + cost[None, :]
         return distances.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:

@@ -122,9 +122,10 @@ class VQVAEFPN(nn.Module):
             commitment = commitment + loss
         return self._decode(quantized), commitment, indices
 
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Index maps (B, H/f_l, W/f_l), bottom level first."""
-        return [q.nearest(z) for q, z in zip(self.quantizers, self._pyramid(x))]
+    def encode(self, x: torch.Tensor, costs: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Index maps (B, H/f_l, W/f_l), bottom level first; ``costs``: per-code cost of each level."""
+        costs = costs or [None] * self.config.levels
+        return [q.nearest(z, c) for q, z, c in zip(self.quantizers, self._pyramid(x), costs)]
 
     def decode(self, indices: list[torch.Tensor]) -> torch.Tensor:
         return self._decode([q.lookup(idx) for q, idx in zip(self.quantizers, indices)])

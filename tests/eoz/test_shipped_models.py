@@ -50,3 +50,12 @@ def test_tile_borders_are_no_worse_than_the_interior(shared_data):
     near = ((at < 2) | (at >= tile - 2)) & (np.arange(384) >= 2) & (np.arange(384) < 382)
     border = near[:, None] | near[None, :]
     assert err[border].mean() < 1.1 * err[~border].mean()
+
+
+def test_rate_weight_trades_quality_for_size(shared_data):
+    array, meta = read_raster(shared_data / VALIDATION_CITY, window=(100, 100, 256, 256))
+    codec = codec_for_model("vqvae-fpn-s2-10m")
+    plain = evaluate(array, meta, codec)
+    lighter = evaluate(array, meta, codec_for_model("vqvae-fpn-s2-10m", rate_weight=1.5))
+    assert lighter["bytes"] < 0.97 * plain["bytes"]
+    assert lighter["ssim"] > plain["ssim"] - 0.01
