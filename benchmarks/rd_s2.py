@@ -51,6 +51,7 @@ FIDELITY_PSNRS = (40, 42, 45, 48, 51, 54, 56, 58)
 FIDELITY_RANGE = (42.0, 58.0)
 HYPERPRIOR_CODES = (0, 32, 64, 96, 128, 160, 192, 224, 255)
 TARGET_BD_AGAINST_KLT = -10.0
+RATE_WEIGHTS = (0.6, 1.5, 3.0)
 
 
 def load_images(crop: int | None, only: list[str] | None) -> list[dict]:
@@ -151,6 +152,18 @@ def aggregate(points: list[dict]) -> dict:
             "bpp_per_band": 8.0 * nbytes / samples,
             "psnr": math.inf if mse == 0 else 10 * math.log10(S2_PEAK ** 2 / mse),
             "ssim": float(np.mean([p["ssim"] for p in points]))}
+
+
+def run_rate_curve(entry: ModelEntry, store: ModelStore, images: list[dict], tile_size: int,
+                   rate_weights: list[float]) -> list[dict]:
+    """The VQ model's further points: codes chosen by distance + weight x bits (--rate-weight)."""
+    curve = []
+    for weight in rate_weights:
+        codec = codec_for_model(entry.model_id, entry.version, store, rate_weight=weight)
+        points = [_evaluated(image, codec, tile_size) for image in images]
+        curve.append({"rate_weight": weight, "per_image": points, "aggregate": aggregate(points)})
+        _print_point(f"{entry.model_id} rate weight {weight:g}", curve[-1]["aggregate"])
+    return curve
 
 
 def run_learned(entry: ModelEntry, store: ModelStore, images: list[dict], tile_size: int) -> dict:
@@ -306,6 +319,11 @@ def plot(path: Path, learned: list[dict], curves: dict, hyperprior: list[dict]) 
         for i, model in enumerate(learned):
             colour = plt.cm.Set1(i % 9)
             name = f"{model['model_id']} v{model['version']}"
+            points = [model["aggregate"]] + [p["aggregate"] for p in model.get("rate_curve", [])]
+            if len(points) > 1:
+                ax.plot([p["bpp_per_band"] for p in points], [p[key] for p in points], color=colour,
+                        linewidth=1, linestyle="--", marker=".", label=f"{name}, rate weights 0-"
+                        f"{model['rate_curve'][-1]['rate_weight']:g}")
             for agg, marker, legend in (
                     (model["aggregate"], "*", name),
                     (model["jpeg2000_same_size"]["aggregate"], "o", f"JPEG 2000 @ size of {name}"),
@@ -417,6 +435,11 @@ def _md_targets(data: dict) -> list[str]:
         met = agg["compression_ratio"] >= TARGET_RATIO and agg["ssim"] >= TARGET_SSIM
         md.append(f"- {_model_name(m)}: ratio {agg['compression_ratio']:.2f}, SSIM "
                   f"{agg['ssim']:.4f}: **{'met' if met else 'not met'}**.")
+        for p in m.get("rate_curve", []):
+            a = p["aggregate"]
+            ok = a["compression_ratio"] >= TARGET_RATIO and a["ssim"] >= TARGET_SSIM
+            md.append(f"  - with --rate-weight {p['rate_weight']:g}: ratio {a['compression_ratio']:.2f}, "
+                      f"SSIM {a['ssim']:.4f}, PSNR {a['psnr']:.2f} dB: **{'met' if ok else 'not met'}**.")
         for label, key in (("JPEG 2000", "jpeg2000_same_size"),
                            ("JPEG 2000 + KLT", "jpeg2000_klt_same_size")):
             ref = m[key]
@@ -515,6 +538,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--psnrs", type=float, nargs="*", default=FIDELITY_PSNRS,
                         help="JPEG 2000 at these target PSNRs, for BD-rates in the high-fidelity range "
                              "(none: skip)")
+    parser.add_argument("--rate-weights", type=float, nargs="*", default=RATE_WEIGHTS,
+                        help="VQVAE-FPN curve: --rate-weight values besides 0 (none: the one point)")
     parser.add_argument("--lambda-codes", type=int, nargs="+", default=HYPERPRIOR_CODES,
                         help="hyperprior curve: 8-bit lambda codes (0..255)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR,
@@ -538,6 +563,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         learned.append(run_learned(entry, store, images, args.tile_size))
         _print_point("aggregate", learned[-1]["aggregate"])
+        learned[-1]["rate_curve"] = run_rate_curve(entry, store, images, args.tile_size, args.rate_weights)
 
     curves = {}
     print("JPEG 2000 curves:", flush=True)
