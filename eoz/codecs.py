@@ -37,13 +37,14 @@ from eoz.models.hyperprior import HyperpriorConfig, IntegerHyperSynthesis, Modul
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
 from eoz.quality import (BLOCK_SIZES, QualityModel, QualityTarget, activity, block_grid, block_means,
-                         choose_codes, code_of_log2_lambda, expand_blocks)
+                         block_sums, choose_codes, code_of_log2_lambda, expand_blocks)
 from eoz.raster import RasterMeta, RasterReader, RasterWriter, window_transform
 from eoz.registry import ModelEntry, ModelStore
 from eoz.tiling import pad_to_multiple, padded_shape, tiles_in_window
 
 DEFAULT_TILE_SIZE = 512
 _FIXED_ONE = float(1 << IntegerHyperSynthesis.ACTIVATION_BITS)
+REFINE_BASE_CODES = (0, 64, 128, 192, 255)   # base lambdas tried under a residual layer
 _HAS_MASK = 1
 
 
@@ -264,6 +265,39 @@ class HyperpriorCodec(Codec):
         recon = self._finish(self._base(tile, analysed or self._analyse(tile), codes, block), tile.dtype)
         return block_means((recon - tile) ** 2, valid, block)
 
+    def _base_bits(self, analysed, codes: np.ndarray, block: int | None) -> np.ndarray:
+        """Bits of each block's latent symbols (the side information z is the same for any lambda)."""
+        symbols, _, log_gain = self._quantize(analysed, codes, block)
+        table_ids = np.searchsorted(self.thresholds, analysed[3] + log_gain, side="right")
+        bits = self.y_tables.bits(symbols.astype(np.int64).ravel(), table_ids.ravel()).reshape(symbols.shape)
+        cell = None if block is None else block // self.config.latent_factor
+        return block_sums(bits.sum(0, keepdims=True), np.ones((1, *bits.shape[1:]), bool), cell)[0]
+
+    def _refine(self, tile: np.ndarray, valid: np.ndarray, analysed, codes: np.ndarray, block: int | None):
+        """Residual layer for the blocks still short of the target at the top lambda.
+
+        Their base lambda is then chosen again, from a few candidates, for the fewest bits of
+        base plus residual: a base that cannot reach the target anyway is cheapest kept
+        coarse, since the residual coder gains 6 dB per bit wherever the base stops.
+        Returns codes, residual step codes and symbols, and the block MSEs of the output.
+        """
+        target = self.target.mse
+        short = self.block_mse(tile, valid, block, codes, analysed) > target
+        finish = lambda r: self._finish(r, tile.dtype)
+        best = None
+        for base_code in REFINE_BASE_CODES:
+            trial = np.where(short, base_code, codes).astype(np.uint8)
+            base = self._base(tile, analysed, trial, block)
+            steps, symbols = residual.choose_steps(tile, base, valid, block, target, finish)
+            scales = residual.scale_indices(symbols, steps, block)
+            bits = self._base_bits(analysed, trial, block).sum() + \
+                residual.block_bits(self.y_tables, symbols, steps, scales, block).sum()
+            if best is None or bits < best[0]:
+                best = (bits, trial, steps, symbols, base)
+        _, codes, steps, symbols, base = best
+        mse = block_means((finish(residual.reconstruct(base, symbols, steps, block)) - tile) ** 2, valid, block)
+        return codes, steps, symbols, mse
+
     def encode_with_report(self, tile: np.ndarray, valid: np.ndarray) -> tuple[bytes, dict]:
         """Payload and how it was chosen: lambda codes, block MSEs, open-loop figures, refined blocks."""
         if self.target is None:
@@ -278,16 +312,13 @@ class HyperpriorCodec(Codec):
             report = choose_codes(lambda c: self.block_mse(tile, valid, block, c, analysed), self.target.mse,
                                   activity(tile, valid, block), self.quality_model, self.target.closed_loop)
             codes = report["codes"]
-        _, z, _, log_scale = analysed
-        symbols, _, log_gain = self._quantize(analysed, codes, block)
         steps = np.zeros_like(codes)
         residual_symbols = np.zeros(tile.shape, np.int64)
         if self.target.mse is not None and self.target.closed_loop and (report["mse"] > self.target.mse).any():
-            base = self._base(tile, analysed, codes, block)
-            finish = lambda r: self._finish(r, tile.dtype)
-            steps, residual_symbols = residual.choose_steps(tile, base, valid, block, self.target.mse, finish)
-            recon = finish(residual.reconstruct(base, residual_symbols, steps, block))
-            report["mse"] = block_means((recon - tile) ** 2, valid, block)
+            codes, steps, residual_symbols, report["mse"] = self._refine(tile, valid, analysed, codes, block)
+            report["codes"] = codes
+        _, z, _, log_scale = analysed
+        symbols, _, log_gain = self._quantize(analysed, codes, block)
         report["refined_blocks"] = int((steps > 0).sum())
         scales = residual.scale_indices(residual_symbols, steps, block)
         encoder = constriction.stream.queue.RangeEncoder()

@@ -85,14 +85,20 @@ def expand_blocks(grid: np.ndarray, cell: int | None, shape: tuple[int, int]) ->
     return np.repeat(np.repeat(grid, cell, 0), cell, 1)[:shape[0], :shape[1]]
 
 
-def block_means(values: np.ndarray, weights: np.ndarray, block: int | None) -> np.ndarray:
-    """Weighted mean of (bands, h, w) values over each block of the grid; 0 where no weight."""
+def block_sums(values: np.ndarray, weights: np.ndarray, block: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted sums of (bands, h, w) values over each block of the grid, and the weights' sums."""
     _, h, w = values.shape
     rows, cols = block_grid(h, w, block)
     b_h, b_w = (h, w) if block is None else (block, block)
     pad = ((0, 0), (0, rows * b_h - h), (0, cols * b_w - w))
     sums = np.pad(values * weights, pad).reshape(-1, rows, b_h, cols, b_w).sum(axis=(0, 2, 4))
     counts = np.pad(weights.astype(np.float64), pad).reshape(-1, rows, b_h, cols, b_w).sum(axis=(0, 2, 4))
+    return sums, counts
+
+
+def block_means(values: np.ndarray, weights: np.ndarray, block: int | None) -> np.ndarray:
+    """Weighted mean of (bands, h, w) values over each block of the grid; 0 where no weight."""
+    sums, counts = block_sums(values, weights, block)
     return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
 

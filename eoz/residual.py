@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from eoz.models.entropy_models import SymbolTables, scale_table
-from eoz.quality import AIM, block_means, expand_blocks
+from eoz.quality import AIM, block_means, block_sums, expand_blocks
 
 _STEPS_PER_OCTAVE = 8
 _UNIT_CODE = 33         # step 1
@@ -84,6 +84,16 @@ def _table_ids(codes: np.ndarray, scales: np.ndarray, block: int | None, shape) 
     refined = np.broadcast_to(expand_blocks(codes, block, shape[1:])[None] > 0, shape)
     where = np.flatnonzero(refined)
     return where, ids.ravel()[where]
+
+
+def block_bits(tables: SymbolTables, symbols: np.ndarray, codes: np.ndarray, scales: np.ndarray,
+               block: int | None) -> np.ndarray:
+    """Bits the residual layer spends in each block, side information included."""
+    where, ids = _table_ids(codes, scales, block, symbols.shape)
+    per_sample = np.zeros(symbols.size)
+    per_sample[where] = tables.bits(symbols.ravel()[where], ids)
+    sums, _ = block_sums(per_sample.reshape(symbols.shape), np.ones(symbols.shape, bool), block)
+    return sums + 8 * (1 + symbols.shape[0] * (codes > 0))
 
 
 def encode(coder, tables: SymbolTables, symbols: np.ndarray, codes: np.ndarray, scales: np.ndarray,

@@ -140,6 +140,14 @@ class SymbolTables:
     def __len__(self) -> int:
         return len(self.radius)
 
+    def bits(self, symbols: np.ndarray, table_ids: np.ndarray) -> np.ndarray:
+        """What coding each symbol with its table costs, in bits (overflows included)."""
+        symbols = np.clip(symbols.astype(np.int64), -SYMBOL_LIMIT, SYMBOL_LIMIT)
+        r = self.radius[table_ids]
+        index = self.offsets[table_ids] + np.clip(symbols, -r - 1, r + 1) + r + 1
+        totals = np.add.reduceat(self.frequencies, self.offsets[:-1])[table_ids]
+        return np.log2(totals / self.frequencies[index]) + np.where(np.abs(symbols) > r, 16.0, 0.0)
+
     def _model(self, t: int):
         f = self.frequencies[self.offsets[t]:self.offsets[t + 1]]
         return constriction.stream.model.Categorical(f / f.sum(dtype=np.int64), perfect=False)

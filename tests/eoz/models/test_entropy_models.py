@@ -103,3 +103,13 @@ def test_gdn_normalizes_and_igdn_undoes_it_for_diagonal_gamma():
     # with a diagonal gamma, IGDN(GDN(x)) is close to x where x**2 is small against beta
     small = x * 0.01
     torch.testing.assert_close(igdn(gdn(small)), small, rtol=1e-3, atol=1e-6)
+
+
+def test_estimated_bits_match_the_coded_size():
+    tables = GaussianConditional.tables()
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, len(tables), 4000)
+    symbols = np.rint(rng.normal(0, scale_table()[ids])).astype(np.int64)
+    symbols[:3] = [9000, -9000, 5000]
+    _, nbytes = _round_trip(tables, symbols, ids)
+    assert tables.bits(symbols, ids).sum() == pytest.approx(nbytes * 8, rel=0.01)
