@@ -5,11 +5,13 @@ a block still short at the top lambda (targets above what the model reconstructs
 as 55 dB) gets a second layer: its residual against the decoded base, quantized
 uniformly with a step chosen per block, range coded with a discretized Gaussian whose
 scale is sent per block and band. A step at or below one digital number makes integer
-data lossless, so some step always meets the target and the search ends.
+data lossless, so some step always meets the target and the search ends. The base lambda
+of such blocks is chosen by the codec for the fewest bits of both layers.
 
 Side information per block: one step code (0 = no residual), and for refined blocks one
-scale index per band. Steps are powers of 2^(1/8): step = 2^((code - 33) / 8), from
-1/16 (code 1) up; scale indices point into the shared Gaussian tables.
+scale index per band. Steps are powers of 2^(1/16) (0.38 dB of MSE apart, which bounds
+the overshoot): step = 2^((code - 65) / 16), from 1/16 (code 1) to about 3800; scale
+indices point into the shared Gaussian tables.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import numpy as np
 from eoz.models.entropy_models import SymbolTables, scale_table
 from eoz.quality import AIM, block_means, block_sums, expand_blocks
 
-_STEPS_PER_OCTAVE = 8
-_UNIT_CODE = 33         # step 1
+_STEPS_PER_OCTAVE = 16
+_UNIT_CODE = 65         # step 1
 
 
 def step_of_code(code) -> np.ndarray:
@@ -50,20 +52,38 @@ def choose_steps(tile: np.ndarray, base: np.ndarray, valid: np.ndarray, block: i
                  finish) -> tuple[np.ndarray, np.ndarray]:
     """Step codes (0 = none) so that every block meets target_mse, and the resulting symbols.
 
-    ``finish`` maps a reconstruction to what the decoder will output (rounding and clipping
-    to the dtype), so the target is checked on the real output.
+    Each block short of the target starts from the step a uniform quantizer would need
+    (MSE = step^2 / 12), then the coarsest step that still meets the target is searched:
+    up while met (a peaked residual quantizes better than that), down while not. ``finish``
+    maps a reconstruction to what the decoder outputs (rounding and clipping to the dtype),
+    so the target is checked on the real output.
     """
     tile = tile.astype(np.float64)
-    codes = np.zeros(block_means(tile, valid, block).shape, np.uint8)
-    miss = block_means((finish(base) - tile) ** 2, valid, block) > target_mse
-    codes[miss] = _code_of_step(np.sqrt(12 * target_mse * AIM))
-    while True:
+
+    def block_mse(codes):
         symbols = _quantize(tile, base, codes, block)
-        mse = block_means((finish(reconstruct(base, symbols, codes, block)) - tile) ** 2, valid, block)
+        return block_means((finish(reconstruct(base, symbols, codes, block)) - tile) ** 2, valid, block), symbols
+
+    codes = np.zeros(block_means(tile, valid, block).shape, np.uint8)
+    mse, _ = block_mse(codes)
+    refined = mse > target_mse
+    codes[refined] = _code_of_step(np.sqrt(12 * target_mse * AIM))
+    mse, symbols = block_mse(codes)
+    growing = refined & (mse <= target_mse)
+    while growing.any():
+        trial = np.where(growing, np.minimum(codes.astype(np.int64) + 1, 255), codes).astype(np.uint8)
+        trial_mse, _ = block_mse(trial)
+        accept = growing & (trial_mse <= target_mse) & (trial > codes)
+        growing = accept
+        codes = np.where(accept, trial, codes)
+        if accept.any():
+            mse, symbols = block_mse(codes)
+    while True:
         still = (mse > target_mse) & (codes > 1)
         if not still.any():
             return codes, symbols
         codes[still] -= 1
+        mse, symbols = block_mse(codes)
 
 
 def scale_indices(symbols: np.ndarray, codes: np.ndarray, block: int | None) -> np.ndarray:
