@@ -279,7 +279,7 @@ class HyperpriorCodec(Codec):
         Their base lambda is then chosen again, from a few candidates, for the fewest bits of
         base plus residual: a base that cannot reach the target anyway is cheapest kept
         coarse, since the residual coder gains 6 dB per bit wherever the base stops.
-        Returns codes, residual step codes and symbols, and the block MSEs of the output.
+        Returns codes, the residual's step codes, symbols and basis, and the block MSEs of the output.
         """
         target = self.target.mse
         short = self.block_mse(tile, valid, block, codes, analysed) > target
@@ -288,15 +288,15 @@ class HyperpriorCodec(Codec):
         for base_code in REFINE_BASE_CODES:
             trial = np.where(short, base_code, codes).astype(np.uint8)
             base = self._base(tile, analysed, trial, block)
-            steps, symbols = residual.choose_steps(tile, base, valid, block, target, finish)
+            steps, symbols, basis = residual.choose_steps(tile, base, valid, block, target, finish)
             scales = residual.scale_indices(symbols, steps, block)
             bits = self._base_bits(analysed, trial, block).sum() + \
                 residual.block_bits(self.y_tables, symbols, steps, scales, block).sum()
             if best is None or bits < best[0]:
-                best = (bits, trial, steps, symbols, base)
-        _, codes, steps, symbols, base = best
-        mse = block_means((finish(residual.reconstruct(base, symbols, steps, block)) - tile) ** 2, valid, block)
-        return codes, steps, symbols, mse
+                best = (bits, trial, steps, symbols, basis, base)
+        _, codes, steps, symbols, basis, base = best
+        recon = finish(residual.reconstruct(base, symbols, steps, block, basis))
+        return codes, steps, symbols, basis, block_means((recon - tile) ** 2, valid, block)
 
     def encode_with_report(self, tile: np.ndarray, valid: np.ndarray) -> tuple[bytes, dict]:
         """Payload and how it was chosen: lambda codes, block MSEs, open-loop figures, refined blocks."""
@@ -313,9 +313,9 @@ class HyperpriorCodec(Codec):
                                   activity(tile, valid, block), self.quality_model, self.target.closed_loop)
             codes = report["codes"]
         steps = np.zeros_like(codes)
-        residual_symbols = np.zeros(tile.shape, np.int64)
+        residual_symbols, basis = np.zeros(tile.shape, np.int64), np.zeros((0, 0), np.float32)
         if self.target.mse is not None and self.target.closed_loop and (report["mse"] > self.target.mse).any():
-            codes, steps, residual_symbols, report["mse"] = self._refine(tile, valid, analysed, codes, block)
+            codes, steps, residual_symbols, basis, report["mse"] = self._refine(tile, valid, analysed, codes, block)
             report["codes"] = codes
         _, z, _, log_scale = analysed
         symbols, _, log_gain = self._quantize(analysed, codes, block)
@@ -326,7 +326,8 @@ class HyperpriorCodec(Codec):
         self.y_tables.encode(encoder, symbols.astype(np.int64).ravel(),
                              np.searchsorted(self.thresholds, log_scale + log_gain, side="right").ravel())
         residual.encode(encoder, self.y_tables, residual_symbols, steps, scales, block)
-        side = zlib.compress(codes.astype(np.uint8).tobytes() + steps.tobytes() + scales.tobytes(), 9)
+        side = zlib.compress(codes.astype(np.uint8).tobytes() + steps.tobytes() + scales.tobytes()
+                             + basis.astype("<f4").tobytes(), 9)
         head = struct.pack("<BHHI", block or 0, rows, cols, len(side))
         return head + side + encoder.get_compressed().astype("<u4").tobytes(), report
 
@@ -344,8 +345,11 @@ class HyperpriorCodec(Codec):
             raise ContainerError(f"hyperprior tile has a {rows}x{cols} lambda grid of {block or 'global'} "
                                  f"blocks, which does not fit a {width}x{height} tile")
         codes, steps = side[:rows * cols].reshape(rows, cols), side[rows * cols:2 * rows * cols].reshape(rows, cols)
-        scales = side[2 * rows * cols:]
-        if steps.size != rows * cols or scales.size != (steps > 0).sum() * bands:
+        refined = int((steps > 0).sum())
+        scales = side[2 * rows * cols:2 * rows * cols + refined * bands]
+        basis = side[2 * rows * cols + refined * bands:].view("<f4").astype(np.float32) if refined else None
+        if steps.size != rows * cols or scales.size != refined * bands or \
+                (refined and basis.size != bands * bands) or (not refined and side.size != 2 * rows * cols):
             raise ContainerError("hyperprior tile side information has the wrong length")
         words = payload[9 + n:]
         if len(words) % 4 or not words:
@@ -363,7 +367,9 @@ class HyperpriorCodec(Codec):
         if not decoder.maybe_exhausted():
             raise ContainerError("hyperprior stream does not end where its symbols do: truncated or extra data")
         base = self._synthesize(symbols, np.exp(log_gain / _FIXED_ONE), mean / _FIXED_ONE)
-        return residual.reconstruct(base, residual_symbols, steps, block)
+        if not refined:
+            return base
+        return residual.reconstruct(base, residual_symbols, steps, block, basis.reshape(bands, bands))
 
 
 LEARNED_CODECS = {VQVAECodec.codec_id: VQVAECodec, HyperpriorCodec.codec_id: HyperpriorCodec}

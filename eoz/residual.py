@@ -3,13 +3,13 @@
 The hyperprior's closed loop raises a block's lambda until the block meets its target;
 a block still short at the top lambda (targets above what the model reconstructs, such
 as 55 dB) gets a second layer: its residual against the decoded base, quantized
-uniformly with a step chosen per block, range coded with a discretized Gaussian whose
-scale is sent per block and band. A step at or below one digital number makes integer
+uniformly with a step chosen per block after a spectral rotation (a KLT per tile), and
+range coded with a discretized Gaussian whose scale is sent per block and component. A step at or below one digital number makes integer
 data lossless, so some step always meets the target and the search ends. The base lambda
 of such blocks is chosen by the codec for the fewest bits of both layers.
 
 Side information per block: one step code (0 = no residual), and for refined blocks one
-scale index per band. Steps are powers of 2^(1/16) (0.38 dB of MSE apart, which bounds
+scale index per component; per tile with any refined block, the float32 basis. Steps are powers of 2^(1/16) (0.38 dB of MSE apart, which bounds
 the overshoot): step = 2^((code - 65) / 16), from 1/16 (code 1) to about 3800; scale
 indices point into the shared Gaussian tables.
 """
@@ -37,20 +37,36 @@ def _step_map(codes: np.ndarray, block: int | None, shape) -> np.ndarray:
     return step_of_code(expand_blocks(codes, block, shape[1:]))[None]
 
 
-def reconstruct(base: np.ndarray, symbols: np.ndarray, codes: np.ndarray, block: int | None) -> np.ndarray:
-    """Base plus dequantized residual (zero where a block has no residual)."""
-    return base + symbols * _step_map(codes, block, base.shape)
+def spectral_basis(residual: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(bands, bands) orthonormal KLT of the residual's bands, strongest component first.
+
+    The base misses the same edges in every band, so its error is spectrally correlated;
+    rotating it into uncorrelated components before quantizing leaves less to code (an
+    orthonormal rotation keeps the squared error). Rounded to float32, as the file stores it.
+    """
+    samples = residual[:, valid.all(axis=0)].reshape(len(residual), -1)
+    if samples.shape[1] < 2:
+        return np.eye(len(residual), dtype=np.float32)
+    eigenvalues, vectors = np.linalg.eigh(np.cov(samples))
+    return vectors[:, np.argsort(eigenvalues)[::-1]].T.astype(np.float32)
 
 
-def _quantize(tile: np.ndarray, base: np.ndarray, codes: np.ndarray, block: int | None) -> np.ndarray:
+def reconstruct(base: np.ndarray, symbols: np.ndarray, codes: np.ndarray, block: int | None,
+                basis: np.ndarray) -> np.ndarray:
+    """Base plus the dequantized residual, rotated back to bands (zero where a block has none)."""
+    return base + np.einsum("kb,khw->bhw", basis.astype(np.float64), symbols * _step_map(codes, block, base.shape))
+
+
+def _quantize(tile: np.ndarray, base: np.ndarray, codes: np.ndarray, block: int | None,
+              basis: np.ndarray) -> np.ndarray:
     refined = expand_blocks(codes, block, tile.shape[1:])[None] > 0
-    symbols = np.rint((tile - base) / _step_map(codes, block, tile.shape))
-    return np.where(refined, symbols, 0).astype(np.int64)
+    components = np.einsum("kb,bhw->khw", basis.astype(np.float64), tile - base)
+    return np.where(refined, np.rint(components / _step_map(codes, block, tile.shape)), 0).astype(np.int64)
 
 
 def choose_steps(tile: np.ndarray, base: np.ndarray, valid: np.ndarray, block: int | None, target_mse: float,
-                 finish) -> tuple[np.ndarray, np.ndarray]:
-    """Step codes (0 = none) so that every block meets target_mse, and the resulting symbols.
+                 finish) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step codes (0 = none) so that every block meets target_mse, the symbols, and the basis.
 
     Each block short of the target starts from the step a uniform quantizer would need
     (MSE = step^2 / 12), then the coarsest step that still meets the target is searched:
@@ -59,10 +75,12 @@ def choose_steps(tile: np.ndarray, base: np.ndarray, valid: np.ndarray, block: i
     so the target is checked on the real output.
     """
     tile = tile.astype(np.float64)
+    basis = spectral_basis(tile - base, valid)
 
     def block_mse(codes):
-        symbols = _quantize(tile, base, codes, block)
-        return block_means((finish(reconstruct(base, symbols, codes, block)) - tile) ** 2, valid, block), symbols
+        symbols = _quantize(tile, base, codes, block, basis)
+        recon = finish(reconstruct(base, symbols, codes, block, basis))
+        return block_means((recon - tile) ** 2, valid, block), symbols
 
     codes = np.zeros(block_means(tile, valid, block).shape, np.uint8)
     mse, _ = block_mse(codes)
@@ -81,7 +99,7 @@ def choose_steps(tile: np.ndarray, base: np.ndarray, valid: np.ndarray, block: i
     while True:
         still = (mse > target_mse) & (codes > 1)
         if not still.any():
-            return codes, symbols
+            return codes, symbols, basis
         codes[still] -= 1
         mse, symbols = block_mse(codes)
 

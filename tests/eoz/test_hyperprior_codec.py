@@ -51,7 +51,9 @@ def test_each_tile_carries_its_block_lambda_codes(patch, tiny_hyperprior_store):
     side = np.frombuffer(zlib.decompress(payload[9:9 + n]), np.uint8)
     np.testing.assert_array_equal(side[:rows * cols].reshape(rows, cols), report["codes"])
     refined = side[rows * cols:2 * rows * cols] > 0
-    assert refined.sum() == report["refined_blocks"] and side.size == 2 * rows * cols + refined.sum() * 4
+    assert refined.sum() == report["refined_blocks"]
+    basis_bytes = 4 * 4 * 4 if refined.any() else 0           # float32 4 x 4 spectral rotation
+    assert side.size == 2 * rows * cols + refined.sum() * 4 + basis_bytes
     fixed = _codec(tiny_hyperprior_store, lmbda=300.0).encode_with_report(tile, np.ones(tile.shape, bool))[1]
     assert fixed["codes"].shape == (1, 1) and fixed["codes"][0, 0] == code_of_log2_lambda(np.log2(300.0))
 
@@ -144,3 +146,16 @@ def test_encode_and_decode_with_different_thread_counts(tmp_path, shared_data, t
             decoded[enc, threads] = np.load(out).astype(np.int64)
     for enc in (1, 2):
         assert np.abs(decoded[enc, 1] - decoded[enc, 2]).max() <= 1
+
+
+def test_spectral_basis_is_orthonormal_and_decorrelates(patch):
+    from eoz.residual import spectral_basis
+
+    array, _ = patch
+    residual = array.astype(np.float64) - array.mean(axis=(1, 2), keepdims=True)
+    basis = spectral_basis(residual, np.ones(array.shape, bool)).astype(np.float64)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(4), atol=1e-6)
+    components = np.einsum("kb,bhw->khw", basis, residual).reshape(4, -1)
+    covariance = np.cov(components)
+    assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 1e-3 * covariance.max()
+    assert np.all(np.diff(np.diag(covariance)) <= 0)           # strongest first
