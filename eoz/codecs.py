@@ -37,14 +37,14 @@ from eoz.models.hyperprior import HyperpriorConfig, IntegerHyperSynthesis, Modul
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
 from eoz.quality import (BLOCK_SIZES, QualityModel, QualityTarget, activity, block_grid, block_means,
-                         block_sums, choose_codes, code_of_log2_lambda, expand_blocks)
+                         block_sums, choose_codes, code_of_log2_lambda, expand_blocks, TOP_CODE)
 from eoz.raster import RasterMeta, RasterReader, RasterWriter, window_transform
 from eoz.registry import ModelEntry, ModelStore
 from eoz.tiling import pad_to_multiple, padded_shape, tiles_in_window
 
 DEFAULT_TILE_SIZE = 512
 _FIXED_ONE = float(1 << IntegerHyperSynthesis.ACTIVATION_BITS)
-REFINE_BASE_CODES = (0, 64, 128, 192, 255)   # base lambdas tried under a residual layer
+REFINE_BASE_CODES = (0, 64, 160)   # base lambdas tried under a residual layer
 _HAS_MASK = 1
 
 
@@ -309,8 +309,12 @@ class HyperpriorCodec(Codec):
             codes = np.full((rows, cols), code_of_log2_lambda(math.log2(self.target.lmbda)), np.uint8)
             report = {"codes": codes}
         else:
-            report = choose_codes(lambda c: self.block_mse(tile, valid, block, c, analysed), self.target.mse,
-                                  activity(tile, valid, block), self.quality_model, self.target.closed_loop)
+            measure = lambda c: self.block_mse(tile, valid, block, c, analysed)
+            # blocks the model cannot bring to target at all go straight to the residual layer
+            unreachable = measure(np.full((rows, cols), TOP_CODE, np.uint8)) > self.target.mse \
+                if self.target.closed_loop else None
+            report = choose_codes(measure, self.target.mse, activity(tile, valid, block), self.quality_model,
+                                  self.target.closed_loop, unreachable)
             codes = report["codes"]
         steps = np.zeros_like(codes)
         residual_symbols, basis = np.zeros(tile.shape, np.int64), np.zeros((0, 0), np.float32)

@@ -140,13 +140,17 @@ class QualityModel:
 
 
 def choose_codes(measure: Callable[[np.ndarray], np.ndarray], target_mse: float,
-                 activity_: np.ndarray, model: QualityModel, closed_loop: bool = True) -> dict:
+                 activity_: np.ndarray, model: QualityModel, closed_loop: bool = True,
+                 unreachable: np.ndarray | None = None) -> dict:
     """Per-block lambda codes meeting target_mse, given measure(codes) -> per-block MSE.
 
-    Returns the final codes and block MSEs, the open-loop ones for comparison, and the
-    number of synthesis rounds used.
+    ``unreachable`` marks blocks known to miss the target even at the top code: they stay
+    there and cost the loop nothing. Returns the final codes and block MSEs, the open-loop
+    ones for comparison, and the number of synthesis rounds used.
     """
     codes = code_of_log2_lambda(model.log2_lambda_for(target_mse, activity_), np.ceil)
+    if unreachable is not None:
+        codes[unreachable] = TOP_CODE
     mse = measure(codes)
     report = {"open_loop_codes": codes.copy(), "open_loop_mse": mse.copy(), "rounds": 1}
     aim = math.log(target_mse * AIM)
@@ -164,6 +168,8 @@ def choose_codes(measure: Callable[[np.ndarray], np.ndarray], target_mse: float,
         t = LAMBDA_MIN_LOG2 + CODE_STEP_LOG2 * codes.astype(np.float64)
         wanted = code_of_log2_lambda(t + (aim - log_mse) / slope, np.ceil)
         previous = (codes.copy(), log_mse)
+        if unreachable is not None:
+            wanted[unreachable] = TOP_CODE
         if round_ == 0:   # first correction: both ways, to cut overshoot as well as misses
             codes = wanted
         else:             # then only raise the blocks that miss, at least one code
