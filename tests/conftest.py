@@ -38,13 +38,18 @@ def publish_tiny_model(store: ModelStore, model_id: str = "tiny-vq", version: st
     rng = np.random.default_rng(seed)
     maps = [[rng.integers(0, 16, (8, 8)), rng.integers(0, 32, (4, 4))] for _ in range(8)]
     prior = IndexPrior.fit(maps, config.codebook_sizes)
-    tensors = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
-    tensors.update(prior.to_tensors())
     normalizer = BandNormalizer(offset=[0.0] * 4, exponent=[0.5] * 4, mean=[40.0] * 4, std=[10.0] * 4)
-    manifest = {"codec": "vqvae-fpn", "description": "test model", "bands": ["B02", "B03", "B04", "B08"],
-                "dtype": "uint16", "architecture": config.to_dict(),
-                "normalization": normalizer.to_dict(),
-                "codebook_sha256": [q.codebook_sha256() for q in model.quantizers]}
+    return _publish(store, model_id, version, "vqvae-fpn", model, prior.to_tensors(), normalizer,
+                    codebook_sha256=[q.codebook_sha256() for q in model.quantizers])
+
+
+def _publish(store: ModelStore, model_id: str, version: str, codec: str, model, coding_tensors: dict,
+             normalizer: BandNormalizer, **manifest_extra):
+    """A 4-band S2 test model: network weights plus what its codec codes with."""
+    tensors = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
+    tensors.update(coding_tensors)
+    manifest = {"codec": codec, "description": "test model", "bands": ["B02", "B03", "B04", "B08"], "dtype": "uint16",
+                "architecture": model.config.to_dict(), "normalization": normalizer.to_dict(), **manifest_extra}
     return store.publish(model_id, version, manifest, save_safetensors(tensors))
 
 
@@ -72,13 +77,9 @@ def publish_tiny_hyperprior(store: ModelStore, model_id: str = "tiny-hp", versio
     torch.manual_seed(seed)
     config = HyperpriorConfig(channels=8, latent_channels=8, hyper_channels=8)
     model = ModulatedHyperprior(config).eval()
-    tensors = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
-    tensors.update(hyperprior_coding_tensors(model))
     normalizer = BandNormalizer(offset=[0.0] * 4, exponent=[1.0] * 4, mean=[1000.0] * 4, std=[1000.0] * 4)
-    manifest = {"codec": "hyperprior", "description": "test model", "bands": ["B02", "B03", "B04", "B08"],
-                "dtype": "uint16", "architecture": config.to_dict(), "normalization": normalizer.to_dict(),
-                "quality_model": {"a": 12.0, "b": -0.6, "c": 0.0, "d": 0.0}}
-    return store.publish(model_id, version, manifest, save_safetensors(tensors))
+    return _publish(store, model_id, version, "hyperprior", model, hyperprior_coding_tensors(model), normalizer,
+                    quality_model={"a": 12.0, "b": -0.6, "c": 0.0, "d": 0.0})
 
 
 @pytest.fixture()

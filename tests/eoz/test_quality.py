@@ -101,3 +101,12 @@ def test_unreachable_target_stops_at_the_top_code():
     measure, model = _blocks_world(0)
     report = choose_codes(measure, 1e-9, np.zeros((6, 7)), model)
     assert (report["codes"] == TOP_CODE).all() and (report["mse"] > 1e-9).all()
+
+
+def test_unreachable_blocks_wait_at_the_top_code_without_rounds():
+    measure, model = _blocks_world(1)
+    unreachable = np.zeros((6, 7), bool)
+    unreachable[2:4, 3:5] = True
+    report = choose_codes(measure, 20.0, np.zeros((6, 7)), model, unreachable=unreachable)
+    assert (report["codes"][unreachable] == TOP_CODE).all()
+    assert (report["mse"][~unreachable] <= 20.0).all()
