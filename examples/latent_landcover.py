@@ -98,7 +98,7 @@ def main() -> None:
     rgb = np.clip(array[[2, 1, 0]].transpose(1, 2, 0) / np.percentile(array[:3], 99), 0, 1)
     fig, axes = plt.subplots(1, 3, figsize=(15, 5))
     for ax, image, title in ((axes[0], rgb, "original (B04 B03 B02)"),
-                             (axes[1], reference.reshape(shape), "spectral-index classes"),
+                             (axes[1], reference.reshape(shape), "index classes: blue water, brown vegetation, cyan other"),
                              (axes[2], clusters.reshape(shape), "k-means on latents")):
         ax.imshow(image, cmap=None if image.ndim == 3 else "tab10", interpolation="nearest")
         ax.set_title(title)
