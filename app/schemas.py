@@ -30,6 +30,8 @@ class CompressOptions(BaseModel):
     lambda_: float | None = Field(None, alias="lambda", gt=0,
                                   description="rate-distortion trade-off (scale hyperprior)")
     block: int | None = Field(None, gt=0, description="block size of per-block quality control (scale hyperprior)")
+    rate_weight: float | None = Field(None, ge=0, le=100, description="vqvae-fpn: choose codes by distance + "
+                                      "weight x bits, for smaller files (about 0.5-3)")
     quality: float | None = Field(None, gt=0, description="jpeg2000: OpenJPEG fixed-quality level in dB")
     lossless: bool = Field(False, description="jpeg2000: reversible 5/3 wavelet, bit exact")
     klt: bool = Field(False, description="jpeg2000: spectral KLT across bands first")
@@ -37,7 +39,8 @@ class CompressOptions(BaseModel):
 
     def quality_parameters(self) -> dict:
         return {"psnr": self.psnr, "mse": self.mse, "lambda": self.lambda_, "block": self.block,
-                "quality": self.quality, "lossless": self.lossless, "klt": self.klt}
+                "rate_weight": self.rate_weight, "quality": self.quality, "lossless": self.lossless,
+                "klt": self.klt}
 
 
 class CompressUpload(CompressOptions):

@@ -24,10 +24,9 @@ from workers.keys import MODEL_FILES, model_key
 from workers.store import ObjectStore
 
 JPEG2000 = JPEG2000Codec.codec_id
-QUALITY_PARAMETERS = ("psnr", "mse", "lambda", "block", "quality", "lossless", "klt")
 # The quality parameters each codec takes; psnr/mse/lambda/block are the fixed-quality
 # controls of the scale hyperprior.
-TAKES = {JPEG2000: ("psnr", "quality", "lossless", "klt"), VQVAECodec.codec_id: (),
+TAKES = {JPEG2000: ("psnr", "quality", "lossless", "klt"), VQVAECodec.codec_id: ("rate_weight",),
          HyperpriorCodec.codec_id: ("psnr", "mse", "lambda", "block")}
 GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
 QUEUES = (GPU_QUEUE, CPU_QUEUE)
@@ -61,8 +60,8 @@ def codec_params(model_id: str, version: str | None, params: dict) -> dict:
 
         return {"target": QualityTarget(psnr=given.get("psnr"), mse=given.get("mse"),
                                         lmbda=given.get("lambda"), block=given.get("block"))}
-    if codec != JPEG2000:
-        return {}
+    if codec == VQVAECodec.codec_id:
+        return {"rate_weight": given["rate_weight"]} if "rate_weight" in given else {}
     if not {"psnr", "quality", "lossless"} & set(given):
         raise InputError("jpeg2000 needs one of psnr (target PSNR, peak 10000), quality or lossless")
     return {"quality": given.get("quality"), "lossless": bool(given.get("lossless")),

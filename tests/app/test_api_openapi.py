@@ -24,7 +24,7 @@ def test_both_request_forms_and_problem_responses_are_documented(service_env):
     upload = schemas["CompressUpload"]["properties"]["file"]
     assert upload["type"] == "string"
     assert upload.get("format") == "binary" or upload.get("contentMediaType") == "application/octet-stream"
-    assert {"psnr", "mse", "lambda", "block", "quality", "lossless", "klt"} <= set(
+    assert {"psnr", "mse", "lambda", "block", "rate_weight", "quality", "lossless", "klt"} <= set(
         schemas["CompressRequest"]["properties"])
     assert schemas["S3Source"]["required"] == ["bucket", "key"]
     assert schemas["Job"]["properties"]["status"]["enum"] == ["queued", "running", "finished", "failed"]

@@ -21,6 +21,11 @@ def test_jpeg2000_takes_its_parameters(service_env):
         codec_params("jpeg2000", None, {"klt": True})
 
 
+def test_vq_takes_a_rate_weight(service_env):
+    assert codec_params("tiny-vq", None, {"rate_weight": 1.5}) == {"rate_weight": 1.5}
+    assert codec_params("tiny-vq", None, {}) == {}
+
+
 def test_hyperprior_takes_a_quality_target(service_env):
     target = codec_params("tiny-hp", None, {"psnr": 45.0, "block": 32})["target"]
     assert (target.psnr, target.block, target.mse) == (45.0, 32, 10000 ** 2 / 10 ** 4.5)
@@ -36,6 +41,7 @@ def test_hyperprior_takes_a_quality_target(service_env):
     ("jpeg2000", {"quality": 40.0, "lambda": 0.01}, "['lambda']"),
     ("jpeg2000", {"psnr": 40.0, "mse": 3.0, "block": 64}, "['block', 'mse']"),
     ("tiny-vq", {"psnr": 40.0}, "['psnr']"),
+    ("tiny-vq", {"rate_weight": 1.0, "block": 16}, "['block']"),
 ])
 def test_parameters_a_model_does_not_take_are_refused(service_env, model, params, refused):
     with pytest.raises(InputError, match="does not take the quality parameter") as caught:
@@ -61,5 +67,5 @@ def test_band_count_and_queues(service_env):
 def test_catalogue_lists_models_and_the_baseline(service_env):
     entries = {e["model_id"]: e for e in catalogue()}
     assert entries["tiny-vq"]["bands"] == ["B02", "B03", "B04", "B08"]
-    assert entries["tiny-vq"]["parameters"] == [] and len(entries["tiny-vq"]["weights_sha256"]) == 64
+    assert entries["tiny-vq"]["parameters"] == ["rate_weight"] and len(entries["tiny-vq"]["weights_sha256"]) == 64
     assert entries["jpeg2000"]["parameters"] == ["psnr", "quality", "lossless", "klt"]
