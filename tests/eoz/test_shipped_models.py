@@ -14,10 +14,13 @@ VALIDATION_CITY = "oscd_s2_l1c/bordeaux/bordeaux_imgs_2_10m_B02-B03-B04-B08.tif"
 
 def test_every_shipped_model_matches_its_pins():
     entries = ModelStore().entries()
-    assert {e.model_id for e in entries} >= {"vqvae-fpn-s2-10m"}
+    assert {e.model_id for e in entries} >= {"vqvae-fpn-s2-10m", "hyperprior-s2-10m"}
     for entry in entries:
-        codec = codec_for_model(entry.model_id, entry.version)
-        assert codec.codebook_sha256 == entry.manifest["codebook_sha256"]
+        codec = codec_for_model(entry.model_id, entry.version)   # loading checks the weights' sha256
+        if entry.codec == "vqvae-fpn":
+            assert codec.codebook_sha256 == entry.manifest["codebook_sha256"]
+        else:
+            assert set(entry.manifest["quality_model"]) == set("abcd")
         assert set(entry.manifest["training"]["validation_files"]).isdisjoint(
             entry.manifest["training"]["train_files"])
 
@@ -59,3 +62,20 @@ def test_rate_weight_trades_quality_for_size(shared_data):
     lighter = evaluate(array, meta, codec_for_model("vqvae-fpn-s2-10m", rate_weight=1.5))
     assert lighter["bytes"] < 0.97 * plain["bytes"]
     assert lighter["ssim"] > plain["ssim"] - 0.01
+
+
+def test_hyperprior_meets_every_block_target_on_a_held_out_city(shared_data):
+    import numpy as np
+
+    from eoz.codecs import compress_array, decompress_array
+    from eoz.quality import QualityTarget, block_means
+
+    array, meta = read_raster(shared_data / VALIDATION_CITY, window=(100, 100, 256, 256))
+    for target in (QualityTarget(psnr=42.0, block=32), QualityTarget(psnr=50.0)):
+        data = compress_array(array, meta, codec_for_model("hyperprior-s2-10m", target=target))
+        recon, _ = decompress_array(data)
+        err = (recon.astype(np.float64) - array) ** 2
+        mse = block_means(err, np.ones(err.shape, bool), target.block or 512)
+        assert (mse <= target.mse).all()
+        assert np.mean(10 * np.log10(target.mse / mse)) < 0.5          # mean overshoot, dB
+        assert len(data) < array.nbytes / 2.5
