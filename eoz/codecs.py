@@ -256,8 +256,9 @@ class HyperpriorCodec(Codec):
 
     @staticmethod
     def _finish(recon: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """What the decoder outputs: integer data is rounded and clipped to its dtype."""
-        return _to_dtype(recon, dtype) if dtype.kind in "iu" else recon
+        """What the decoder outputs (integer data rounded and clipped to its dtype), as float64
+        so that errors against the original are never computed in unsigned arithmetic."""
+        return _to_dtype(recon, dtype).astype(np.float64) if dtype.kind in "iu" else recon
 
     def block_mse(self, tile: np.ndarray, valid: np.ndarray, block: int | None, codes: np.ndarray,
                   analysed=None) -> np.ndarray:

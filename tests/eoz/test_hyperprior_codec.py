@@ -159,3 +159,13 @@ def test_spectral_basis_is_orthonormal_and_decorrelates(patch):
     covariance = np.cov(components)
     assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 1e-3 * covariance.max()
     assert np.all(np.diff(np.diag(covariance)) <= 0)           # strongest first
+
+
+def test_block_errors_are_measured_in_signed_arithmetic(tiny_hyperprior_store):
+    """uint16 reconstructions below the original must not wrap around when subtracted."""
+    codec = _codec(tiny_hyperprior_store, lmbda=1000.0)
+    tile = np.full((4, 32, 32), 60000, np.uint16)      # far above what the untrained model outputs
+    mse = codec.block_mse(tile, np.ones(tile.shape, bool), None, np.zeros((1, 1), np.uint8))
+    recon = codec.decode_tile(codec.encode_tile(tile, np.ones(tile.shape, bool)), 4, 32, 32)
+    expected = np.mean((np.clip(np.rint(recon), 0, 65535) - 60000.0) ** 2)
+    assert mse[0, 0] == pytest.approx(expected, rel=1e-3)   # wrapped uint16 would be ~100x off
