@@ -86,9 +86,9 @@ class VQVAECodec(Codec):
     codec_id = "vqvae-fpn"
     overlap = 8   # removes the tile seams (border error 1.5x the interior without it, 0.9x with)
 
-    def __init__(self, entry: ModelEntry, rate_weight: float = 0.0):
+    def __init__(self, entry: ModelEntry):
         self.entry = entry
-        self.rate_weight = rate_weight
+        self.rate_weight = 0.0
         tensors = entry.load_weights()
         self.config = VQVAEFPNConfig(**entry.manifest["architecture"])
         self.model = VQVAEFPN(self.config).eval()
@@ -274,8 +274,9 @@ class HyperpriorCodec(Codec):
         cell = None if block is None else block // self.config.latent_factor
         return block_sums(bits.sum(0, keepdims=True), np.ones((1, *bits.shape[1:]), bool), cell)[0]
 
-    def _refine(self, tile: np.ndarray, valid: np.ndarray, analysed, codes: np.ndarray, block: int | None):
-        """Residual layer for the blocks still short of the target at the top lambda.
+    def _refine(self, tile: np.ndarray, valid: np.ndarray, analysed, codes: np.ndarray, short: np.ndarray,
+                block: int | None):
+        """Residual layer for the ``short`` blocks, still short of the target at the top lambda.
 
         Their base lambda is then chosen again, from a few candidates, for the fewest bits of
         base plus residual: a base that cannot reach the target anyway is cheapest kept
@@ -283,7 +284,6 @@ class HyperpriorCodec(Codec):
         Returns codes, the residual's step codes, symbols and basis, and the block MSEs of the output.
         """
         target = self.target.mse
-        short = self.block_mse(tile, valid, block, codes, analysed) > target
         finish = lambda r: self._finish(r, tile.dtype)
         best = None
         for base_code in REFINE_BASE_CODES:
@@ -319,8 +319,10 @@ class HyperpriorCodec(Codec):
             codes = report["codes"]
         steps = np.zeros_like(codes)
         residual_symbols, basis = np.zeros(tile.shape, np.int64), np.zeros((0, 0), np.float32)
-        if self.target.mse is not None and self.target.closed_loop and (report["mse"] > self.target.mse).any():
-            codes, steps, residual_symbols, basis, report["mse"] = self._refine(tile, valid, analysed, codes, block)
+        short = report["mse"] > self.target.mse if self.target.mse is not None else None  # closed loop's last measure
+        if self.target.closed_loop and short is not None and short.any():
+            codes, steps, residual_symbols, basis, report["mse"] = self._refine(tile, valid, analysed, codes,
+                                                                                short, block)
             report["codes"] = codes
         _, z, _, log_scale = analysed
         symbols, _, log_gain = self._quantize(analysed, codes, block)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from eoz.models.entropy_models import SymbolTables, scale_table
-from eoz.quality import AIM, block_means, block_sums, expand_blocks
+from eoz.quality import AIM, block_grid, block_means, block_sums, expand_blocks
 
 _STEPS_PER_OCTAVE = 16
 _UNIT_CODE = 65         # step 1
@@ -82,7 +82,7 @@ def choose_steps(tile: np.ndarray, base: np.ndarray, valid: np.ndarray, block: i
         recon = finish(reconstruct(base, symbols, codes, block, basis))
         return block_means((recon - tile) ** 2, valid, block), symbols
 
-    codes = np.zeros(block_means(tile, valid, block).shape, np.uint8)
+    codes = np.zeros(block_grid(*tile.shape[1:], block), np.uint8)
     mse, _ = block_mse(codes)
     refined = mse > target_mse
     codes[refined] = _code_of_step(np.sqrt(12 * target_mse * AIM))
@@ -90,12 +90,12 @@ def choose_steps(tile: np.ndarray, base: np.ndarray, valid: np.ndarray, block: i
     growing = refined & (mse <= target_mse)
     while growing.any():
         trial = np.where(growing, np.minimum(codes.astype(np.int64) + 1, 255), codes).astype(np.uint8)
-        trial_mse, _ = block_mse(trial)
-        accept = growing & (trial_mse <= target_mse) & (trial > codes)
-        growing = accept
-        codes = np.where(accept, trial, codes)
-        if accept.any():
-            mse, symbols = block_mse(codes)
+        trial_mse, trial_symbols = block_mse(trial)
+        growing = growing & (trial_mse <= target_mse) & (trial > codes)
+        # blocks quantize independently: the accepted ones take the trial's figures as they are
+        codes = np.where(growing, trial, codes)
+        mse = np.where(growing, trial_mse, mse)
+        symbols = np.where(expand_blocks(growing, block, tile.shape[1:])[None], trial_symbols, symbols)
     while True:
         still = (mse > target_mse) & (codes > 1)
         if not still.any():
