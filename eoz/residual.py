@@ -45,7 +45,7 @@ def spectral_basis(residual: np.ndarray, valid: np.ndarray) -> np.ndarray:
     orthonormal rotation keeps the squared error). Rounded to float32, as the file stores it.
     """
     samples = residual[:, valid.all(axis=0)].reshape(len(residual), -1)
-    if samples.shape[1] < 2:
+    if samples.shape[1] < 2 or len(residual) == 1:
         return np.eye(len(residual), dtype=np.float32)
     eigenvalues, vectors = np.linalg.eigh(np.cov(samples))
     return vectors[:, np.argsort(eigenvalues)[::-1]].T.astype(np.float32)

@@ -25,9 +25,6 @@ from eoz.models.hyperprior import LAMBDA_MAX_LOG2, LAMBDA_MIN_LOG2, HyperpriorCo
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
 
-PEAK = 10000.0  # Sentinel-2 reflectance DN peak used for PSNR (DESIGN.md, Metrics)
-
-
 @dataclass
 class TrainConfig:
     model_id: str = "vqvae-fpn-s2-10m"
@@ -59,10 +56,16 @@ MODEL_CONFIGS = {"vqvae-fpn": VQVAEFPNConfig, "hyperprior": HyperpriorConfig}
 
 def recipe(model_id: str, split: str, codec: str) -> TrainConfig:
     """The settings the published models were trained with (see their manifests)."""
+    if codec == "spectral-partition":   # one small single-channel hyperprior per interval
+        return TrainConfig(model_id=model_id, split=split, codec="hyperprior", steps=3000, batch_size=32,
+                           crop=32, lr=3e-4, warmup=200, model=HyperpriorConfig(
+                               in_channels=1, channels=48, latent_channels=96, hyper_channels=48))
+    bands = len(datasets.split_named(split).bands)
     if codec == "hyperprior":
         return TrainConfig(model_id=model_id, split=split, codec=codec, steps=9000, batch_size=8, crop=96,
-                           lr=2e-4, warmup=500, model=HyperpriorConfig(latent_channels=192))
-    return TrainConfig(model_id=model_id, split=split, codec=codec)
+                           lr=2e-4, warmup=500, model=HyperpriorConfig(in_channels=bands, latent_channels=192))
+    return TrainConfig(model_id=model_id, split=split, codec=codec,
+                       model=VQVAEFPNConfig(in_channels=bands, codebook_sizes=[256, 512]))
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -87,28 +90,31 @@ def _normalizer_for(cfg: TrainConfig, train_arrays: list[np.ndarray]) -> BandNor
     return BandNormalizer.fit_linear(pick) if cfg.codec == "hyperprior" else BandNormalizer.fit(pick)
 
 
-def _psnr(normalizer: BandNormalizer, recon: np.ndarray, crops: np.ndarray) -> float:
-    """PSNR (peak 10000) in original units of normalized reconstructions of crops."""
-    recon = np.stack([np.clip(normalizer.inverse(c), 0, 65535) for c in recon])
-    return 10 * math.log10(PEAK ** 2 / float(np.mean((recon - crops.astype(np.float64)) ** 2)))
+def _psnr(normalizer: BandNormalizer, recon: np.ndarray, crops: np.ndarray, split: datasets.Split) -> float:
+    """PSNR (at the split's peak) in original units of normalized reconstructions of crops,
+    rounded and clipped to the split's dtype as the decoder would."""
+    from eoz.codecs import _to_dtype
+
+    recon = np.stack([_to_dtype(normalizer.inverse(c), np.dtype(split.dtype)) for c in recon]).astype(np.float64)
+    return 10 * math.log10(split.peak ** 2 / float(np.mean((recon - crops.astype(np.float64)) ** 2)))
 
 
 VALIDATION_LAMBDAS_LOG2 = (7, 10, 13, 16)
 
 
-def validate(model, normalizer: BandNormalizer, crops: np.ndarray) -> dict:
+def validate(model, normalizer: BandNormalizer, crops: np.ndarray, split: datasets.Split) -> dict:
     """Validation figures on fixed crops: PSNR for a VQ model; PSNR and bpp per lambda for a hyperprior."""
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad():
         x = torch.from_numpy(np.stack([normalizer.forward(c) for c in crops])).to(device)
         if isinstance(model, VQVAEFPN):
-            out = {"val_psnr": round(_psnr(normalizer, model.decode(model.encode(x)).cpu().numpy(), crops), 3)}
+            out = {"val_psnr": round(_psnr(normalizer, model.decode(model.encode(x)).cpu().numpy(), crops, split), 3)}
         else:
             psnr, bpp = [], []
             for log2 in VALIDATION_LAMBDAS_LOG2:
                 r = model(x, torch.full((len(x),), 2.0 ** log2, device=device))
-                psnr.append(round(_psnr(normalizer, r["recon"].cpu().numpy(), crops), 3))
+                psnr.append(round(_psnr(normalizer, r["recon"].cpu().numpy(), crops, split), 3))
                 bpp.append(round(float(r["bpp"].mean()), 4))
             out = {"val_lambda_log2": list(VALIDATION_LAMBDAS_LOG2), "val_psnr": psnr, "val_bpp": bpp}
     model.train()
@@ -145,9 +151,9 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") ->
     else:
         cfg = cfg or TrainConfig()
         config_path.write_text(json.dumps(asdict(cfg), indent=2))
-    split = datasets.SPLITS[cfg.split]
+    split = datasets.split_named(cfg.split)
     train_arrays = datasets.load_split(split, "train")
-    val_crops = datasets.fixed_crops(datasets.load_split(split, "validation"), 128)
+    val_crops = datasets.fixed_crops(datasets.load_split(split, "validation"), split.validation_crop)
     torch.manual_seed(cfg.seed)
     model_class, loss_fn = FAMILIES[cfg.codec]
     model = model_class(cfg.model).to(device)
@@ -194,7 +200,7 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") ->
                         "seconds": round(time.time() - started, 1)}
                 sums = {}
                 if step % cfg.validate_every == 0 or step == cfg.steps:
-                    line.update(validate(model, normalizer, val_crops))
+                    line.update(validate(model, normalizer, val_crops, split))
                 log.write(json.dumps(line) + "\n")
                 log.flush()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -216,7 +222,7 @@ def vq_coding_tensors(model: VQVAEFPN, cfg: TrainConfig, normalizer: BandNormali
 
     maps = []
     with torch.no_grad():
-        for array in datasets.load_split(datasets.SPLITS[cfg.split], "train"):
+        for array in datasets.load_split(datasets.split_named(cfg.split), "train"):
             for tile in _tiles(array, DEFAULT_TILE_SIZE):
                 x = torch.from_numpy(normalizer.forward(pad_to_multiple(tile, cfg.model.factor)))[None]
                 maps.append([m[0].numpy() for m in model.encode(x)])
@@ -253,7 +259,7 @@ def fit_quality_model(codec, split: "datasets.Split", block: int = 16):
         if size < codec.stride:
             continue
         for crop in datasets.fixed_crops([array], size, per_array=1):
-            tile = crop.astype(np.uint16)
+            tile = crop.astype(split.dtype)
             valid = np.ones(tile.shape, bool)
             analysed = codec._analyse(tile)
             act = activity(tile, valid, block).ravel()
@@ -266,6 +272,23 @@ def fit_quality_model(codec, split: "datasets.Split", block: int = 16):
 
 
 VALIDATION_CODES = (0, 64, 128, 192, 255)
+
+
+def load_run(run_dir: Path):
+    """A run's config, checkpoint state, model (eval mode, CPU) and normalizer."""
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    model_class, _ = FAMILIES[cfg.codec]
+    model = model_class(cfg.model).eval()
+    model.load_state_dict(state["model"])
+    return cfg, state, model, BandNormalizer.from_dict(state["normalizer"])
+
+
+def training_curve(run_dir: Path) -> list[dict]:
+    """The validation lines and every 500th step of a run's log, for its manifest."""
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [{k: line[k] for k in ("step", "mse_normalized", "bpp", "val_psnr", "val_bpp") if k in line}
+            for line in log if "val_psnr" in line or line["step"] % 500 == 0]
 
 
 def export(run_dir: Path, version: str, store=None, description: str = "") -> dict:
@@ -286,23 +309,18 @@ def export(run_dir: Path, version: str, store=None, description: str = "") -> di
     from eoz.raster import read_meta
     from eoz.registry import ModelStore
 
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model_class, _ = FAMILIES[cfg.codec]
-    model = model_class(cfg.model).eval()
-    model.load_state_dict(state["model"])
-    normalizer = BandNormalizer.from_dict(state["normalizer"])
-    split = datasets.SPLITS[cfg.split]
+    cfg, state, model, normalizer = load_run(run_dir)
+    split = datasets.split_named(cfg.split)
     tensors = {f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     hyperprior = cfg.codec == HyperpriorCodec.codec_id
     tensors.update(hyperprior_coding_tensors(model) if hyperprior else vq_coding_tensors(model, cfg, normalizer))
     weights = save_safetensors(tensors)
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     manifest = {
         "codec": cfg.codec,
         "description": description,
         "bands": list(split.bands),
-        "dtype": "uint16",
+        "dtype": split.dtype,
+        "peak": split.peak,
         "architecture": cfg.model.to_dict(),
         "normalization": normalizer.to_dict(),
         "training": {
@@ -311,8 +329,7 @@ def export(run_dir: Path, version: str, store=None, description: str = "") -> di
             "steps": state["step"],
             "train_files": list(split.train),
             "validation_files": list(split.validation),
-            "curve": [{k: line[k] for k in ("step", "mse_normalized", "bpp", "val_psnr", "val_bpp") if k in line}
-                      for line in log if "val_psnr" in line or line["step"] % 500 == 0],
+            "curve": training_curve(run_dir),
         },
     }
     if hyperprior:
@@ -332,10 +349,10 @@ def export(run_dir: Path, version: str, store=None, description: str = "") -> di
                         for c in VALIDATION_CODES}
         per_file = {}
         for rel in split.validation:
-            array = datasets.load_bands(datasets.data_dir() / rel, split.bands).astype(np.uint16)
+            array = datasets.load_bands(datasets.data_dir() / rel, split.bands).astype(split.dtype)
             meta = read_meta(datasets.data_dir() / rel)
             for code, setting in settings.items():
-                r = evaluate(array, meta, setting, store=staging_store)
+                r = evaluate(array, meta, setting, peak=split.peak, store=staging_store)
                 key = rel if code is None else f"{rel} @ lambda code {code}"
                 per_file[key] = {k: r[k] for k in ("compression_ratio", "compression_ratio_fixed_length",
                                                    "bpp_per_band", "psnr", "ssim") if k in r}
@@ -344,6 +361,6 @@ def export(run_dir: Path, version: str, store=None, description: str = "") -> di
         rows = [v for k, v in per_file.items() if code is None or k.endswith(f"@ lambda code {code}")]
         figures["mean" if code is None else f"mean @ lambda code {code}"] = {
             k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    manifest["validation"] = {"peak": PEAK, "files": per_file, **figures}
+    manifest["validation"] = {"peak": split.peak, "files": per_file, **figures}
     (store or ModelStore()).publish(cfg.model_id, version, manifest, weights)
     return manifest

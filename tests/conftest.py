@@ -87,3 +87,29 @@ def tiny_hyperprior_store(tmp_path) -> ModelStore:
     store = ModelStore(tmp_path / "model_store")
     publish_tiny_hyperprior(store)
     return store
+
+
+def publish_tiny_partition(store: ModelStore, bands: list[str], intervals: list[tuple[int, int]],
+                           model_id: str = "tiny-hsi", version: str = "1", dtype: str = "int16"):
+    """An untrained spectral-partition entry: two tiny single-channel hyperpriors per interval."""
+    from eoz.models.hyperprior import HyperpriorConfig, ModulatedHyperprior
+    from eoz.train import hyperprior_coding_tensors
+
+    tensors, sections = {}, []
+    for k, (start, stop) in enumerate(intervals):
+        section = {"start": start, "stop": stop}
+        for j, kind in enumerate(("independent", "predicted")):
+            torch.manual_seed(2 * k + j)
+            model = ModulatedHyperprior(HyperpriorConfig(in_channels=1, channels=8, latent_channels=8,
+                                                         hyper_channels=8)).eval()
+            sub = {f"model.{n}": v.numpy() for n, v in model.state_dict().items()}
+            sub.update(hyperprior_coding_tensors(model))
+            tensors.update({f"interval{k}.{kind}.{n}": v for n, v in sub.items()})
+            mean = 1000.0 if kind == "independent" else 0.0
+            section[kind] = {"architecture": model.config.to_dict(),
+                             "normalization": BandNormalizer([0.0], [1.0], [mean], [1000.0]).to_dict(),
+                             "quality_model": {"a": 12.0, "b": -0.6, "c": 0.0, "d": 0.0}}
+        sections.append(section)
+    manifest = {"codec": "spectral-partition", "description": "test model", "bands": list(bands),
+                "dtype": dtype, "intervals": sections}
+    return store.publish(model_id, version, manifest, save_safetensors(tensors))

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from eoz.codecs import LEARNED_CODECS, HyperpriorCodec, JPEG2000Codec, VQVAECodec
+from eoz.codecs import LEARNED_CODECS, HyperpriorCodec, JPEG2000Codec, SpectralPartitionCodec, VQVAECodec
 from eoz.container import Header
 from eoz.errors import InputError, UnknownModelError
 from eoz.raster import RasterMeta
@@ -27,7 +27,8 @@ JPEG2000 = JPEG2000Codec.codec_id
 # The quality parameters each codec takes; psnr/mse/lambda/block are the fixed-quality
 # controls of the scale hyperprior.
 TAKES = {JPEG2000: ("psnr", "quality", "lossless", "klt"), VQVAECodec.codec_id: ("rate_weight",),
-         HyperpriorCodec.codec_id: ("psnr", "mse", "lambda", "block")}
+         HyperpriorCodec.codec_id: ("psnr", "mse", "lambda", "block"),
+         SpectralPartitionCodec.codec_id: ("psnr", "mse", "lambda", "block")}
 GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
 QUEUES = (GPU_QUEUE, CPU_QUEUE)
 
@@ -55,11 +56,12 @@ def codec_params(model_id: str, version: str | None, params: dict) -> dict:
     if refused:
         offered = f"it takes {list(takes)}" if takes else "it runs at its trained rate and takes none"
         raise InputError(f"model {model_id!r} does not take the quality parameter(s) {refused}; {offered}")
-    if codec == HyperpriorCodec.codec_id:
+    if codec in (HyperpriorCodec.codec_id, SpectralPartitionCodec.codec_id):
         from eoz.quality import QualityTarget
 
-        return {"target": QualityTarget(psnr=given.get("psnr"), mse=given.get("mse"),
-                                        lmbda=given.get("lambda"), block=given.get("block"))}
+        peak = ModelStore().get(model_id, version).manifest.get("peak", QualityTarget.peak)
+        return {"target": QualityTarget(psnr=given.get("psnr"), mse=given.get("mse"), lmbda=given.get("lambda"),
+                                        block=given.get("block"), peak=peak)}
     if codec == VQVAECodec.codec_id:
         return {"rate_weight": given["rate_weight"]} if "rate_weight" in given else {}
     if not {"psnr", "quality", "lossless"} & set(given):

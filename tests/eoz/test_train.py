@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -181,3 +181,49 @@ def test_hyperprior_run_trains_resumes_and_exports_with_its_quality_model(tmp_pa
                  "--block", "64"]) == 0
     assert main(["decompress", str(tmp_path / "x.eoz"), str(tmp_path / "x.tif")]) == 0
     assert main(["compress", str(src), str(tmp_path / "y.eoz"), "--model", "tiny-hp"]) == 2   # no target
+
+
+def test_sar_backscatter_in_db_keeps_its_sign_through_normalization(shared_data):
+    """dB values are mostly negative: a linear normalizer and the float split must not clip them."""
+    from eoz.normalization import BandNormalizer
+    from eoz.train import _psnr
+
+    split = datasets.S1_DB
+    crops = datasets.fixed_crops(datasets.load_split(split, "validation"), split.validation_crop)
+    assert crops.dtype == np.float32 and (crops < 0).mean() > 0.9
+    normalizer = BandNormalizer.fit_linear(crops.transpose(1, 0, 2, 3).reshape(2, -1))
+    normalized = np.stack([normalizer.forward(c) for c in crops])
+    assert abs(normalized.mean()) < 0.1
+    assert np.allclose(normalizer.inverse(normalized[0]), crops[0], atol=1e-4)
+    assert _psnr(normalizer, normalized, crops, split) > 90
+
+
+def test_partition_run_fixes_its_intervals_trains_every_sub_model_and_exports(tmp_path, shared_data, monkeypatch):
+    from eoz import train_partition as tp
+    from eoz.codecs import codec_for_model
+    from eoz.models.hyperprior import HyperpriorConfig
+    from eoz.registry import ModelStore
+
+    tiles = [f"enmap_potsdam_hsi_tiles/enmap_potsdam_tile_{t}.tif" for t in ("96_0", "96_32", "160_64")]
+    split = replace(datasets.ENMAP_HSI, name="tiny-hsi", train=tuple(tiles[:2]), validation=(tiles[2],))
+    monkeypatch.setitem(datasets.SPLITS, split.name, split)
+    monkeypatch.setattr(tp, "VALIDATION_PSNRS", (40.0,))
+    cfg = TrainConfig(model_id="tiny-hsi", split="tiny-hsi", codec="hyperprior", steps=2, batch_size=2, crop=32,
+                      checkpoint_every=2, log_every=2, validate_every=2,
+                      model=HyperpriorConfig(in_channels=1, channels=8, latent_channels=8, hyper_channels=8))
+    run_dir = tmp_path / "run"
+    tp.train_partition(run_dir, cfg)
+    intervals = json.loads((run_dir / "intervals.json").read_text())
+    assert intervals[0][0] == 0 and intervals[-1][1] == 224 and len(intervals) >= 3
+    subs = tp.sub_runs(run_dir, "tiny-hsi")
+    assert len(subs) == 2 * len(intervals) and all(_state(d)["step"] == 2 for _, _, d, _ in subs)
+
+    store = ModelStore(tmp_path / "store")
+    manifest = tp.export_partition(run_dir, "1", store)
+    assert [(s["start"], s["stop"]) for s in manifest["intervals"]] == [tuple(i) for i in intervals]
+    assert manifest["intervals"][0]["predicted"]["normalization"]["mean"][0] == pytest.approx(0, abs=20)
+    assert len(manifest["bands"]) == 224 and manifest["dtype"] == "int16"
+    assert {"mean @ 40 dB", "mean @ 40 dB predicted"} <= set(manifest["validation"])
+    assert all(v["psnr"] >= 40 for k, v in manifest["validation"]["files"].items())
+    codec = codec_for_model("tiny-hsi", store=store)
+    assert len(codec.models) == len(intervals)
