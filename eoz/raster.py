@@ -48,6 +48,9 @@ _GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     # Neither read nor write .aux.xml files; everything we write lives inside the TIFF.
     "GDAL_PAM_ENABLED": "NO",
+    # GDAL's block cache defaults to 5 % of RAM; tiles stream through once, so a small
+    # cache bounds memory by the tile size, not the machine (megabytes).
+    "GDAL_CACHEMAX": 256,
 }
 # What rasterio raises for a file GDAL cannot make sense of (CRSError: unusable GeoKeys).
 _GDAL_ERRORS = (RasterioError, CPLE_BaseError, CRSError)

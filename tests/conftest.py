@@ -90,7 +90,7 @@ def tiny_hyperprior_store(tmp_path) -> ModelStore:
 
 
 def publish_tiny_partition(store: ModelStore, bands: list[str], intervals: list[tuple[int, int]],
-                           model_id: str = "tiny-hsi", version: str = "1", dtype: str = "int16"):
+                           model_id: str = "tiny-hsi", version: str = "1", dtype: str = "int16", **manifest_extra):
     """An untrained spectral-partition entry: two tiny single-channel hyperpriors per interval."""
     from eoz.models.hyperprior import HyperpriorConfig, ModulatedHyperprior
     from eoz.train import hyperprior_coding_tensors
@@ -111,5 +111,5 @@ def publish_tiny_partition(store: ModelStore, bands: list[str], intervals: list[
                              "quality_model": {"a": 12.0, "b": -0.6, "c": 0.0, "d": 0.0}}
         sections.append(section)
     manifest = {"codec": "spectral-partition", "description": "test model", "bands": list(bands),
-                "dtype": dtype, "intervals": sections}
+                "dtype": dtype, "intervals": sections, **manifest_extra}
     return store.publish(model_id, version, manifest, save_safetensors(tensors))

@@ -134,3 +134,20 @@ def test_cli_picks_the_partition_model_for_an_enmap_raster(cube, store, tmp_path
     decompress_file(tmp_path / "a.eoz", tmp_path / "a.tif")
     with rasterio.open(tmp_path / "a.tif") as ds:
         assert ds.count == 12 and ds.nodata == meta.nodata and ds.crs == meta.crs
+
+
+def test_cli_takes_the_peak_from_the_model_for_float_sar_in_db(shared_data, tmp_path, monkeypatch, capsys):
+    """A float32 dB raster keeps its dtype, and --psnr is at the model's stated peak (50 dB), not 10000."""
+    src = shared_data / "bigearthnet_s1_tiny/S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_39_VV-VH.tif"
+    store = ModelStore(tmp_path / "store")
+    publish_tiny_partition(store, ["VV_dB", "VH_dB"], [(0, 2)], model_id="tiny-sar", dtype="float32", peak=50.0)
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(store.root))
+    assert cli.main(["eval", str(src), "--model", "tiny-sar", "--psnr", "30", "--block", "16"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["peak"] == 50.0 and result["dtype"] == "float32" and result["psnr"] >= 30.0
+    assert cli.main(["compress", str(src), str(tmp_path / "s.eoz"), "--model", "tiny-sar", "--psnr", "30"]) == 0
+    decompress_file(tmp_path / "s.eoz", tmp_path / "s.tif")
+    original, meta = read_raster(src)
+    out, out_meta = read_raster(tmp_path / "s.tif")
+    assert out.dtype == np.float32 and out_meta.crs == meta.crs and out_meta.transform == meta.transform
+    assert metrics.psnr(original, out, 50.0) >= 30.0

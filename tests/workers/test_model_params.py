@@ -36,6 +36,19 @@ def test_hyperprior_takes_a_quality_target(service_env):
         codec_params("tiny-hp", None, {"psnr": 45.0, "block": 48})
 
 
+def test_a_target_psnr_is_at_the_peak_the_model_states(tmp_path, monkeypatch):
+    from eoz.registry import ModelStore
+    from tests.conftest import publish_tiny_hyperprior, publish_tiny_partition
+
+    store = ModelStore(tmp_path / "store")
+    publish_tiny_hyperprior(store)
+    publish_tiny_partition(store, ["VV_dB", "VH_dB"], [(0, 2)], model_id="tiny-sar", dtype="float32", peak=50.0)
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(store.root))
+    target = codec_params("tiny-sar", None, {"psnr": 35.0, "block": 16})["target"]
+    assert (target.peak, target.block) == (50.0, 16) and target.mse == pytest.approx(50.0 ** 2 / 10 ** 3.5)
+    assert codec_params("tiny-hp", None, {"psnr": 35.0})["target"].peak == 10000.0
+
+
 @pytest.mark.parametrize("model, params, refused", [
     ("tiny-hp", {"psnr": 40.0, "klt": True}, "['klt']"),
     ("jpeg2000", {"quality": 40.0, "lambda": 0.01}, "['lambda']"),
