@@ -44,6 +44,7 @@ from eoz.registry import ModelEntry, ModelStore
 from eoz.tiling import pad_to_multiple, padded_shape, tiles_in_window
 
 DEFAULT_TILE_SIZE = 512
+GPU_TILE_BATCH = 8   # 512 px tiles per network call on a GPU (about 70 MB of input)
 _FIXED_ONE = float(1 << IntegerHyperSynthesis.ACTIVATION_BITS)
 REFINE_BASE_CODES = (0, 64, 160)   # base lambdas tried under a residual layer
 _HAS_MASK = 1
@@ -52,6 +53,7 @@ _HAS_MASK = 1
 class Codec(ABC):
     codec_id: str
     stride: int = 1          # tiles are padded to multiples of this
+    batch_tiles: int = 1     # tiles encode_scene hands to encode_tiles at once
     overlap: int = 0         # default context pixels coded around each tile (see encode_scene)
     bands: list[str] | None = None   # the bands a model expects, in order; None = any
 
@@ -67,6 +69,10 @@ class Codec(ABC):
         quality targets are measured on those only.
         """
 
+    def encode_tiles(self, tiles: list[tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
+        """encode_tile over (tile, valid) pairs; a codec whose network batches overrides it."""
+        return [self.encode_tile(tile, valid) for tile, valid in tiles]
+
     @abstractmethod
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
         """Inverse of encode_tile for a tile of that padded shape, in original units (any dtype)."""
@@ -80,8 +86,9 @@ class Codec(ABC):
 class VQVAECodec(Codec):
     """VQVAE-FPN: one entropy-coded index map per level, decoded with the pinned codebooks.
 
-    The network runs on CUDA when present; entropy coding always runs on the CPU with
-    integer tables, so a file encoded on a GPU decodes to the same indices anywhere.
+    The network runs on CUDA when present, there on GPU_TILE_BATCH tiles at a time;
+    entropy coding always runs on the CPU with integer tables, so a file encoded on a GPU
+    decodes to the same indices anywhere.
     """
 
     codec_id = "vqvae-fpn"
@@ -98,6 +105,7 @@ class VQVAECodec(Codec):
         self.model.load_state_dict(state)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
+        self.batch_tiles = GPU_TILE_BATCH if self.device.type == "cuda" else 1
         self.prior = IndexPrior.from_tensors(tensors)
         self.normalizer = BandNormalizer.from_dict(entry.manifest["normalization"])
         self.stride = self.config.factor
@@ -128,14 +136,27 @@ class VQVAECodec(Codec):
         return [(height // self.config.level_factor(l), width // self.config.level_factor(l))
                 for l in range(self.config.levels)]
 
-    def index_maps(self, tile: np.ndarray) -> list[np.ndarray]:
+    def index_maps(self, tiles: np.ndarray) -> list[list[np.ndarray]]:
+        """Index maps of each tile of a (B, bands, h, w) stack, in one network call."""
         with torch.no_grad():
-            x = torch.from_numpy(self.normalizer.forward(tile.astype(np.float64)))[None].to(self.device)
+            x = torch.from_numpy(np.stack([self.normalizer.forward(t.astype(np.float64)) for t in tiles]))
             costs = [self.rate_weight * b for b in self.code_bits] if self.rate_weight else None
-            return [i[0].cpu().numpy() for i in self.model.encode(x, costs)]
+            maps = [i.cpu().numpy() for i in self.model.encode(x.to(self.device), costs)]
+        return [[m[k] for m in maps] for k in range(len(tiles))]
 
     def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
-        return self.prior.encode(self.index_maps(tile))
+        return self.prior.encode(self.index_maps(tile[None])[0])
+
+    def encode_tiles(self, tiles: list[tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
+        """Tiles of the same shape go through the network together (edge tiles may differ)."""
+        by_shape: dict[tuple, list[int]] = {}
+        for k, (tile, _) in enumerate(tiles):
+            by_shape.setdefault(tile.shape, []).append(k)
+        out: list[bytes] = [b""] * len(tiles)
+        for group in by_shape.values():
+            for k, maps in zip(group, self.index_maps(np.stack([tiles[k][0] for k in group]))):
+                out[k] = self.prior.encode(maps)
+        return out
 
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
         maps = self.prior.decode(payload, self.level_shapes(height, width))
@@ -610,9 +631,10 @@ def fill_nodata(tile: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.
     return (tile, None) if mask is None else (_filled(tile, mask), mask)
 
 
-def encode_tile_payload(codec: Codec, tile: np.ndarray, nodata: float | None,
-                        kept: tuple[slice, slice] | None = None) -> bytes:
-    """Payload of one coded window; ``kept`` is the part the decoder keeps (the rest is overlap)."""
+def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
+                 kept: tuple[slice, slice] | None = None) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The payload prefix (nodata mask), and the padded tile and valid mask the codec codes,
+    of one coded window; ``kept`` is the part the decoder keeps (the rest is overlap)."""
     tile, mask = fill_nodata(tile, nodata)
     prefix = b"\x00"
     if mask is not None:
@@ -625,7 +647,7 @@ def encode_tile_payload(codec: Codec, tile: np.ndarray, nodata: float | None,
                          (kept[1].start, tile.shape[2] - kept[1].stop)])
     padded = pad_to_multiple(tile, codec.stride)
     valid = np.pad(valid, [(0, 0)] + [(0, p - n) for p, n in zip(padded.shape[1:], tile.shape[1:])])
-    return prefix + codec.encode_tile(padded, valid)
+    return prefix, padded, valid
 
 
 def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int) -> np.ndarray:
@@ -675,6 +697,7 @@ def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: 
     codec's default when None) and the decoder keeps only its own area: pixels at a tile's
     edge are then coded with real neighbours rather than padding, so no seams show, at the
     cost of coding the overlap twice. Tiles stay independent, so windows decode alone.
+    Tiles reach the codec ``codec.batch_tiles`` at a time, so memory holds that many tiles.
     """
     codec.check_input(meta)
     if tile_size % codec.stride:
@@ -684,11 +707,17 @@ def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: 
                     crs=meta.crs, transform=meta.transform, nodata=meta.nodata,
                     overlap=codec.overlap if overlap is None else overlap, **codec.header_fields())
     with EozWriter(out, header) as writer:
+        pending = []
         for index in range(header.tile_count):
             row_off, col_off, h, w = header.tile_bounds(index)
             r0, c0, coded_h, coded_w = header.coded_bounds(index)
             kept = (slice(row_off - r0, row_off - r0 + h), slice(col_off - c0, col_off - c0 + w))
-            writer.write_tile(encode_tile_payload(codec, read_window(c0, r0, coded_w, coded_h), meta.nodata, kept))
+            pending.append(prepare_tile(codec, read_window(c0, r0, coded_w, coded_h), meta.nodata, kept))
+            if len(pending) == codec.batch_tiles or index == header.tile_count - 1:
+                bodies = codec.encode_tiles([(padded, valid) for _, padded, valid in pending])
+                for (prefix, _, _), body in zip(pending, bodies):
+                    writer.write_tile(prefix + body)
+                pending = []
     return header
 
 

@@ -175,3 +175,20 @@ def test_compress_file_leaves_no_partial_output(tmp_path, tiny_store):
 def test_read_meta_matches_header(tmp_path, shared_data, tiny_store):
     meta = read_meta(shared_data / S2_10M)
     assert meta.band_names == BANDS
+
+
+def test_tiles_batched_through_the_network_code_as_they_do_one_by_one(crop, tiny_store, monkeypatch):
+    """GPU workers hand several tiles to one network call; edge tiles of other shapes go apart."""
+    import copy
+
+    from eoz.codecs import VQVAECodec
+
+    array, meta = crop
+    single = codec_for_model("tiny-vq", store=tiny_store)
+    expected = compress_array(array, meta, single, tile_size=32)
+    batched = copy.copy(single)
+    batched.batch_tiles = 3
+    calls, index_maps = [], VQVAECodec.index_maps
+    monkeypatch.setattr(VQVAECodec, "index_maps", lambda self, tiles: calls.append(len(tiles)) or index_maps(self, tiles))
+    assert compress_array(array, meta, batched, tile_size=32) == expected
+    assert sum(calls) == 25 and max(calls) == 3     # 5 x 5 tiles, some of them three to a call
