@@ -438,6 +438,7 @@ class SpectralPartitionCodec(Codec):
     def __init__(self, entry: ModelEntry, target: QualityTarget | None = None, predict_bands: bool = True):
         self.entry, self.target, self.predict_bands = entry, target, predict_bands
         tensors = entry.load_weights()
+        shared = {n: v for n, v in tensors.items() if not n.startswith("interval")}   # tables of every sub-model
         self.intervals = [(iv["start"], iv["stop"]) for iv in entry.manifest["intervals"]]
         self.models = []
         for k, interval in enumerate(entry.manifest["intervals"]):
@@ -445,7 +446,7 @@ class SpectralPartitionCodec(Codec):
             for kind in ("independent", "predicted"):
                 prefix = f"interval{k}.{kind}."
                 sub = SubModel(entry.model_id, entry.version, entry.weights_sha256, interval[kind],
-                               {n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)})
+                               {**shared, **{n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)}})
                 pair.append(HyperpriorCodec(sub))
             self.models.append(pair)
         self.interval_of = np.concatenate([np.full(b - a, k) for k, (a, b) in enumerate(self.intervals)])

@@ -49,6 +49,17 @@ def train_partition(run_dir: Path, cfg: TrainConfig, device: str = "cpu") -> Non
 
 
 VALIDATION_PSNRS = (40.0, 45.0, 50.0)
+SHARED_PREFIX = "y_tables."   # the Gaussian tables depend on no weights: stored once for all sub-models
+
+
+def compact(name: str, value: np.ndarray) -> np.ndarray:
+    """Ten sub-models add up: float16 network weights (the encoder runs the same rounded
+    weights as the decoder), int16 fixed-point hyper-synthesis weights (below 2^14), int32 log gains."""
+    if name.startswith("model.") and value.dtype == np.float32:
+        return value.astype(np.float16)
+    if name.startswith("hyper_synthesis_int.") and name.endswith(".weight") and np.abs(value).max() < 2 ** 15:
+        return value.astype(np.int16)
+    return value.astype(np.int32) if name == "log_gain" else value
 
 
 def export_partition(run_dir: Path, version: str, store=None, description: str = "") -> dict:
@@ -77,11 +88,14 @@ def export_partition(run_dir: Path, version: str, store=None, description: str =
         section = {"architecture": sub_cfg.model.to_dict(), "normalization": normalizer.to_dict(),
                    "quality_model": {"a": 0.0, "b": -1.0, "c": 0.0, "d": 0.0},
                    "training": {"split": name, "steps": state["step"], "curve": training_curve(sub_dir)}}
+        sub_tensors = {n: compact(n, v) for n, v in sub_tensors.items()}   # fit on what ships
         codec = HyperpriorCodec(SubModel(cfg.model_id, version, "", section, sub_tensors))
         section["quality_model"] = fit_quality_model(codec, datasets.split_named(name)).to_dict()
         sections[k]["predicted" if predicted else "independent"] = section
         kind = "predicted" if predicted else "independent"
-        tensors.update({f"interval{k}.{kind}.{n}": v for n, v in sub_tensors.items()})
+        tensors.update({n: v for n, v in sub_tensors.items() if n.startswith(SHARED_PREFIX)})
+        tensors.update({f"interval{k}.{kind}.{n}": compact(n, v) for n, v in sub_tensors.items()
+                        if not n.startswith(SHARED_PREFIX)})
     weights = save_safetensors(tensors)
     first = datasets.data_dir() / split.train[0]
     manifest = {

@@ -19,6 +19,9 @@ def test_every_shipped_model_matches_its_pins():
         codec = codec_for_model(entry.model_id, entry.version)   # loading checks the weights' sha256
         if entry.codec == "vqvae-fpn":
             assert codec.codebook_sha256 == entry.manifest["codebook_sha256"]
+        elif entry.codec == "spectral-partition":
+            assert all(set(iv[kind]["quality_model"]) == set("abcd") for iv in entry.manifest["intervals"]
+                       for kind in ("independent", "predicted"))
         else:
             assert set(entry.manifest["quality_model"]) == set("abcd")
         assert set(entry.manifest["training"]["validation_files"]).isdisjoint(
@@ -80,3 +83,23 @@ def test_hyperprior_meets_every_block_target_on_a_held_out_city(shared_data):
         assert (mse <= target.mse).all()
         assert np.mean(10 * np.log10(target.mse / mse)) < 0.5          # mean overshoot, dB
         assert len(data) < array.nbytes / 2.5
+
+
+def test_sar_model_codes_held_out_backscatter_in_db_to_its_target(shared_data):
+    """Float32 dB in and out; every 32 px block of the held-out patch within its target at peak 50 dB."""
+    import numpy as np
+
+    from eoz.codecs import compress_array, decompress_array
+    from eoz.quality import QualityTarget, block_means
+
+    path = "bigearthnet_s1_tiny/S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_39_VV-VH.tif"
+    assert path in datasets.S1_DB.validation
+    array, meta = read_raster(shared_data / path)
+    target = QualityTarget(psnr=35.0, peak=50.0, block=32)
+    data = compress_array(array, meta, codec_for_model("hyperprior-s1-db", target=target))
+    recon, out_meta = decompress_array(data)
+    assert recon.dtype == np.float32 and out_meta.crs == meta.crs and out_meta.transform == meta.transform
+    mse = block_means((recon.astype(np.float64) - array) ** 2, np.ones(array.shape, bool), 32)
+    assert (mse <= target.mse).all()
+    # measured: 8.1:1 against raw float32 at 36.8 dB overall
+    assert array.nbytes / len(data) > 7.5
