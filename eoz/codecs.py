@@ -440,6 +440,7 @@ class SpectralPartitionCodec(Codec):
         tensors = entry.load_weights()
         shared = {n: v for n, v in tensors.items() if not n.startswith("interval")}   # tables of every sub-model
         self.intervals = [(iv["start"], iv["stop"]) for iv in entry.manifest["intervals"]]
+        self.interval_starts = {start for start, _ in self.intervals}
         self.models = []
         for k, interval in enumerate(entry.manifest["intervals"]):
             pair = []
@@ -470,7 +471,7 @@ class SpectralPartitionCodec(Codec):
         return self.models[self.interval_of[band]][int(predicted)]
 
     def _predicted(self, band: int, previous: np.ndarray | None) -> bool:
-        return previous is not None and band not in {a for a, _ in self.intervals}
+        return previous is not None and band not in self.interval_starts
 
     def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
         if self.target is None:

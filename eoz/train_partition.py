@@ -91,11 +91,10 @@ def export_partition(run_dir: Path, version: str, store=None, description: str =
         sub_tensors = {n: compact(n, v) for n, v in sub_tensors.items()}   # fit on what ships
         codec = HyperpriorCodec(SubModel(cfg.model_id, version, "", section, sub_tensors))
         section["quality_model"] = fit_quality_model(codec, datasets.split_named(name)).to_dict()
-        sections[k]["predicted" if predicted else "independent"] = section
         kind = "predicted" if predicted else "independent"
-        tensors.update({n: v for n, v in sub_tensors.items() if n.startswith(SHARED_PREFIX)})
-        tensors.update({f"interval{k}.{kind}.{n}": compact(n, v) for n, v in sub_tensors.items()
-                        if not n.startswith(SHARED_PREFIX)})
+        sections[k][kind] = section
+        tensors.update({n if n.startswith(SHARED_PREFIX) else f"interval{k}.{kind}.{n}": v
+                        for n, v in sub_tensors.items()})
     weights = save_safetensors(tensors)
     first = datasets.data_dir() / split.train[0]
     manifest = {
