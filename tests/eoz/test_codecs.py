@@ -192,3 +192,27 @@ def test_tiles_batched_through_the_network_code_as_they_do_one_by_one(crop, tiny
     monkeypatch.setattr(VQVAECodec, "index_maps", lambda self, tiles: calls.append(len(tiles)) or index_maps(self, tiles))
     assert compress_array(array, meta, batched, tile_size=32) == expected
     assert sum(calls) == 25 and max(calls) == 3     # 5 x 5 tiles, some of them three to a call
+
+
+def test_files_stream_through_tile_sized_windows_both_ways(tmp_path, shared_data, tiny_store, monkeypatch):
+    """A raster many tiles large is read and written only by windows of one coded tile (with its
+    overlap): memory follows the tile size, not the scene. A window decode of the file equals
+    that window of the full decode."""
+    from eoz.raster import RasterReader, RasterWriter, write_raster
+
+    src = tmp_path / "in.tif"
+    array, meta = read_raster(shared_data / S2_10M, window=(0, 0, 300, 230))
+    write_raster(src, array, meta)
+    reads, writes = [], []
+    read, write = RasterReader.read, RasterWriter.write
+    monkeypatch.setattr(RasterReader, "read", lambda self, window=None: reads.append(window) or read(self, window))
+    monkeypatch.setattr(RasterWriter, "write", lambda self, a, *args: writes.append(a.shape) or write(self, a, *args))
+    codec = codec_for_model("tiny-vq", store=tiny_store)
+    header = compress_file(src, tmp_path / "x.eoz", codec, tile_size=64)
+    assert header.tile_count == 5 * 4 and len(reads) == header.tile_count
+    assert None not in reads and max(w * h for _, _, w, h in reads) <= (64 + 2 * codec.overlap) ** 2
+    decompress_file(tmp_path / "x.eoz", tmp_path / "out.tif", store=tiny_store)
+    assert len(writes) == header.tile_count and max(h * w for _, h, w in writes) <= 64 * 64
+    full, _ = read_raster(tmp_path / "out.tif")
+    decompress_file(tmp_path / "x.eoz", tmp_path / "part.tif", window=(70, 50, 150, 100), store=tiny_store)
+    np.testing.assert_array_equal(read_raster(tmp_path / "part.tif")[0], full[:, 50:150, 70:220])
