@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from common import RESULTS_DIR, command_line, machine, provenance_md, table, write_outputs
-from eoz.codecs import DEFAULT_TILE_SIZE, codec_for_model, compress_array, decompress_array
+from eoz.codecs import DEFAULT_TILE_SIZE, codec_for_model
 from eoz.quality import QualityTarget, block_means, psnr_to_mse
 from eoz.registry import ModelStore
+from eoz.scene import compress_array, decompress_array
 from rd_s2 import load_images
 
 PEAK = 10000.0

@@ -28,12 +28,13 @@ import numpy as np
 
 from common import RESULTS_DIR, command_line, machine, provenance_md, table, write_outputs
 from eoz import datasets, jpeg2000, metrics, spectral
-from eoz.codecs import codec_for_model, compress_array, decompress_array
+from eoz.codecs import codec_for_model
 from eoz.container import EozReader
 from eoz.errors import UnknownModelError
 from eoz.quality import QualityTarget
 from eoz.raster import read_meta
 from eoz.registry import ModelStore
+from eoz.scene import compress_array, decompress_array
 
 SAR_STEP_DB = 0.01   # the JPEG 2000 baseline's integer step for dB values
 

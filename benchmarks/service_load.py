@@ -6,7 +6,7 @@ temporary folder, and ``--workers`` ``eoz worker`` processes on the same Redis. 
 ``--clients`` threads posts ``--jobs`` real scenes (crops of the held-out Sentinel-2
 validation rasters, written as GeoTIFF) to POST /v1/compress as multipart uploads, polls the
 job's status_url until it is finished or failed, fetches the result and decodes it here
-(eoz.codecs.decompress_array), checking shape, dtype and georeferencing against the crop.
+(eoz.scene.decompress_array), checking shape, dtype and georeferencing against the crop.
 
 Reported: jobs per minute (finished jobs over the time from the first submit to the last
 finish seen), latency from just before the upload starts to the poll that sees the job
@@ -43,7 +43,7 @@ import numpy as np
 
 from common import RESULTS_DIR, command_line, machine, provenance_md, table, write_outputs
 from eoz import datasets
-from eoz.codecs import decompress_array
+from eoz.scene import decompress_array
 from eoz.raster import RasterMeta, read_meta, window_transform, write_raster
 
 HOST = "127.0.0.1"

@@ -5,7 +5,7 @@ realistic scene: here a mosaic of real Sentinel-2 10 m data, the 4-band training
 tiled with mirroring to the requested size. Each compress_file and decompress_file runs
 in a fresh Python process, so its peak RSS (VmHWM of that process) belongs to that run
 alone. The same runs at a second, smaller scene show whether memory follows the tile size
-(as codecs.py promises) or the scene. Timings cover the compress_file / decompress_file call
+(as eoz/scene.py promises) or the scene. Timings cover the compress_file / decompress_file call
 only (GeoTIFF reading and writing included); imports and model loading are reported apart.
 """
 
@@ -78,7 +78,8 @@ def child(spec: dict) -> dict:
     """One compress or decompress, measured from inside the process that does it."""
     import torch
 
-    from eoz.codecs import codec_for_model, compress_file, decompress_file
+    from eoz.codecs import codec_for_model
+    from eoz.scene import compress_file, decompress_file
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])

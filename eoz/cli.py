@@ -88,7 +88,7 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compress(args) -> dict:
-    from eoz.codecs import compress_file
+    from eoz.scene import compress_file
 
     header = compress_file(args.input, args.output, _codec(args), args.tile_size, args.overlap)
     size = Path(args.output).stat().st_size
@@ -100,7 +100,7 @@ def cmd_compress(args) -> dict:
 
 
 def cmd_decompress(args) -> dict:
-    from eoz.codecs import decompress_file
+    from eoz.scene import decompress_file
 
     meta = decompress_file(args.input, args.output, tuple(args.window) if args.window else None, args.cog)
     return {"output": str(args.output), "width": meta.width, "height": meta.height,

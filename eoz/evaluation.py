@@ -12,10 +12,11 @@ import time
 import numpy as np
 
 from eoz import metrics
-from eoz.codecs import DEFAULT_TILE_SIZE, Codec, VQVAECodec, compress_array, decompress_array
+from eoz.codecs import DEFAULT_TILE_SIZE, Codec, VQVAECodec
 from eoz.container import EozReader
 from eoz.raster import RasterMeta
 from eoz.registry import ModelStore
+from eoz.scene import compress_array, decompress_array
 from eoz.tiling import padded_shape
 
 S2_PEAK = 10000.0

@@ -93,7 +93,7 @@ def _normalizer_for(cfg: TrainConfig, train_arrays: list[np.ndarray]) -> BandNor
 def _psnr(normalizer: BandNormalizer, recon: np.ndarray, crops: np.ndarray, split: datasets.Split) -> float:
     """PSNR (at the split's peak) in original units of normalized reconstructions of crops,
     rounded and clipped to the split's dtype as the decoder would."""
-    from eoz.codecs import _to_dtype
+    from eoz.codecs.base import _to_dtype
 
     recon = np.stack([_to_dtype(normalizer.inverse(c), np.dtype(split.dtype)) for c in recon]).astype(np.float64)
     return 10 * math.log10(split.peak ** 2 / float(np.mean((recon - crops.astype(np.float64)) ** 2)))

@@ -19,17 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from eoz import metrics
-from eoz.codecs import (
-    JPEG2000Codec,
-    codec_for_model,
-    decode_scene,
-    encode_scene,
-    header_meta,
-)
+from eoz.codecs import JPEG2000Codec, codec_for_model
 from eoz.container import EozReader
 from eoz.errors import InputError
 from eoz.features import extract_features
 from eoz.raster import RasterReader, RasterWriter
+from eoz.scene import decode_scene, encode_scene, header_meta
 from eoz.tiling import tiles_in_window
 from workers import context
 from workers.keys import result_key, temp_key

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from eoz import metrics
-from eoz.codecs import decompress_array
+from eoz.scene import decompress_array
 from tests.workers.servers import wait_for_job
 
 

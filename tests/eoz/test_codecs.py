@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import rasterio
 
-from eoz.codecs import (JPEG2000Codec, codec_for_model, compress_array, compress_file,
-                        decompress_array, decompress_file)
+from eoz.codecs import JPEG2000Codec, codec_for_model
 from eoz.container import EozReader
 from eoz.errors import ContainerError, CorruptTileError, InputError, ModelMismatchError, UnknownModelError
 from eoz.raster import RasterMeta, read_meta, read_raster
 from eoz.registry import ModelStore
+from eoz.scene import compress_array, compress_file, decompress_array, decompress_file
 from tests.conftest import S2_10M, publish_tiny_model
 
 BANDS = ["B02", "B03", "B04", "B08"]

@@ -11,12 +11,13 @@ import zlib
 import numpy as np
 import pytest
 
-from eoz.codecs import codec_for_model, compress_array, decompress_array
+from eoz.codecs import codec_for_model
 from eoz.container import EozReader
 from eoz.errors import ContainerError, InputError, ModelMismatchError
 from eoz.quality import QualityTarget, block_grid, block_means, code_of_log2_lambda
 from eoz.raster import read_raster
 from eoz.registry import ModelStore
+from eoz.scene import compress_array, decompress_array
 from tests.conftest import S2_10M, publish_tiny_hyperprior
 
 
@@ -115,9 +116,10 @@ def test_decoding_with_other_weights_is_refused(tmp_path, patch, tiny_hyperprior
 _CHILD = """
 import sys, numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
-from eoz.codecs import codec_for_model, compress_array, decompress_array
+from eoz.codecs import codec_for_model
 from eoz.quality import QualityTarget
 from eoz.raster import read_raster
+from eoz.scene import compress_array, decompress_array
 if sys.argv[2] == "encode":
     array, meta = read_raster(sys.argv[3], window=(400, 200, 150, 100))
     codec = codec_for_model(sys.argv[5], target=QualityTarget(psnr=30.0, block=16))

@@ -11,12 +11,13 @@ import pytest
 import rasterio
 
 from eoz import cli, metrics
-from eoz.codecs import codec_for_model, compress_array, decompress_array, decompress_file
+from eoz.codecs import codec_for_model
 from eoz.container import EozReader
 from eoz.errors import ContainerError, InputError, ModelMismatchError
 from eoz.quality import QualityTarget
 from eoz.raster import read_raster
 from eoz.registry import ModelStore
+from eoz.scene import compress_array, decompress_array, decompress_file
 from tests.conftest import publish_tiny_partition
 
 TILE = "enmap_potsdam_hsi_tiles/enmap_potsdam_tile_96_96.tif"

@@ -46,7 +46,7 @@ def test_tile_borders_are_no_worse_than_the_interior(shared_data):
     (measured on this city: 0.88 of the interior MSE; without overlap 1.55)."""
     import numpy as np
 
-    from eoz.codecs import compress_array, decompress_array
+    from eoz.scene import compress_array, decompress_array
 
     array, meta = read_raster(shared_data / "oscd_s2_l1c/dubai/dubai_imgs_1_10m_B02-B03-B04-B08.tif",
                               window=(0, 0, 384, 384))
@@ -71,7 +71,7 @@ def test_rate_weight_trades_quality_for_size(shared_data):
 def test_hyperprior_meets_every_block_target_on_a_held_out_city(shared_data):
     import numpy as np
 
-    from eoz.codecs import compress_array, decompress_array
+    from eoz.scene import compress_array, decompress_array
     from eoz.quality import QualityTarget, block_means
 
     array, meta = read_raster(shared_data / VALIDATION_CITY, window=(100, 100, 256, 256))
@@ -89,7 +89,7 @@ def test_sar_model_codes_held_out_backscatter_in_db_to_its_target(shared_data):
     """Float32 dB in and out; every 32 px block of the held-out patch within its target at peak 50 dB."""
     import numpy as np
 
-    from eoz.codecs import compress_array, decompress_array
+    from eoz.scene import compress_array, decompress_array
     from eoz.quality import QualityTarget, block_means
 
     path = "bigearthnet_s1_tiny/S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_39_VV-VH.tif"
@@ -120,7 +120,7 @@ def test_hyperspectral_model_meets_its_target_on_a_held_out_tile_and_band_predic
     import numpy as np
 
     from eoz import metrics
-    from eoz.codecs import compress_array, decompress_array
+    from eoz.scene import compress_array, decompress_array
     from eoz.quality import QualityTarget
 
     path = "enmap_potsdam_hsi_tiles/enmap_potsdam_tile_160_96.tif"

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eoz.codecs import codec_for_model, compress_array
+from eoz.codecs import codec_for_model
 from eoz.errors import EozError, InputError
 from eoz.raster import Limits, RasterMeta, write_raster
+from eoz.scene import compress_array
 from workers.errors import TooLargeError, UnsupportedMediaError
 from workers.validation import check_window, inspect_eoz, inspect_geotiff
 

@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from eoz import metrics
-from eoz.codecs import decompress_array
+from eoz.scene import decompress_array
 from eoz.errors import InputError
 from eoz.raster import read_raster
 from eoz.registry import ModelStore

@@ -8,7 +8,7 @@ import pytest
 from rq.job import Job
 
 from eoz import metrics
-from eoz.codecs import decompress_array
+from eoz.scene import decompress_array
 from tests.workers.servers import wait_until, write_crop
 from workers.keys import new_job_id, result_key, upload_key
 from workers.metrics import ServiceCollector

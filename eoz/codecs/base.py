@@ -1,0 +1,138 @@
+"""What every codec shares: the Codec interface and the framing of its tile payloads.
+
+A codec turns one padded, nodata-filled tile (bands, h, w) of float64 values in original
+units into bytes and back. Everything else about a tile is shared here: nodata masks,
+padding to the codec's stride, and dtype casting.
+
+Tile payload framing: one flag byte; when bit 0 is set a nodata mask follows
+(u32 length + zlib of the bit-packed mask); then the codec's own bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from eoz.container import Header
+from eoz.errors import ContainerError, InputError, ModelMismatchError
+from eoz.raster import RasterMeta
+from eoz.tiling import pad_to_multiple, padded_shape
+
+DEFAULT_TILE_SIZE = 512
+_HAS_MASK = 1
+
+
+class Codec(ABC):
+    codec_id: str
+    stride: int = 1          # tiles are padded to multiples of this
+    batch_tiles: int = 1     # tiles encode_scene hands to encode_tiles at once
+    overlap: int = 0         # default context pixels coded around each tile (see encode_scene)
+    bands: list[str] | None = None   # the bands a model expects, in order; None = any
+
+    @abstractmethod
+    def header_fields(self) -> dict:
+        """Header fields this codec fills (model pins, normalization, parameters)."""
+
+    @abstractmethod
+    def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
+        """(bands, h, w) in the raster's dtype, nodata filled, h and w multiples of stride.
+
+        valid marks the samples that are part of the image (not padding, not nodata):
+        quality targets are measured on those only.
+        """
+
+    def encode_tiles(self, tiles: list[tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
+        """encode_tile over (tile, valid) pairs; a codec whose network batches overrides it."""
+        return [self.encode_tile(tile, valid) for tile, valid in tiles]
+
+    @abstractmethod
+    def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
+        """Inverse of encode_tile for a tile of that padded shape, in original units (any dtype)."""
+
+    def check_input(self, meta: RasterMeta) -> None:
+        if self.bands is not None and meta.count != len(self.bands):
+            raise InputError(f"{self.codec_id} model expects {len(self.bands)} bands "
+                             f"{self.bands}, the raster has {meta.count} {meta.band_names}")
+
+
+
+def _nodata_mask(tile: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    if nodata is None:
+        if tile.dtype.kind == "f" and np.isnan(tile).any():
+            raise InputError("the raster has NaN pixels but declares no nodata value")
+        return None
+    mask = np.isnan(tile) if np.isnan(nodata) else tile == nodata
+    return mask if mask.any() else None
+
+
+def _filled(tile: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Nodata pixels replaced by their band's mean over the tile's valid pixels."""
+    tile = tile.copy()
+    for band, band_mask in zip(tile, mask):
+        valid = band[~band_mask]
+        band[band_mask] = valid.astype(np.float64).mean() if valid.size else 0
+    return tile
+
+
+def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def fill_nodata(tile: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The tile with nodata pixels filled (band means of the valid ones), and the nodata mask."""
+    mask = _nodata_mask(tile, nodata)
+    return (tile, None) if mask is None else (_filled(tile, mask), mask)
+
+
+def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
+                 kept: tuple[slice, slice] | None = None) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The payload prefix (nodata mask), and the padded tile and valid mask the codec codes,
+    of one coded window; ``kept`` is the part the decoder keeps (the rest is overlap)."""
+    tile, mask = fill_nodata(tile, nodata)
+    prefix = b"\x00"
+    if mask is not None:
+        packed = zlib.compress(np.packbits(mask).tobytes(), 9)
+        prefix = bytes([_HAS_MASK]) + struct.pack("<I", len(packed)) + packed
+    valid = np.ones(tile.shape, bool) if mask is None else ~mask
+    if kept is not None:
+        valid &= np.pad(np.ones((1, kept[0].stop - kept[0].start, kept[1].stop - kept[1].start), bool),
+                        [(0, 0), (kept[0].start, tile.shape[1] - kept[0].stop),
+                         (kept[1].start, tile.shape[2] - kept[1].stop)])
+    padded = pad_to_multiple(tile, codec.stride)
+    valid = np.pad(valid, [(0, 0)] + [(0, p - n) for p, n in zip(padded.shape[1:], tile.shape[1:])])
+    return prefix, padded, valid
+
+
+def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int) -> np.ndarray:
+    """One tile, cropped to its own place in the image and cast to the original dtype."""
+    row_off, col_off, h, w = header.tile_bounds(index)
+    r0, c0, coded_h, coded_w = header.coded_bounds(index)
+    bands, dtype = len(header.bands), np.dtype(header.dtype)
+    try:
+        mask, body = None, payload[1:]
+        if payload[0] & _HAS_MASK:
+            (n,) = struct.unpack_from("<I", payload, 1)
+            size = bands * coded_h * coded_w
+            bits = np.frombuffer(zlib.decompress(payload[5:5 + n], bufsize=size // 8 + 1), np.uint8)
+            mask = np.unpackbits(bits, count=size).reshape(bands, coded_h, coded_w).astype(bool)
+            body = payload[5 + n:]
+        values = codec.decode_tile(body, bands, *padded_shape(coded_h, coded_w, codec.stride))
+    except (ContainerError, ModelMismatchError):
+        raise
+    except Exception as e:  # a payload that passed its crc but that the codec cannot read
+        raise ContainerError(f"tile {index} cannot be decoded: {e}") from e
+    own = (slice(None), slice(row_off - r0, row_off - r0 + h), slice(col_off - c0, col_off - c0 + w))
+    out = _to_dtype(values[:, :coded_h, :coded_w][own], dtype)
+    if mask is not None:
+        mask = mask[own]
+        if dtype.kind in "iu":
+            # a valid pixel rounded onto the nodata value would read as missing
+            out[(out == header.nodata) & ~mask] += 1 if header.nodata < np.iinfo(dtype).max else -1
+        out[mask] = header.nodata
+    return out

@@ -1,0 +1,48 @@
+"""The JPEG 2000 codec: the classical baseline (OpenJPEG through eoz.jpeg2000) per tile."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+
+from eoz import jpeg2000
+from eoz.codecs.base import Codec
+from eoz.errors import ContainerError, InputError
+
+
+class JPEG2000Codec(Codec):
+    """OpenJPEG JPEG 2000 per tile; optional per-tile spectral KLT; lossless or lossy."""
+
+    codec_id = "jpeg2000"
+
+    def __init__(self, quality: float | None = None, lossless: bool = False, klt: bool = False,
+                 target_psnr: float | None = None, peak: float = 10000.0):
+        if not lossless and quality is None and target_psnr is None:
+            raise InputError("jpeg2000 needs quality, target_psnr or lossless")
+        self.quality, self.lossless, self.klt = quality, lossless, klt
+        self.target_psnr, self.peak = target_psnr, peak
+
+    def header_fields(self) -> dict:
+        return {"quality": {k: v for k, v in (("quality", self.quality), ("lossless", self.lossless),
+                                               ("klt", self.klt), ("target_psnr", self.target_psnr),
+                                               ("peak", self.peak)) if v not in (None, False)}}
+
+    def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
+        if self.lossless:
+            stream, params = jpeg2000.encode(tile, lossless=True)
+        elif self.target_psnr is not None:
+            stream, params = jpeg2000.encode_to_psnr(tile, self.target_psnr, self.peak, klt=self.klt)
+        else:
+            stream, params = jpeg2000.encode(tile, quality=self.quality, klt=self.klt)
+        head = json.dumps(params, separators=(",", ":")).encode()
+        return struct.pack("<I", len(head)) + head + stream
+
+    def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
+        try:
+            (n,) = struct.unpack_from("<I", payload)
+            params = json.loads(payload[4:4 + n])
+        except (struct.error, ValueError) as e:
+            raise ContainerError(f"jpeg2000 tile parameters are unreadable: {e}") from None
+        return jpeg2000.decode(payload[4 + n:], params)
