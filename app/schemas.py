@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from eoz.resolve import OPTIONS, given_options
 from workers.runner import JobRecord
 
 
@@ -20,16 +21,23 @@ class S3Source(BaseModel):
 
 
 class CompressOptions(BaseModel):
-    """The model and its quality parameters; a parameter the model does not take is refused."""
+    """The model and its options; an option the model's codec cannot honour is refused (422)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     model: str = Field(description="model id from GET /v1/models, or jpeg2000", examples=["jpeg2000"])
     version: str | None = Field(None, description="model version; default the newest")
-    psnr: float | None = Field(None, gt=0, le=200, description="target PSNR in dB at the model's peak (10000 for Sentinel-2 DN)")
-    mse: float | None = Field(None, gt=0, description="target MSE (scale hyperprior)")
+    psnr: float | None = Field(None, gt=0, le=200, description="target PSNR in dB at the peak")
+    mse: float | None = Field(None, gt=0, description="target MSE in original units (hyperprior, "
+                                                      "spectral-partition, wavelet)")
     lambda_: float | None = Field(None, alias="lambda", gt=0,
-                                  description="rate-distortion trade-off (scale hyperprior)")
-    block: int | None = Field(None, gt=0, description="block size of per-block quality control (scale hyperprior)")
+                                  description="rate-distortion trade-off (hyperprior, spectral-partition)")
+    block: int | None = Field(None, gt=0, description="block size of per-block quality control (hyperprior, "
+                                                      "spectral-partition, wavelet)")
+    open_loop: bool = Field(False, description="quality model only, no closed-loop correction (hyperprior, "
+                                               "spectral-partition, wavelet)")
+    peak: float | None = Field(None, gt=0, description="PSNR peak of the target and the report; default the "
+                                                       "model's, else 255 for uint8, else 10000 (Sentinel-2 DN)")
+    no_band_prediction: bool = Field(False, description="spectral-partition: code every band on its own")
     rate_weight: float | None = Field(None, ge=0, le=100, description="vqvae-fpn: choose codes by distance + "
                                       "weight x bits, for smaller files (about 0.5-3)")
     quality: float | None = Field(None, gt=0, description="jpeg2000: OpenJPEG fixed-quality level in dB")
@@ -37,10 +45,9 @@ class CompressOptions(BaseModel):
     klt: bool = Field(False, description="jpeg2000: spectral KLT across bands first")
     tile_size: int = Field(512, ge=64, le=4096, multiple_of=64, description="tile edge in pixels")
 
-    def quality_parameters(self) -> dict:
-        return {"psnr": self.psnr, "mse": self.mse, "lambda": self.lambda_, "block": self.block,
-                "rate_weight": self.rate_weight, "quality": self.quality, "lossless": self.lossless,
-                "klt": self.klt}
+    def codec_options(self) -> dict:
+        """The options given, by their eoz.resolve names (flags left off are no option)."""
+        return given_options({name: getattr(self, "lambda_" if name == "lambda" else name) for name in OPTIONS})
 
 
 class CompressUpload(CompressOptions):

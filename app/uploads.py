@@ -26,6 +26,7 @@ from eoz.errors import InputError
 from workers.errors import TooLargeError, UnsupportedMediaError
 from workers.keys import upload_key
 from workers.sources import check_source
+from workers.validation import inspect_geotiff
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 16 * 1024
@@ -151,23 +152,25 @@ async def receive_json(request: Request) -> bytes:
 
 
 async def geotiff_job_input(request: Request, services, job_id: str, options_model: type[BaseModel],
-                            json_model: type[BaseModel], queue_for: Callable, check_upload: Callable):
-    """(options, queue, source key, source bucket) of a job posted with a GeoTIFF.
+                            json_model: type[BaseModel], resolve: Callable):
+    """(options, resolution, source key, source bucket) of a job posted with a GeoTIFF.
 
     JSON: the options and an S3 ``source`` the service may read. Multipart: the options as
-    fields and the ``file``, which ``check_upload(options, path, settings)`` inspects before
-    it is put in the object store. ``queue_for(options)`` refuses what cannot run.
+    fields and the ``file``, inspected before it is put in the object store.
+    ``resolve(options, meta=None)`` refuses what cannot run: first the options alone, then,
+    for an upload, against the raster's metadata (an S3 source's job checks that itself).
     """
     settings, store = services.settings, services.store
     if media_type(request) == "application/json":
         options = json_model.model_validate_json(await receive_json(request))
-        queue = await run_in_threadpool(queue_for, options)
+        resolved = await run_in_threadpool(resolve, options)
         await run_in_threadpool(check_source, settings, store, options.source.bucket, options.source.key)
-        return options, queue, options.source.key, options.source.bucket
+        return options, resolved, options.source.key, options.source.bucket
     async with receive_upload(request, settings.scratch_dir, settings.max_upload_bytes, ".tif") as upload:
         options = options_model.model_validate(upload.fields)
-        queue = await run_in_threadpool(queue_for, options)
-        await run_in_threadpool(check_upload, options, upload.path, settings)
+        await run_in_threadpool(resolve, options)
+        meta = await run_in_threadpool(inspect_geotiff, upload.path, settings.limits)
+        resolved = await run_in_threadpool(resolve, options, meta)
         key = upload_key(job_id, ".tif")
         await run_in_threadpool(store.put_file, key, upload.path)
-    return options, queue, key, None
+    return options, resolved, key, None

@@ -19,63 +19,35 @@ def _block(value: str) -> int | None:
     return None if value == "global" else int(value)
 
 
-def _pick_model(args) -> None:
-    """--model auto: choose from the input's bands and dtype, and say which and why."""
+def _resolve(args, meta=None):
+    """The model, codec arguments and peak for the codec options; says what --model auto picked."""
     from eoz.raster import read_meta
-    from eoz.registry import ModelStore
+    from eoz.resolve import OPTIONS, resolve
 
-    if args.model != "auto":
-        return
-    meta = read_meta(args.input)
-    wants_target = any(v is not None for v in (args.psnr, args.mse, args.lmbda))
-    entry, reason = ModelStore().pick(meta.band_names, meta.dtype, "hyperprior" if wants_target else "vqvae-fpn")
-    args.model, args.version = entry.model_id, entry.version
-    args.picked = f"{entry.model_id} version {entry.version}: {reason}"
-    print(f"eoz: --model auto picked {args.picked}", file=sys.stderr)
-
-
-def _codec(args):
-    from eoz.codecs import codec_for_model
-    from eoz.evaluation import S2_PEAK
-    from eoz.quality import QualityTarget
-    from eoz.registry import ModelStore
-
-    _pick_model(args)
-    params = {}
-    entry = None if args.model == "jpeg2000" else ModelStore().get(args.model, args.version)
-    if args.peak is None:   # a model states the peak of its data (50 dB for SAR in dB); S2 DN otherwise
-        args.peak = entry.manifest.get("peak", S2_PEAK) if entry else S2_PEAK
-    if entry is None:
-        params = {"quality": args.quality, "lossless": args.lossless, "klt": args.klt,
-                  "target_psnr": args.psnr, "peak": args.peak}
-    elif entry.codec in ("hyperprior", "spectral-partition"):
-        params = {"target": QualityTarget(psnr=args.psnr, mse=args.mse, lmbda=args.lmbda, block=args.block,
-                                          peak=args.peak, closed_loop=not args.open_loop)}
-        if entry.codec == "spectral-partition":
-            params["predict_bands"] = not args.no_band_prediction
-    elif any(v is not None for v in (args.psnr, args.mse, args.lmbda)):
-        raise EozError(f"{args.model} has no quality target (it takes --rate-weight); "
-                       "--psnr/--mse/--lambda need a hyperprior model")
-    elif args.rate_weight is not None:
-        params = {"rate_weight": args.rate_weight}
-    return codec_for_model(args.model, args.version, **params)
+    resolved = resolve(args.model, args.version, {name: getattr(args, name) for name in OPTIONS},
+                       meta or read_meta(args.input))
+    if resolved.reason:
+        print(f"eoz: --model auto picked {resolved.reason}", file=sys.stderr)
+    return resolved
 
 
 def _add_codec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
-                   help="model id from `eoz models`, jpeg2000, or auto (picked from the bands and dtype)")
+                   help="model id from `eoz models`, jpeg2000, or auto (picked from the bands and dtype "
+                        "among the models that honour every option given; --lossless: jpeg2000)")
     p.add_argument("--version", help="model version (default: the newest)")
     p.add_argument("--tile-size", type=int, default=512, help="tile edge in pixels (default 512)")
     p.add_argument("--overlap", type=int, help="context pixels coded around each tile against seams "
                                                 "(default: the codec's, 8 for vqvae-fpn, else 0)")
-    q = p.add_argument_group("quality targets (hyperprior, spectral-partition; --psnr also for jpeg2000)")
+    q = p.add_argument_group("quality targets (hyperprior, spectral-partition, wavelet; --psnr also for jpeg2000)")
     q.add_argument("--psnr", type=float, help="target PSNR (at --peak) that every block (or tile) reaches")
     q.add_argument("--mse", type=float, help="target MSE in original units, per block (or tile)")
-    q.add_argument("--lambda", dest="lmbda", type=float, help="fixed rate-distortion lambda (64..65536)")
+    q.add_argument("--lambda", type=float, help="fixed rate-distortion lambda (64..65536)")
     q.add_argument("--block", type=_block, default=None, choices=[16, 32, 64, None], metavar="64|32|16|global",
                    help="block edge over which the target holds (default global: per tile)")
     q.add_argument("--open-loop", action="store_true", help="quality model only, no closed-loop correction")
-    q.add_argument("--peak", type=float, help="PSNR peak (default: the model's, else 10000 for S2 DN)")
+    q.add_argument("--peak", type=float, help="PSNR peak, any codec (default: the model's, else 255 for "
+                                               "uint8, else 10000 for S2 DN)")
     q.add_argument("--no-band-prediction", action="store_true",
                    help="spectral-partition: code every band on its own, not from the band before")
     v = p.add_argument_group("vqvae-fpn options")
@@ -90,12 +62,14 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
 def cmd_compress(args) -> dict:
     from eoz.scene import compress_file
 
-    header = compress_file(args.input, args.output, _codec(args), args.tile_size, args.overlap)
+    resolved = _resolve(args)
+    header = compress_file(args.input, args.output, resolved.codec(), args.tile_size, args.overlap)
     size = Path(args.output).stat().st_size
     result = {"output": str(args.output), "bytes": size, "tiles": header.tile_count,
-              "model_id": header.model_id or header.codec, "model_version": header.model_version}
-    if getattr(args, "picked", None):
-        result["picked"] = args.picked
+              "model_id": header.model_id or header.codec, "model_version": header.model_version,
+              "lossless": header.lossless}
+    if resolved.reason:
+        result["picked"] = resolved.reason
     return result
 
 
@@ -113,6 +87,7 @@ def cmd_info(args) -> dict:
     with EozReader(args.input) as reader:
         lengths = [e.length for e in reader.entries]
         return {"format_version": FORMAT_VERSION, "file_bytes": reader.file_size,
+                "lossless": reader.header.lossless,
                 "header": reader.header.to_dict(),
                 "tiles": {"count": len(lengths), "rows": reader.header.tile_rows,
                           "cols": reader.header.tile_cols, "payload_bytes": sum(lengths),
@@ -125,16 +100,17 @@ def cmd_eval(args) -> dict:
     from eoz.raster import read_raster
 
     array, meta = read_raster(args.input)
-    codec = _codec(args)
-    return evaluate(array, meta, codec, args.tile_size, args.peak, overlap=args.overlap)
+    resolved = _resolve(args, meta)
+    return evaluate(array, meta, resolved.codec(), args.tile_size, resolved.peak, overlap=args.overlap)
 
 
 def cmd_features(args) -> dict:
-    from eoz.codecs import codec_for_model
     from eoz.features import extract_features
+    from eoz.raster import read_meta
+    from eoz.resolve import resolve
 
-    meta = extract_features(args.input, args.output, codec_for_model(args.model, args.version),
-                            quantized=not args.continuous, tile_size=args.tile_size)
+    codec = resolve(args.model, args.version, {}, read_meta(args.input), codecs=("vqvae-fpn",)).codec()
+    meta = extract_features(args.input, args.output, codec, quantized=not args.continuous, tile_size=args.tile_size)
     return {"output": str(args.output), "width": meta.width, "height": meta.height, "channels": meta.count,
             "quantized": not args.continuous}
 

@@ -79,6 +79,11 @@ class Header:
     overlap: int = 0   # pixels of context coded around each tile's own area, against seams
 
     @property
+    def lossless(self) -> bool:
+        """The codec recorded that the tiles reproduce the input bit for bit."""
+        return self.quality.get("lossless") is True
+
+    @property
     def tile_rows(self) -> int:
         return -(-self.height // self.tile_size)
 

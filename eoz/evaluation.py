@@ -16,10 +16,9 @@ from eoz.codecs import DEFAULT_TILE_SIZE, Codec, VQVAECodec
 from eoz.container import EozReader
 from eoz.raster import RasterMeta
 from eoz.registry import ModelStore
+from eoz.resolve import S2_PEAK
 from eoz.scene import compress_array, decompress_array
 from eoz.tiling import padded_shape
-
-S2_PEAK = 10000.0
 
 
 def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int = DEFAULT_TILE_SIZE,

@@ -22,7 +22,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from eoz.errors import InputError
-from eoz.models.hyperprior import LAMBDA_MAX_LOG2, LAMBDA_MIN_LOG2
+
+# lambda range 64 .. 65536 (loss = bpp + lambda * MSE) that the hyperprior is trained over and
+# the 8-bit codes span; defined here, not in the model, so that checking a target needs no torch
+LAMBDA_MIN_LOG2, LAMBDA_MAX_LOG2 = 6.0, 16.0
 
 TOP_CODE = 255
 CODE_STEP_LOG2 = (LAMBDA_MAX_LOG2 - LAMBDA_MIN_LOG2) / TOP_CODE

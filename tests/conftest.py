@@ -113,3 +113,49 @@ def publish_tiny_partition(store: ModelStore, bands: list[str], intervals: list[
     manifest = {"codec": "spectral-partition", "description": "test model", "bands": list(bands),
                 "dtype": dtype, "intervals": sections, **manifest_extra}
     return store.publish(model_id, version, manifest, save_safetensors(tensors))
+
+
+def publish_manifest_only(store: ModelStore, model_id: str, codec: str, bands: list[str], dtype: str | None,
+                          **manifest_extra):
+    """An entry whose weights are never loaded: enough to resolve options against its codec."""
+    manifest = {"codec": codec, "description": "test entry", "bands": bands, "dtype": dtype, **manifest_extra}
+    return store.publish(model_id, "1", manifest, save_safetensors({"unused": np.zeros(1, np.float32)}))
+
+
+@pytest.fixture(scope="session")
+def codec_store(tmp_path_factory) -> ModelStore:
+    """One model of every codec: tiny-vq, tiny-hp (4-band S2 uint16), tiny-sar (spectral
+    partition, float32 VV/VH dB at peak 50) and tiny-wavelet (any bands and dtype)."""
+    store = ModelStore(tmp_path_factory.mktemp("codec_store"))
+    publish_tiny_model(store)
+    publish_tiny_hyperprior(store)
+    publish_tiny_partition(store, ["VV_dB", "VH_dB"], [(0, 2)], model_id="tiny-sar", dtype="float32", peak=50.0)
+    publish_manifest_only(store, "tiny-wavelet", "wavelet", [], None)
+    return store
+
+
+@pytest.fixture()
+def codec_env(codec_store, monkeypatch) -> ModelStore:
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(codec_store.root))
+    return codec_store
+
+
+# What each model of codec_store honours, written out here (not read from eoz.resolve) so
+# that a change to the capability table shows up as a failing test; and a value per option.
+_TARGET = {"psnr", "mse", "lambda", "block", "open_loop", "peak"}
+HONOURED = {"jpeg2000": {"psnr", "quality", "lossless", "klt", "peak"}, "tiny-vq": {"rate_weight", "peak"},
+            "tiny-hp": _TARGET, "tiny-sar": _TARGET | {"no_band_prediction"},
+            "tiny-wavelet": _TARGET - {"lambda"}}
+OPTION_VALUES = {"psnr": 40.0, "mse": 9.0, "lambda": 500.0, "block": 32, "peak": 255.0, "open_loop": True,
+                 "quality": 40.0, "lossless": True, "klt": True, "rate_weight": 1.0, "no_band_prediction": True}
+
+
+def with_option(model: str, option: str) -> dict:
+    """``option`` plus what the model needs besides (jpeg2000 a mode, fixed-quality codecs a target)."""
+    if model == "jpeg2000":
+        base = {} if option in ("psnr", "quality", "lossless") else {"quality": 40.0}
+    elif "psnr" in HONOURED[model]:
+        base = {} if option in ("psnr", "mse", "lambda") else {"psnr": 40.0}
+    else:
+        base = {}
+    return {**base, option: OPTION_VALUES[option]}

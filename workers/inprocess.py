@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+from eoz.resolve import QUEUES
 from workers import context, jobs
 from workers.device import compute_device
 from workers.errors import JobNotFoundError
 from workers.metrics import MemoryTally, record_job
-from workers.models import QUEUES
 from workers.runner import RETENTION_SECONDS, JobRecord, describe_failure
 from workers.settings import Settings
 from workers.store import ObjectStore

@@ -24,17 +24,17 @@ from eoz.container import EozReader
 from eoz.errors import InputError
 from eoz.features import extract_features
 from eoz.raster import RasterReader, RasterWriter
+from eoz.resolve import resolve
 from eoz.scene import decode_scene, encode_scene, header_meta
 from eoz.tiling import tiles_in_window
 from workers import context
 from workers.keys import result_key, temp_key
-from workers.models import archive_model, codec_params, pinned_model_store
+from workers.models import archive_model, pinned_model_store
 from workers.retry import with_backoff
 from workers.sources import source_store
 from workers.store import ObjectStore
 from workers.validation import check_window, inspect_eoz
 
-S2_PEAK = 10000.0
 FORMATS = ("geotiff", "cog")
 
 
@@ -64,19 +64,10 @@ def _publish(store: ObjectStore, job_id: str, path: Path, suffix: str) -> str:
     return final
 
 
-def psnr_peak(dtype: str, low: float, high: float) -> float:
-    """10000 for 16-bit Sentinel-2-style digital numbers (DESIGN.md), 255 for bytes, else the data range."""
-    kind = np.dtype(dtype)
-    if kind in (np.uint16, np.int16):
-        return S2_PEAK
-    if kind == np.uint8:
-        return 255.0
-    return high - low if high > low else 1.0
-
-
-def _measure(eoz_path: Path, tif_path: Path, limits, progress) -> dict:
-    """MSE and PSNR of the stored file against the input, tile by tile (bounded memory)."""
-    squared, count, low, high = 0.0, 0, math.inf, -math.inf
+def _measure(eoz_path: Path, tif_path: Path, limits, peak: float, progress) -> dict:
+    """MSE and PSNR (at the peak the target was set at) of the stored file against the input,
+    tile by tile (bounded memory)."""
+    squared, count = 0.0, 0
     with EozReader(eoz_path) as reader, RasterReader(tif_path, limits) as original_reader:
         total = reader.header.tile_count
         for done, (piece, col, row) in enumerate(decode_scene(reader), start=1):
@@ -84,11 +75,8 @@ def _measure(eoz_path: Path, tif_path: Path, limits, progress) -> dict:
             diff = original.astype(np.float64) - piece.astype(np.float64)
             squared += float(np.square(diff).sum())
             count += diff.size
-            low, high = min(low, float(original.min())), max(high, float(original.max()))
             progress(done / total)
-        dtype = reader.header.dtype
     mse = squared / count
-    peak = psnr_peak(dtype, low, high)
     return {"mse": mse, "psnr": 10 * math.log10(peak * peak / mse) if mse > 0 else None, "psnr_peak": peak}
 
 
@@ -100,10 +88,11 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
     with _scratch(job_id) as folder:
         source = folder / "input.tif"
         input_bytes = _fetch(source_key, source_bucket, source)
-        codec = codec_for_model(model, version, **codec_params(model, version, params or {}))
         encoded = folder / "output.eoz"
         with RasterReader(source, limits) as reader, open(encoded, "wb") as out:
             meta = reader.meta
+            resolved = resolve(model, version, params or {}, meta)
+            codec = resolved.codec()
             tiles = math.ceil(meta.height / tile_size) * math.ceil(meta.width / tile_size)
             read = 0
 
@@ -116,7 +105,7 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
             start = time.perf_counter()
             header = encode_scene(read_window, meta, codec, out, tile_size)
         codec_seconds = time.perf_counter() - start
-        quality = _measure(encoded, source, limits, lambda f: ctx.report_progress(0.75 + 0.2 * f))
+        quality = _measure(encoded, source, limits, resolved.peak, lambda f: ctx.report_progress(0.75 + 0.2 * f))
         if not isinstance(codec, JPEG2000Codec):
             with_backoff(lambda: archive_model(ctx.store, codec.entry))
         size = encoded.stat().st_size

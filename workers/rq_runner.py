@@ -15,9 +15,9 @@ from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from eoz.resolve import QUEUES
 from workers.errors import JobNotFoundError
 from workers.metrics import RedisTally
-from workers.models import QUEUES
 from workers.runner import ABANDONED_RETRIES, RETENTION_SECONDS, JobRecord
 from workers.settings import Settings
 

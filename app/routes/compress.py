@@ -1,15 +1,15 @@
 """POST /v1/compress: a GeoTIFF upload or an S3 key in, a queued job out (202).
 
 Everything that can be known before the job runs is checked first, so bad input fails
-with a 4xx and nothing is queued: the model and its parameters, and for an upload the
-file itself (a GeoTIFF by signature and by GDAL's GTiff driver, within the pixel and band
-limits, with the model's band count). An S3 source is checked for being allowed, present
-and within the byte limit; its GeoTIFF checks run in the job, before any pixel is read.
+with a 4xx and nothing is queued: the model and the options its codec honours
+(eoz.resolve, as the CLI and the job use it), and for an upload the file itself (a
+GeoTIFF by signature and by GDAL's GTiff driver, within the pixel and band limits, with
+the model's bands and dtype). An S3 source is checked for being allowed, present and
+within the byte limit; its GeoTIFF checks run in the job, before any pixel is read. The
+job gets the version resolved here, so a model published meanwhile does not change it.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -20,23 +20,15 @@ from app.routes.jobs import job_response
 from app.schemas import CompressOptions, CompressRequest, CompressUpload, Job
 from app.services import ServicesDep
 from app.uploads import geotiff_job_input
+from eoz.raster import RasterMeta
+from eoz.resolve import Resolved, resolve
 from workers.keys import new_job_id
-from workers.models import check_bands, codec_of, codec_params, queue_for
-from workers.settings import Settings
-from workers.validation import inspect_geotiff
 
 router = APIRouter(tags=["compress"])
 
 
-def _queue(options: CompressOptions) -> str:
-    """The queue for the model, after refusing an unknown model or parameters it does not take."""
-    codec_params(options.model, options.version, options.quality_parameters())
-    return queue_for(codec_of(options.model, options.version))
-
-
-def _check_upload(options: CompressOptions, path: Path, settings: Settings) -> None:
-    meta = inspect_geotiff(path, settings.limits)
-    check_bands(options.model, options.version, meta)
+def _resolve(options: CompressOptions, meta: RasterMeta | None = None) -> Resolved:
+    return resolve(options.model, options.version, options.codec_options(), meta)
 
 
 @router.post("/compress", status_code=202, response_model=Job,
@@ -48,11 +40,11 @@ async def compress(request: Request, services: ServicesDep) -> Job:
     Answers 202 with the job; poll its ``status_url`` and fetch ``result_url`` when finished.
     """
     job_id = new_job_id()
-    options, queue, key, bucket = await geotiff_job_input(request, services, job_id, CompressOptions,
-                                                          CompressRequest, _queue, _check_upload)
-    params = {k: v for k, v in options.quality_parameters().items() if v not in (None, False)}
+    options, resolved, key, bucket = await geotiff_job_input(request, services, job_id, CompressOptions,
+                                                             CompressRequest, _resolve)
     record = await run_in_threadpool(
-        services.runner.submit, job_id, "compress", options.model, queue, (job_id, key, options.model),
-        {"source_bucket": bucket, "version": options.version, "params": params,
+        services.runner.submit, job_id, "compress", resolved.model_id, resolved.queue,
+        (job_id, key, resolved.model_id),
+        {"source_bucket": bucket, "version": resolved.version, "params": options.codec_options(),
          "tile_size": options.tile_size})
     return job_response(request, record)

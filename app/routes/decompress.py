@@ -20,8 +20,9 @@ from app.schemas import DecompressOptions, DecompressRequest, DecompressUpload, 
 from app.services import Services, ServicesDep
 from app.uploads import media_type, receive_json, receive_upload
 from eoz.container import Header
+from eoz.resolve import GPU_QUEUE, queue_for
 from workers.keys import new_job_id, upload_key
-from workers.models import GPU_QUEUE, check_decodable, queue_for
+from workers.models import check_decodable
 from workers.sources import check_source
 from workers.validation import check_window, inspect_eoz
 

@@ -26,8 +26,7 @@ from torch.nn import functional as F
 
 from eoz.models.entropy_models import EntropyBottleneck, GaussianConditional
 from eoz.models.layers import GDN
-
-LAMBDA_MIN_LOG2, LAMBDA_MAX_LOG2 = 6.0, 16.0   # lambda range 64 .. 65536 (loss = bpp + lambda * MSE)
+from eoz.quality import LAMBDA_MAX_LOG2, LAMBDA_MIN_LOG2
 
 
 @dataclass

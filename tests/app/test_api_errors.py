@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from eoz.raster import RasterMeta, write_raster
+from tests.conftest import HONOURED, OPTION_VALUES, with_option
 from tests.workers.servers import wait_for_job, write_crop
 
 
@@ -59,12 +60,36 @@ def test_bad_models_and_parameters_are_422(make_client, scene):
     content = scene[0].read_bytes()
     problem(post_file(client, content, model="no-such-model"), 422, "no model 'no-such-model'")
     problem(post_file(client, content, model="jpeg2000", quality="40", **{"lambda": "0.1"}), 422,
-            "does not take the quality parameter(s) ['lambda']")
-    problem(post_file(client, content, model="tiny-vq", psnr="40"), 422, "['psnr']")
+            "'jpeg2000' (codec jpeg2000) cannot honour lambda")
+    problem(post_file(client, content, model="tiny-vq", psnr="40"), 422, "cannot honour psnr")
     problem(post_file(client, content, model="jpeg2000"), 422, "needs one of psnr")
     body = problem(post_file(client, content, model="jpeg2000", psnr="loud"), 422, "psnr")
     assert body["errors"][0]["loc"] == ["psnr"]
     problem(post_file(client, content, model="jpeg2000", quality="40", colour="blue"), 422, "colour")
+    assert queued(client) == 0
+
+
+@pytest.mark.parametrize("option", OPTION_VALUES)
+@pytest.mark.parametrize("model", sorted(HONOURED))
+def test_every_option_against_every_codec(make_client, codec_env, model, option):
+    """Not honoured: 422 naming it. Honoured: the options pass, and the (unset) S3 source is what stops it."""
+    client = make_client()
+    answer = client.post("/v1/compress", json={"source": {"bucket": "eoz", "key": "incoming/a.tif"},
+                                               "model": model, **with_option(model, option)})
+    if option in HONOURED[model]:
+        problem(answer, 403, "EOZ_S3_BUCKET")
+    else:
+        problem(answer, 422, f"cannot honour {option}", "models: ")
+    assert queued(client) == 0
+
+
+def test_an_upload_the_model_cannot_honour_is_422(make_client, scene):
+    client = make_client()
+    content = scene[0].read_bytes()
+    problem(post_file(client, content, model="tiny-vq", lossless="true"), 422, "cannot honour lossless",
+            "models: jpeg2000")
+    problem(post_file(client, content, model="jpeg2000", lossless="true", klt="true"), 422, "klt with lossless")
+    problem(post_file(client, content, model="auto", lossless="true"), 422, "name a model")
     assert queued(client) == 0
 
 

@@ -13,7 +13,7 @@ import rasterio
 from eoz.cli import main
 from eoz.container import EozReader
 from eoz.raster import read_raster, write_raster
-from tests.conftest import S2_10M
+from tests.conftest import HONOURED, OPTION_VALUES, S2_10M, with_option
 
 EVAL_KEYS = {"bytes", "compression_ratio", "bpp_per_band", "psnr", "ssim", "ssim_per_band",
              "encode_seconds", "decode_seconds"}
@@ -65,11 +65,12 @@ def test_compress_info_decompress_with_window_and_cog(capsys, store_env, scene, 
     code, out, err = run(capsys, "compress", src, eoz_path, "--model", "tiny-vq", "--tile-size", 32)
     assert code == 0 and err == ""
     assert out == {"output": str(eoz_path), "bytes": eoz_path.stat().st_size, "tiles": 12,
-                   "model_id": "tiny-vq", "model_version": "1"}
+                   "model_id": "tiny-vq", "model_version": "1", "lossless": False}
 
     code, info, _ = run(capsys, "info", eoz_path)
     assert code == 0
     assert info["format_version"] == 1 and info["file_bytes"] == eoz_path.stat().st_size
+    assert info["lossless"] is False
     header = info["header"]
     assert (header["height"], header["width"], header["tile_size"]) == (70, 100, 32)
     assert header["bands"] == ["B02", "B03", "B04", "B08"] and header["dtype"] == "uint16"
@@ -187,6 +188,59 @@ def test_jpeg2000_lossless_round_trip_is_bit_exact(capsys, scene, tmp_path):
     back, back_meta = read_raster(tmp_path / "back.tif")
     np.testing.assert_array_equal(back, array)
     assert back_meta == meta
+
+
+def _flags(options: dict) -> list:
+    """Options as `eoz` flags: --name-with-dashes, and a value unless it is a flag."""
+    return [a for name, value in options.items()
+            for a in [f"--{name.replace('_', '-')}"] + ([] if value is True else [value])]
+
+
+REFUSED = [(model, option) for model in sorted(HONOURED) for option in OPTION_VALUES
+           if option not in HONOURED[model]]
+
+
+@pytest.mark.parametrize("command", ["compress", "eval"])
+@pytest.mark.parametrize("model, option", REFUSED)
+def test_an_option_the_model_cannot_honour_is_refused(capsys, codec_env, scene, tmp_path, command, model, option):
+    src, _, _ = scene
+    out_path = [tmp_path / "x.eoz"] if command == "compress" else []
+    code, out, err = run(capsys, command, src, *out_path, "--model", model, *_flags(with_option(model, option)))
+    flag = f"--{option.replace('_', '-')}"
+    _assert_clean_error(code, out, err, command, f"cannot honour {option} ({flag})", "models: ")
+    assert not (tmp_path / "x.eoz").exists()
+
+
+def test_auto_with_lossless_picks_jpeg2000_reversible_and_is_bit_exact(capsys, codec_env, scene, tmp_path):
+    """The auto pick for a 4-band S2 raster is a VQ model; with --lossless only JPEG 2000 can honour it."""
+    src, array, meta = scene
+    eoz_path = tmp_path / "auto.eoz"
+    code, out, err = run(capsys, "compress", src, eoz_path, "--model", "auto", "--lossless", "--tile-size", 64)
+    assert code == 0 and out["model_id"] == "jpeg2000" and out["lossless"] is True
+    assert out["picked"].startswith("jpeg2000: it alone honours lossless") and "reversible" in out["picked"]
+    assert err == f"eoz: --model auto picked {out['picked']}\n"
+    code, info, _ = run(capsys, "info", eoz_path)
+    assert info["lossless"] is True and info["header"]["quality"]["lossless"] is True
+    assert run(capsys, "decompress", eoz_path, tmp_path / "back.tif")[0] == 0
+    back, back_meta = read_raster(tmp_path / "back.tif")
+    np.testing.assert_array_equal(back, array)
+    assert back_meta == meta
+    code, out, _ = run(capsys, "compress", src, tmp_path / "vq.eoz", "--model", "auto", "--tile-size", 64)
+    assert code == 0 and out["model_id"] == "tiny-vq" and out["lossless"] is False
+
+
+def test_options_reach_the_codec_and_its_header(capsys, codec_env, scene, tmp_path):
+    src, _, _ = scene
+    for model, options, quality in (
+            ("tiny-hp", {"psnr": 40.0, "block": 32, "open_loop": True, "peak": 20000.0},
+             {"psnr": 40.0, "block": 32, "closed_loop": False, "peak": 20000.0}),
+            ("jpeg2000", {"psnr": 45.0, "klt": True, "peak": 20000.0},
+             {"target_psnr": 45.0, "klt": True, "peak": 20000.0})):
+        eoz_path = tmp_path / f"{model}.eoz"
+        code, _, _ = run(capsys, "compress", src, eoz_path, "--model", model, *_flags(options), "--tile-size", 64)
+        assert code == 0
+        header = run(capsys, "info", eoz_path)[1]["header"]
+        assert quality.items() <= header["quality"].items(), header["quality"]
 
 
 def test_models_lists_the_store_and_jpeg2000(capsys, store_env):

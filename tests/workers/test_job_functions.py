@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import rasterio
 from eoz import metrics
 from eoz.scene import decompress_array
 from eoz.errors import InputError
-from eoz.raster import read_raster
+from eoz.raster import read_raster, write_raster
 from eoz.registry import ModelStore
 from workers import context, jobs
 from workers.errors import SourceNotAllowedError
@@ -125,8 +124,27 @@ def test_jobs_recheck_their_inputs(job_env, scene, monkeypatch):
         run(job_env, jobs.decompress, "i" * 32, "uploads/h/input.tif", format="png")
 
 
-def test_psnr_peak_follows_the_data():
-    assert jobs.psnr_peak("uint16", 0, 7000) == 10000.0
-    assert jobs.psnr_peak("uint8", 0, 200) == 255.0
-    assert jobs.psnr_peak("float32", -25.0, 5.0) == 30.0
-    assert math.isclose(jobs.psnr_peak("float32", 3.0, 3.0), 1.0)
+def test_the_report_is_at_the_peak_the_target_was_set_at(job_env, scene, tmp_path):
+    """Bytes: 255 for the target and the report alike (the target once sat at 10000, the report at 255)."""
+    _, array, meta = scene
+    path = tmp_path / "bytes.tif"
+    meta.dtype = "uint8"
+    write_raster(path, np.clip(array / 16, 0, 255).astype(np.uint8), meta)
+    job_env[1].put_file("uploads/j/input.tif", path)
+    result = run(job_env, jobs.compress, "j" * 32, "uploads/j/input.tif", "jpeg2000", params={"psnr": 40.0},
+                 tile_size=64)
+    assert result["psnr_peak"] == 255.0 and result["psnr"] >= 40.0
+
+
+def test_jobs_refuse_what_the_model_cannot_honour_or_take(job_env, scene, tmp_path):
+    """An S3 source meets the resolver only in its job: the same refusals as the API's."""
+    _, array, meta = scene
+    job_env[1].put_file("uploads/k/input.tif", scene[0])
+    with pytest.raises(InputError, match="cannot honour lossless"):
+        run(job_env, jobs.compress, "k" * 32, "uploads/k/input.tif", "tiny-vq", params={"lossless": True})
+    path = tmp_path / "float.tif"
+    meta.dtype = "float32"
+    write_raster(path, array.astype(np.float32) / 10000, meta)
+    job_env[1].put_file("uploads/l/input.tif", path)
+    with pytest.raises(InputError, match="trained on uint16"):
+        run(job_env, jobs.compress, "l" * 32, "uploads/l/input.tif", "tiny-hp", params={"psnr": 40.0})

@@ -1,0 +1,199 @@
+"""Model choice + user options + raster metadata -> what runs: one ``resolve()`` for all callers.
+
+The CLI, the API (when a request arrives) and the jobs (when they run) all call it, so the
+rules live once: which options each codec honours (``CAPABILITIES``, one row per codec),
+what ``auto`` picks, which bands and dtype a model takes, the PSNR peak and the queue. An
+option the chosen codec cannot honour is refused, never dropped: a ``--lossless`` that a
+VQ model quietly ignored would lose an archive's data. Torch-free, so the API checks a
+request without loading a network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from eoz.errors import InputError
+from eoz.quality import QualityTarget
+from eoz.raster import RasterMeta
+from eoz.registry import ModelEntry, ModelStore
+
+AUTO, JPEG2000 = "auto", "jpeg2000"
+S2_PEAK = 10000.0
+GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
+QUEUES = (GPU_QUEUE, CPU_QUEUE)
+# Every option a user can give (CLI flag = "--" + name with "-" for "_"); flags are off unless given.
+OPTIONS = ("psnr", "mse", "lambda", "block", "peak", "open_loop", "quality", "lossless", "klt",
+           "rate_weight", "no_band_prediction")
+COMMON = ("peak",)                    # every codec takes it: PSNR figures are stated at the peak
+TARGETS = ("psnr", "mse", "lambda")   # a quality target: auto then prefers a fixed-quality model
+
+
+def _target(given: dict, peak: float) -> dict:
+    return {"target": QualityTarget(psnr=given.get("psnr"), mse=given.get("mse"), lmbda=given.get("lambda"),
+                                    block=given.get("block"), peak=peak, closed_loop=not given.get("open_loop"))}
+
+
+def _partition(given: dict, peak: float) -> dict:
+    return {**_target(given, peak), "predict_bands": not given.get("no_band_prediction")}
+
+
+def _vq(given: dict, peak: float) -> dict:
+    return {"rate_weight": given["rate_weight"]} if "rate_weight" in given else {}
+
+
+def _jpeg2000(given: dict, peak: float) -> dict:
+    """One mode exactly: OpenJPEG would otherwise let one of psnr, quality, lossless win silently."""
+    modes = [m for m in ("psnr", "quality", "lossless") if m in given]
+    if not modes:
+        raise InputError("jpeg2000 needs one of psnr (target PSNR at the peak), quality or lossless")
+    if len(modes) > 1:
+        raise InputError(f"jpeg2000 takes one of psnr, quality or lossless, not {' and '.join(modes)}")
+    if "lossless" in given and "klt" in given:
+        raise InputError("jpeg2000 cannot honour klt with lossless: the KLT is a rounded, lossy rotation")
+    return {"quality": given.get("quality"), "lossless": "lossless" in given, "klt": "klt" in given,
+            "target_psnr": given.get("psnr"), "peak": peak}
+
+
+@dataclass(frozen=True)
+class Capability:
+    options: tuple[str, ...]              # what the codec honours, besides COMMON
+    queue: str                            # gpu: learned networks; cpu: numpy codecs
+    kwargs: Callable[[dict, float], dict]  # (given options, peak) -> codec_for_model keyword arguments
+
+
+_FIXED_QUALITY = ("psnr", "mse", "lambda", "block", "open_loop")
+CAPABILITIES = {
+    JPEG2000: Capability(("psnr", "quality", "lossless", "klt"), CPU_QUEUE, _jpeg2000),
+    "vqvae-fpn": Capability(("rate_weight",), GPU_QUEUE, _vq),
+    "hyperprior": Capability(_FIXED_QUALITY, GPU_QUEUE, _target),
+    "spectral-partition": Capability(_FIXED_QUALITY + ("no_band_prediction",), GPU_QUEUE, _partition),
+    "wavelet": Capability(("psnr", "mse", "block", "open_loop"), CPU_QUEUE, _target),
+}
+
+
+# JPEG 2000 needs no model; an entry that takes any raster keeps it under the same rules
+_JPEG2000_ENTRY = ModelEntry(JPEG2000, None, Path(), {"codec": JPEG2000, "bands": [], "dtype": None})
+
+
+@dataclass(frozen=True)
+class Resolved:
+    model_id: str
+    version: str | None        # None for jpeg2000, which has no versions
+    codec_id: str
+    codec_kwargs: dict
+    peak: float
+    queue: str
+    reason: str | None = None  # auto: which model it picked, and why
+
+    def codec(self):
+        """The codec to run; loads the model (and torch, for the learned networks)."""
+        from eoz.codecs import codec_for_model
+
+        return codec_for_model(self.model_id, self.version, **self.codec_kwargs)
+
+
+def queue_for(codec: str) -> str:
+    return CAPABILITIES[codec].queue if codec in CAPABILITIES else GPU_QUEUE
+
+
+def honoured(codec: str) -> tuple[str, ...]:
+    """The options a codec honours, as the model catalogue lists them (the common peak aside)."""
+    return CAPABILITIES[codec].options if codec in CAPABILITIES else ()
+
+
+def psnr_peak(dtype: str | None, stated: float | None = None) -> float:
+    """The peak PSNR is stated at (DESIGN.md, Metrics), for the target and the report alike:
+    the user's or the model's, else 255 for bytes, else 10000 (Sentinel-2 digital numbers)."""
+    peak = float(stated) if stated is not None else 255.0 if dtype == "uint8" else S2_PEAK
+    if not (peak > 0 and math.isfinite(peak)):
+        raise InputError(f"peak must be a positive number, not {peak}")
+    return peak
+
+
+def given_options(options: dict) -> dict:
+    """The options actually given: a None value or an unset flag is no option."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InputError(f"unknown option(s) {unknown}; the options are {list(OPTIONS)}")
+    return {k: v for k, v in options.items() if v is not None and v is not False}
+
+
+def resolve(model: str, version: str | None = None, options: dict | None = None,
+            meta: RasterMeta | None = None, codecs: tuple[str, ...] = tuple(CAPABILITIES)) -> Resolved:
+    """The concrete model, version, codec arguments, peak and queue for a request.
+
+    ``model`` is a model id, ``jpeg2000`` or ``auto`` (which needs ``meta``); ``meta`` is
+    None where the raster is not known yet (an S3 source before its job runs), and then
+    the band and dtype checks wait for the job's own call. ``codecs``: those the caller
+    can use (features export takes vqvae-fpn only).
+    """
+    store = ModelStore()
+    given = given_options(options or {})
+    if version is not None and model in (AUTO, JPEG2000):
+        raise InputError(f"model {model} takes no version" + (" (it picks the newest)" if model == AUTO else ""))
+    entry, reason = _auto(given, meta, store, codecs) if model == AUTO else (
+        _JPEG2000_ENTRY if model == JPEG2000 else store.get(model, version), None)
+    codec = entry.codec
+    capability = CAPABILITIES.get(codec)
+    label = f"model {entry.model_id!r} (codec {codec})"
+    if capability is None:
+        raise InputError(f"{label}: this build cannot run that codec")
+    if codec not in codecs:
+        raise InputError(f"{label} cannot serve here: this needs a model of codec {' or '.join(codecs)}")
+    refused = [o for o in given if o not in capability.options + COMMON]
+    if refused:
+        raise InputError(f"{label} cannot honour " + "; ".join(_takers(o, store) for o in refused))
+    if meta is not None:
+        _check_fits(entry, meta)
+    peak = psnr_peak(meta.dtype if meta else None, given.get("peak", entry.manifest.get("peak")))
+    return Resolved(entry.model_id, entry.version, codec, capability.kwargs(given, peak), peak,
+                    capability.queue, reason)
+
+
+def _takers(option: str, store: ModelStore) -> str:
+    """An option, and the codecs and models that take it, for the error that refuses it."""
+    codecs = [c for c, cap in CAPABILITIES.items() if option in cap.options]
+    models = [JPEG2000] * (JPEG2000 in codecs) + [e.model_id for e in store.newest() if e.codec in codecs]
+    return (f"{option} (--{option.replace('_', '-')}), which codec {' / '.join(codecs)} takes "
+            f"(models: {', '.join(models) or 'none in the store'})")
+
+
+def _check_fits(entry: ModelEntry, meta: RasterMeta) -> None:
+    """Refuse a raster the model was not trained for; no bands or no dtype in a manifest means any."""
+    bands, dtype = entry.bands, entry.manifest.get("dtype")
+    if bands and meta.count != len(bands):
+        raise InputError(f"model {entry.model_id!r} expects {len(bands)} bands {bands}; "
+                         f"the raster has {meta.count} {meta.band_names}")
+    if dtype and meta.dtype != dtype:
+        raise InputError(f"model {entry.model_id!r} was trained on {dtype} rasters; the raster is {meta.dtype}")
+
+
+class _Honouring(ModelStore):
+    """The store as auto sees it: only the models whose codec honours every option given."""
+
+    def __init__(self, store: ModelStore, codecs: list[str]):
+        super().__init__(store.root)
+        self.codecs = codecs
+
+    def newest(self) -> list[ModelEntry]:
+        return [e for e in super().newest() if e.codec in self.codecs]
+
+
+def _auto(given: dict, meta: RasterMeta | None, store: ModelStore,
+          usable: tuple[str, ...]) -> tuple[ModelEntry, str]:
+    """``auto``: among the codecs that honour every option given, a VQ model without a quality
+    target and a fixed-quality one with it, fitted to the raster; JPEG 2000 when only it can."""
+    if meta is None:
+        raise InputError("model auto picks from the raster's bands and dtype; name a model instead")
+    codecs = [c for c in usable if set(given) <= set(CAPABILITIES[c].options + COMMON)]
+    if not codecs:
+        raise InputError(f"no codec honours {', '.join(given)} together")
+    if codecs == [JPEG2000]:
+        why = ", the only lossless codec (reversible 5/3 wavelet, bit exact)" if "lossless" in given else ""
+        return _JPEG2000_ENTRY, f"jpeg2000: it alone honours {', '.join(o for o in given if o not in COMMON)}{why}"
+    preferred = "hyperprior" if set(TARGETS) & set(given) else "vqvae-fpn"
+    entry, why = _Honouring(store, codecs).pick(meta.band_names, meta.dtype, preferred)
+    return entry, f"{entry.model_id} version {entry.version}: {why}"

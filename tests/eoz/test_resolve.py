@@ -1,0 +1,156 @@
+"""One resolver: every option against every codec, auto's choice, bands, dtype, peak and queue."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from eoz.codecs import LEARNED_CODECS
+from eoz.errors import InputError, UnknownModelError
+from eoz.raster import RasterMeta
+from eoz.resolve import CAPABILITIES, OPTIONS, psnr_peak, resolve
+from tests.conftest import HONOURED, OPTION_VALUES, with_option
+
+S2_BANDS = ["B02", "B03", "B04", "B08"]
+
+
+def meta(bands: list[str] = S2_BANDS, dtype: str = "uint16") -> RasterMeta:
+    return RasterMeta(64, 64, len(bands), dtype, bands, None, None, None)
+
+
+def _seen(resolved, option: str):
+    """The value of ``option`` as it reaches the codec (or the peak)."""
+    kwargs = resolved.codec_kwargs
+    target = kwargs.get("target")
+    return {"psnr": target.psnr if target else kwargs.get("target_psnr"), "mse": target and target.mse,
+            "lambda": target and target.lmbda, "block": target and target.block, "peak": resolved.peak,
+            "open_loop": target and not target.closed_loop, "quality": kwargs.get("quality"),
+            "lossless": kwargs.get("lossless"), "klt": kwargs.get("klt"), "rate_weight": kwargs.get("rate_weight"),
+            "no_band_prediction": kwargs.get("predict_bands") is False}[option]
+
+
+def test_every_codec_this_build_runs_has_a_row():
+    assert set(LEARNED_CODECS) | {"jpeg2000", "wavelet"} <= set(CAPABILITIES)
+    assert set(CAPABILITIES["wavelet"].options) == {"psnr", "mse", "block", "open_loop"}
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("model", sorted(HONOURED))
+def test_every_option_against_every_codec(codec_env, model, option):
+    """Honoured: it reaches the codec. Not honoured: refused, naming it and the models that take it."""
+    if option in HONOURED[model]:
+        assert _seen(resolve(model, None, with_option(model, option)), option) == OPTION_VALUES[option]
+        return
+    with pytest.raises(InputError) as caught:
+        resolve(model, None, with_option(model, option))
+    message = str(caught.value)
+    assert f"cannot honour {option} (--{option.replace('_', '-')})" in message
+    named = message.split("(models: ")[1]
+    for other, honours in HONOURED.items():
+        assert (other in named) == (option in honours), (other, message)
+
+
+def test_codec_arguments(codec_env):
+    assert resolve("jpeg2000", None, {"psnr": 42.0, "klt": True}).codec_kwargs == {
+        "quality": None, "lossless": False, "klt": True, "target_psnr": 42.0, "peak": 10000.0}
+    assert resolve("tiny-vq").codec_kwargs == {}
+    target = resolve("tiny-hp", None, {"psnr": 45.0, "block": 32}).codec_kwargs["target"]
+    assert (target.psnr, target.block, target.mse, target.closed_loop) == (45.0, 32, 10000 ** 2 / 10 ** 4.5, True)
+    partition = resolve("tiny-sar", None, {"mse": 0.5}).codec_kwargs
+    assert partition["predict_bands"] is True and partition["target"].mse == 0.5
+    wavelet = resolve("tiny-wavelet", None, {"psnr": 40.0, "open_loop": True}).codec_kwargs
+    assert set(wavelet) == {"target"} and wavelet["target"].closed_loop is False
+
+
+@pytest.mark.parametrize("options, needle", [
+    ({}, "needs one of psnr"), ({"klt": True}, "needs one of psnr"),
+    ({"psnr": 40.0, "quality": 40.0}, "not psnr and quality"),
+    ({"quality": 40.0, "lossless": True}, "not quality and lossless"),
+    ({"lossless": True, "klt": True}, "cannot honour klt with lossless"),
+])
+def test_jpeg2000_takes_one_mode(codec_env, options, needle):
+    with pytest.raises(InputError, match=needle):
+        resolve("jpeg2000", None, options)
+
+
+def test_quality_targets_are_checked(codec_env):
+    with pytest.raises(InputError, match="exactly one"):
+        resolve("tiny-hp", None, {"psnr": 45.0, "mse": 9.0})
+    with pytest.raises(InputError, match="exactly one"):
+        resolve("tiny-wavelet")
+    with pytest.raises(InputError, match="block must be"):
+        resolve("tiny-hp", None, {"psnr": 45.0, "block": 48})
+
+
+def test_the_peak_is_stated_once(codec_env):
+    assert resolve("tiny-sar", None, {"psnr": 35.0}).codec_kwargs["target"].peak == 50.0   # the model's
+    assert resolve("tiny-sar", None, {"psnr": 35.0, "peak": 60.0}).peak == 60.0            # the user's
+    uint8 = resolve("jpeg2000", None, {"psnr": 35.0}, meta(dtype="uint8"))
+    assert uint8.peak == 255.0 and uint8.codec_kwargs["peak"] == 255.0
+    assert resolve("tiny-hp", None, {"psnr": 35.0}, meta()).peak == 10000.0
+    assert (psnr_peak("uint16"), psnr_peak("uint8"), psnr_peak(None, 50)) == (10000.0, 255.0, 50.0)
+    with pytest.raises(InputError, match="peak"):
+        psnr_peak("uint16", -1.0)
+
+
+def test_bands_and_dtype_an_empty_list_or_null_meaning_any(codec_env):
+    with pytest.raises(InputError, match="expects 4 bands"):
+        resolve("tiny-vq", None, {}, meta(S2_BANDS[:3]))
+    with pytest.raises(InputError, match="trained on uint16 rasters; the raster is float32"):
+        resolve("tiny-hp", None, {"psnr": 40.0}, meta(dtype="float32"))
+    for raster in (meta([f"b{i}" for i in range(13)], "float32"), meta(["x"], "uint8")):
+        assert resolve("tiny-wavelet", None, {"psnr": 40.0}, raster).codec_id == "wavelet"
+        assert resolve("jpeg2000", None, {"lossless": True}, raster).codec_id == "jpeg2000"
+
+
+def test_queues_and_versions(codec_env):
+    queues = {m: resolve(m, None, with_option(m, "peak")).queue for m in HONOURED}
+    assert queues == {"jpeg2000": "cpu", "tiny-vq": "gpu", "tiny-hp": "gpu", "tiny-sar": "gpu",
+                      "tiny-wavelet": "cpu"}
+    assert resolve("tiny-vq").version == "1" and resolve("jpeg2000", None, {"lossless": True}).version is None
+    with pytest.raises(InputError, match="takes no version"):
+        resolve("jpeg2000", "1", {"lossless": True})
+    with pytest.raises(UnknownModelError, match="no version '7'"):
+        resolve("tiny-vq", "7")
+    with pytest.raises(InputError, match="unknown option"):
+        resolve("tiny-vq", None, {"colour": "blue"})
+
+
+def test_auto_keeps_its_choices_without_a_lossless_option(codec_env):
+    picked = resolve("auto", None, {}, meta())
+    assert picked.model_id == "tiny-vq" and "tiny-vq version 1: its bands match" in picked.reason
+    assert resolve("auto", None, {"psnr": 40.0}, meta()).model_id == "tiny-hp"
+    assert resolve("auto", None, {"rate_weight": 1.0}, meta()).model_id == "tiny-vq"
+    assert resolve("auto", None, {"psnr": 35.0}, meta(["VV_dB", "VH_dB"], "float32")).model_id == "tiny-sar"
+
+
+def test_auto_chooses_among_the_models_that_honour_every_option(codec_env):
+    lossless = resolve("auto", None, {"lossless": True}, meta())
+    assert (lossless.model_id, lossless.codec_kwargs["lossless"], lossless.queue) == ("jpeg2000", True, "cpu")
+    assert "lossless" in lossless.reason and "reversible" in lossless.reason
+    assert resolve("auto", None, {"quality": 40.0, "klt": True}, meta()).model_id == "jpeg2000"
+    with pytest.raises(UnknownModelError, match="no model fits"):   # no spectral-partition model takes S2
+        resolve("auto", None, {"psnr": 40.0, "no_band_prediction": True}, meta())
+    with pytest.raises(InputError, match="no codec honours rate_weight, lossless"):
+        resolve("auto", None, {"rate_weight": 1.0, "lossless": True}, meta())
+    with pytest.raises(InputError, match="raster's bands"):
+        resolve("auto", None, {"lossless": True})
+    with pytest.raises(InputError, match="takes no version"):
+        resolve("auto", "1", {}, meta())
+
+
+def test_a_caller_can_limit_the_codecs(codec_env):
+    with pytest.raises(InputError, match="needs a model of codec vqvae-fpn"):
+        resolve("tiny-hp", None, {}, meta(), codecs=("vqvae-fpn",))
+    assert resolve("auto", None, {}, meta(), codecs=("vqvae-fpn",)).model_id == "tiny-vq"
+
+
+def test_resolving_needs_no_torch(codec_env):
+    """The API checks requests with it; loading a network to do so would be a waste."""
+    code = ("import sys; from eoz.resolve import resolve; "
+            "resolve('tiny-hp', None, {'psnr': 40.0, 'block': 32}); resolve('tiny-sar', None, {'mse': 1.0}); "
+            "resolve('jpeg2000', None, {'lossless': True}); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, env=os.environ.copy())
