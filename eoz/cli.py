@@ -12,7 +12,8 @@ from eoz.errors import EozError
 
 TRAINABLE = {"vqvae-fpn-s2-10m": ("s2-10m", "vqvae-fpn"), "hyperprior-s2-10m": ("s2-10m", "hyperprior"),
              "vqvae-fpn-s2-20m": ("s2-20m", "vqvae-fpn"), "hyperprior-s1-db": ("s1-db", "hyperprior"),
-             "hyperprior-enmap-hsi": ("enmap-hsi", "spectral-partition")}
+             "hyperprior-enmap-hsi": ("enmap-hsi", "spectral-partition"),
+             "wavelet-hyperprior": ("all", "wavelet")}
 
 
 def _block(value: str) -> int | None:
@@ -133,6 +134,8 @@ def cmd_train(args) -> dict:
     if args.model_id not in TRAINABLE:
         raise EozError(f"no training recipe for {args.model_id!r}; recipes: {sorted(TRAINABLE)}")
     run_dir = Path(args.run_dir or Path("runs") / args.model_id)
+    if TRAINABLE[args.model_id][1] == "wavelet":
+        return _train_wavelet(run_dir, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     split, codec = TRAINABLE[args.model_id]
@@ -145,6 +148,17 @@ def cmd_train(args) -> dict:
     if args.export:
         manifest = (export_partition if partition else export)(run_dir, args.export, description=args.description)
         result["validation"] = {k: v for k, v in manifest["validation"].items() if k.startswith("mean")}
+    return result
+
+
+def _train_wavelet(run_dir: Path, args) -> dict:
+    """The wavelet model fits its entropy model on every split's training part (minutes)."""
+    from eoz import train_wavelet
+
+    _, report = train_wavelet.train(run_dir)
+    result = {"run_dir": str(run_dir), "bits_per_sample": report["bits_per_sample"]}
+    if args.export:
+        train_wavelet.export(run_dir, args.export, description=args.description)
     return result
 
 

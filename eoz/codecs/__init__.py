@@ -11,12 +11,13 @@ from eoz.codecs.hyperprior import HyperpriorCodec
 from eoz.codecs.jpeg2000 import JPEG2000Codec
 from eoz.codecs.partition import SpectralPartitionCodec, SubModel
 from eoz.codecs.vqvae_fpn import VQVAECodec
+from eoz.codecs.wavelet import WaveletCodec
 
 _SCENE = ("header_meta", "encode_scene", "decode_scene", "compress_array", "decompress_array",
           "compress_file", "decompress_file")
 
 __all__ = ["DEFAULT_TILE_SIZE", "LEARNED_CODECS", "Codec", "HyperpriorCodec", "JPEG2000Codec",
-           "SpectralPartitionCodec", "SubModel", "VQVAECodec", "codec_for_header", "codec_for_model",
+           "SpectralPartitionCodec", "SubModel", "VQVAECodec", "WaveletCodec", "codec_for_header", "codec_for_model",
            "fill_nodata", *_SCENE]
 
 

@@ -59,6 +59,11 @@ class Codec(ABC):
 
 
 
+def model_pins(entry) -> dict:
+    """The header fields that pin a file to the exact model version that decodes it."""
+    return {"model_id": entry.model_id, "model_version": entry.version, "weights_sha256": entry.weights_sha256}
+
+
 def _nodata_mask(tile: np.ndarray, nodata: float | None) -> np.ndarray | None:
     if nodata is None:
         if tile.dtype.kind == "f" and np.isnan(tile).any():

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from eoz import residual
-from eoz.codecs.base import Codec, _to_dtype
+from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.errors import ContainerError, InputError
 from eoz.models.entropy_models import SYMBOL_LIMIT, SymbolTables
 from eoz.models.hyperprior import HyperpriorConfig, IntegerHyperSynthesis, ModulatedHyperprior
@@ -65,9 +65,7 @@ class HyperpriorCodec(Codec):
         return codec
 
     def header_fields(self) -> dict:
-        return {"model_id": self.entry.model_id, "model_version": self.entry.version,
-                "weights_sha256": self.entry.weights_sha256,
-                "normalization": self.normalizer.to_dict(),
+        return {**model_pins(self.entry), "normalization": self.normalizer.to_dict(),
                 "quality": self.target.to_dict() if self.target else {}}
 
     def _analyse(self, tile: np.ndarray):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eoz import spectral
-from eoz.codecs.base import Codec, _to_dtype
+from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.codecs.hyperprior import HyperpriorCodec
 from eoz.errors import ContainerError, InputError
 from eoz.models.hyperprior import HyperpriorConfig
@@ -79,8 +79,7 @@ class SpectralPartitionCodec(Codec):
 
     def header_fields(self) -> dict:
         quality = {**(self.target.to_dict() if self.target else {}), "band_prediction": self.predict_bands}
-        return {"model_id": self.entry.model_id, "model_version": self.entry.version,
-                "weights_sha256": self.entry.weights_sha256, "quality": quality}
+        return {**model_pins(self.entry), "quality": quality}
 
     def _band_codec(self, band: int, predicted: bool) -> HyperpriorCodec:
         return self.models[self.interval_of[band]][int(predicted)]

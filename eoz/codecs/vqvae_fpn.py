@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import torch
 
-from eoz.codecs.base import Codec
+from eoz.codecs.base import Codec, model_pins
 from eoz.entropy import IndexPrior
 from eoz.errors import InputError
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
@@ -60,9 +60,7 @@ class VQVAECodec(Codec):
         return codec
 
     def header_fields(self) -> dict:
-        return {"model_id": self.entry.model_id, "model_version": self.entry.version,
-                "weights_sha256": self.entry.weights_sha256,
-                "codebook_sha256": self.codebook_sha256,
+        return {**model_pins(self.entry), "codebook_sha256": self.codebook_sha256,
                 "normalization": self.normalizer.to_dict(),
                 "quality": {"rate_weight": self.rate_weight} if self.rate_weight else {}}
 

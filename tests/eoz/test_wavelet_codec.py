@@ -17,7 +17,7 @@ from safetensors.numpy import save as save_safetensors
 from eoz import wavelet
 from eoz.codecs import codec_for_model
 from eoz.codecs.base import decode_tile_payload
-from eoz.codecs.wavelet import _HEAD, KLT_MAX_BANDS, LEVELS, Analysis, WaveletCodec, _Transform, \
+from eoz.codecs.wavelet import _HEAD, KLT_MAX_BANDS, LEVELS, MID_CODE, Analysis, WaveletCodec, _Transform, \
     base_log2_step, choose_codes
 from eoz.container import EozReader
 from eoz.errors import ContainerError, InputError, ModelMismatchError
@@ -89,21 +89,9 @@ def _assert_blocks_meet(out, ref, target: QualityTarget, valid=None, tolerance_d
 
 # --- fixed quality on real data -------------------------------------------------------------
 
-_BLOCK_LOOP_BUG = pytest.mark.xfail(strict=True, raises=InputError, reason=(
-    "choose_codes raises InputError ('beyond the finest step') on tiles where the base step (code 128 in "
-    "every block) already meets the target in every block, with blocks no larger than the coarsest "
-    "level's coefficient spacing (2^5 = 32 px): 16-px blocks on the S2 crop at 40 dB and on a smooth "
-    "64x64 tile at 45 dB, 32-px blocks on a 17-band 40x48 tile. Coefficients take the step of the block "
-    "at their top-left, so a block's MSE depends on its neighbours' codes; the secant rounds push "
-    "neighbours to code 255 and the last rounds only lower blocks over the target, down to code 0, "
-    "still over"))
-
-
 @pytest.mark.parametrize("psnr", [40.0, 50.0])
 @pytest.mark.parametrize("block", [None, 16, 32, 64])
 def test_every_block_of_a_real_s2_crop_meets_the_target(s2_crop, wavelet_store, psnr, block, request):
-    if psnr == 40.0 and block == 16:
-        request.applymarker(_BLOCK_LOOP_BUG)
     array, meta = s2_crop
     target = QualityTarget(psnr=psnr, block=block)
     data = compress_array(array, meta, _codec(wavelet_store, psnr=psnr, block=block), tile_size=256)
@@ -111,15 +99,16 @@ def test_every_block_of_a_real_s2_crop_meets_the_target(s2_crop, wavelet_store, 
     assert out.shape == array.shape and out.dtype == np.uint16 and out_meta.band_names == meta.band_names
     psnr_blocks = _assert_blocks_meet(out, array, target)
     assert len(psnr_blocks) == np.prod(block_grid(256, 256, block))
-    # met without wasting rate: the median block sits just above the target
-    assert np.median(psnr_blocks) <= psnr + 0.3
+    # met without wasting rate: the median block sits just above the target. With 16 px blocks
+    # the coarse levels' coefficients span several blocks and take the finest of their steps,
+    # so smooth blocks beside busy ones come out better than asked: more slack there.
+    assert np.median(psnr_blocks) <= psnr + (0.5 if block == 16 else 0.3)
     assert len(data) < array.nbytes / (8 if psnr == 40 else 2)
     with EozReader(data) as reader:
         assert reader.header.codec == "wavelet" and reader.header.model_id == MODEL
         assert reader.header.quality == target.to_dict()
 
 
-@_BLOCK_LOOP_BUG
 @pytest.mark.parametrize("source,psnr,block", [("s2", 40.0, 16), ("17-bands", 45.0, 32)],
                          ids=["s2-128px-16", "17-bands-40x48-32"])
 def test_block_loop_keeps_a_target_the_base_step_already_meets(request, source, psnr, block):
@@ -130,7 +119,7 @@ def test_block_loop_keeps_a_target_the_base_step_already_meets(request, source, 
     target = QualityTarget(psnr=psnr, block=block)
     analysed = Analysis(_Transform.fit(tile), tile, base_log2_step(target.mse))
     valid = np.ones(tile.shape, bool)
-    uniform = np.full(block_grid(*tile.shape[1:], block), 128)
+    uniform = np.full(block_grid(*tile.shape[1:], block), MID_CODE)
     assert analysed.block_mse(uniform, valid, block).max() <= target.mse     # reachable: the start meets it
     codes, mse = choose_codes(analysed, valid, block, target.mse)
     assert (mse <= target.mse).all()
@@ -248,7 +237,7 @@ def test_dtypes_round_trip_at_their_target(wavelet_store, dtype, low, high, peak
         assert out.min() < 0
 
 
-@pytest.mark.parametrize("tile_size,block", [(64, None), pytest.param(64, 16, marks=_BLOCK_LOOP_BUG), (64, 32),
+@pytest.mark.parametrize("tile_size,block", [(64, None), (64, 16), (64, 32),
                                              (48, 16), (200, 64)])
 def test_odd_image_and_tile_sizes(wavelet_store, tile_size, block):
     array = np.rint(_smooth(4, 100, 77, 500, 4000, seed=5)).astype(np.uint16)
@@ -364,10 +353,6 @@ def test_a_payload_of_another_tile_shape_is_refused(payload, bands, height, widt
         codec.decode_tile(data, bands, height, width)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decode_tile checks the base step is finite but not the band means or the KLT matrix: a payload with "
-    "a NaN/inf mean or matrix entry decodes to NaN pixels (cast to arbitrary integers for integer dtypes) "
-    "instead of raising ContainerError"))
 @pytest.mark.parametrize("offset", [0, 4 * 4 + 8], ids=["mean", "matrix"])
 def test_non_finite_spectral_side_information_is_refused(payload, offset):
     codec, data = payload

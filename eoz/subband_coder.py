@@ -1,0 +1,440 @@
+"""Context-adaptive coding of quantized wavelet subbands (the wavelet codec's entropy model).
+
+Each coefficient's magnitude is coded as a token (0..7 directly; above, its octave and the
+bit below the top one, the remaining low bits raw) with an adaptive frequency table chosen
+by two context classes:
+
+- *spatial*: a weighted sum of the magnitudes of its decoded neighbours (W, N, NW, NE, WW,
+  NN) in the same subband, formed in the sequential loop;
+- *inter*: a weighted sum of its parent (same orientation, one level coarser), of the
+  same subband of the previous spectral component around the same place (a 3x3 sum, as
+  that component is fully decoded), and of its siblings (the subbands of the same level
+  coded before it, at the same place): all decoded before the subband starts, so this
+  class is computed for the whole subband at once.
+
+Each weighted sum goes through a logarithmic quantizer (two classes per octave). The
+weights and the tables' starting counts are the learned part (fitted on training rasters
+by ``eoz.train_wavelet``); the tables then adapt to the tile being coded, which is what
+carries the model to scenes and sensors it never saw. Signs are coded raw. The LL band is
+coded as the residual of a median edge predictor (as LOCO-I's), with its own table chosen
+by the local gradient.
+
+The range coder is the classic carry-propagating one (as LZMA's): 64-bit ``low``, 32-bit
+``range`` renormalized a byte at a time, pending 0xFF bytes counted until a carry
+resolves; its state lives in a small int64 array, ``[low, range, cache, cache_size, pos]``
+(decoder: ``[code, range, -, -, pos]``). Adaptive tables are one row of frequencies per
+context with the row's total last; each coded symbol adds INCREMENT to its frequency and a
+row whose total passes LIMIT is halved.
+
+Why our own coder: each coefficient's context depends on the coefficients decoded just
+before it, so decoding is one sequential loop, compiled with numba (a Python call per
+symbol would be 100x too slow). Everything that decides a symbol is integer arithmetic,
+so a stream decodes the same on every machine. All compiled code lives in this one module
+because numba's on-disk cache is invalidated per source file: a cached loop must never
+outlive a change to the coder it inlines.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+DIRECT = 8                 # magnitudes below this are their own token
+MAX_OCTAVE = 30            # magnitudes below 2**31
+TOKENS = DIRECT + 2 * (MAX_OCTAVE - 2)
+SPATIAL_CLASSES = 20
+INTER_CLASSES = 8
+ROWS = SPATIAL_CLASSES * INTER_CLASSES
+LL_CLASSES = 16
+WEIGHT_BITS = 8            # weights are fixed point with this many fraction bits
+N_WEIGHTS = 8              # W+N, NW+NE, WW+NN, parent, previous component, its 3x3 sum, sibling, bias
+
+
+
+# --- range coder ---------------------------------------------------------------------------
+
+TOP = 1 << 24
+INCREMENT = 24
+LIMIT = 1 << 16
+_LOW, _RANGE, _CACHE, _CACHE_SIZE, _POS = 0, 1, 2, 3, 4
+
+@jit
+def encoder_state() -> np.ndarray:
+    state = np.zeros(5, np.int64)
+    state[_RANGE] = 0xFFFFFFFF
+    state[_CACHE_SIZE] = 1
+    return state
+
+
+@jit
+def _shift_low(state, out):
+    low = state[_LOW]
+    if low < 0xFF000000 or low >= (1 << 32):
+        carry = low >> 32
+        temp = state[_CACHE]
+        while True:
+            out[state[_POS]] = (temp + carry) & 0xFF
+            state[_POS] += 1
+            temp = 0xFF
+            state[_CACHE_SIZE] -= 1
+            if state[_CACHE_SIZE] == 0:
+                break
+        state[_CACHE] = (low >> 24) & 0xFF
+    state[_CACHE_SIZE] += 1
+    state[_LOW] = (low & 0x00FFFFFF) << 8
+
+
+@jit
+def encode(state, out, cum, freq, total):
+    """Code the interval [cum, cum + freq) of total (total < 2^16)."""
+    r = state[_RANGE] // total
+    state[_LOW] += r * cum
+    state[_RANGE] = r * freq
+    while state[_RANGE] < TOP:
+        state[_RANGE] <<= 8
+        _shift_low(state, out)
+
+
+@jit
+def encode_bits(state, out, value, bits):
+    """Code ``bits`` raw bits of value (equiprobable), 16 at a time."""
+    while bits > 0:
+        n = min(bits, 16)
+        bits -= n
+        encode(state, out, (value >> bits) & ((1 << n) - 1), 1, 1 << n)
+
+
+@jit
+def finish(state, out) -> int:
+    """Flush; returns the number of bytes written."""
+    for _ in range(5):
+        _shift_low(state, out)
+    return state[_POS]
+
+
+@jit
+def _next_byte(state, data) -> int:
+    pos = state[_POS]
+    state[_POS] = pos + 1
+    return data[pos] if pos < data.shape[0] else 0
+
+
+@jit
+def decoder_state(data) -> np.ndarray:
+    state = np.zeros(5, np.int64)
+    state[_RANGE] = 0xFFFFFFFF
+    for _ in range(5):
+        state[_LOW] = ((state[_LOW] << 8) | _next_byte(state, data)) & 0xFFFFFFFF
+    return state
+
+
+@jit
+def decode_target(state, total) -> int:
+    """The cumulative count the next symbol's interval holds; then call ``consume``."""
+    r = state[_RANGE] // total
+    v = state[_LOW] // r
+    return v if v < total else total - 1
+
+
+@jit
+def consume(state, data, cum, freq, total):
+    r = state[_RANGE] // total
+    state[_LOW] -= r * cum
+    state[_RANGE] = r * freq
+    while state[_RANGE] < TOP:
+        state[_RANGE] <<= 8
+        state[_LOW] = ((state[_LOW] << 8) | _next_byte(state, data)) & 0xFFFFFFFF
+
+
+@jit
+def decode_bits(state, data, bits) -> int:
+    value = 0
+    while bits > 0:
+        n = min(bits, 16)
+        bits -= n
+        v = decode_target(state, 1 << n)
+        consume(state, data, v, 1, 1 << n)
+        value = (value << n) | v
+    return value
+
+
+@jit
+def overrun(state, data) -> bool:
+    """True when the decoder read past the end of the stream (truncated or corrupt)."""
+    return state[_POS] > data.shape[0]
+
+
+@jit
+def encode_adaptive(state, out, table, row, symbol):
+    """Code symbol with the adaptive frequencies of table[row], then update them."""
+    freqs = table[row]
+    n = freqs.shape[0] - 1
+    cum = 0
+    for s in range(symbol):
+        cum += freqs[s]
+    encode(state, out, cum, freqs[symbol], freqs[n])
+    _update(freqs, symbol)
+
+
+@jit
+def decode_adaptive(state, data, table, row) -> int:
+    freqs = table[row]
+    n = freqs.shape[0] - 1
+    target = decode_target(state, freqs[n])
+    cum = 0
+    symbol = 0
+    while symbol < n - 1 and cum + freqs[symbol] <= target:
+        cum += freqs[symbol]
+        symbol += 1
+    consume(state, data, cum, freqs[symbol], freqs[n])
+    _update(freqs, symbol)
+    return symbol
+
+
+@jit
+def _update(freqs, symbol):
+    n = freqs.shape[0] - 1
+    freqs[symbol] += INCREMENT
+    freqs[n] += INCREMENT
+    if freqs[n] > LIMIT:
+        total = 0
+        for s in range(n):
+            freqs[s] = (freqs[s] + 1) >> 1
+            total += freqs[s]
+        freqs[n] = total
+
+
+def new_tables(initial: np.ndarray) -> np.ndarray:
+    """Adaptive tables (rows x (symbols + 1)) from initial counts (rows x symbols, each >= 1)."""
+    initial = np.asarray(initial, np.int64)
+    if (initial < 1).any() or (initial.sum(1) >= LIMIT).any():
+        raise ValueError("initial counts must be >= 1 and total below the limit")
+    return np.concatenate([initial, initial.sum(1, keepdims=True)], axis=1)
+
+
+# --- subband contexts ------------------------------------------------------------------------
+
+@jit
+def _bit_length(v) -> int:
+    n = 0
+    while v > 0:
+        v >>= 1
+        n += 1
+    return n
+
+
+@jit
+def _log_class(a, classes) -> int:
+    """0 for 0, then two classes per octave of a fixed-point activity, from 1/4 up."""
+    if a <= 0:
+        return 0
+    b = _bit_length(a)
+    half = (a >> (b - 2)) & 1 if b >= 2 else 0
+    c = 2 * b - 1 + half - 2 * (WEIGHT_BITS - 2)   # class 1 holds activities up to 1/4
+    if c < 1:
+        return 1
+    return c if c < classes else classes - 1
+
+
+@jit
+def _code_magnitude(state, buf, table, row, m, decoding, counts) -> int:
+    """Code magnitude m (encoder) or decode it (decoder) with table row ``row``; an
+    encoder given a non-empty ``counts`` (rows x tokens) tallies the tokens it codes."""
+    if not decoding:
+        if m < DIRECT:
+            token = m
+        else:
+            e = _bit_length(m) - 1
+            token = DIRECT + 2 * (e - 3) + ((m >> (e - 1)) & 1)
+        if counts.shape[0] > 0:
+            counts[row, token] += 1
+        encode_adaptive(state, buf, table, row, token)
+        if token >= DIRECT:
+            encode_bits(state, buf, m & ((1 << (e - 1)) - 1), e - 1)
+        return m
+    token = decode_adaptive(state, buf, table, row)
+    if token < DIRECT:
+        return token
+    e = (token - DIRECT) // 2 + 3
+    top = (2 | ((token - DIRECT) & 1)) << (e - 1)
+    return top | decode_bits(state, buf, e - 1)
+
+
+@jit
+def _code_sign(state, buf, v, decoding) -> int:
+    """v with its sign coded (encoder) or |v| signed from the stream (decoder)."""
+    if v == 0:
+        return 0
+    if not decoding:
+        encode(state, buf, 1 if v < 0 else 0, 1, 2)
+        return v
+    neg = decode_target(state, 2)
+    consume(state, buf, neg, 1, 2)
+    return -v if neg else v
+
+
+@jit
+def _log_classes(values, classes):
+    """_log_class of every value of an int64 array."""
+    out = np.empty(values.shape, np.int64)
+    flat, flat_out = values.ravel(), out.ravel()
+    for n in range(flat.shape[0]):
+        flat_out[n] = _log_class(flat[n], classes)
+    return out
+
+
+@jit
+def code_detail(q, inter, table, weights, state, buf, decoding, counts):
+    """One detail subband in raster order; decoding fills q in place. ``inter`` holds each
+    coefficient's inter class (from what was decoded before the subband)."""
+    h, w = q.shape
+    for i in range(h):
+        for j in range(w):
+            a = 0
+            if j > 0:
+                a += weights[0] * abs(q[i, j - 1])
+                if j > 1:
+                    a += weights[2] * abs(q[i, j - 2])
+            if i > 0:
+                a += weights[0] * abs(q[i - 1, j])
+                if j > 0:
+                    a += weights[1] * abs(q[i - 1, j - 1])
+                if j + 1 < w:
+                    a += weights[1] * abs(q[i - 1, j + 1])
+                if i > 1:
+                    a += weights[2] * abs(q[i - 2, j])
+            row = _log_class(a, SPATIAL_CLASSES) * INTER_CLASSES + inter[i, j]
+            m = _code_magnitude(state, buf, table, row, abs(q[i, j]), decoding, counts)
+            q[i, j] = _code_sign(state, buf, m if decoding else q[i, j], decoding)
+
+
+@jit
+def code_lowpass(q, table, state, buf, decoding, counts):
+    """The LL band: median-edge prediction residuals, table chosen by the local gradient."""
+    h, w = q.shape
+    for i in range(h):
+        for j in range(w):
+            west = q[i, j - 1] if j > 0 else (q[i - 1, j] if i > 0 else 0)
+            north = q[i - 1, j] if i > 0 else west
+            nw = q[i - 1, j - 1] if i > 0 and j > 0 else north
+            if nw >= max(west, north):
+                pred = min(west, north)
+            elif nw <= min(west, north):
+                pred = max(west, north)
+            else:
+                pred = west + north - nw
+            grad = abs(west - nw) + abs(north - nw)
+            row = _log_class(grad << WEIGHT_BITS, LL_CLASSES)
+            r = q[i, j] - pred
+            m = _code_magnitude(state, buf, table, row, abs(r), decoding, counts)
+            r = _code_sign(state, buf, m if decoding else r, decoding)
+            q[i, j] = pred + r
+
+
+GROUPS = 12    # tables and weights: level (1, 2, 3+) x orientation (HL/LH, HH) x component (first, later)
+EMPTY = np.zeros((0, 0), np.int64)
+
+
+def _at(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """values at the given row and column indices, clipped to its shape."""
+    return values[np.ix_(np.minimum(rows, values.shape[0] - 1), np.minimum(cols, values.shape[1] - 1))]
+
+
+def inter_features(plane: list[np.ndarray], k: int, previous: list[np.ndarray] | None) -> np.ndarray:
+    """(4, h, w) int64 inter features of subband k (flat layout): parent, previous component,
+    its 3x3 sum, siblings (the same level's subbands coded before it); 0 where absent."""
+    h, w = plane[k].shape
+    rows, cols = np.arange(h), np.arange(w)
+    f = np.zeros((4, h, w), np.int64)
+    if k > 3:
+        f[0] = _at(np.abs(plane[k - 3]), rows >> 1, cols >> 1)
+    if previous is not None:
+        f[1] = np.abs(previous[k])
+        padded = np.pad(f[1], 1)
+        f[2] = sum(padded[1 + di:1 + di + h, 1 + dj:1 + dj + w] for di in (-1, 0, 1) for dj in (-1, 0, 1))
+    first = 1 + 3 * ((k - 1) // 3)
+    for sibling in plane[first:k]:
+        f[3] += _at(np.abs(sibling), rows, cols)
+    return f
+
+
+def inter_classes(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Inter class of every coefficient from its inter features and a group's weights."""
+    activity = weights[7] + np.tensordot(weights[3:7], features, axes=1)
+    return _log_classes(np.ascontiguousarray(activity, np.int64), INTER_CLASSES)
+
+
+def group_of(level: int, orientation: int, component: int) -> int:
+    """Table group of a detail subband: level 1 is the finest, orientation 0..2 = HL, LH, HH."""
+    return (min(level, 3) - 1) * 4 + (orientation == 2) * 2 + (component > 0)
+
+
+class SubbandModel:
+    """The learned entropy model: per group the context weights (GROUPS x N_WEIGHTS, fixed
+    point) and the tables' starting counts (GROUPS x ROWS x TOKENS), and the LL table's.
+
+    ``planes[c]`` is component c's quantized subbands in eoz.wavelet's flat layout (LL, then
+    HL, LH, HH from the coarsest level). Components are coded in order, each subband after
+    its parent, so both contexts are decoded before they are needed.
+    """
+
+    def __init__(self, weights: np.ndarray, counts: np.ndarray, lowpass_counts: np.ndarray):
+        self.weights = np.ascontiguousarray(weights, np.int64)
+        self.counts = np.ascontiguousarray(counts, np.int64)
+        self.lowpass_counts = np.ascontiguousarray(lowpass_counts, np.int64)
+        if self.weights.shape != (GROUPS, N_WEIGHTS) or self.counts.shape != (GROUPS, ROWS, TOKENS) \
+                or self.lowpass_counts.shape != (LL_CLASSES, TOKENS):
+            raise ValueError("subband model tensors have the wrong shapes")
+
+    @classmethod
+    def untrained(cls) -> "SubbandModel":
+        weights = np.tile(np.array([256, 128, 64, 256, 256, 0, 0, 0], np.int64), (GROUPS, 1))
+        return cls(weights, np.ones((GROUPS, ROWS, TOKENS), np.int64), np.ones((LL_CLASSES, TOKENS), np.int64))
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        return {"subband.weights": self.weights, "subband.counts": self.counts.astype(np.int32),
+                "subband.lowpass_counts": self.lowpass_counts.astype(np.int32)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "SubbandModel":
+        return cls(tensors["subband.weights"], tensors["subband.counts"], tensors["subband.lowpass_counts"])
+
+    def encode(self, planes: list[list[np.ndarray]]) -> bytes:
+        size = sum(b.size for plane in planes for b in plane)
+        buf = np.zeros(8 * size + 64, np.uint8)
+        state = encoder_state()
+        self._run(planes, state, buf, False, None)
+        return buf[:finish(state, buf)].tobytes()
+
+    def decode(self, data: bytes, shapes: list, components: int) -> list[list[np.ndarray]]:
+        """Planes of the given subband shapes (eoz.wavelet's flat layout); ValueError when
+        the stream ends before its symbols do."""
+        planes = [[np.zeros(s, np.int64) for s in shapes] for _ in range(components)]
+        buf = np.frombuffer(data, np.uint8).copy()   # writable: the loop is compiled for both directions
+        state = decoder_state(buf)
+        self._run(planes, state, buf, True, None)
+        if overrun(state, buf):
+            raise ValueError("the coefficient stream ends before its last symbol")
+        return planes
+
+    def tally(self, planes: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Token counts per table row as this model codes the planes (for training)."""
+        counts, lowpass = np.zeros_like(self.counts), np.zeros_like(self.lowpass_counts)
+        size = sum(b.size for plane in planes for b in plane)
+        self._run(planes, encoder_state(), np.zeros(8 * size + 64, np.uint8), False, (counts, lowpass))
+        return counts, lowpass
+
+    def _run(self, planes, state, buf, decoding: bool, tallies) -> None:
+        tables = [new_tables(c) for c in self.counts]
+        lowpass = new_tables(self.lowpass_counts)
+        levels = (len(planes[0]) - 1) // 3
+        for c, plane in enumerate(planes):
+            code_lowpass(plane[0], lowpass, state, buf, decoding, tallies[1] if tallies else EMPTY)
+            for k in range(1, len(plane)):
+                level, orientation = levels - (k - 1) // 3, (k - 1) % 3
+                g = group_of(level, orientation, c)
+                inter = inter_classes(inter_features(plane, k, planes[c - 1] if c > 0 else None), self.weights[g])
+                code_detail(plane[k], inter, tables[g], self.weights[g], state, buf, decoding,
+                            tallies[0][g] if tallies else EMPTY)
