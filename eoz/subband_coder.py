@@ -12,6 +12,15 @@ by two context classes:
   coded before it, at the same place): all decoded before the subband starts, so this
   class is computed for the whole subband at once.
 
+Detail subbands are quantized with *dependent quantization* (trellis-coded, as VVC's):
+each coefficient's level is a multiple of the step taken from one of two quantizers, Q0
+(even levels) or Q1 (zero and odd levels), chosen by a 4-state machine driven by the
+parity of the previous coded index; the encoder picks the whole path with a Viterbi search
+(``dependent_levels``) for the least distortion plus rate, the decoder only follows the
+states. The two quantizers share the union's fine spacing, so for the same rate the error
+is smaller than one scalar quantizer's (the trellis's granular gain). The coded symbol is
+the index within the state's quantizer, and the quantizer is part of its table's context.
+
 Each weighted sum goes through a logarithmic quantizer (two classes per octave). The
 weights and the tables' starting counts are the learned part (fitted on training rasters
 by ``eoz.train_wavelet``); the tables then adapt to the tile being coded, which is what
@@ -40,13 +49,19 @@ import numba
 import numpy as np
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+# next state of the dependent quantizer, by the parity of the coded index; state >> 1 is its quantizer
+TRANSITIONS = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64)
 
 DIRECT = 8                 # magnitudes below this are their own token
 MAX_OCTAVE = 30            # magnitudes below 2**31
+MAX_MAGNITUDE = (1 << 30) - 1   # the quantizer clips larger ones
 TOKENS = DIRECT + 2 * (MAX_OCTAVE - 2)
 SPATIAL_CLASSES = 20
 INTER_CLASSES = 8
-ROWS = SPATIAL_CLASSES * INTER_CLASSES
+# the token of every magnitude below 4096 (its octave e >= 3 and the bit below the top one)
+_TOKEN_OF = np.array([m if m < DIRECT else DIRECT + 2 * (m.bit_length() - 4) + ((m >> (m.bit_length() - 2)) & 1)
+                      for m in range(4096)], np.int64)
+ROWS = SPATIAL_CLASSES * INTER_CLASSES * 2      # x 2: the quantizer (Q0, Q1) of the state
 LL_CLASSES = 16
 WEIGHT_BITS = 8            # weights are fixed point with this many fraction bits
 N_WEIGHTS = 8              # W+N, NW+NE, WW+NN, parent, previous component, its 3x3 sum, sibling, bias
@@ -239,20 +254,27 @@ def _log_class(a, classes) -> int:
 
 
 @jit
+def _token(m):
+    """(token, raw low bits) of magnitude m."""
+    if m < DIRECT:
+        return m, 0
+    if m < _TOKEN_OF.shape[0]:
+        return _TOKEN_OF[m], _TOKEN_OF[m] // 2 - DIRECT // 2 + 2
+    e = _bit_length(m) - 1
+    return DIRECT + 2 * (e - 3) + ((m >> (e - 1)) & 1), e - 1
+
+
+@jit
 def _code_magnitude(state, buf, table, row, m, decoding, counts) -> int:
     """Code magnitude m (encoder) or decode it (decoder) with table row ``row``; an
     encoder given a non-empty ``counts`` (rows x tokens) tallies the tokens it codes."""
     if not decoding:
-        if m < DIRECT:
-            token = m
-        else:
-            e = _bit_length(m) - 1
-            token = DIRECT + 2 * (e - 3) + ((m >> (e - 1)) & 1)
+        token, raw = _token(m)
         if counts.shape[0] > 0:
             counts[row, token] += 1
         encode_adaptive(state, buf, table, row, token)
-        if token >= DIRECT:
-            encode_bits(state, buf, m & ((1 << (e - 1)) - 1), e - 1)
+        if raw:
+            encode_bits(state, buf, m & ((1 << raw) - 1), raw)
         return m
     token = decode_adaptive(state, buf, table, row)
     if token < DIRECT:
@@ -286,28 +308,103 @@ def _log_classes(values, classes):
 
 
 @jit
-def code_detail(q, inter, table, weights, state, buf, decoding, counts):
-    """One detail subband in raster order; decoding fills q in place. ``inter`` holds each
-    coefficient's inter class (from what was decoded before the subband)."""
+def _spatial_activity(q, i, j, weights) -> int:
+    """Weighted magnitudes of the decoded neighbours W, N (weights[0]), NW, NE ([1]), WW, NN ([2])."""
     h, w = q.shape
+    a = 0
+    if j > 0:
+        a += weights[0] * abs(q[i, j - 1])
+        if j > 1:
+            a += weights[2] * abs(q[i, j - 2])
+    if i > 0:
+        a += weights[0] * abs(q[i - 1, j])
+        if j > 0:
+            a += weights[1] * abs(q[i - 1, j - 1])
+        if j + 1 < w:
+            a += weights[1] * abs(q[i - 1, j + 1])
+        if i > 1:
+            a += weights[2] * abs(q[i - 2, j])
+    return a
+
+
+@jit
+def code_detail(q, inter, table, weights, state, buf, decoding, counts):
+    """One detail subband of signed levels in raster order; decoding fills q in place.
+    ``inter`` holds each coefficient's inter class (from what was decoded before the
+    subband). The dependent quantizer's state starts at 0 and runs along the raster."""
+    h, w = q.shape
+    dq = 0
     for i in range(h):
         for j in range(w):
-            a = 0
-            if j > 0:
-                a += weights[0] * abs(q[i, j - 1])
-                if j > 1:
-                    a += weights[2] * abs(q[i, j - 2])
-            if i > 0:
-                a += weights[0] * abs(q[i - 1, j])
-                if j > 0:
-                    a += weights[1] * abs(q[i - 1, j - 1])
-                if j + 1 < w:
-                    a += weights[1] * abs(q[i - 1, j + 1])
-                if i > 1:
-                    a += weights[2] * abs(q[i - 2, j])
-            row = _log_class(a, SPATIAL_CLASSES) * INTER_CLASSES + inter[i, j]
-            m = _code_magnitude(state, buf, table, row, abs(q[i, j]), decoding, counts)
-            q[i, j] = _code_sign(state, buf, m if decoding else q[i, j], decoding)
+            quantizer = dq >> 1
+            row = (_log_class(_spatial_activity(q, i, j, weights), SPATIAL_CLASSES) * INTER_CLASSES
+                   + inter[i, j]) * 2 + quantizer
+            if decoding:
+                index = _code_magnitude(state, buf, table, row, 0, True, counts)
+                level = 2 * index - 1 if quantizer and index else 2 * index
+                q[i, j] = _code_sign(state, buf, level, True)
+            else:
+                level = abs(q[i, j])
+                if level and (level & 1) != quantizer:
+                    raise ValueError("a level the dependent quantizer's state does not allow")
+                index = (level + quantizer) >> 1
+                _code_magnitude(state, buf, table, row, index, False, counts)
+                _code_sign(state, buf, q[i, j], False)
+            dq = TRANSITIONS[dq, index & 1]
+
+
+@jit
+def _candidate(x, quantizer, choice) -> int:
+    """Level ``choice`` (0: zero, 1: the quantizer's largest level <= x, 2: the next) for x."""
+    if choice == 0:
+        return 0
+    below = 2 * int(x // 2) if quantizer == 0 else max(2 * int((x - 1) // 2) + 1, 1)
+    return below + 2 * (choice - 1)
+
+
+@jit
+def dependent_levels(u, preliminary, inter, weights, bits, kappa):
+    """Viterbi search of the dependent quantizer's levels (magnitudes) for one subband.
+
+    u: |coefficient| / step; preliminary: nearest levels, for the contexts of the rate
+    estimate; bits: estimated bits of each token per table row; kappa: bits' weight against
+    squared error in steps^2. Minimizes sum (u - level)^2 + kappa * bits along the raster.
+    Back pointers are one byte per coefficient and state: previous state x 4 + choice.
+    """
+    h, w = u.shape
+    back = np.zeros((h * w, 4), np.int8)
+    cost = np.full(4, np.inf)
+    cost[0] = 0.0
+    new = np.empty(4)
+    for i in range(h):
+        for j in range(w):
+            x = u[i, j]
+            base = (_log_class(_spatial_activity(preliminary, i, j, weights), SPATIAL_CLASSES) * INTER_CLASSES
+                    + inter[i, j]) * 2
+            new[:] = np.inf
+            for s in range(4):
+                if cost[s] == np.inf:
+                    continue
+                quantizer = s >> 1
+                for choice in range(3):
+                    level = _candidate(x, quantizer, choice)
+                    if choice == 1 and level == 0:
+                        continue
+                    index = (level + quantizer) >> 1
+                    token, raw = _token(index)
+                    c = cost[s] + (x - level) ** 2 + kappa * (bits[base + quantizer, token] + raw + (index > 0))
+                    nxt = TRANSITIONS[s, index & 1]
+                    if c < new[nxt]:
+                        new[nxt] = c
+                        back[i * w + j, nxt] = s * 4 + choice
+            cost[:] = new
+    out = np.empty(h * w, np.int64)
+    s = int(np.argmin(cost))
+    for idx in range(h * w - 1, -1, -1):
+        b = back[idx, s]
+        s = b >> 2
+        out[idx] = _candidate(u.ravel()[idx], s >> 1, b & 3)
+    return out.reshape(h, w)
 
 
 @jit
@@ -362,7 +459,7 @@ def inter_features(plane: list[np.ndarray], k: int, previous: list[np.ndarray] |
 
 def inter_classes(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Inter class of every coefficient from its inter features and a group's weights."""
-    activity = weights[7] + np.tensordot(weights[3:7], features, axes=1)
+    activity = weights[-1] + np.tensordot(weights[3:-1], features, axes=1)
     return _log_classes(np.ascontiguousarray(activity, np.int64), INTER_CLASSES)
 
 
@@ -387,10 +484,13 @@ class SubbandModel:
         if self.weights.shape != (GROUPS, N_WEIGHTS) or self.counts.shape != (GROUPS, ROWS, TOKENS) \
                 or self.lowpass_counts.shape != (LL_CLASSES, TOKENS):
             raise ValueError("subband model tensors have the wrong shapes")
+        # the encoder's rate estimate: bits of each token under the starting counts
+        self.bits = -np.log2(self.counts / self.counts.sum(-1, keepdims=True))
 
     @classmethod
     def untrained(cls) -> "SubbandModel":
-        weights = np.tile(np.array([256, 128, 64, 256, 256, 0, 0, 0], np.int64), (GROUPS, 1))
+        weights = np.zeros((GROUPS, N_WEIGHTS), np.int64)
+        weights[:, :5] = [256, 128, 64, 256, 256]   # W+N, NW+NE, WW+NN, parent, previous component
         return cls(weights, np.ones((GROUPS, ROWS, TOKENS), np.int64), np.ones((LL_CLASSES, TOKENS), np.int64))
 
     def to_tensors(self) -> dict[str, np.ndarray]:
@@ -400,6 +500,27 @@ class SubbandModel:
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "SubbandModel":
         return cls(tensors["subband.weights"], tensors["subband.counts"], tensors["subband.lowpass_counts"])
+
+    def quantize(self, subbands: list[list[np.ndarray]], steps: list[np.ndarray], rounding: float,
+                 kappa: float) -> list[list[np.ndarray]]:
+        """Signed levels of every component's subbands (flat layout; steps per subband): LL by
+        a deadzone scalar quantizer (magnitude floor(|x| / step + rounding)), the details by
+        dependent quantization with this model's rates, in coding order, so that each
+        subband's inter contexts are the final levels of those coded before it."""
+        planes = []
+        levels = (len(subbands[0]) - 1) // 3
+        for c, bands in enumerate(subbands):
+            plane = [(np.sign(bands[0]) * np.floor(np.minimum(np.abs(bands[0]) / steps[0], MAX_MAGNITUDE)
+                                                   + rounding)).astype(np.int64)]
+            for k in range(1, len(bands)):
+                g = group_of(levels - (k - 1) // 3, (k - 1) % 3, c)
+                u = np.minimum(np.abs(bands[k]) / steps[k], MAX_MAGNITUDE)
+                plane.append(np.rint(u).astype(np.int64))   # stands in while the contexts are formed
+                inter = inter_classes(inter_features(plane, k, planes[c - 1] if c > 0 else None), self.weights[g])
+                plane[k] = np.where(bands[k] < 0, -1, 1) * dependent_levels(   # a 0 may take level 1
+                    u, plane[k], inter, self.weights[g], self.bits[g], kappa)
+            planes.append(plane)
+        return planes
 
     def encode(self, planes: list[list[np.ndarray]]) -> bytes:
         size = sum(b.size for plane in planes for b in plane)

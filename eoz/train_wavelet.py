@@ -39,6 +39,7 @@ CROP = 256
 CROPS_PER_RASTER = 4
 ROW_TOTAL = 4096                     # starting counts of a table row sum to about this
 SMOOTHING = 32.0                     # pseudo-samples of the group's histogram in each row
+ROUNDS = 2                           # quantize with the model, refit (see train)
 
 
 def crops(array: np.ndarray, size: int = CROP, count: int = CROPS_PER_RASTER) -> list[np.ndarray]:
@@ -53,25 +54,26 @@ def crops(array: np.ndarray, size: int = CROP, count: int = CROPS_PER_RASTER) ->
     return [array[:, r:r + size, c:c + size] for r, c in picks]
 
 
-def quantized_planes(array: np.ndarray, split: datasets.Split) -> list[list[list[np.ndarray]]]:
-    """The crop's quantized planes at each of SNRS_DB, through the codec's own quantizer."""
+def quantized_planes(array: np.ndarray, split: datasets.Split, model: SubbandModel) -> list[list[list[np.ndarray]]]:
+    """The crop's quantized planes at each of SNRS_DB, through the codec's own quantizer
+    (whose dependent quantization estimates rates with ``model``)."""
     tile, _ = fill_nodata(array.astype(split.dtype), split.nodata)
     variance = max(float(np.var(tile.astype(np.float64))), 1e-6)
     out = []
     for snr in SNRS_DB:
         mse = variance * 10 ** (-snr / 10)
-        analysed = Analysis(_Transform.fit(tile), tile, base_log2_step(mse))
+        analysed = Analysis(_Transform.fit(tile), tile, base_log2_step(mse), model)
         out.append(analysed.quantize(np.full((1, 1), MID_CODE, np.int64), None)[0])
     return out
 
 
-def samples(splits, part: str) -> list[tuple[str, list[list[np.ndarray]]]]:
+def samples(splits, part: str, model: SubbandModel) -> list[tuple[str, list[list[np.ndarray]]]]:
     """(split name, planes) for every crop of every raster of the splits' ``part``, at every SNR."""
     out = []
     for split in splits:
         for array in datasets.load_split(split, part):
             for crop in crops(array):
-                out += [(split.name, planes) for planes in quantized_planes(crop, split)]
+                out += [(split.name, planes) for planes in quantized_planes(crop, split, model)]
     return out
 
 
@@ -149,19 +151,27 @@ def bits_per_sample(model: SubbandModel, data) -> dict[str, float]:
     return {name: bits[name] / size[name] for name in bits}
 
 
-def train(run_dir: Path, splits=None) -> tuple[SubbandModel, dict]:
-    """Fit on the training parts, measure on both parts; write the figures to run_dir."""
+def train(run_dir: Path, splits=None, rounds: int = ROUNDS) -> tuple[SubbandModel, dict]:
+    """Fit on the training parts, measure on both parts; write the figures to run_dir.
+
+    The dependent quantizer picks levels with the model's own rates, so fitting alternates:
+    quantize the training crops with the current model, refit on what it chose.
+    """
     splits = splits or list(datasets.SPLITS.values())
     start = time.time()
-    training, validation = samples(splits, "train"), samples(splits, "validation")
-    model = fit(training)
-    untrained = SubbandModel.untrained()
+    model, curve = SubbandModel.untrained(), []
+    for round_ in range(rounds):
+        training = samples(splits, "train", model)
+        model = fit(training)
+        curve.append({"round": round_ + 1, "train_bits_per_sample": bits_per_sample(model, training),
+                      "seconds": round(time.time() - start, 1)})
+    validation = samples(splits, "validation", model)
     report = {
         "splits": [s.name for s in splits], "snrs_db": list(SNRS_DB), "crop": CROP,
-        "training_samples": len(training), "validation_samples": len(validation),
+        "training_samples": len(training), "validation_samples": len(validation), "curve": curve,
         "bits_per_sample": {"train": bits_per_sample(model, training),
                             "validation": bits_per_sample(model, validation),
-                            "validation_untrained": bits_per_sample(untrained, validation)},
+                            "validation_untrained": bits_per_sample(SubbandModel.untrained(), validation)},
         "seconds": round(time.time() - start, 1)}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")

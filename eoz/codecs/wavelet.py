@@ -1,5 +1,5 @@
-"""The wavelet codec: spectral KLT + CDF 9/7 + deadzone quantization + a learned, adaptive
-context model; fixed quality by a closed loop on per-block quantizer steps.
+"""The wavelet codec: spectral KLT + CDF 9/7 + dependent (trellis) quantization + a learned,
+adaptive context model; fixed quality by a closed loop on per-block quantizer steps.
 
 It starts where JPEG 2000 with a spectral KLT ends (the same transforms) and learns only
 the entropy model, which 2 CPU cores fit from training rasters in minutes (see
@@ -9,15 +9,18 @@ rounded and clipped to their dtype, floats (SAR in dB) kept as float32.
 Quantization: subband b of a block with step code k has step
 ``2 ** (log2_base + (k - 96) / 32) / sqrt(gain_b)``, where gain_b is the energy of the
 subband's synthesis basis, so each coefficient's error weighs the same in the image
-(the MSE-optimal allocation at high rate). Magnitudes are floor(|c| / step + ROUNDING):
-a zero bin 2 (1 - ROUNDING) steps wide, as a deadzone quantizer's. The decoder puts each
-value at its bin's centroid, measured by the encoder and sent per subband.
+(the MSE-optimal allocation at high rate). Detail subbands take the dependent quantizer of
+eoz.subband_coder (levels chosen by a Viterbi search for the least error plus
+RATE_WEIGHT x bits, with the model's own rates): about 5 % fewer bytes than a deadzone
+scalar quantizer at equal PSNR. The LL band takes a deadzone scalar quantizer
+(floor(|c| / step + ROUNDING)). The decoder puts each level at its bin's centroid,
+measured by the encoder and sent per subband.
 
-Tile payload (little endian): u8 levels, u8 block size (0 = one step for the tile), u16 grid
-rows and cols, f32 log2 base step, u8 KLT flag; with the KLT, B f32 means and B x B f32
-matrix (columns = eigenvectors), else B f32 means; the step codes (u8 per block), the
-centroid offsets (u8 in 1/256 of a step, per component group and subband), then the
-range-coded coefficients.
+Tile payload (little endian): u8 format version, u8 levels, u8 block size (0 = one step for
+the tile), u16 grid rows and cols, f32 log2 base step, u8 KLT flag; with the KLT, B f32
+means and B x B f32 matrix (columns = eigenvectors), else B f32 means; the step codes (u8
+per block), the centroid offsets (u8, 128 + 256 x the offset in steps, per component group
+and subband), then the range-coded levels.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.errors import ContainerError, InputError
 from eoz.quality import BLOCK_SIZES, QualityTarget, block_grid, block_means
 from eoz.registry import ModelEntry
-from eoz.subband_coder import SubbandModel
+from eoz.subband_coder import MAX_MAGNITUDE, SubbandModel
 
 LEVELS = 5
 ROUNDING = 0.3              # deadzone: magnitudes below 0.7 steps quantize to zero
@@ -43,8 +46,10 @@ KLT_MAX_BANDS = 16          # above this the B x B matrix costs more than it sav
 AIM = 0.995                 # the block loop aims just under the target MSE
 MAX_ROUNDS = 12
 TOP_CODE = 255
-MAX_MAGNITUDE = (1 << 30) - 1
-_HEAD = struct.Struct("<BBHHfB")
+DQ_OFFSET = 0.5             # octaves finer than a scalar quantizer's step for the same MSE
+RATE_WEIGHT = 0.35          # dependent quantization: bits' weight against squared error in steps^2
+_HEAD = struct.Struct("<BBBHHfB")
+FORMAT = 1                  # payload format version: a decoder refuses others
 
 
 def _component_group(c: int) -> int:
@@ -81,7 +86,7 @@ class WaveletCodec(Codec):
         """Payload, and the step codes and block MSEs the closed loop settled on."""
         if self.target is None or self.target.mse is None:
             raise InputError("the wavelet codec needs a target: --psnr or --mse")
-        analysed = Analysis(_Transform.fit(tile), tile, base_log2_step(self.target.mse))
+        analysed = Analysis(_Transform.fit(tile), tile, base_log2_step(self.target.mse), self.model)
         block = self.target.block
         if self.target.closed_loop:
             codes, mse = choose_codes(analysed, valid, block, self.target.mse)
@@ -91,9 +96,9 @@ class WaveletCodec(Codec):
         return self._payload(analysed, codes, block, quantized), {"codes": codes, "mse": mse}
 
     def _payload(self, analysed: "Analysis", codes: np.ndarray, block: int | None, quantized) -> bytes:
-        planes, offsets = quantized
+        planes, offsets, _ = quantized
         t = analysed.transform
-        head = _HEAD.pack(analysed.levels, block or 0, *codes.shape, analysed.log2_base, t.matrix is not None)
+        head = _HEAD.pack(FORMAT, analysed.levels, block or 0, *codes.shape, analysed.log2_base, t.matrix is not None)
         spectral_side = t.means.astype("<f4").tobytes() + \
             (t.matrix.astype("<f4").tobytes() if t.matrix is not None else b"")
         return head + spectral_side + codes.astype(np.uint8).tobytes() + offsets.astype(np.uint8).tobytes() \
@@ -103,9 +108,11 @@ class WaveletCodec(Codec):
 
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
         try:
-            levels, block, rows, cols, log2_base, has_klt = _HEAD.unpack_from(payload)
+            version, levels, block, rows, cols, log2_base, has_klt = _HEAD.unpack_from(payload)
         except struct.error:
             raise ContainerError("wavelet tile head is unreadable") from None
+        if version != FORMAT:
+            raise ContainerError(f"wavelet tile format {version}; this build reads format {FORMAT}")
         block = block or None
         if (block is not None and block not in BLOCK_SIZES) or (rows, cols) != block_grid(height, width, block):
             raise ContainerError(f"wavelet tile has a {rows}x{cols} grid of {block or 'global'} blocks, "
@@ -213,26 +220,38 @@ def _reach_min(values: np.ndarray, n: int, scale: int, block: int) -> np.ndarray
 
 
 def dequantize(plane: list[np.ndarray], steps: list[np.ndarray], offsets: np.ndarray) -> list[np.ndarray]:
-    """Each value at its bin's centroid: (|q| - ROUNDING + offset) steps, signed."""
-    return [np.sign(q) * (np.abs(q) - ROUNDING + o / 256.0) * s * (q != 0)
+    """Each nonzero level at its bin's centroid: (|level| + (offset - 128) / 256) steps, signed."""
+    return [np.sign(q) * (np.abs(q) + (int(o) - 128) / 256.0) * s * (q != 0)
             for q, s, o in zip(plane, steps, offsets)]
 
 
 class Analysis:
     """A tile's subbands, ready to quantize at any step codes."""
 
-    def __init__(self, transform: _Transform, tile: np.ndarray, log2_base: float):
-        self.transform, self.dtype, self.log2_base = transform, tile.dtype, log2_base
+    def __init__(self, transform: _Transform, tile: np.ndarray, log2_base: float, model: SubbandModel):
+        self.transform, self.dtype, self.log2_base, self.model = transform, tile.dtype, log2_base, model
         self.tile = tile.astype(np.float64)
         self.height, self.width = tile.shape[1:]
         self.levels = wavelet.max_levels(self.height, self.width, LEVELS)
         self.subbands = [wavelet.flatten(wavelet.forward(c, LEVELS)) for c in transform.forward(tile)]
+        self._last = None
 
-    def quantize(self, codes: np.ndarray, block: int | None):
-        """Quantized planes and the centroid offsets (2 component groups x subbands, in 1/256 step)."""
+    def quantize(self, codes: np.ndarray, block: int | None, dependent: bool = True):
+        """Signed levels and the centroid offsets (2 component groups x subbands, in 1/256
+        step, 128 = the level itself). ``dependent``: the model's dependent quantizer, as
+        coded; otherwise a deadzone scalar quantizer at 2^DQ_OFFSET times the step, about as
+        accurate and far cheaper: the closed loop's proxy. The last result is kept, as the
+        closed loop asks again for the codes it settled on."""
+        key = (codes.tobytes(), codes.shape, block, dependent)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         steps = subband_steps(self.height, self.width, self.levels, self.log2_base, codes, block)
-        planes = [[(np.sign(b) * np.minimum(np.floor(np.abs(b) / s + ROUNDING), MAX_MAGNITUDE)).astype(np.int64)
-                   for b, s in zip(plane, steps)] for plane in self.subbands]
+        if dependent:
+            planes = self.model.quantize(self.subbands, steps, ROUNDING, RATE_WEIGHT)
+        else:
+            steps = [s * 2 ** DQ_OFFSET for s in steps]
+            planes = [[(np.sign(b) * np.floor(np.minimum(np.abs(b) / s, MAX_MAGNITUDE) + ROUNDING)).astype(np.int64)
+                       for b, s in zip(bands, steps)] for bands in self.subbands]
         offsets = np.full((2, len(steps)), 128, np.int64)
         for g, members in enumerate(([0], range(1, len(planes)))):
             for k, s in enumerate(steps):
@@ -240,48 +259,58 @@ class Analysis:
                 for c in members:
                     q = planes[c][k]
                     nonzero = q != 0
-                    residue += (np.abs(self.subbands[c][k]) / s - np.abs(q) + ROUNDING)[nonzero].sum()
+                    residue += (np.abs(self.subbands[c][k]) / s - np.abs(q))[nonzero].sum()
                     count += int(nonzero.sum())
                 if count:
-                    offsets[g, k] = int(np.clip(np.rint(256 * residue / count), 0, 255))
-        return planes, offsets
+                    offsets[g, k] = int(np.clip(np.rint(128 + 256 * residue / count), 0, 255))
+        self._last = (key, (planes, offsets, steps))
+        return planes, offsets, steps
 
-    def reconstruct(self, codes: np.ndarray, block: int | None) -> np.ndarray:
+    def reconstruct(self, codes: np.ndarray, block: int | None, dependent: bool = True) -> np.ndarray:
         """What the decoder outputs for these codes, as float64 (integers rounded and clipped)."""
-        planes, offsets = self.quantize(codes, block)
-        steps = subband_steps(self.height, self.width, self.levels, self.log2_base, codes, block)
+        planes, offsets, steps = self.quantize(codes, block, dependent)
         pixels = self.transform.inverse([dequantize(p, steps, offsets[_component_group(c)])
                                          for c, p in enumerate(planes)], self.levels)
         return _to_dtype(pixels, self.dtype).astype(np.float64) if self.dtype.kind in "iu" else pixels
 
-    def block_mse(self, codes: np.ndarray, valid: np.ndarray, block: int | None) -> np.ndarray:
-        return block_means((self.reconstruct(codes, block) - self.tile) ** 2, valid, block)
+    def block_mse(self, codes: np.ndarray, valid: np.ndarray, block: int | None, dependent: bool = True) -> np.ndarray:
+        return block_means((self.reconstruct(codes, block, dependent) - self.tile) ** 2, valid, block)
 
 
 def base_log2_step(target_mse: float) -> float:
-    """The step that high-rate theory (MSE = step^2 / 12) gives for the target, as stored
+    """The step that high-rate theory (MSE = step^2 / 12) gives for the target, made finer
+    for the dependent quantizer (each of its quantizers is twice as coarse), as stored
     (float32): block codes are relative to it."""
-    return float(np.float32(0.5 * math.log2(12 * target_mse)))
+    return float(np.float32(0.5 * math.log2(12 * target_mse) - DQ_OFFSET))
 
 
 def choose_codes(analysed: Analysis, valid: np.ndarray, block: int | None,
                  target_mse: float) -> tuple[np.ndarray, np.ndarray]:
     """Step codes, as coarse as they can be with every block's MSE at or under the target.
 
-    All blocks start at the base step. Secant rounds move each block by the codes its MSE
-    ratio asks for (MSE ~ step^2: 16 codes per factor 2), by half after the first rounds so
-    neighbours that share coefficients settle; repair rounds lower the codes of blocks still
-    over the target until none is (or refuse at code 0); last, blocks with slack are raised
-    by 8, 4, 2 and 1 codes where the whole tile stays within target. Every round is one
-    reconstruction of the tile, exactly as the decoder makes it.
+    Per-block codes are first settled on the scalar proxy (Analysis.quantize), then the
+    dependent quantizer, as coded, finishes the search from there in a few rounds. Every
+    round is one reconstruction of the tile, exactly as the decoder makes it.
     """
-    measure = lambda c: analysed.block_mse(c, valid, block)
     codes = np.full(block_grid(analysed.height, analysed.width, block), MID_CODE, np.int64)
+    if block is not None:
+        codes, _ = _settle(lambda c: analysed.block_mse(c, valid, block, False), codes, target_mse,
+                           MAX_ROUNDS, (8, 4, 2, 1))
+    return _settle(lambda c: analysed.block_mse(c, valid, block), codes, target_mse,
+                   MAX_ROUNDS if block is None else 3, (8, 4, 2, 1) if block is None else (2, 1))
+
+
+def _settle(measure, codes: np.ndarray, target_mse: float, rounds: int, raises: tuple):
+    """Secant rounds move each block by the codes its MSE ratio asks for (MSE ~ step^2: 16
+    codes per factor 2), by half after the first rounds so neighbours that share
+    coefficients settle; repair rounds lower the codes of blocks still over the target until
+    none is (each by the codes its ratio asks, at least one; refused at code 0); last, blocks with slack are raised by each of ``raises``
+    where the tile stays within target, a raise that pushes a block over being undone with
+    its neighbours'."""
     mse = measure(codes)
-    for round_ in range(MAX_ROUNDS):
+    for round_ in range(rounds):
         wanted = CODE_STEPS / 2 * np.log2(AIM * target_mse / np.maximum(mse, 1e-12))
-        move = np.floor(wanted if round_ < 3 else wanted / 2).astype(np.int64)
-        new = np.clip(codes + move, 0, TOP_CODE)
+        new = np.clip(codes + np.rint(wanted if round_ < 3 else wanted / 2).astype(np.int64), 0, TOP_CODE)
         if (new == codes).all():
             break
         codes, mse = new, measure(new)
@@ -289,11 +318,12 @@ def choose_codes(analysed: Analysis, valid: np.ndarray, block: int | None,
         if (codes[over] == 0).all():
             raise InputError(f"MSE {target_mse:g} is beyond the wavelet codec's finest step here "
                              f"(reached {mse.max():g}); ask for less, or lossless")
-        codes = np.where(over, np.maximum(codes - 1, 0), codes)
+        lower = np.maximum(np.ceil(CODE_STEPS / 2 * np.log2(mse / (AIM * target_mse))), 1).astype(np.int64)
+        codes = np.where(over, np.maximum(codes - lower, 0), codes)
         mse = measure(codes)
-    for step in (8, 4, 2, 1):
+    for step in raises:
         raised = (mse * 2 ** (step / (CODE_STEPS / 2)) <= AIM * target_mse) & (codes < TOP_CODE)
-        for _ in range(3):   # a raise that pushes a block over is undone with its neighbours'
+        for _ in range(3):
             if not raised.any():
                 break
             trial = np.where(raised, np.minimum(codes + step, TOP_CODE), codes)

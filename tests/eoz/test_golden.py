@@ -35,7 +35,7 @@ def test_golden_files_pin_their_model_version():
         if case["model"] == "jpeg2000":
             assert header.codec == "jpeg2000" and header.lossless
         else:
-            assert (header.codec, header.model_id, header.model_version) == ("wavelet", case["model"], "1")
+            assert (header.codec, header.model_id, header.model_version) == ("wavelet", case["model"], "2")
 
 
 def test_golden_files_decode_the_same_in_a_fresh_single_threaded_process():

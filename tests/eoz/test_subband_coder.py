@@ -28,24 +28,25 @@ def _shapes(height: int, width: int, levels: int) -> list:
 
 def _planes(shapes, components: int, seed: int, scale: float = 4.0, huge: int = 0,
             zero_fraction: float = 0.5) -> list[list[np.ndarray]]:
-    """Laplacian-like quantized subbands, coarser ones larger, with a few values of up to
-    ``huge`` magnitude (either sign) sprinkled in, and LL offsets as real LL bands have."""
+    """Laplacian-like subbands, coarser ones larger, with a few values of up to ``huge``
+    magnitude (either sign) sprinkled in, quantized at unit steps by the model's own
+    quantizer (detail levels must follow its dependent quantizer's states); LL offsets as
+    real LL bands have."""
     rng = np.random.default_rng(seed)
-    planes = []
+    subbands = []
     for _ in range(components):
-        plane = []
+        bands = []
         for k, shape in enumerate(shapes):
-            mag = np.floor(rng.exponential(scale * (2 if k == 0 else 1) * (1 + (len(shapes) - k) // 3), shape))
+            mag = rng.exponential(scale * (2 if k == 0 else 1) * (1 + (len(shapes) - k) // 3), shape)
             mag[rng.random(shape) < zero_fraction] = 0
             if huge:
                 spots = rng.random(shape) < 0.02
                 mag[spots] = rng.integers(huge // 2, huge + 1, int(spots.sum()))
-            sign = np.where(rng.random(shape) < 0.5, -1, 1)
-            q = (sign * mag).astype(np.int64)
-            if k == 0:
-                q += int(rng.integers(-5000, 5000))
-            plane.append(q)
-        planes.append(plane)
+            bands.append(np.where(rng.random(shape) < 0.5, -1, 1) * mag)
+        subbands.append(bands)
+    planes = SubbandModel.untrained().quantize(subbands, [np.ones(s) for s in shapes], 0.3, 0.35)
+    for plane in planes:
+        plane[0] += int(rng.integers(-5000, 5000))
     return planes
 
 
@@ -85,8 +86,8 @@ def test_round_trip_of_large_and_negative_magnitudes(huge):
     shapes = _shapes(48, 40, 4)
     planes = _planes(shapes, 3, seed=huge % 1000, huge=huge)
     planes[0][0][0, 0] = -huge                        # extremes right where prediction starts
-    planes[1][1][0, 0] = huge
-    planes[2][-1][-1, -1] = -huge
+    # detail levels must follow the quantizer's states: their extremes come from the sprinkle
+    assert max(np.abs(b).max() for p in planes for b in p[1:]) >= huge // 2
     assert max(np.abs(b).max() for p in planes for b in p) >= huge
     model = SubbandModel.untrained()
     _assert_planes_equal(model.decode(model.encode(planes), shapes, 3), planes)

@@ -102,7 +102,7 @@ def test_every_block_of_a_real_s2_crop_meets_the_target(s2_crop, wavelet_store, 
     # met without wasting rate: the median block sits just above the target. With 16 px blocks
     # the coarse levels' coefficients span several blocks and take the finest of their steps,
     # so smooth blocks beside busy ones come out better than asked: more slack there.
-    assert np.median(psnr_blocks) <= psnr + (0.5 if block == 16 else 0.3)
+    assert np.median(psnr_blocks) <= psnr + (0.6 if block == 16 else 0.3)
     assert len(data) < array.nbytes / (8 if psnr == 40 else 2)
     with EozReader(data) as reader:
         assert reader.header.codec == "wavelet" and reader.header.model_id == MODEL
@@ -117,7 +117,7 @@ def test_block_loop_keeps_a_target_the_base_step_already_meets(request, source, 
     else:
         tile = np.rint(_smooth(17, 40, 48, 200, 3000, seed=17)).astype(np.uint16)
     target = QualityTarget(psnr=psnr, block=block)
-    analysed = Analysis(_Transform.fit(tile), tile, base_log2_step(target.mse))
+    analysed = Analysis(_Transform.fit(tile), tile, base_log2_step(target.mse), SubbandModel.untrained())
     valid = np.ones(tile.shape, bool)
     uniform = np.full(block_grid(*tile.shape[1:], block), MID_CODE)
     assert analysed.block_mse(uniform, valid, block).max() <= target.mse     # reachable: the start meets it
@@ -138,7 +138,7 @@ def test_report_matches_what_the_decoder_outputs(s2_crop, wavelet_store):
     assert report["codes"].shape == block_grid(128, 160, 32)
     assert (report["mse"] <= QualityTarget(psnr=45.0).mse).all()
     # the head carries what the report says
-    levels, block, rows, cols, log2_base, klt = _HEAD.unpack_from(payload)
+    _, levels, block, rows, cols, log2_base, klt = _HEAD.unpack_from(payload)
     assert (levels, block, rows, cols, klt) == (LEVELS, 32, 4, 5, 1)
     assert log2_base == pytest.approx(base_log2_step(QualityTarget(psnr=45.0).mse), abs=1e-6)
     side = _HEAD.size + 4 * 4 + 4 * 16
@@ -298,7 +298,7 @@ def payload(wavelet_store):
 
 
 def _side_end(payload_bytes: bytes, bands: int = 4) -> int:
-    levels, block, rows, cols, _, klt = _HEAD.unpack_from(payload_bytes)
+    _, levels, block, rows, cols, _, klt = _HEAD.unpack_from(payload_bytes)
     shapes = wavelet.flatten(wavelet.subband_shapes(64, 64, levels))
     return _HEAD.size + 4 * bands + (4 * bands * bands if klt else 0) + rows * cols + 2 * len(shapes)
 
@@ -335,14 +335,16 @@ def test_random_bytes_in_the_coefficient_stream_are_refused(payload):
 @pytest.mark.parametrize("field,value", [
     ("block", 8), ("block", 32), ("block", 0), ("rows", 3), ("cols", 5), ("rows", 0),
     ("levels", 4), ("levels", 6), ("levels", 0), ("log2_base", float("nan")), ("log2_base", float("inf")),
+    ("format", 0), ("format", 2),
 ])
 def test_a_head_that_does_not_fit_the_tile_is_refused(payload, field, value):
     codec, data = payload
-    head = dict(zip(("levels", "block", "rows", "cols", "log2_base", "klt"), _HEAD.unpack_from(data)))
+    head = dict(zip(("format", "levels", "block", "rows", "cols", "log2_base", "klt"), _HEAD.unpack_from(data)))
     head[field] = value
     bad = _HEAD.pack(*head.values()) + data[_HEAD.size:]
     # refused by the head checks themselves, before any coefficient is decoded
-    with pytest.raises(ContainerError, match="grid" if field in ("block", "rows", "cols") else "levels or a base step"):
+    expected = {"block": "grid", "rows": "grid", "cols": "grid", "format": "format"}.get(field, "levels or a base step")
+    with pytest.raises(ContainerError, match=expected):
         codec.decode_tile(bad, 4, 64, 64)
 
 
@@ -372,7 +374,7 @@ def test_damaged_tiles_in_a_file_raise_container_errors(wavelet_store):
     for index, good in enumerate(payloads):
         assert decode_tile_payload(codec, good, header, index).shape[0] == 3
         for bad in (good[:len(good) // 2], good[:1] + bytes(rng.integers(0, 256, len(good) - 1, dtype=np.uint8)),
-                    good[:1] + _HEAD.pack(5, 16, 9, 9, 1.0, 1) + good[1 + _HEAD.size:]):
+                    good[:1] + _HEAD.pack(1, 5, 16, 9, 9, 1.0, 1) + good[1 + _HEAD.size:]):
             with pytest.raises(ContainerError):
                 decode_tile_payload(codec, bad, header, index)
     # flipped bytes inside the file: the crc catches them

@@ -38,7 +38,7 @@ CASES = {
 def codec(model: str, params: dict):
     if model == "jpeg2000":
         return codec_for_model(model, **params)
-    return codec_for_model(model, "1", target=QualityTarget(**params))
+    return codec_for_model(model, "2", target=QualityTarget(**params))
 
 
 def pixels_sha256(array) -> str:
