@@ -58,6 +58,7 @@ MAX_MAGNITUDE = (1 << 30) - 1   # the quantizer clips larger ones
 TOKENS = DIRECT + 2 * (MAX_OCTAVE - 2)
 SPATIAL_CLASSES = 20
 INTER_CLASSES = 8
+_BITS_OF_BYTE = np.array([v.bit_length() for v in range(256)], np.int64)
 # the token of every magnitude below 4096 (its octave e >= 3 and the bit below the top one)
 _TOKEN_OF = np.array([m if m < DIRECT else DIRECT + 2 * (m.bit_length() - 4) + ((m >> (m.bit_length() - 2)) & 1)
                       for m in range(4096)], np.int64)
@@ -104,7 +105,12 @@ def _shift_low(state, out):
 @jit
 def encode(state, out, cum, freq, total):
     """Code the interval [cum, cum + freq) of total (total < 2^16)."""
-    r = state[_RANGE] // total
+    _narrow(state, out, state[_RANGE] // total, cum, freq)
+
+
+@jit
+def _narrow(state, out, r, cum, freq):
+    """The encoder's step, given r = range // total."""
     state[_LOW] += r * cum
     state[_RANGE] = r * freq
     while state[_RANGE] < TOP:
@@ -114,11 +120,11 @@ def encode(state, out, cum, freq, total):
 
 @jit
 def encode_bits(state, out, value, bits):
-    """Code ``bits`` raw bits of value (equiprobable), 16 at a time."""
+    """Code ``bits`` raw bits of value (equiprobable), 16 at a time (total 2^n: a shift)."""
     while bits > 0:
         n = min(bits, 16)
         bits -= n
-        encode(state, out, (value >> bits) & ((1 << n) - 1), 1, 1 << n)
+        _narrow(state, out, state[_RANGE] >> n, (value >> bits) & ((1 << n) - 1), 1)
 
 
 @jit
@@ -148,14 +154,23 @@ def decoder_state(data) -> np.ndarray:
 @jit
 def decode_target(state, total) -> int:
     """The cumulative count the next symbol's interval holds; then call ``consume``."""
-    r = state[_RANGE] // total
+    return _target(state, state[_RANGE] // total, total)
+
+
+@jit
+def _target(state, r, total) -> int:
     v = state[_LOW] // r
     return v if v < total else total - 1
 
 
 @jit
 def consume(state, data, cum, freq, total):
-    r = state[_RANGE] // total
+    _widen(state, data, state[_RANGE] // total, cum, freq)
+
+
+@jit
+def _widen(state, data, r, cum, freq):
+    """The decoder's step, given r = range // total."""
     state[_LOW] -= r * cum
     state[_RANGE] = r * freq
     while state[_RANGE] < TOP:
@@ -169,8 +184,9 @@ def decode_bits(state, data, bits) -> int:
     while bits > 0:
         n = min(bits, 16)
         bits -= n
-        v = decode_target(state, 1 << n)
-        consume(state, data, v, 1, 1 << n)
+        r = state[_RANGE] >> n
+        v = _target(state, r, 1 << n)
+        _widen(state, data, r, v, 1)
         value = (value << n) | v
     return value
 
@@ -197,13 +213,14 @@ def encode_adaptive(state, out, table, row, symbol):
 def decode_adaptive(state, data, table, row) -> int:
     freqs = table[row]
     n = freqs.shape[0] - 1
-    target = decode_target(state, freqs[n])
+    r = state[_RANGE] // freqs[n]
+    target = _target(state, r, freqs[n])
     cum = 0
     symbol = 0
     while symbol < n - 1 and cum + freqs[symbol] <= target:
         cum += freqs[symbol]
         symbol += 1
-    consume(state, data, cum, freqs[symbol], freqs[n])
+    _widen(state, data, r, cum, freqs[symbol])
     _update(freqs, symbol)
     return symbol
 
@@ -234,10 +251,10 @@ def new_tables(initial: np.ndarray) -> np.ndarray:
 @jit
 def _bit_length(v) -> int:
     n = 0
-    while v > 0:
-        v >>= 1
-        n += 1
-    return n
+    while v >= 256:
+        v >>= 8
+        n += 8
+    return n + _BITS_OF_BYTE[v]
 
 
 @jit
@@ -290,11 +307,9 @@ def _code_sign(state, buf, v, decoding) -> int:
     if v == 0:
         return 0
     if not decoding:
-        encode(state, buf, 1 if v < 0 else 0, 1, 2)
+        encode_bits(state, buf, 1 if v < 0 else 0, 1)
         return v
-    neg = decode_target(state, 2)
-    consume(state, buf, neg, 1, 2)
-    return -v if neg else v
+    return -v if decode_bits(state, buf, 1) else v
 
 
 @jit

@@ -122,9 +122,12 @@ def test_queues_and_versions(codec_env):
 def test_auto_keeps_its_choices_without_a_lossless_option(codec_env):
     picked = resolve("auto", None, {}, meta())
     assert picked.model_id == "tiny-vq" and "tiny-vq version 1: its bands match" in picked.reason
-    assert resolve("auto", None, {"psnr": 40.0}, meta()).model_id == "tiny-hp"
+    # a PSNR or MSE target: the wavelet model (any raster); a lambda: the hyperprior
+    assert resolve("auto", None, {"psnr": 40.0}, meta()).model_id == "tiny-wavelet"
+    assert resolve("auto", None, {"mse": 900.0}, meta(["VV_dB", "VH_dB"], "float32")).model_id == "tiny-wavelet"
+    assert resolve("auto", None, {"lambda": 1000.0}, meta()).model_id == "tiny-hp"
+    assert resolve("auto", None, {"lambda": 1000.0}, meta(["VV_dB", "VH_dB"], "float32")).model_id == "tiny-sar"
     assert resolve("auto", None, {"rate_weight": 1.0}, meta()).model_id == "tiny-vq"
-    assert resolve("auto", None, {"psnr": 35.0}, meta(["VV_dB", "VH_dB"], "float32")).model_id == "tiny-sar"
 
 
 def test_auto_chooses_among_the_models_that_honour_every_option(codec_env):
