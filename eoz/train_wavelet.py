@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +68,18 @@ def quantized_planes(array: np.ndarray, split: datasets.Split, model: SubbandMod
     return out
 
 
+def held_out(splits) -> set[str]:
+    """Rasters some split validates on; no other split may train on them (whole files: a
+    scene split by rows validates only on its own rows)."""
+    return {rel for s in splits if s.train_rows is None for rel in s.validation}
+
+
 def samples(splits, part: str, model: SubbandModel) -> list[tuple[str, list[list[np.ndarray]]]]:
     """(split name, planes) for every crop of every raster of the splits' ``part``, at every SNR."""
     out = []
     for split in splits:
+        if part == "train":
+            split = replace(split, train=tuple(rel for rel in split.train if rel not in held_out(splits)))
         for array in datasets.load_split(split, part):
             for crop in crops(array):
                 out += [(split.name, planes) for planes in quantized_planes(crop, split, model)]
@@ -151,6 +160,21 @@ def bits_per_sample(model: SubbandModel, data) -> dict[str, float]:
     return {name: bits[name] / size[name] for name in bits}
 
 
+def files(splits, part: str) -> list[str]:
+    """The rasters a part reads, with the rows it takes of a scene split by rows."""
+    out = []
+    for split in splits:
+        for rel in getattr(split, part):
+            if part == "train" and rel in held_out(splits):
+                continue
+            if split.train_rows is None:
+                out.append(rel)
+            else:
+                rows = f"[0, {split.train_rows})" if part == "train" else f"[{split.train_rows}, 1)"
+                out.append(f"{rel} rows {rows} of the height")
+    return sorted(set(out))
+
+
 def train(run_dir: Path, splits=None, rounds: int = ROUNDS) -> tuple[SubbandModel, dict]:
     """Fit on the training parts, measure on both parts; write the figures to run_dir.
 
@@ -168,6 +192,7 @@ def train(run_dir: Path, splits=None, rounds: int = ROUNDS) -> tuple[SubbandMode
     validation = samples(splits, "validation", model)
     report = {
         "splits": [s.name for s in splits], "snrs_db": list(SNRS_DB), "crop": CROP,
+        "train_files": files(splits, "train"), "validation_files": files(splits, "validation"),
         "training_samples": len(training), "validation_samples": len(validation), "curve": curve,
         "bits_per_sample": {"train": bits_per_sample(model, training),
                             "validation": bits_per_sample(model, validation),
