@@ -36,7 +36,8 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from eoz.errors import ContainerError, CorruptTileError, TruncatedFileError
+from eoz.errors import ContainerError, CorruptTileError, InputError, TruncatedFileError
+from eoz.raster import compact_crs, expand_crs
 
 MAGIC = b"\x89EOZ\r\n\x1a\n"
 END_MAGIC = b"EOZE"
@@ -312,9 +313,10 @@ def read_header(source: Source) -> Header:
 def _encode_header(header: Header) -> bytes:
     """The deterministic JSON bytes of a header, after checking it reads back."""
     canonical = Header.from_dict(header.to_dict())
+    stored = {**canonical.to_dict(), "crs": compact_crs(canonical.crs)}
     try:
         text = json.dumps(
-            canonical.to_dict(),
+            stored,
             sort_keys=True,
             separators=(",", ":"),
             allow_nan=False,
@@ -369,6 +371,11 @@ def _parse_header(src: _Source) -> tuple[Header, int]:
         d = json.loads(header_bytes.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise ContainerError(f"header is not valid JSON: {exc}") from exc
+    if isinstance(d, dict) and isinstance(d.get("crs"), str):
+        try:
+            d["crs"] = expand_crs(d["crs"])
+        except InputError as e:
+            raise ContainerError(str(e)) from None
     return Header.from_dict(d), header_end + _CRC.size
 
 

@@ -273,6 +273,30 @@ def _meta(ds: DatasetReader) -> RasterMeta:
     )
 
 
+def compact_crs(wkt: str | None) -> str | None:
+    """"EPSG:<code>" for a WKT that this code rebuilds exactly, else the WKT itself: the form a
+    .eoz header stores (a UTM WKT is about 600 bytes, a real cost on small rasters)."""
+    if wkt is None:
+        return None
+    try:
+        code = CRS.from_wkt(wkt).to_epsg()
+        if code is not None and CRS.from_epsg(code).to_wkt() == wkt:
+            return f"EPSG:{code}"
+    except _GDAL_ERRORS:
+        pass
+    return wkt
+
+
+def expand_crs(text: str | None) -> str | None:
+    """The WKT of a header's CRS (inverse of compact_crs)."""
+    if text is None or not text.startswith("EPSG:"):
+        return text
+    try:
+        return CRS.from_user_input(text).to_wkt()
+    except _GDAL_ERRORS as e:
+        raise InputError(f"unknown CRS {text!r} in the header: {_gdal_message(e)}") from e
+
+
 def _profile(meta: RasterMeta) -> dict[str, Any]:
     """Creation profile for the tiled GeoTIFF; crs and transform only when the meta has them."""
     profile: dict[str, Any] = {

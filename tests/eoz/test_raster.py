@@ -287,3 +287,13 @@ def test_limits_are_checked_before_any_pixel_is_read(monkeypatch):
 def test_window_outside_raster_is_refused(window):
     with pytest.raises(InputError, match="window"):
         read_raster(S2, window=window)
+
+
+def test_a_header_stores_an_epsg_crs_by_its_code_and_reads_back_the_same_wkt():
+    from eoz.raster import compact_crs, expand_crs
+
+    utm = CRS.from_epsg(32633).to_wkt()
+    assert compact_crs(utm) == "EPSG:32633" and expand_crs("EPSG:32633") == utm
+    custom = CRS.from_proj4("+proj=tmerc +lat_0=0 +lon_0=13.1 +k=0.9996 +x_0=500000 +y_0=0 +datum=WGS84").to_wkt()
+    assert compact_crs(custom) == custom and expand_crs(custom) == custom   # no exact code: WKT kept
+    assert compact_crs(None) is None and expand_crs(None) is None
