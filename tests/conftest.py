@@ -115,11 +115,12 @@ def publish_tiny_partition(store: ModelStore, bands: list[str], intervals: list[
     return store.publish(model_id, version, manifest, save_safetensors(tensors))
 
 
-def publish_manifest_only(store: ModelStore, model_id: str, codec: str, bands: list[str], dtype: str | None,
-                          **manifest_extra):
-    """An entry whose weights are never loaded: enough to resolve options against its codec."""
-    manifest = {"codec": codec, "description": "test entry", "bands": bands, "dtype": dtype, **manifest_extra}
-    return store.publish(model_id, "1", manifest, save_safetensors({"unused": np.zeros(1, np.float32)}))
+def publish_tiny_wavelet(store: ModelStore, model_id: str = "tiny-wavelet"):
+    """The wavelet codec with an untrained entropy model: any bands and dtype, real and fast."""
+    from eoz.subband_coder import SubbandModel
+
+    manifest = {"codec": "wavelet", "description": "test model", "bands": [], "dtype": None, "peak": 10000.0}
+    return store.publish(model_id, "1", manifest, save_safetensors(SubbandModel.untrained().to_tensors()))
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +131,7 @@ def codec_store(tmp_path_factory) -> ModelStore:
     publish_tiny_model(store)
     publish_tiny_hyperprior(store)
     publish_tiny_partition(store, ["VV_dB", "VH_dB"], [(0, 2)], model_id="tiny-sar", dtype="float32", peak=50.0)
-    publish_manifest_only(store, "tiny-wavelet", "wavelet", [], None)
+    publish_tiny_wavelet(store)
     return store
 
 

@@ -27,7 +27,9 @@ def upload(client, path, **fields):
 
 @pytest.mark.parametrize("fields, min_psnr", [({"model": "jpeg2000", "psnr": 45, "tile_size": 64}, 45.0),
                                               ({"model": "tiny-vq", "tile_size": 64}, None),
-                                              ({"model": "tiny-hp", "psnr": 42, "block": 32, "tile_size": 64}, 42.0)])
+                                              ({"model": "tiny-hp", "psnr": 42, "block": 32, "tile_size": 64}, 42.0),
+                                              ({"model": "tiny-wavelet", "psnr": 45, "block": 32, "tile_size": 64},
+                                               45.0)])
 def test_upload_poll_fetch_decode(client, scene, fields, min_psnr):
     path, array, meta = scene
     answer = upload(client, path, **fields)
