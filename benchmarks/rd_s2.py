@@ -7,6 +7,11 @@ Per image, each learned model is run through ``eoz.evaluation.evaluate`` and JPE
 comparison is at equal bytes. Classical curves (JPEG 2000 over target ratios, JPEG-XL over
 distances) place those points in context.
 
+Fixed-quality models (the hyperprior, and the wavelet codec, which takes any raster) run
+once per target PSNR through the same path, against JPEG 2000 (plain and + KLT) bisected
+per image to the same PSNRs; BD-rate is given pooled and, for the wavelet codec, per image,
+with an ablation over its named variants (``WAVELET_VARIANTS``).
+
 Aggregation over images: bpp per band = 8 sum(bytes) / sum(h w bands); ratio = sum(raw
 bytes) / sum(bytes); PSNR from the pooled MSE (all squared errors over all samples, peak
 10000); SSIM = mean over images of each image's mean over bands.
@@ -21,13 +26,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from unittest import mock
 
 import imagecodecs
 import matplotlib
 import numpy as np
+from safetensors.numpy import save as save_safetensors
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -39,8 +49,10 @@ from eoz import datasets, jpeg2000, metrics  # noqa: E402
 from eoz.codecs import codec_for_model  # noqa: E402
 from eoz.errors import InputError, UnknownModelError  # noqa: E402
 from eoz.evaluation import S2_PEAK, evaluate  # noqa: E402
+from eoz.quality import QualityTarget  # noqa: E402
 from eoz.raster import read_meta, window_transform  # noqa: E402
 from eoz.registry import ModelEntry, ModelStore  # noqa: E402
+from eoz.subband_coder import SubbandModel  # noqa: E402
 
 TARGET_RATIO = 35.0
 TARGET_SSIM = 0.96
@@ -51,6 +63,12 @@ FIDELITY_PSNRS = (40, 42, 45, 48, 51, 54, 56, 58)
 FIDELITY_RANGE = (42.0, 58.0)
 HYPERPRIOR_CODES = (0, 32, 64, 96, 128, 160, 192, 224, 255)
 TARGET_BD_AGAINST_KLT = -10.0
+# BD-rate fits use the points within FIDELITY_RANGE widened by this much: the hyperprior's
+# (kept as its earlier figures were measured, its 40 dB point included) and the wavelet
+# codec's, whose closed loop lands a few hundredths of a dB above each target, so its fits
+# and integral cover the 42-58 dB asked for.
+HYPERPRIOR_BD_MARGIN = 2.0
+WAVELET_BD_MARGIN = 0.5
 RATE_WEIGHTS = (0.6, 1.5, 3.0)
 
 
@@ -78,11 +96,17 @@ def load_images(crop: int | None, only: list[str] | None) -> list[dict]:
     return images
 
 
-LEARNED = ("vqvae-fpn", "hyperprior")
+LEARNED = ("vqvae-fpn", "hyperprior", "wavelet")
+
+
+def _takes(entry: ModelEntry, bands: list[str]) -> bool:
+    """A model for these bands, or one whose manifest names none (it takes any raster)."""
+    return entry.codec in LEARNED and entry.bands in (bands, [])
 
 
 def learned_models(store: ModelStore, wanted: list[str] | None) -> list[ModelEntry]:
-    """The S2 10 m learned models: those asked for (id or id:version), else the newest of each."""
+    """The learned models that take S2 10 m: those asked for (id or id:version), else the
+    newest of each."""
     if wanted:
         try:
             entries = [store.get(*spec.split(":", 1)) for spec in wanted]
@@ -95,10 +119,10 @@ def learned_models(store: ModelStore, wanted: list[str] | None) -> list[ModelEnt
         entries = list(newest.values())
     bands = list(datasets.S2_10M.bands)
     for e in entries:
-        if wanted and (e.codec not in LEARNED or e.bands != bands):
+        if wanted and not _takes(e, bands):
             raise SystemExit(f"{e.model_id}:{e.version} is codec {e.codec} on bands {e.bands}, "
-                             f"not one of {LEARNED} on {bands}")
-    return [e for e in entries if e.codec in LEARNED and e.bands == bands]
+                             f"not one of {LEARNED} on {bands} or on any bands")
+    return [e for e in entries if _takes(e, bands)]
 
 
 def measure(array: np.ndarray, recon: np.ndarray, nbytes: int) -> dict:
@@ -193,9 +217,9 @@ def run_learned(entry: ModelEntry, store: ModelStore, images: list[dict], tile_s
             "jpeg2000_klt_same_size": {"per_image": klt, "aggregate": aggregate(klt)}}
 
 
-def _evaluated(image: dict, codec, tile_size: int) -> dict:
+def _evaluated(image: dict, codec, tile_size: int, store: ModelStore | None = None) -> dict:
     array = image["array"]
-    result = evaluate(array, image["meta"], codec, tile_size, S2_PEAK)
+    result = evaluate(array, image["meta"], codec, tile_size, S2_PEAK, store=store)
     # evaluate reports PSNR, not the error sum that pooling needs; PSNR gives it back.
     result["sse"] = array.size * S2_PEAK ** 2 / 10 ** (result["psnr"] / 10)
     result["samples"] = array.size
@@ -208,19 +232,102 @@ def run_hyperprior(entry: ModelEntry, store: ModelStore, images: list[dict], til
     """The multirate model two ways: one point per 8-bit lambda code (the learned layer alone,
     one lambda everywhere), and one per target PSNR (fixed quality per tile, closed loop and
     residual layer included: what a user asking for that PSNR gets)."""
-    from eoz.quality import QualityTarget, lambda_of_code
+    from eoz.quality import lambda_of_code
 
     def point(target: QualityTarget, label: str, **extra) -> dict:
-        codec = codec_for_model(entry.model_id, entry.version, store, target=target)
-        points = [_evaluated(image, codec, tile_size) for image in images]
-        _print_point(f"{entry.model_id} {label}", aggregate(points))
-        return {**extra, "per_image": points, "aggregate": aggregate(points)}
+        return target_point(entry, store, images, tile_size, target, label, **extra)
 
     curve = [point(QualityTarget(lmbda=float(lambda_of_code(c))), f"lambda code {c}", lambda_code=c,
                    **{"lambda": float(lambda_of_code(c))}) for c in codes]
     targets = [point(QualityTarget(psnr=p, peak=S2_PEAK), f"target {p:g} dB", target_psnr=p) for p in psnrs]
     return {"model_id": entry.model_id, "version": entry.version, "weights_sha256": entry.weights_sha256,
             "tile_size": tile_size, "curve": curve, "target_curve": targets}
+
+
+def target_point(entry: ModelEntry, store: ModelStore, images: list[dict], tile_size: int,
+                 target: QualityTarget, label: str, **extra) -> dict:
+    """One model at one quality target on every image (decoded with the same store)."""
+    codec = codec_for_model(entry.model_id, entry.version, store, target=target)
+    points = [_evaluated(image, codec, tile_size, store) for image in images]
+    _print_point(f"{entry.model_id} {label}", aggregate(points))
+    return {**extra, "per_image": points, "aggregate": aggregate(points)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the wavelet codec's ablation. ``weights`` gives the tensors it publishes in
+    place of the shipped model's (under the same manifest fields, in a temporary store);
+    None runs the shipped model. ``encoder`` overrides constants of eoz.codecs.wavelet that
+    only the encoder reads (the files stay decodable by the shipped decoder). Rows not
+    implemented are listed, and not run."""
+
+    key: str
+    label: str
+    weights: Callable[[], dict] | None = None
+    encoder: tuple[tuple[str, object], ...] = ()
+    implemented: bool = True
+    note: str = ""
+
+
+WAVELET_VARIANTS = (
+    Variant("untrained", "(a) fixed 9/7 + untrained context model",
+            lambda: SubbandModel.untrained().to_tensors(),
+            note="SubbandModel.untrained(): flat starting counts, default context weights (tables adapt "
+                 "within each tile); quantization as shipped, on this model's rates"),
+    Variant("no-rdoq", "(b) fixed 9/7 + learned context model, levels by distortion alone",
+            encoder=(("RATE_WEIGHT", 0.0),),
+            note="RATE_WEIGHT = 0: the trellis picks the least-distortion levels, no rate term (the "
+                 "format's dependent quantizer leaves no plain scalar quantizer to compare with)"),
+    Variant("learned", "(c) + RD-optimized quantization (shipped)",
+            note="the shipped model and encoder: trellis levels by distortion + RATE_WEIGHT x the "
+                 "model's bits"),
+    Variant("learned-lifting", "(d) + learned lifting", implemented=False,
+            note="not implemented: the codec runs the fixed CDF 9/7 lifting steps only"),
+)
+
+
+@contextmanager
+def variant_store(variant: Variant, entry: ModelEntry, store: ModelStore) -> Iterator[ModelStore]:
+    """The store a variant runs from, with its encoder constants set meanwhile: the real
+    store, or a temporary one holding its weights under the shipped entry's id, version and
+    manifest fields (so headers are the same size)."""
+    from eoz.codecs import wavelet as wavelet_codec
+
+    with ExitStack() as stack:
+        for name, value in variant.encoder:
+            if not hasattr(wavelet_codec, name):
+                raise SystemExit(f"variant {variant.key}: eoz.codecs.wavelet has no {name}")
+            stack.enter_context(mock.patch.object(wavelet_codec, name, value))
+        if variant.weights is None:
+            yield store
+            return
+        fields = {k: v for k, v in entry.manifest.items() if k not in ("model_id", "version", "weights_sha256")}
+        root = stack.enter_context(tempfile.TemporaryDirectory(prefix="rd_s2_variant_"))
+        temp = ModelStore(root)
+        temp.publish(entry.model_id, entry.version, fields, save_safetensors(variant.weights()))
+        yield temp
+
+
+def run_wavelet(entry: ModelEntry, store: ModelStore, images: list[dict], tile_size: int,
+                psnrs: list[float], variants: list[Variant]) -> dict:
+    """The wavelet codec at each target PSNR (one target per tile, peak 10000), per variant."""
+    rows = []
+    for variant in variants:
+        row = {"key": variant.key, "label": variant.label, "implemented": variant.implemented,
+               "encoder": dict(variant.encoder), "note": variant.note}
+        if variant.implemented:
+            with variant_store(variant, entry, store) as source:
+                used = source.get(entry.model_id, entry.version)
+                row["weights_sha256"] = used.weights_sha256
+                row["target_curve"] = [
+                    target_point(used, source, images, tile_size, QualityTarget(psnr=p, peak=S2_PEAK),
+                                 f"[{variant.key}] target {p:g} dB", target_psnr=p) for p in psnrs]
+            for key in ("encode_seconds", "decode_seconds"):
+                row[key] = sum(r[key] for p in row["target_curve"] for r in p["per_image"])
+        rows.append(row)
+    return {"model_id": entry.model_id, "version": entry.version, "weights_sha256": entry.weights_sha256,
+            "description": entry.manifest.get("description", ""), "tile_size": tile_size, "block": None,
+            "peak": S2_PEAK, "variants": rows}
 
 
 def run_j2k_psnr_curve(images: list[dict], psnrs: list[float], klt: bool) -> list[dict]:
@@ -237,24 +344,46 @@ def run_j2k_psnr_curve(images: list[dict], psnrs: list[float], klt: bool) -> lis
     return curve
 
 
-def fidelity_bd_rates(hyperprior: list[dict], curves: dict) -> dict:
-    """BD-rate of each hyperprior against JPEG 2000 (plain, +KLT) within FIDELITY_RANGE."""
-    def series(points):
-        kept = [p for p in points if FIDELITY_RANGE[0] - 2 <= p["psnr"] <= FIDELITY_RANGE[1] + 2]
+PSNR_ANCHORS = (("jpeg2000_psnr", "JPEG 2000"), ("jpeg2000_klt_psnr", "JPEG 2000 + KLT"))
+
+
+def bd_against_j2k(target_curve: list[dict], curves: dict, margin: float, image: str | None = None) -> dict:
+    """BD-rate (bpp/band against PSNR) of a target curve against JPEG 2000 (plain, +KLT) at the
+    same target PSNRs, fitted on the points within FIDELITY_RANGE widened by margin: pooled
+    over images, or of one image when named. psnr_range: the tested curve's points used."""
+    def series(curve):
+        points = [p["aggregate"] if image is None else next(q for q in p["per_image"] if q["image"] == image)
+                  for p in curve]
+        kept = [p for p in points if FIDELITY_RANGE[0] - margin <= p["psnr"] <= FIDELITY_RANGE[1] + margin]
         return [p["bpp_per_band"] for p in kept], [p["psnr"] for p in kept]
 
-    out = {}
-    for model in hyperprior:
-        test = series([p["aggregate"] for p in model["target_curve"]])
-        row = {}
-        for name in ("jpeg2000_psnr", "jpeg2000_klt_psnr"):
-            try:
-                row[name] = metrics.bd_rate(*series([p["aggregate"] for p in curves[name]]), *test)
-            except InputError as e:
-                row[name] = f"not computable: {e}"
-        row["psnr_range"] = [min(test[1], default=None), max(test[1], default=None)]
-        out[f"{model['model_id']} v{model['version']}"] = row
-    return out
+    test = series(target_curve)
+    row = {}
+    for name, _ in PSNR_ANCHORS:
+        try:
+            row[name] = metrics.bd_rate(*series(curves[name]), *test)
+        except InputError as e:
+            row[name] = f"not computable: {e}"
+    row["psnr_range"] = [min(test[1], default=None), max(test[1], default=None)]
+    return row
+
+
+def fidelity_bd_rates(hyperprior: list[dict], curves: dict) -> dict:
+    """BD-rate of each hyperprior against JPEG 2000 (plain, +KLT) within FIDELITY_RANGE."""
+    return {f"{model['model_id']} v{model['version']}":
+            bd_against_j2k(model["target_curve"], curves, HYPERPRIOR_BD_MARGIN) for model in hyperprior}
+
+
+def add_wavelet_bd_rates(wavelet: list[dict], curves: dict, images: list[dict]) -> None:
+    """Each run variant's BD-rates, pooled and per image, into its row."""
+    for model in wavelet:
+        for row in model["variants"]:
+            if row["implemented"]:
+                curve = row["target_curve"]
+                row["bd_rate"] = {
+                    "pooled": bd_against_j2k(curve, curves, WAVELET_BD_MARGIN),
+                    "per_image": {im["name"]: bd_against_j2k(curve, curves, WAVELET_BD_MARGIN, im["name"])
+                                  for im in images}}
 
 
 def run_j2k_curve(images: list[dict], ratios: list[float], klt: bool) -> list[dict]:
@@ -287,6 +416,8 @@ def bd_rates(curves: dict) -> dict:
         return ([p["aggregate"]["bpp_per_band"] for p in curve],
                 [p["aggregate"]["psnr"] for p in curve])
 
+    if not curves.get("jpeg2000"):
+        return {}
     anchor = series(curves["jpeg2000"])
     out = {}
     for name in ("jpeg2000_klt", "jpegxl"):
@@ -303,7 +434,10 @@ CURVE_STYLES = {"jpeg2000": ("JPEG 2000", "tab:blue", "o"),
                 "jpegxl": ("JPEG-XL (4 x 1 band)", "tab:green", "^")}
 
 
-def plot(path: Path, learned: list[dict], curves: dict, hyperprior: list[dict]) -> None:
+WAVELET_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive")
+
+
+def plot(path: Path, learned: list[dict], curves: dict, hyperprior: list[dict], wavelet: list[dict]) -> None:
     """PSNR and SSIM against bpp/band: classical curves, each model and its same-size JPEG 2000."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     panels = ((axes[0], "psnr", "PSNR (dB, peak 10000)"),
@@ -320,6 +454,18 @@ def plot(path: Path, learned: list[dict], curves: dict, hyperprior: list[dict]) 
                 ax.plot([p["bpp_per_band"] for p in points], [p[key] for p in points], marker="D",
                         color="tab:red", markersize=4, linewidth=1.6, linestyle=style,
                         label=f"{model['model_id']} v{model['version']} ({what})")
+        if wavelet:   # the baselines its BD-rates are taken against
+            for (name, legend), colour in zip(PSNR_ANCHORS, ("tab:blue", "tab:orange")):
+                points = [p["aggregate"] for p in curves.get(name, [])]
+                ax.plot([p["bpp_per_band"] for p in points], [p[key] for p in points], marker="x",
+                        color=colour, markersize=5, linewidth=1, linestyle="--", label=f"{legend} at target PSNRs")
+        for model in wavelet:
+            runs = [v for v in model["variants"] if v["implemented"]]
+            for row, colour in zip(runs, WAVELET_COLOURS):
+                points = [p["aggregate"] for p in row["target_curve"]]
+                ax.plot([p["bpp_per_band"] for p in points], [p[key] for p in points], marker="P",
+                        color=colour, markersize=5, linewidth=1.6,
+                        label=f"{model['model_id']} v{model['version']} {row['label']}")
         for i, model in enumerate(learned):
             colour = plt.cm.Set1(i % 9)
             name = f"{model['model_id']} v{model['version']}"
@@ -389,6 +535,8 @@ def _md_intro(data: dict, images: list[dict]) -> list[str]:
 
 def _md_learned(data: dict) -> list[str]:
     md = ["## Learned codecs and JPEG 2000 at the same file size", ""]
+    if not data["learned"] and (data["hyperprior"] or data["wavelet"]):
+        return []
     if not data["learned"]:
         return md + [f"No VQVAE-FPN model on bands B02 B03 B04 B08 in "
                      f"`{data['settings']['model_store']}`; only the classical curves were "
@@ -431,6 +579,8 @@ def _md_learned(data: dict) -> list[str]:
 
 
 def _md_targets(data: dict) -> list[str]:
+    if not data["learned"] and not any(data["curves"].get(name) for name in CURVE_STYLES):
+        return []   # nothing measured that this target speaks of
     md = ["## Targets", "",
           f"Target: ratio >= {TARGET_RATIO:g} with mean SSIM >= {TARGET_SSIM} "
           "(aggregated as above).", ""]
@@ -455,7 +605,9 @@ def _md_targets(data: dict) -> list[str]:
                       f"{len(m['per_image'])} images; PSNR {agg['psnr']:.2f} vs "
                       f"{ref['aggregate']['psnr']:.2f} dB.")
     for name, (label, _, _) in CURVE_STYLES.items():
-        ok = [p["aggregate"] for p in data["curves"].get(name, [])
+        if not data["curves"].get(name):
+            continue   # not measured in this run
+        ok = [p["aggregate"] for p in data["curves"][name]
               if p["aggregate"]["ssim"] >= TARGET_SSIM]
         best = max(ok, key=lambda a: a["compression_ratio"], default=None)
         if best is None:
@@ -471,11 +623,13 @@ def _md_targets(data: dict) -> list[str]:
 def _md_curves(data: dict) -> list[str]:
     curves = data["curves"]
     rows = [_row("JPEG 2000", p["aggregate"], f"target 1:{p['target_ratio']:g}")
-            for p in curves["jpeg2000"]]
+            for p in curves.get("jpeg2000", [])]
     rows += [_row("JPEG 2000 + KLT", p["aggregate"], f"target 1:{p['target_ratio']:g}")
-             for p in curves["jpeg2000_klt"]]
+             for p in curves.get("jpeg2000_klt", [])]
     rows += [_row("JPEG-XL", p["aggregate"], f"distance {p['distance']:g}")
              for p in curves.get("jpegxl", [])]
+    if not rows:
+        return ["## Classical curves", "", "Not measured in this run (no --ratios, no --distances).", ""]
     md = ["## Classical curves", ""]
     md += table(["codec", "ratio", "bpp/band", "PSNR (dB)", "SSIM", "setting"], rows)
     if data["jpegxl_skipped"]:
@@ -489,7 +643,7 @@ def _md_curves(data: dict) -> list[str]:
 
 def _md_fidelity(data: dict) -> list[str]:
     curves = data["curves"]
-    if not curves.get("jpeg2000_psnr"):
+    if not curves.get("jpeg2000_psnr") or not data["hyperprior"]:
         return []
     md = ["## High-fidelity range: hyperprior against JPEG 2000 at equal PSNR", "",
           f"JPEG 2000 is bisected per image to each target PSNR; the hyperprior runs once per 8-bit "
@@ -511,10 +665,7 @@ def _md_fidelity(data: dict) -> list[str]:
         rows += [_row(label, p["aggregate"], f"target {p['target_psnr']:g} dB per image") for p in curves[name]]
     md += table(["codec", "ratio", "bpp/band", "PSNR (dB)", "SSIM", "setting"], rows)
     for model, row in data["fidelity_bd_rate"].items():
-        parts = []
-        for name, label in (("jpeg2000_psnr", "JPEG 2000"), ("jpeg2000_klt_psnr", "JPEG 2000 + KLT")):
-            v = row[name]
-            parts.append(f"against {label}: " + (f"{v:+.1f} %" if isinstance(v, float) else v))
+        parts = [f"against {label}: {_pct(row[name])}" for name, label in PSNR_ANCHORS]
         klt = row["jpeg2000_klt_psnr"]
         met = isinstance(klt, float) and klt <= TARGET_BD_AGAINST_KLT
         lo, hi = row["psnr_range"]
@@ -524,9 +675,86 @@ def _md_fidelity(data: dict) -> list[str]:
     return md + [""]
 
 
+def _pct(value) -> str:
+    """A BD-rate, or why it could not be computed."""
+    return f"{value:+.1f} %" if isinstance(value, float) else str(value)
+
+
+def _span(row: dict) -> str:
+    lo, hi = row["psnr_range"]
+    return f"{lo:.2f}-{hi:.2f}" if lo is not None else "no points"
+
+
+def _md_wavelet(data: dict) -> list[str]:
+    md = []
+    curves = data["curves"]
+    for model in data["wavelet"]:
+        name = _model_name(model)
+        runs = [v for v in model["variants"] if v["implemented"]]
+        md += [f"## {name}: fixed quality against JPEG 2000 at equal PSNR", "",
+               f"The wavelet codec ({name}: {model['description']}) at each target PSNR (peak "
+               f"{model['peak']:g}, one target per tile: `QualityTarget(psnr=P, peak={model['peak']:g}, "
+               f"block=None)`, tile size {model['tile_size']}), through "
+               "`eoz.evaluation.evaluate` (compress, decompress, measure; the whole `.eoz` file counted). "
+               "JPEG 2000 and JPEG 2000 + KLT are bisected per image to the same target PSNRs (codestream "
+               "plus params counted). BD-rate: bpp/band against PSNR, cubic fits of the points within "
+               f"{FIDELITY_RANGE[0] - WAVELET_BD_MARGIN:g}-{FIDELITY_RANGE[1] + WAVELET_BD_MARGIN:g} dB, "
+               "integrated over the PSNR range both curves share (the tested curve's points used are given); "
+               f"negative = fewer bits. Pooled: bytes and squared errors summed over images. Target: at most "
+               f"{TARGET_BD_AGAINST_KLT:+g} % against JPEG 2000 + KLT.", "",
+               "### Ablation (pooled over images)", ""]
+        rows = []
+        for v in model["variants"]:
+            if not v["implemented"]:
+                rows.append([v["label"], "-", "-", "-", "-", "-", "-", v["note"]])
+                continue
+            bd, per = v["bd_rate"]["pooled"], v["bd_rate"]["per_image"].values()
+            wins = sum(isinstance(r["jpeg2000_klt_psnr"], float) and r["jpeg2000_klt_psnr"] < 0 for r in per)
+            rows.append([v["label"], _pct(bd["jpeg2000_psnr"]), _pct(bd["jpeg2000_klt_psnr"]), _span(bd),
+                         f"{wins} of {len(per)}", f"{v['encode_seconds']:.1f}", f"{v['decode_seconds']:.1f}",
+                         f"{v['note']}; weights {v['weights_sha256'][:12]}"])
+        md += table(["variant", "BD-rate vs JPEG 2000", "BD-rate vs JPEG 2000 + KLT", "PSNR of its points (dB)",
+                     "images with BD-rate < 0 vs J2K+KLT", "encode s", "decode s", "note"], rows)
+        md += ["Encode and decode seconds: summed over images and targets (one process, the machine above).", ""]
+        shipped = next((v for v in runs if v["key"] == "learned"), None)
+        if shipped is not None:
+            klt = shipped["bd_rate"]["pooled"]["jpeg2000_klt_psnr"]
+            met = isinstance(klt, float) and klt <= TARGET_BD_AGAINST_KLT
+            md += [f"Shipped model against JPEG 2000 + KLT, pooled: {_pct(klt)}. Target "
+                   f"({TARGET_BD_AGAINST_KLT:+g} %): **{'met' if met else 'not met'}**.", ""]
+
+        md += ["### Per image", ""]
+        rows = [[v["label"], image, _pct(r["jpeg2000_psnr"]), _pct(r["jpeg2000_klt_psnr"]), _span(r)]
+                for v in runs for image, r in v["bd_rate"]["per_image"].items()]
+        md += table(["variant", "image", "BD-rate vs JPEG 2000", "BD-rate vs JPEG 2000 + KLT",
+                     "PSNR of its points (dB)"], rows)
+
+        md += ["### Points (pooled over images)", "",
+               "Bytes against J2K+KLT: the codec's summed bytes over JPEG 2000 + KLT's at the same target; "
+               "lowest image PSNR: the fixed-quality guarantee (every image at or above its target).", ""]
+        klt_bytes = {p["target_psnr"]: p["aggregate"]["bytes"] for p in curves["jpeg2000_klt_psnr"]}
+        rows = []
+        for v in runs:
+            for p in v["target_curve"]:
+                t = p["target_psnr"]
+                low = min(q["psnr"] for q in p["per_image"])
+                rows.append(_row(v["label"], p["aggregate"],
+                                 f"target {t:g} dB; bytes {p['aggregate']['bytes'] / klt_bytes[t] - 1:+.1%} against "
+                                 f"J2K+KLT; lowest image PSNR {low:.2f}"))
+        for key, label in PSNR_ANCHORS:
+            rows += [_row(label, p["aggregate"], f"target {p['target_psnr']:g} dB per image") for p in curves[key]]
+        md += table(["codec", "ratio", "bpp/band", "PSNR (dB)", "SSIM", "setting"], rows)
+    if data.get("wavelet_skipped"):
+        md += [f"Wavelet codec skipped: {data['wavelet_skipped']}.", ""]
+    return md
+
+
 def markdown(data: dict, images: list[dict]) -> list[str]:
-    return (_md_intro(data, images) + _md_learned(data) + _md_targets(data) + _md_fidelity(data)
-            + _md_curves(data) + ["![rate-distortion](rd_s2.png)", "", "Raw per-image numbers: `rd_s2.json`."])
+    name = data["settings"]["name"]
+    return (_md_intro(data, images) + _md_learned(data) + _md_targets(data) + _md_wavelet(data)
+            + _md_fidelity(data) + _md_curves(data)
+            + [f"![rate-distortion]({name}.png)", "",
+               f"Raw per-image numbers: `{name}.json`. Whole run: {data['run_seconds'] / 60:.1f} min."])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -539,21 +767,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep only validation files whose name contains one of these")
     parser.add_argument("--tile-size", type=int, default=512,
                         help="tile size of the learned codecs")
-    parser.add_argument("--ratios", type=float, nargs="+", default=DEFAULT_RATIOS,
-                        help="JPEG 2000 curve: target compression ratios against raw uint16")
-    parser.add_argument("--distances", type=float, nargs="+", default=DEFAULT_DISTANCES,
-                        help="JPEG-XL curve: butteraugli distances")
+    parser.add_argument("--ratios", type=float, nargs="*", default=DEFAULT_RATIOS,
+                        help="JPEG 2000 curve: target compression ratios against raw uint16 (none: skip)")
+    parser.add_argument("--distances", type=float, nargs="*", default=DEFAULT_DISTANCES,
+                        help="JPEG-XL curve: butteraugli distances (none: skip)")
     parser.add_argument("--jxl-effort", type=int, default=7, help="libjxl effort 1..9")
     parser.add_argument("--psnrs", type=float, nargs="*", default=FIDELITY_PSNRS,
-                        help="JPEG 2000 at these target PSNRs, for BD-rates in the high-fidelity range "
-                             "(none: skip)")
+                        help="target PSNRs of the fixed-quality models, and of JPEG 2000 for their "
+                             "BD-rates in the high-fidelity range (none: skip both)")
     parser.add_argument("--rate-weights", type=float, nargs="*", default=RATE_WEIGHTS,
                         help="VQVAE-FPN curve: --rate-weight values besides 0 (none: the one point)")
     parser.add_argument("--lambda-codes", type=int, nargs="+", default=HYPERPRIOR_CODES,
                         help="hyperprior curve: 8-bit lambda codes (0..255)")
+    parser.add_argument("--wavelet-variants", nargs="+", default=[v.key for v in WAVELET_VARIANTS],
+                        choices=[v.key for v in WAVELET_VARIANTS],
+                        help="wavelet codec ablation rows (those not implemented are listed, not run)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR,
-                        help="folder for rd_s2.{md,png,json}")
+                        help="folder for NAME.{md,png,json}")
+    parser.add_argument("--name", default="rd_s2", help="base name of the output files")
     args = parser.parse_args(argv)
+    start = time.perf_counter()
 
     store = ModelStore()
     images = load_images(args.crop, args.images)
@@ -564,9 +797,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"no learned model on {list(datasets.S2_10M.bands)} in {store.root}: "
               "curves only", flush=True)
 
-    learned, hyperprior = [], []
+    learned, hyperprior, wavelet = [], [], []
+    wavelet_skipped = None
+    variants = [v for v in WAVELET_VARIANTS if v.key in args.wavelet_variants]
     for entry in models:
         print(f"{entry.model_id} v{entry.version}:", flush=True)
+        if entry.codec == "wavelet":
+            if args.psnrs:
+                wavelet.append(run_wavelet(entry, store, images, args.tile_size, args.psnrs, variants))
+            else:
+                wavelet_skipped = "it runs at target PSNRs, and --psnrs gave none"
+                print(f"  skipped: {wavelet_skipped}", flush=True)
+            continue
         if entry.codec == "hyperprior":
             hyperprior.append(run_hyperprior(entry, store, images, args.tile_size, args.lambda_codes, args.psnrs))
             continue
@@ -581,8 +823,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.psnrs:
         curves["jpeg2000_psnr"] = run_j2k_psnr_curve(images, args.psnrs, klt=False)
         curves["jpeg2000_klt_psnr"] = run_j2k_psnr_curve(images, args.psnrs, klt=True)
+    add_wavelet_bd_rates(wavelet, curves, images)
     jxl_skipped = None
-    if imagecodecs.JPEGXL.available:
+    if not args.distances:
+        jxl_skipped = "no --distances given"
+    elif imagecodecs.JPEGXL.available:
         print("JPEG-XL curve:", flush=True)
         curves["jpegxl"] = run_jxl_curve(images, args.distances, args.jxl_effort)
     else:
@@ -590,17 +835,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"JPEG-XL skipped: {jxl_skipped}", flush=True)
 
     data = {"command": command_line(), "machine": machine(),
-            "settings": {"crop": args.crop, "tile_size": args.tile_size, "peak": S2_PEAK,
+            "settings": {"name": args.name, "crop": args.crop, "tile_size": args.tile_size, "peak": S2_PEAK,
                          "jxl_effort": args.jxl_effort, "model_store": str(store.root),
                          "data_dir": str(datasets.data_dir())},
             "images": [{"name": im["name"], "path": im["path"],
                         "shape": list(im["array"].shape)} for im in images],
-            "learned": learned, "hyperprior": hyperprior, "curves": curves,
+            "learned": learned, "hyperprior": hyperprior, "wavelet": wavelet,
+            "wavelet_skipped": wavelet_skipped, "curves": curves,
             "jpegxl_skipped": jxl_skipped, "bd_rate": bd_rates(curves),
-            "fidelity_bd_rate": fidelity_bd_rates(hyperprior, curves) if args.psnrs else {}}
+            "fidelity_bd_rate": fidelity_bd_rates(hyperprior, curves) if args.psnrs else {},
+            "run_seconds": time.perf_counter() - start}
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(args.out / "rd_s2.png", learned, curves, hyperprior)
-    write_outputs(args.out, "rd_s2", markdown(data, images), data)
+    plot(args.out / f"{args.name}.png", learned, curves, hyperprior, wavelet)
+    write_outputs(args.out, args.name, markdown(data, images), data)
 
 
 if __name__ == "__main__":
