@@ -483,6 +483,21 @@ def group_of(level: int, orientation: int, component: int) -> int:
     return (min(level, 3) - 1) * 4 + (orientation == 2) * 2 + (component > 0)
 
 
+def subband_group(k: int, levels: int, component: int) -> int:
+    """group_of for subband k of eoz.wavelet's flat layout of ``levels`` levels."""
+    return group_of(levels - (k - 1) // 3, (k - 1) % 3, component)
+
+
+def deadzone_levels(values: np.ndarray, step, rounding: float) -> np.ndarray:
+    """Signed levels of a deadzone scalar quantizer: magnitude floor(|x| / step + rounding)."""
+    return (np.sign(values) * np.floor(np.minimum(np.abs(values) / step, MAX_MAGNITUDE) + rounding)).astype(np.int64)
+
+
+def _stream_buffer(planes: list[list[np.ndarray]]) -> np.ndarray:
+    """Room for the coded planes: at most 8 bytes a coefficient."""
+    return np.zeros(8 * sum(b.size for plane in planes for b in plane) + 64, np.uint8)
+
+
 class SubbandModel:
     """The learned entropy model: per group the context weights (GROUPS x N_WEIGHTS, fixed
     point) and the tables' starting counts (GROUPS x ROWS x TOKENS), and the LL table's.
@@ -525,10 +540,9 @@ class SubbandModel:
         planes = []
         levels = (len(subbands[0]) - 1) // 3
         for c, bands in enumerate(subbands):
-            plane = [(np.sign(bands[0]) * np.floor(np.minimum(np.abs(bands[0]) / steps[0], MAX_MAGNITUDE)
-                                                   + rounding)).astype(np.int64)]
+            plane = [deadzone_levels(bands[0], steps[0], rounding)]
             for k in range(1, len(bands)):
-                g = group_of(levels - (k - 1) // 3, (k - 1) % 3, c)
+                g = subband_group(k, levels, c)
                 u = np.minimum(np.abs(bands[k]) / steps[k], MAX_MAGNITUDE)
                 plane.append(np.rint(u).astype(np.int64))   # stands in while the contexts are formed
                 inter = inter_classes(inter_features(plane, k, planes[c - 1] if c > 0 else None), self.weights[g])
@@ -538,8 +552,7 @@ class SubbandModel:
         return planes
 
     def encode(self, planes: list[list[np.ndarray]]) -> bytes:
-        size = sum(b.size for plane in planes for b in plane)
-        buf = np.zeros(8 * size + 64, np.uint8)
+        buf = _stream_buffer(planes)
         state = encoder_state()
         self._run(planes, state, buf, False, None)
         return buf[:finish(state, buf)].tobytes()
@@ -558,8 +571,7 @@ class SubbandModel:
     def tally(self, planes: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         """Token counts per table row as this model codes the planes (for training)."""
         counts, lowpass = np.zeros_like(self.counts), np.zeros_like(self.lowpass_counts)
-        size = sum(b.size for plane in planes for b in plane)
-        self._run(planes, encoder_state(), np.zeros(8 * size + 64, np.uint8), False, (counts, lowpass))
+        self._run(planes, encoder_state(), _stream_buffer(planes), False, (counts, lowpass))
         return counts, lowpass
 
     def _run(self, planes, state, buf, decoding: bool, tallies) -> None:
@@ -569,8 +581,7 @@ class SubbandModel:
         for c, plane in enumerate(planes):
             code_lowpass(plane[0], lowpass, state, buf, decoding, tallies[1] if tallies else EMPTY)
             for k in range(1, len(plane)):
-                level, orientation = levels - (k - 1) // 3, (k - 1) % 3
-                g = group_of(level, orientation, c)
+                g = subband_group(k, levels, c)
                 inter = inter_classes(inter_features(plane, k, planes[c - 1] if c > 0 else None), self.weights[g])
                 code_detail(plane[k], inter, tables[g], self.weights[g], state, buf, decoding,
                             tallies[0][g] if tallies else EMPTY)

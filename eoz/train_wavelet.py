@@ -33,7 +33,7 @@ from eoz.codecs.wavelet import (KLT_MAX_BANDS, LEVELS, MID_CODE, ROUNDING, Analy
                                 base_log2_step)
 from eoz.registry import ModelStore
 from eoz.subband_coder import (GROUPS, LL_CLASSES, N_WEIGHTS, ROWS, TOKENS, WEIGHT_BITS, SubbandModel,
-                               group_of, inter_features)
+                               inter_features, subband_group)
 
 SNRS_DB = (18.0, 26.0, 34.0, 42.0)   # target MSE = crop variance x 10^(-snr/10)
 CROP = 256
@@ -76,10 +76,10 @@ def held_out(splits) -> set[str]:
 
 def samples(splits, part: str, model: SubbandModel) -> list[tuple[str, list[list[np.ndarray]]]]:
     """(split name, planes) for every crop of every raster of the splits' ``part``, at every SNR."""
-    out = []
+    out, excluded = [], held_out(splits) if part == "train" else set()
     for split in splits:
         if part == "train":
-            split = replace(split, train=tuple(rel for rel in split.train if rel not in held_out(splits)))
+            split = replace(split, train=tuple(rel for rel in split.train if rel not in excluded))
         for array in datasets.load_split(split, part):
             for crop in crops(array):
                 out += [(split.name, planes) for planes in quantized_planes(crop, split, model)]
@@ -112,7 +112,7 @@ def fit_weights(training) -> np.ndarray:
         levels = (len(planes[0]) - 1) // 3
         for c, plane in enumerate(planes):
             for k in range(1, len(plane)):
-                g = group_of(levels - (k - 1) // 3, (k - 1) % 3, c)
+                g = subband_group(k, levels, c)
                 f = features(plane, k, planes[c - 1] if c > 0 else None).reshape(N_WEIGHTS - 1, -1)
                 gram[g] += f @ f.T
                 moment[g] += f @ np.abs(plane[k]).ravel()
@@ -162,10 +162,10 @@ def bits_per_sample(model: SubbandModel, data) -> dict[str, float]:
 
 def files(splits, part: str) -> list[str]:
     """The rasters a part reads, with the rows it takes of a scene split by rows."""
-    out = []
+    out, excluded = [], held_out(splits) if part == "train" else set()
     for split in splits:
         for rel in getattr(split, part):
-            if part == "train" and rel in held_out(splits):
+            if rel in excluded:
                 continue
             if split.train_rows is None:
                 out.append(rel)

@@ -135,8 +135,8 @@ def synthesis_gains(height: int, width: int, levels: int) -> tuple:
     for k, shape in enumerate(_flat_shapes(height, width, levels)):
         bands = [z.copy() for z in zero]
         bands[k][shape[0] // 2, shape[1] // 2] = 1.0
-        gains.append(float((inverse(_nest(bands)) ** 2).sum()))
-    return tuple(_nest(gains))
+        gains.append(float((inverse(nest(bands)) ** 2).sum()))
+    return tuple(nest(gains))
 
 
 def _flat_shapes(height: int, width: int, levels: int) -> list:
@@ -149,8 +149,7 @@ def flatten(subbands: Subbands) -> list:
     return [subbands[0]] + [b for level in subbands[1:] for b in level]
 
 
-def _nest(flat: list) -> Subbands:
+def nest(flat: list) -> Subbands:
+    """Inverse of flatten."""
     return [flat[0]] + [tuple(flat[i:i + 3]) for i in range(1, len(flat), 3)]
 
-
-nest = _nest

@@ -36,7 +36,7 @@ from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.errors import ContainerError, InputError
 from eoz.quality import BLOCK_SIZES, QualityTarget, block_grid, block_means
 from eoz.registry import ModelEntry
-from eoz.subband_coder import MAX_MAGNITUDE, SubbandModel
+from eoz.subband_coder import SubbandModel, deadzone_levels
 
 LEVELS = 5
 ROUNDING = 0.3              # deadzone: magnitudes below 0.7 steps quantize to zero
@@ -221,8 +221,7 @@ def _reach_min(values: np.ndarray, n: int, scale: int, block: int) -> np.ndarray
 
 def dequantize(plane: list[np.ndarray], steps: list[np.ndarray], offsets: np.ndarray) -> list[np.ndarray]:
     """Each nonzero level at its bin's centroid: (|level| + (offset - 128) / 256) steps, signed."""
-    return [np.sign(q) * (np.abs(q) + (int(o) - 128) / 256.0) * s * (q != 0)
-            for q, s, o in zip(plane, steps, offsets)]
+    return [np.sign(q) * (np.abs(q) + (int(o) - 128) / 256.0) * s for q, s, o in zip(plane, steps, offsets)]
 
 
 class Analysis:
@@ -250,10 +249,10 @@ class Analysis:
             planes = self.model.quantize(self.subbands, steps, ROUNDING, RATE_WEIGHT)
         else:
             steps = [s * 2 ** DQ_OFFSET for s in steps]
-            planes = [[(np.sign(b) * np.floor(np.minimum(np.abs(b) / s, MAX_MAGNITUDE) + ROUNDING)).astype(np.int64)
-                       for b, s in zip(bands, steps)] for bands in self.subbands]
+            planes = [[deadzone_levels(b, s, ROUNDING) for b, s in zip(bands, steps)] for bands in self.subbands]
         offsets = np.full((2, len(steps)), 128, np.int64)
-        for g, members in enumerate(([0], range(1, len(planes)))):
+        for g in (0, 1):
+            members = [c for c in range(len(planes)) if _component_group(c) == g]
             for k, s in enumerate(steps):
                 residue, count = 0.0, 0
                 for c in members:
