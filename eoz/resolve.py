@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eoz.errors import InputError
-from eoz.quality import QualityTarget
+from eoz.quality import LAMBDA_MAX_LOG2, LAMBDA_MIN_LOG2, QualityTarget
 from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry, ModelStore
 
@@ -29,6 +29,14 @@ OPTIONS = ("psnr", "mse", "lambda", "block", "peak", "open_loop", "quality", "lo
            "rate_weight", "no_band_prediction")
 COMMON = ("peak",)                    # every codec takes it: PSNR figures are stated at the peak
 TARGETS = ("psnr", "mse", "lambda")   # a quality target: auto then prefers a fixed-quality model
+# What a request may ask for, checked before anything runs (the API's schema shows the same numbers).
+# PSNR: below 1 dB nothing of the image is left; above 150 dB the error is under 3e-8 of the peak,
+# finer than float32 resolves: only lossless gets there. An MSE is held to the same range at the
+# peak. quality: OpenJPEG's levels (outside them imagecodecs silently codes lossless). peak: up to
+# float32's largest value, so that peak^2 stays finite.
+BOUNDS = {"psnr": (1.0, 150.0), "quality": (1.0, 1000.0), "rate_weight": (0.0, 100.0),
+          "lambda": (2 ** LAMBDA_MIN_LOG2, 2 ** LAMBDA_MAX_LOG2), "peak": (0.0, 3.4e38)}
+JPEG2000_DTYPES = ("uint8", "int8", "uint16", "int16")  # what OpenJPEG codes losslessly here (eoz/jpeg2000.py)
 
 
 def _target(given: dict, peak: float) -> dict:
@@ -62,20 +70,23 @@ class Capability:
     options: tuple[str, ...]              # what the codec honours, besides COMMON
     queue: str                            # gpu: learned networks; cpu: numpy codecs
     kwargs: Callable[[dict, float], dict]  # (given options, peak) -> codec_for_model keyword arguments
+    cpu_samples_per_second: float | None = None  # encode speed measured on 2 CPU cores; None: not measured
 
 
 _FIXED_QUALITY = ("psnr", "mse", "lambda", "block", "open_loop")
 CAPABILITIES = {
-    JPEG2000: Capability(("psnr", "quality", "lossless", "klt"), CPU_QUEUE, _jpeg2000),
-    "vqvae-fpn": Capability(("rate_weight",), GPU_QUEUE, _vq),
+    # speeds (pixels x bands per second): benchmarks/results/scene.md (OpenJPEG, vqvae-fpn) and
+    # throughput_wavelet.md (wavelet, one target per tile: its fastest)
+    JPEG2000: Capability(("psnr", "quality", "lossless", "klt"), CPU_QUEUE, _jpeg2000, 4.7e6),
+    "vqvae-fpn": Capability(("rate_weight",), GPU_QUEUE, _vq, 0.46e6),
     "hyperprior": Capability(_FIXED_QUALITY, GPU_QUEUE, _target),
     "spectral-partition": Capability(_FIXED_QUALITY + ("no_band_prediction",), GPU_QUEUE, _partition),
-    "wavelet": Capability(("psnr", "mse", "block", "open_loop"), CPU_QUEUE, _target),
+    "wavelet": Capability(("psnr", "mse", "block", "open_loop"), CPU_QUEUE, _target, 1.5e6),
 }
 
 
 # JPEG 2000 needs no model; an entry that takes any raster keeps it under the same rules
-_JPEG2000_ENTRY = ModelEntry(JPEG2000, None, Path(), {"codec": JPEG2000, "bands": [], "dtype": None})
+_JPEG2000_ENTRY = ModelEntry(JPEG2000, None, Path(), {"codec": JPEG2000, "bands": [], "dtype": JPEG2000_DTYPES})
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,21 @@ def given_options(options: dict) -> dict:
     return {k: v for k, v in options.items() if v is not None and v is not False}
 
 
+def _check_bounds(given: dict) -> None:
+    for name, (low, high) in BOUNDS.items():
+        value = given.get(name)
+        if value is not None and not (low <= value <= high and (value > 0 or name == "rate_weight")):
+            raise InputError(f"{name} must lie between {low:g} and {high:g}, not {value}")
+
+
+def _check_mse(mse: float | None, peak: float) -> None:
+    """A target MSE, held to the PSNR range at the peak."""
+    low, high = (peak * peak / 10 ** (db / 10) for db in reversed(BOUNDS["psnr"]))
+    if mse is not None and not low <= mse <= high:
+        raise InputError(f"mse must lie between {low:.3g} and {high:.3g} at peak {peak:g} "
+                         f"(PSNR {BOUNDS['psnr'][0]:g} to {BOUNDS['psnr'][1]:g} dB), not {mse}")
+
+
 def resolve(model: str, version: str | None = None, options: dict | None = None,
             meta: RasterMeta | None = None, codecs: tuple[str, ...] = tuple(CAPABILITIES)) -> Resolved:
     """The concrete model, version, codec arguments, peak and queue for a request.
@@ -132,6 +158,7 @@ def resolve(model: str, version: str | None = None, options: dict | None = None,
     """
     store = ModelStore()
     given = given_options(options or {})
+    _check_bounds(given)
     if version is not None and model in (AUTO, JPEG2000):
         raise InputError(f"model {model} takes no version" + (" (it picks the newest)" if model == AUTO else ""))
     entry, reason = _auto(given, meta, store, codecs) if model == AUTO else (
@@ -147,8 +174,9 @@ def resolve(model: str, version: str | None = None, options: dict | None = None,
     if refused:
         raise InputError(f"{label} cannot honour " + "; ".join(_takers(o, store) for o in refused))
     if meta is not None:
-        _check_fits(entry, meta)
+        _check_fits(entry, meta, store)
     peak = psnr_peak(meta.dtype if meta else None, given.get("peak", entry.manifest.get("peak")))
+    _check_mse(given.get("mse"), peak)
     return Resolved(entry.model_id, entry.version, codec, capability.kwargs(given, peak), peak,
                     capability.queue, reason)
 
@@ -161,14 +189,45 @@ def _takers(option: str, store: ModelStore) -> str:
             f"(models: {', '.join(models) or 'none in the store'})")
 
 
-def _check_fits(entry: ModelEntry, meta: RasterMeta) -> None:
-    """Refuse a raster the model was not trained for; no bands or no dtype in a manifest means any."""
-    bands, dtype = entry.bands, entry.manifest.get("dtype")
-    if bands and meta.count != len(bands):
-        raise InputError(f"model {entry.model_id!r} expects {len(bands)} bands {bands}; "
-                         f"the raster has {meta.count} {meta.band_names}")
-    if dtype and meta.dtype != dtype:
-        raise InputError(f"model {entry.model_id!r} was trained on {dtype} rasters; the raster is {meta.dtype}")
+def dtypes(entry: ModelEntry) -> tuple[str, ...] | None:
+    """The dtypes a model takes: its manifest's ``dtype`` (one name or a list); None means any."""
+    declared = entry.manifest.get("dtype")
+    return None if declared is None else (declared,) if isinstance(declared, str) else tuple(declared)
+
+
+def _takes(entry: ModelEntry, meta: RasterMeta) -> bool:
+    taken = dtypes(entry)
+    return (not entry.bands or meta.count == len(entry.bands)) and (taken is None or meta.dtype in taken)
+
+
+def _check_fits(entry: ModelEntry, meta: RasterMeta, store: ModelStore) -> None:
+    """Refuse a raster the model was not trained for (bands, dtype), naming the models that take it."""
+    if _takes(entry, meta):
+        return
+    takers = [e.model_id for e in (_JPEG2000_ENTRY, *store.newest()) if _takes(e, meta)]
+    if entry.bands and meta.count != len(entry.bands):
+        why = f"expects {len(entry.bands)} bands {entry.bands}; the raster has {meta.count} {meta.band_names}"
+    else:
+        why = (f"takes {', '.join(dtypes(entry))} rasters (what it was trained for or codes exactly); "
+               f"the raster is {meta.dtype}")
+    raise InputError(f"model {entry.model_id!r} {why}; models that take it: {', '.join(takers) or 'none'}")
+
+
+def cpu_seconds(resolved: Resolved, meta: RasterMeta) -> float | None:
+    """A lower bound of the seconds the encode takes on CPU: pixels x bands at the codec's measured speed."""
+    speed = CAPABILITIES[resolved.codec_id].cpu_samples_per_second
+    return None if speed is None else meta.height * meta.width * meta.count / speed
+
+
+def check_cpu_work(resolved: Resolved, meta: RasterMeta, limit_seconds: float) -> None:
+    """Refuse a job that would hold a CPU worker longer than the limit (one embedded worker
+    serves every job in turn: a 20000 x 20000 VQ encode would block it for about an hour)."""
+    seconds = cpu_seconds(resolved, meta)
+    if seconds is not None and seconds > limit_seconds:
+        raise InputError(f"{meta.height} x {meta.width} x {meta.count} through {resolved.model_id} would take "
+                         f"about {seconds:.0f} s on CPU (codec {resolved.codec_id} at its measured speed); the "
+                         f"limit is {limit_seconds:g} s (EOZ_MAX_CPU_SECONDS): send a smaller raster, "
+                         "use a faster model, or a GPU worker")
 
 
 class _Honouring(ModelStore):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from eoz.codecs import LEARNED_CODECS
 from eoz.errors import InputError, UnknownModelError
 from eoz.raster import RasterMeta
-from eoz.resolve import CAPABILITIES, OPTIONS, psnr_peak, resolve
+from eoz.resolve import BOUNDS, CAPABILITIES, OPTIONS, check_cpu_work, cpu_seconds, psnr_peak, resolve
 from tests.conftest import HONOURED, OPTION_VALUES, with_option
 
 S2_BANDS = ["B02", "B03", "B04", "B08"]
@@ -99,11 +101,11 @@ def test_the_peak_is_stated_once(codec_env):
 def test_bands_and_dtype_an_empty_list_or_null_meaning_any(codec_env):
     with pytest.raises(InputError, match="expects 4 bands"):
         resolve("tiny-vq", None, {}, meta(S2_BANDS[:3]))
-    with pytest.raises(InputError, match="trained on uint16 rasters; the raster is float32"):
+    with pytest.raises(InputError, match="takes uint16 rasters .*; the raster is float32"):
         resolve("tiny-hp", None, {"psnr": 40.0}, meta(dtype="float32"))
     for raster in (meta([f"b{i}" for i in range(13)], "float32"), meta(["x"], "uint8")):
         assert resolve("tiny-wavelet", None, {"psnr": 40.0}, raster).codec_id == "wavelet"
-        assert resolve("jpeg2000", None, {"lossless": True}, raster).codec_id == "jpeg2000"
+    assert resolve("jpeg2000", None, {"lossless": True}, meta(["x"], "uint8")).codec_id == "jpeg2000"
 
 
 def test_queues_and_versions(codec_env):
@@ -157,3 +159,81 @@ def test_resolving_needs_no_torch(codec_env):
             "resolve('tiny-hp', None, {'psnr': 40.0, 'block': 32}); resolve('tiny-sar', None, {'mse': 1.0}); "
             "resolve('jpeg2000', None, {'lossless': True}); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env=os.environ.copy())
+
+
+def test_a_dtype_the_model_was_not_trained_for_names_what_takes_what(codec_env):
+    """The refusal says which dtypes the model takes and which models take this raster instead."""
+    with pytest.raises(InputError) as caught:
+        resolve("tiny-vq", None, {}, meta(dtype="float32"))
+    message = str(caught.value)
+    assert "takes uint16" in message and "float32" in message
+    takers = message.split("models that take it: ")[1]
+    assert "tiny-wavelet" in takers and "tiny-vq" not in takers and "jpeg2000" not in takers
+    with pytest.raises(InputError) as caught:
+        resolve("tiny-hp", None, {"psnr": 40.0}, meta(dtype="uint8"))
+    assert "jpeg2000" in str(caught.value).split("models that take it: ")[1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "uint32"])
+def test_jpeg2000_refuses_what_openjpeg_cannot_code(codec_env, dtype):
+    """OpenJPEG codes 8 and 16 bit integers here (eoz/jpeg2000.py); the rest fails up front, not in the job."""
+    with pytest.raises(InputError, match="takes uint8, int8, uint16, int16") as caught:
+        resolve("jpeg2000", None, {"quality": 40.0}, meta(dtype=dtype))
+    assert "tiny-wavelet" in str(caught.value)
+    for fine in ("uint8", "int8", "uint16", "int16"):
+        assert resolve("jpeg2000", None, {"quality": 40.0}, meta(dtype=fine)).codec_id == "jpeg2000"
+
+
+@pytest.mark.parametrize("model, options, needle", [
+    ("jpeg2000", {"quality": math.inf}, "quality"), ("jpeg2000", {"quality": 1e308}, "quality"),
+    ("jpeg2000", {"quality": 1e-300}, "quality"), ("jpeg2000", {"quality": math.nan}, "quality"),
+    ("jpeg2000", {"psnr": 200.0}, "psnr"), ("jpeg2000", {"psnr": math.inf}, "psnr"),
+    ("tiny-hp", {"psnr": -3.0}, "psnr"), ("tiny-wavelet", {"psnr": 300.0, "block": 32}, "psnr"),
+    ("tiny-wavelet", {"mse": 0.0}, "mse"), ("tiny-wavelet", {"mse": -1.0}, "mse"),
+    ("tiny-wavelet", {"mse": math.inf}, "mse"), ("tiny-wavelet", {"mse": math.nan}, "mse"),
+    ("tiny-hp", {"mse": 1e-300, "block": 16}, "mse"), ("tiny-hp", {"mse": 1e308}, "mse"),
+    ("tiny-hp", {"lambda": math.inf}, "lambda"), ("tiny-vq", {"rate_weight": math.inf}, "rate_weight"),
+    ("tiny-vq", {"rate_weight": -1.0}, "rate_weight"), ("jpeg2000", {"quality": 40.0, "peak": math.inf}, "peak"),
+    ("jpeg2000", {"quality": 40.0, "peak": 0.0}, "peak"),
+])
+def test_absurd_quality_targets_are_refused_up_front(codec_env, model, options, needle):
+    """Not queued to fail in the job: the bounds are checked when the request is resolved."""
+    with pytest.raises(InputError, match=needle):
+        resolve(model, None, options)
+
+
+def test_the_bounds_are_stated_once_and_hold_at_their_edges(codec_env):
+    low, high = BOUNDS["psnr"]
+    assert resolve("tiny-hp", None, {"psnr": high}).codec_kwargs["target"].psnr == high
+    assert resolve("jpeg2000", None, {"psnr": low}).codec_kwargs["target_psnr"] == low
+    assert resolve("jpeg2000", None, {"quality": BOUNDS["quality"][1]}).codec_kwargs["quality"] == BOUNDS["quality"][1]
+    # an MSE is held to the PSNR range at the peak: 10000^2 / 10^(150/10) = 1e-7
+    assert resolve("tiny-hp", None, {"mse": 1e-7}).codec_kwargs["target"].mse == 1e-7
+    with pytest.raises(InputError, match=r"between 1e-07 and"):
+        resolve("tiny-hp", None, {"mse": 0.9e-7})
+
+
+def test_work_a_cpu_cannot_finish_in_time_is_refused(codec_env):
+    """Pixels x bands over the codec's measured CPU speed, against the configured limit."""
+    big = RasterMeta(20000, 20000, 4, "uint16", S2_BANDS, None, None, None)
+    with pytest.raises(InputError, match=r"about \d+ s on CPU .* limit is 900 s \(EOZ_MAX_CPU_SECONDS\)"):
+        check_cpu_work(resolve("tiny-vq", None, {}, big), big, 900)
+    check_cpu_work(resolve("tiny-vq", None, {}, meta()), meta(), 900)
+    check_cpu_work(resolve("jpeg2000", None, {"quality": 40.0}, big), big, 900)   # OpenJPEG is fast enough
+    assert cpu_seconds(resolve("tiny-hp", None, {"psnr": 40.0}, big), big) is None  # not measured: not bounded
+
+
+def test_the_cli_refuses_them_with_exit_2(codec_env, tmp_path, capsys):
+    from eoz.cli import main
+    from eoz.raster import write_raster
+
+    def small(dtype: str) -> RasterMeta:
+        return RasterMeta(16, 16, 4, dtype, S2_BANDS, None, None, None)
+    path = tmp_path / "float.tif"
+    write_raster(path, np.zeros((4, 16, 16), np.float32), small("float32"))
+    assert main(["compress", str(path), str(tmp_path / "x.eoz"), "--model", "tiny-vq"]) == 2
+    assert "models that take it" in capsys.readouterr().err
+    raster = tmp_path / "u8.tif"
+    write_raster(raster, np.zeros((4, 16, 16), np.uint8), small("uint8"))
+    assert main(["compress", str(raster), str(tmp_path / "y.eoz"), "--model", "jpeg2000", "--quality", "inf"]) == 2
+    assert "quality" in capsys.readouterr().err
