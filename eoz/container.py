@@ -17,7 +17,11 @@ anywhere is reported, and a file cut short anywhere reads as truncated rather th
 smaller valid file. A damaged tile is reported on its own; the other tiles stay readable.
 
 The parser checks every length against the file size before reading, and raises nothing
-but ``ContainerError`` (or a subclass) for any input bytes.
+but ``ContainerError`` (or a subclass) for any input bytes. A reader also holds a file to
+``eoz.limits.DecodeLimits`` (image, bands, tile size, overlap, samples and bytes per tile),
+and takes tiles only as the writer lays them out: one after another in row-major order, so
+no two table entries share bytes (a table of many entries pointing at one small tile would
+otherwise decode to a huge image).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from eoz.errors import ContainerError, CorruptTileError, InputError, TruncatedFileError
+from eoz.limits import DecodeLimits
 from eoz.raster import compact_crs, expand_crs
 
 MAGIC = b"\x89EOZ\r\n\x1a\n"
@@ -44,6 +49,8 @@ END_MAGIC = b"EOZE"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 64 * 2**20
 MAX_TILE_COUNT = 2**32 - 1  # the trailer stores the count as u32
+# the sample types eoz reads and writes (those of rasterio's GeoTIFFs that the codecs take)
+DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 _PREFIX = struct.Struct("<8sHHI")  # magic, version, flags, header length
 _CRC = struct.Struct("<I")
@@ -134,7 +141,7 @@ class Header:
             height=_field(d, "height", _positive_int),
             width=_field(d, "width", _positive_int),
             bands=_field(d, "bands", _band_names),
-            dtype=_field(d, "dtype", _str),
+            dtype=_field(d, "dtype", _dtype),
             tile_size=_field(d, "tile_size", _positive_int),
             model_id=_field(d, "model_id", _optional(_str), None),
             model_version=_field(d, "model_version", _optional(_str), None),
@@ -243,16 +250,18 @@ class EozReader:
     """Random access to a container's tiles, each read and checked only when asked for.
 
     ``source`` is bytes-like, a path, or a seekable binary file object (not closed here).
-    Opening reads the header, trailer and tile table and checks them against each other
-    and against the file size.
+    Opening reads the header, trailer and tile table and checks them against each other,
+    against the file size and against ``limits``.
     """
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, limits: DecodeLimits = DecodeLimits()):
         self._source = _open_source(source)
+        self.limits = limits
         try:
             self.file_size = self._source.size
             self.header, payload_start = _parse_header(self._source)
-            self.entries = _parse_table(self._source, self.header, payload_start)
+            limits.check_header(self.header)
+            self.entries = _parse_table(self._source, self.header, payload_start, limits)
         except BaseException:
             self._source.close()
             raise
@@ -302,7 +311,8 @@ def pack(header: Header, tiles: Iterable[bytes]) -> bytes:
 
 
 def read_header(source: Source) -> Header:
-    """The header alone; table and trailer are not read, so a partly written file will do."""
+    """The header alone; table and trailer are not read, so a partly written file will do.
+    Not held to DecodeLimits: it decodes nothing (EozReader, which does, checks them)."""
     src = _open_source(source)
     try:
         return _parse_header(src)[0]
@@ -379,8 +389,8 @@ def _parse_header(src: _Source) -> tuple[Header, int]:
     return Header.from_dict(d), header_end + _CRC.size
 
 
-def _parse_table(src: _Source, header: Header, payload_start: int) -> list[TileEntry]:
-    """The tile table, checked against the trailer, the header and the file size."""
+def _parse_table(src: _Source, header: Header, payload_start: int, limits: DecodeLimits) -> list[TileEntry]:
+    """The tile table, checked against the trailer, the header, the file size and the limits."""
     trailer_start = src.size - _TRAILER.size
     if trailer_start < payload_start + _CRC.size:
         raise TruncatedFileError(
@@ -424,12 +434,25 @@ def _parse_table(src: _Source, header: Header, payload_start: int) -> list[TileE
             f"tile table is corrupt: crc32 0x{crc:08x} != stored 0x{stored_crc:08x}"
         )
     entries = [TileEntry(*fields) for fields in _ENTRY.iter_unpack(table)]
+    end = payload_start
     for index, entry in enumerate(entries):
         if entry.offset < payload_start or entry.offset + entry.length > table_offset:
             raise ContainerError(
                 f"tile {index} claims bytes [{entry.offset}, {entry.offset + entry.length}) "
                 f"outside the payload area [{payload_start}, {table_offset})"
             )
+        if entry.offset != end:
+            raise ContainerError(
+                f"tile {index} starts at byte {entry.offset}, not where "
+                f"{f'tile {index - 1}' if index else 'the header'} ends ({end}): tiles follow "
+                "one another in row-major order, none sharing bytes"
+            )
+        limits.check_entry(index, entry.length)
+        end = entry.offset + entry.length
+    if end != table_offset:
+        raise ContainerError(
+            f"{table_offset - end} unaccounted bytes between the last tile and the tile table"
+        )
     return entries
 
 
@@ -563,6 +586,12 @@ def _str_list(value: Any) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValueError("must be a list of strings")
     return list(value)
+
+
+def _dtype(value: Any) -> str:
+    if value not in DTYPES:
+        raise ValueError(f"must be one of {list(DTYPES)}")
+    return value
 
 
 def _band_names(value: Any) -> list[str]:

@@ -36,3 +36,8 @@ class UnknownModelError(EozError, LookupError):
 
 class InputError(EozError, ValueError):
     """An input raster cannot be compressed as asked (bands, dtype, size, format)."""
+
+
+class DecodeLimitError(ContainerError):
+    """A file asks for more than the decode limits allow (eoz.limits.DecodeLimits): a bigger
+    image, tile or side information than decoding is allowed to cost."""

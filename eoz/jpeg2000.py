@@ -41,12 +41,18 @@ the last axis; :func:`decode` restores the shape all the same.
 
 Errors: bad inputs raise :class:`eoz.errors.InputError`; a codestream or params that
 cannot be decoded raise :class:`eoz.errors.ContainerError`, as both come from a stored file.
+
+Decoding reads the codestream's SIZ marker first (image and tile size, offsets, component
+count, precision and sub-sampling: ISO/IEC 15444-1, A.5.1) and refuses a codestream that
+is not the single-tile image its params describe, before OpenJPEG allocates anything: a
+few bytes of SIZ can otherwise ask it for gigabytes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import struct
 
 import imagecodecs
 import numpy as np
@@ -61,6 +67,10 @@ _KLT_SCALE = 16
 _QUALITY_RANGE = (1.0, 1000.0)
 _THREADS = 1
 SIZE_TOLERANCE = 0.005  # encode_to_size stops within 0.5 % below its byte budget
+_SOC_SIZ = b"\xff\x4f\xff\x51"   # start of codestream, then the SIZ marker
+# Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz, XTOsiz, YTOsiz, Csiz; then Ssiz, XRsiz, YRsiz per component
+_SIZ = struct.Struct(">HHIIIIIIIIH")
+_SIZ_COMPONENT = struct.Struct(">BBB")
 
 
 def params_nbytes(params: dict) -> int:
@@ -186,6 +196,37 @@ def encode(
     return _j2k(coefficients, level, bits), params
 
 
+def _coded_layout(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(components, height, width) of the codestream that :func:`_j2k` writes for an array
+    of ``shape``: imagecodecs codes one band as one component and an array one pixel wide
+    as a single (bands x height) component."""
+    bands, height, width = shape
+    if bands == 1:
+        return 1, height, width
+    return (1, bands, height) if width == 1 else shape
+
+
+def _check_siz(codestream: bytes, shape: tuple[int, int, int]) -> None:
+    """Refuse a codestream whose SIZ marker is not the one tile of ``shape`` we code."""
+    if codestream[:4] != _SOC_SIZ or len(codestream) < 4 + _SIZ.size:
+        raise ContainerError("JPEG 2000 codestream does not start with its SOC and SIZ markers")
+    length, _, x, y, x0, y0, tile_x, tile_y, tile_x0, tile_y0, components = _SIZ.unpack_from(codestream, 4)
+    if length != _SIZ.size + _SIZ_COMPONENT.size * components or len(codestream) < 4 + length:
+        raise ContainerError(f"JPEG 2000 SIZ marker segment of {length} bytes does not hold its {components} components")
+    expected = _coded_layout(shape)
+    if (components, y, x) != expected or (x0, y0, tile_x0, tile_y0) != (0, 0, 0, 0) or tile_x < x or tile_y < y:
+        raise ContainerError(
+            f"JPEG 2000 codestream's SIZ marker says {components} components of {x} x {y} pixels "
+            f"(origin {x0}, {y0}; tiles of {tile_x} x {tile_y} from {tile_x0}, {tile_y0}); its tile "
+            f"is {expected[0]} components of {expected[2]} x {expected[1]} pixels in one tile")
+    for k in range(components):
+        precision, dx, dy = _SIZ_COMPONENT.unpack_from(codestream, 4 + _SIZ.size + _SIZ_COMPONENT.size * k)
+        bits = (precision & 0x7F) + 1
+        if bits > _MAX_BITS or (dx, dy) != (1, 1):
+            raise ContainerError(f"JPEG 2000 SIZ marker gives component {k} {bits} bits and sub-sampling "
+                                 f"{dx} x {dy}; we code at most {_MAX_BITS} bits, never sub-sampled")
+
+
 def decode(codestream: bytes, params: dict) -> np.ndarray:
     """Back to the original dtype and shape, values clipped to the dtype's range."""
     try:
@@ -194,8 +235,9 @@ def decode(codestream: bytes, params: dict) -> np.ndarray:
         klt = params["klt"]
     except (KeyError, TypeError, ValueError) as error:
         raise ContainerError(f"JPEG 2000 params are incomplete or invalid: {error}") from error
-    if dtype.name not in _DTYPES or len(shape) != 3:
+    if dtype.name not in _DTYPES or len(shape) != 3 or min(shape) < 1:
         raise ContainerError(f"JPEG 2000 params name dtype {dtype} and shape {shape}")
+    _check_siz(bytes(codestream[:4 + _SIZ.size + _SIZ_COMPONENT.size * shape[0]]), shape)
     try:
         decoded = imagecodecs.jpeg2k_decode(bytes(codestream), planar=True, numthreads=_THREADS)
     except Exception as error:  # imagecodecs raises its own and builtin errors

@@ -17,7 +17,8 @@ import numpy as np
 from eoz.codecs.base import DEFAULT_TILE_SIZE, Codec, decode_tile_payload, prepare_tile
 from eoz.codecs.factory import codec_for_header
 from eoz.container import EozReader, EozWriter, Header
-from eoz.errors import InputError
+from eoz.errors import DecodeLimitError, InputError
+from eoz.limits import DecodeLimits
 from eoz.raster import RasterMeta, RasterReader, RasterWriter, window_transform
 from eoz.registry import ModelStore
 from eoz.tiling import tiles_in_window
@@ -42,14 +43,20 @@ def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: 
     edge are then coded with real neighbours rather than padding, so no seams show, at the
     cost of coding the overlap twice. Tiles stay independent, so windows decode alone.
     Tiles reach the codec ``codec.batch_tiles`` at a time, so memory holds that many tiles.
+    A file that readers would refuse by the default DecodeLimits is refused here, up front.
     """
     codec.check_input(meta)
+    codec = codec.for_raster(meta)
     if tile_size % codec.stride:
         raise InputError(f"tile size {tile_size} is not a multiple of the model's stride {codec.stride}")
     header = Header(codec=codec.codec_id, height=meta.height, width=meta.width,
                     bands=list(meta.band_names), dtype=meta.dtype, tile_size=tile_size,
                     crs=meta.crs, transform=meta.transform, nodata=meta.nodata,
                     overlap=codec.overlap if overlap is None else overlap, **codec.header_fields())
+    try:
+        DecodeLimits().check_header(header)
+    except DecodeLimitError as e:
+        raise InputError(f"the file would not decode: {e}") from None
     with EozWriter(out, header) as writer:
         pending = []
         for index in range(header.tile_count):
@@ -72,7 +79,7 @@ def decode_scene(reader: EozReader, window: tuple[int, int, int, int] | None = N
     Only the tiles the window touches are read and decoded; offsets are relative to the window.
     """
     header = reader.header
-    codec = codec_for_header(header, store)
+    codec = codec_for_header(header, store).for_raster(header_meta(header))
     col0, row0, width, height = window or (0, 0, header.width, header.height)
     for index in tiles_in_window(header, col0, row0, width, height):
         t_row, t_col, h, w = header.tile_bounds(index)

@@ -6,10 +6,15 @@ padding to the codec's stride, and dtype casting.
 
 Tile payload framing: one flag byte; when bit 0 is set a nodata mask follows
 (u32 length + zlib of the bit-packed mask); then the codec's own bytes.
+
+Decoding holds a payload to the tile its (limit-checked) header gives it: no other flag
+bits, a mask only where the file declares nodata and inflating to exactly the tile's bits,
+and a codec output of exactly the tile's padded shape.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from abc import ABC, abstractmethod
@@ -18,6 +23,7 @@ import numpy as np
 
 from eoz.container import Header
 from eoz.errors import ContainerError, InputError, ModelMismatchError
+from eoz.limits import inflate
 from eoz.raster import RasterMeta
 from eoz.tiling import pad_to_multiple, padded_shape
 
@@ -51,6 +57,15 @@ class Codec(ABC):
     @abstractmethod
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
         """Inverse of encode_tile for a tile of that padded shape, in original units (any dtype)."""
+
+    def for_header(self, header: Header) -> "Codec":
+        """The codec that decodes this file's tiles: one whose payloads repeat a header field
+        returns a copy that holds them to the header's value."""
+        return self
+
+    def for_raster(self, meta: RasterMeta) -> "Codec":
+        """The codec set up for one raster, encoding or decoding it (most need nothing of it)."""
+        return self
 
     def check_input(self, meta: RasterMeta) -> None:
         if self.bands is not None and meta.count != len(self.bands):
@@ -114,24 +129,42 @@ def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
     return prefix, padded, valid
 
 
+def _split_mask(payload: bytes, header: Header, shape: tuple[int, int, int],
+                index: int) -> tuple[np.ndarray | None, bytes]:
+    """The tile's nodata mask (None when it has none) and the codec's bytes after it."""
+    if not payload:
+        raise ContainerError(f"tile {index} is empty")
+    if payload[0] & ~_HAS_MASK:
+        raise ContainerError(f"tile {index} has unknown flags 0x{payload[0] & ~_HAS_MASK:02x}")
+    if not payload[0] & _HAS_MASK:
+        return None, payload[1:]
+    if header.nodata is None:
+        raise ContainerError(f"tile {index} carries a nodata mask but the file declares no nodata value")
+    if len(payload) < 5:
+        raise ContainerError(f"tile {index} ends inside its nodata mask's length")
+    (n,) = struct.unpack_from("<I", payload, 1)
+    size = math.prod(shape)
+    bits = inflate(payload[5:5 + n], -(-size // 8), f"tile {index}'s nodata mask")
+    if len(bits) != -(-size // 8):
+        raise ContainerError(f"tile {index}'s nodata mask holds {8 * len(bits)} bits for {size} samples")
+    return np.unpackbits(np.frombuffer(bits, np.uint8), count=size).reshape(shape).astype(bool), payload[5 + n:]
+
+
 def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int) -> np.ndarray:
     """One tile, cropped to its own place in the image and cast to the original dtype."""
     row_off, col_off, h, w = header.tile_bounds(index)
     r0, c0, coded_h, coded_w = header.coded_bounds(index)
     bands, dtype = len(header.bands), np.dtype(header.dtype)
+    mask, body = _split_mask(payload, header, (bands, coded_h, coded_w), index)
+    shape = (bands, *padded_shape(coded_h, coded_w, codec.stride))
     try:
-        mask, body = None, payload[1:]
-        if payload[0] & _HAS_MASK:
-            (n,) = struct.unpack_from("<I", payload, 1)
-            size = bands * coded_h * coded_w
-            bits = np.frombuffer(zlib.decompress(payload[5:5 + n], bufsize=size // 8 + 1), np.uint8)
-            mask = np.unpackbits(bits, count=size).reshape(bands, coded_h, coded_w).astype(bool)
-            body = payload[5 + n:]
-        values = codec.decode_tile(body, bands, *padded_shape(coded_h, coded_w, codec.stride))
+        values = codec.for_header(header).decode_tile(body, *shape)
     except (ContainerError, ModelMismatchError):
         raise
     except Exception as e:  # a payload that passed its crc but that the codec cannot read
         raise ContainerError(f"tile {index} cannot be decoded: {e}") from e
+    if values.shape != shape:
+        raise ContainerError(f"tile {index} decodes to shape {values.shape}, not its {shape}")
     own = (slice(None), slice(row_off - r0, row_off - r0 + h), slice(col_off - c0, col_off - c0 + w))
     out = _to_dtype(values[:, :coded_h, :coded_w][own], dtype)
     if mask is not None:

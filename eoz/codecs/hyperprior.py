@@ -14,6 +14,7 @@ import torch
 from eoz import residual
 from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.errors import ContainerError, InputError
+from eoz.limits import inflate
 from eoz.models.entropy_models import SYMBOL_LIMIT, SymbolTables
 from eoz.models.hyperprior import HyperpriorConfig, IntegerHyperSynthesis, ModulatedHyperprior
 from eoz.normalization import BandNormalizer
@@ -189,13 +190,15 @@ class HyperpriorCodec(Codec):
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
         try:
             block, rows, cols, n = struct.unpack_from("<BHHI", payload)
-            side = np.frombuffer(zlib.decompress(payload[9:9 + n]), np.uint8)
-        except (struct.error, zlib.error) as e:
+        except struct.error as e:
             raise ContainerError(f"hyperprior tile head is unreadable: {e}") from None
         block = block or None
         if (block is not None and block not in BLOCK_SIZES) or (rows, cols) != block_grid(height, width, block):
             raise ContainerError(f"hyperprior tile has a {rows}x{cols} lambda grid of {block or 'global'} "
                                  f"blocks, which does not fit a {width}x{height} tile")
+        # at most: codes and steps per block, a scale per band of each block, a float32 basis
+        side_bound = rows * cols * (2 + bands) + 4 * bands * bands
+        side = np.frombuffer(inflate(payload[9:9 + n], side_bound, "hyperprior tile side information"), np.uint8)
         codes, steps = side[:rows * cols].reshape(rows, cols), side[rows * cols:2 * rows * cols].reshape(rows, cols)
         refined = int((steps > 0).sum())
         scales = side[2 * rows * cols:2 * rows * cols + refined * bands]

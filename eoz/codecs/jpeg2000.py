@@ -9,7 +9,7 @@ import numpy as np
 
 from eoz import jpeg2000
 from eoz.codecs.base import Codec
-from eoz.errors import ContainerError, InputError
+from eoz.errors import ContainerError, DecodeLimitError, InputError
 
 
 class JPEG2000Codec(Codec):
@@ -42,7 +42,22 @@ class JPEG2000Codec(Codec):
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
         try:
             (n,) = struct.unpack_from("<I", payload)
-            params = json.loads(payload[4:4 + n])
-        except (struct.error, ValueError) as e:
+        except struct.error as e:
             raise ContainerError(f"jpeg2000 tile parameters are unreadable: {e}") from None
+        if n > _params_bound(bands):
+            raise DecodeLimitError(f"jpeg2000 tile parameters of {n} bytes; those of a {bands}-band tile "
+                                   f"take at most {_params_bound(bands)}")
+        try:
+            params = json.loads(payload[4:4 + n])
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise ContainerError(f"jpeg2000 tile parameters are unreadable: {e}") from None
+        shape = params.get("shape") if isinstance(params, dict) else None
+        if shape != [bands, height, width]:
+            raise ContainerError(f"jpeg2000 tile parameters name shape {shape} for a tile of {(bands, height, width)}")
         return jpeg2000.decode(payload[4 + n:], params)
+
+
+def _params_bound(bands: int) -> int:
+    """Most bytes the compact JSON params of a tile take: a KLT's means and matrix of
+    float32 values (at most 15 characters each with their comma), and a few fixed fields."""
+    return 1024 + 16 * bands * (bands + 1)

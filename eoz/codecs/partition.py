@@ -11,6 +11,7 @@ import numpy as np
 from eoz import spectral
 from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.codecs.hyperprior import HyperpriorCodec
+from eoz.container import DTYPES, Header
 from eoz.errors import ContainerError, InputError
 from eoz.models.hyperprior import HyperpriorConfig
 from eoz.quality import QualityTarget
@@ -40,7 +41,8 @@ class SpectralPartitionCodec(Codec):
     as the residual of its prediction from the previous decoded band, with a second model
     trained on such residuals.
 
-    Tile payload: the dtype's name (u8 length + ascii), then per band one mode byte
+    Tile payload: the dtype's name (u8 length + ascii; numpy's ``dtype.str``, which must be
+    the file's dtype: it sets how decoded bands are rounded), then per band one mode byte
     (0: no valid pixel, 1: coded on its own, 2: predicted, followed by float32 gain and
     offset), a u32 length and that band's hyperprior payload. The quality target holds for
     every band, so it holds for the tile. The prediction uses the decoded band as the
@@ -49,6 +51,7 @@ class SpectralPartitionCodec(Codec):
     """
 
     codec_id = "spectral-partition"
+    dtype: np.dtype | None = None   # the dtype tiles must name (the file's: for_header); None: any a file may have
 
     def __init__(self, entry: ModelEntry, target: QualityTarget | None = None, predict_bands: bool = True):
         self.entry, self.target, self.predict_bands = entry, target, predict_bands
@@ -80,6 +83,20 @@ class SpectralPartitionCodec(Codec):
     def header_fields(self) -> dict:
         quality = {**(self.target.to_dict() if self.target else {}), "band_prediction": self.predict_bands}
         return {**model_pins(self.entry), "quality": quality}
+
+    def for_header(self, header: Header) -> "SpectralPartitionCodec":
+        codec = copy.copy(self)
+        codec.dtype = np.dtype(header.dtype)
+        return codec
+
+    def _payload_dtype(self, name: bytes) -> np.dtype:
+        """The dtype a tile names, if it is the one it may name."""
+        allowed = [self.dtype] if self.dtype is not None else [np.dtype(d) for d in DTYPES]
+        for dtype in allowed:
+            if name == dtype.str.encode():
+                return dtype
+        raise ContainerError(f"spectral-partition tile names dtype {name[:16]!r}; the file's is "
+                             f"{self.dtype.str if self.dtype is not None else 'one of ' + str(list(DTYPES))}")
 
     def _band_codec(self, band: int, predicted: bool) -> HyperpriorCodec:
         return self.models[self.interval_of[band]][int(predicted)]
@@ -117,11 +134,10 @@ class SpectralPartitionCodec(Codec):
         return b"".join(parts)
 
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
-        try:
-            n = payload[0]
-            dtype = np.dtype(payload[1:1 + n].decode("ascii"))
-        except (IndexError, UnicodeDecodeError, TypeError) as e:
-            raise ContainerError(f"spectral-partition tile head is unreadable: {e}") from None
+        if not payload:
+            raise ContainerError("spectral-partition tile is empty")
+        n = payload[0]
+        dtype = self._payload_dtype(payload[1:1 + n])
         out, pos, previous = np.zeros((bands, height, width)), 1 + n, None
         for b in range(bands):
             try:
