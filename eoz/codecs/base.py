@@ -58,11 +58,6 @@ class Codec(ABC):
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
         """Inverse of encode_tile for a tile of that padded shape, in original units (any dtype)."""
 
-    def for_header(self, header: Header) -> "Codec":
-        """The codec that decodes this file's tiles: one whose payloads repeat a header field
-        returns a copy that holds them to the header's value."""
-        return self
-
     def for_raster(self, meta: RasterMeta) -> "Codec":
         """The codec set up for one raster, encoding or decoding it (most need nothing of it)."""
         return self
@@ -158,7 +153,7 @@ def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int
     mask, body = _split_mask(payload, header, (bands, coded_h, coded_w), index)
     shape = (bands, *padded_shape(coded_h, coded_w, codec.stride))
     try:
-        values = codec.for_header(header).decode_tile(body, *shape)
+        values = codec.decode_tile(body, *shape)
     except (ContainerError, ModelMismatchError):
         raise
     except Exception as e:  # a payload that passed its crc but that the codec cannot read

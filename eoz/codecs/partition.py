@@ -11,10 +11,11 @@ import numpy as np
 from eoz import spectral
 from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.codecs.hyperprior import HyperpriorCodec
-from eoz.container import DTYPES, Header
+from eoz.container import DTYPES
 from eoz.errors import ContainerError, InputError
 from eoz.models.hyperprior import HyperpriorConfig
 from eoz.quality import QualityTarget
+from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
 
 
@@ -51,7 +52,7 @@ class SpectralPartitionCodec(Codec):
     """
 
     codec_id = "spectral-partition"
-    dtype: np.dtype | None = None   # the dtype tiles must name (the file's: for_header); None: any a file may have
+    dtype: np.dtype | None = None   # the dtype tiles must name (the raster's: for_raster); None: any a file may have
 
     def __init__(self, entry: ModelEntry, target: QualityTarget | None = None, predict_bands: bool = True):
         self.entry, self.target, self.predict_bands = entry, target, predict_bands
@@ -84,9 +85,10 @@ class SpectralPartitionCodec(Codec):
         quality = {**(self.target.to_dict() if self.target else {}), "band_prediction": self.predict_bands}
         return {**model_pins(self.entry), "quality": quality}
 
-    def for_header(self, header: Header) -> "SpectralPartitionCodec":
+    def for_raster(self, meta: RasterMeta) -> "SpectralPartitionCodec":
+        """Decoding holds each tile's dtype to the raster's (the file header's)."""
         codec = copy.copy(self)
-        codec.dtype = np.dtype(header.dtype)
+        codec.dtype = np.dtype(meta.dtype)
         return codec
 
     def _payload_dtype(self, name: bytes) -> np.dtype:

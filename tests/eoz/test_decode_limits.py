@@ -20,7 +20,7 @@ from eoz.container import EozReader, Header, pack
 from eoz.errors import ContainerError, InputError
 from eoz.limits import DecodeLimitError, DecodeLimits, inflate
 from eoz.raster import RasterMeta
-from eoz.scene import compress_array, decompress_array
+from eoz.scene import compress_array, decompress_array, header_meta
 
 RNG = np.random.default_rng(12)
 
@@ -215,6 +215,7 @@ def test_partition_payload_naming_another_dtype_than_the_header_is_refused(tmp_p
                       crs=None, transform=None, nodata=None)
     header, tiles = unpack(compress_array(array, meta, codec, tile_size=32))
     assert tiles[0][1:2 + tiles[0][1]] == b"\x03<i2"
+    codec = codec.for_raster(header_meta(header))   # as decode_scene does
     decode_tile_payload(codec, tiles[0], header, 0)
     for name in (b"<f8", b"(99999999,)f8"):
         hostile = tiles[0][:1] + bytes([len(name)]) + name + tiles[0][5:]
