@@ -35,6 +35,7 @@ from workers.errors import (
     TransientStoreError,
     UnsupportedMediaError,
 )
+from workers.redaction import redact
 
 log = logging.getLogger("eoz.api")
 PROBLEM_JSON = "application/problem+json"
@@ -99,7 +100,7 @@ async def _handle(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path, exc_info=error)
         detail = "the service failed unexpectedly; the error is logged"
     else:
-        detail = str(error)
+        detail = redact(str(error), request.app.state.services.settings.data_dir)
     headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'} if status == 401 else None
     return problem_response(request, status, title, detail, errors, headers)
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from fastapi import UploadFile
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from eoz.resolve import OPTIONS, given_options
+from eoz.resolve import BOUNDS, OPTIONS, given_options
 from workers.runner import JobRecord
 
 
@@ -20,34 +20,64 @@ class S3Source(BaseModel):
     key: str = Field(min_length=1, max_length=1024, examples=["incoming/scene.tif"])
 
 
-class CompressOptions(BaseModel):
-    """The model and its options; an option the model's codec cannot honour is refused (422)."""
+class FormNulls(BaseModel):
+    """Options a form can send too: a form field has no null, so an empty or 'null' one is null."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _form_nulls(cls, data):
+        if not isinstance(data, dict):
+            return data
+        nullable = {name for name, f in cls.model_fields.items() if type(None) in get_args(f.annotation)}
+        nullable |= {cls.model_fields[n].alias for n in nullable if cls.model_fields[n].alias}
+        return {k: None if k in nullable and v in ("", "null") else v for k, v in data.items()}
+
+
+def _bounded(name: str, description: str, **field) -> float | None:
+    """An option within eoz.resolve's BOUNDS, which the schema shows."""
+    low, high = BOUNDS[name]
+    lower = {"ge": low} if low > 0 or name == "rate_weight" else {"gt": low}
+    return Field(None, **lower, le=high, allow_inf_nan=False, description=description, **field)
+
+
+class CompressOptions(FormNulls):
+    """The model and its options; an option the model's codec cannot honour is refused (422).
+
+    A model of codec jpeg2000 needs exactly one of psnr, quality or lossless; of codec
+    hyperprior or spectral-partition one of psnr, mse or lambda; of codec wavelet one of psnr or
+    mse; vqvae-fpn takes none of them (GET /v1/models lists each model's codec and parameters).
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     model: str = Field(description="model id from GET /v1/models, or jpeg2000", examples=["jpeg2000"])
-    version: str | None = Field(None, description="model version; default the newest")
-    psnr: float | None = Field(None, gt=0, le=200, description="target PSNR in dB at the peak")
-    mse: float | None = Field(None, gt=0, description="target MSE in original units (hyperprior, "
-                                                      "spectral-partition, wavelet)")
-    lambda_: float | None = Field(None, alias="lambda", gt=0,
-                                  description="rate-distortion trade-off (hyperprior, spectral-partition)")
+    version: str | None = Field(None, description="model version; default (or null) the newest")
+    psnr: float | None = _bounded("psnr", "target PSNR in dB at the peak")
+    mse: float | None = Field(None, gt=0, allow_inf_nan=False,
+                              description="target MSE in original units (hyperprior, spectral-partition, "
+                                          f"wavelet); at most the PSNR range {BOUNDS['psnr']} dB at the peak "
+                                          "allows (peak^2 / 10^(dB / 10))")
+    lambda_: float | None = _bounded("lambda", "rate-distortion trade-off (hyperprior, spectral-partition)",
+                                     alias="lambda")
     block: int | None = Field(None, gt=0, description="block size of per-block quality control (hyperprior, "
                                                       "spectral-partition, wavelet)")
     open_loop: bool = Field(False, description="quality model only, no closed-loop correction (hyperprior, "
                                                "spectral-partition, wavelet)")
-    peak: float | None = Field(None, gt=0, description="PSNR peak of the target and the report; default the "
-                                                       "model's, else 255 for uint8, else 10000 (Sentinel-2 DN)")
+    peak: float | None = _bounded("peak", "PSNR peak of the target and the report; default the model's, else "
+                                          "255 for uint8, else 10000 (Sentinel-2 DN)")
     no_band_prediction: bool = Field(False, description="spectral-partition: code every band on its own")
-    rate_weight: float | None = Field(None, ge=0, le=100, description="vqvae-fpn: choose codes by distance + "
-                                      "weight x bits, for smaller files (about 0.5-3)")
-    quality: float | None = Field(None, gt=0, description="jpeg2000: OpenJPEG fixed-quality level in dB")
+    rate_weight: float | None = _bounded("rate_weight", "vqvae-fpn: choose codes by distance + weight x bits, "
+                                                        "for smaller files (about 0.5-3)")
+    quality: float | None = _bounded("quality", "jpeg2000: OpenJPEG fixed-quality level in dB")
     lossless: bool = Field(False, description="jpeg2000: reversible 5/3 wavelet, bit exact")
     klt: bool = Field(False, description="jpeg2000: spectral KLT across bands first")
     tile_size: int = Field(512, ge=64, le=4096, multiple_of=64, description="tile edge in pixels")
 
     def codec_options(self) -> dict:
-        """The options given, by their eoz.resolve names (flags left off are no option)."""
-        return given_options({name: getattr(self, "lambda_" if name == "lambda" else name) for name in OPTIONS})
+        """The options given, by their eoz.resolve names (flags left off are no option; an option
+        this API does not offer is never given)."""
+        fields = {"lambda_" if name == "lambda" else name: name for name in OPTIONS}
+        return given_options({name: getattr(self, field) for field, name in fields.items()
+                              if field in type(self).model_fields})
 
 
 class CompressUpload(CompressOptions):
@@ -65,12 +95,13 @@ class CompressRequest(CompressOptions):
 Window = list[int]
 
 
-class DecompressOptions(BaseModel):
+class DecompressOptions(FormNulls):
     model_config = ConfigDict(extra="forbid")
     format: Literal["geotiff", "cog"] = Field("geotiff", description="cog: Cloud-Optimized GeoTIFF")
     window: Window | None = Field(
-        None, description="col_off, row_off, width, height in pixels of the image (a form field "
-                          "takes them comma-separated)", examples=[[0, 0, 256, 256]])
+        None, description="col_off, row_off, width, height in pixels of the image (in a form: the field "
+                          "repeated four times, or once with the four comma-separated)",
+        examples=[[0, 0, 256, 256]])
 
     @field_validator("window", mode="before")
     @classmethod
@@ -102,12 +133,12 @@ class DecompressRequest(DecompressOptions):
     source: S3Source
 
 
-class FeaturesOptions(BaseModel):
+class FeaturesOptions(FormNulls):
     """Which VQVAE-FPN model's top level to export, and whether as codebook vectors."""
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="a vqvae-fpn model id from GET /v1/models", examples=["vqvae-fpn-s2-10m"])
-    version: str | None = Field(None, description="model version; default the newest")
+    version: str | None = Field(None, description="model version; default (or null) the newest")
     quantized: bool = Field(True, description="codebook vectors (what a .eoz file holds) or the encoder's "
                                               "continuous features")
     tile_size: int = Field(512, ge=64, le=4096, multiple_of=64, description="tile edge in pixels")
@@ -195,7 +226,7 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
-    checks: dict[str, str] = Field(description="queue and store: ok, or what failed")
+    checks: dict[str, str] = Field(description="queue and store: ok, or unavailable (the service log says why)")
 
 
 class Problem(BaseModel):

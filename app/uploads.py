@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.errors import MalformedRequestError
 from eoz.errors import InputError
+from eoz.resolve import CPU_QUEUE, check_cpu_work
 from workers.errors import TooLargeError, UnsupportedMediaError
 from workers.keys import upload_key
 from workers.sources import check_source
@@ -40,7 +41,7 @@ class Upload:
     path: Path
     size: int = 0
     filename: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str | list[str]] = field(default_factory=dict)  # a repeated field: a list (an array)
 
 
 def media_type(request: Request) -> str:
@@ -103,7 +104,12 @@ class _FormReader:
 
     def part_end(self) -> None:
         if self.name != FILE_FIELD:
-            self.upload.fields[self.name] = self.value.decode("utf-8", "replace")
+            value, fields = self.value.decode("utf-8", "replace"), self.upload.fields
+            if self.name in fields:  # OpenAPI's multipart encoding of an array: the field repeated
+                previous = fields[self.name]
+                fields[self.name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+            else:
+                fields[self.name] = value
 
 
 @asynccontextmanager
@@ -134,6 +140,8 @@ async def receive_upload(request: Request, scratch: Path, limit: int, suffix: st
                 raise MalformedRequestError(f"the multipart body cannot be parsed: {e}") from None
         if not reader.seen_file:
             raise InputError(f"the multipart body has no {FILE_FIELD!r} part")
+        if upload.size == 0:
+            raise InputError(f"the {FILE_FIELD!r} part is empty")
         yield upload
     finally:
         upload.path.unlink(missing_ok=True)
@@ -151,6 +159,11 @@ async def receive_json(request: Request) -> bytes:
     return bytes(body)
 
 
+def _cuda_workers(services) -> int:
+    """Workers computing on CUDA: without one, a gpu-queue job runs on a CPU too."""
+    return services.runner.worker_devices().get("cuda", 0)
+
+
 async def geotiff_job_input(request: Request, services, job_id: str, options_model: type[BaseModel],
                             json_model: type[BaseModel], resolve: Callable):
     """(options, resolution, source key, source bucket) of a job posted with a GeoTIFF.
@@ -158,7 +171,8 @@ async def geotiff_job_input(request: Request, services, job_id: str, options_mod
     JSON: the options and an S3 ``source`` the service may read. Multipart: the options as
     fields and the ``file``, inspected before it is put in the object store.
     ``resolve(options, meta=None)`` refuses what cannot run: first the options alone, then,
-    for an upload, against the raster's metadata (an S3 source's job checks that itself).
+    for an upload, against the raster's metadata (an S3 source's job checks that itself), and
+    work a CPU would take longer than EOZ_MAX_CPU_SECONDS over when no CUDA worker can take it.
     """
     settings, store = services.settings, services.store
     if media_type(request) == "application/json":
@@ -171,6 +185,8 @@ async def geotiff_job_input(request: Request, services, job_id: str, options_mod
         await run_in_threadpool(resolve, options)
         meta = await run_in_threadpool(inspect_geotiff, upload.path, settings.limits)
         resolved = await run_in_threadpool(resolve, options, meta)
+        if resolved.queue == CPU_QUEUE or not await run_in_threadpool(_cuda_workers, services):
+            check_cpu_work(resolved, meta, settings.max_cpu_seconds)
         key = upload_key(job_id, ".tif")
         await run_in_threadpool(store.put_file, key, upload.path)
     return options, resolved, key, None

@@ -95,7 +95,7 @@ class ModelStore:
         versions = self.versions(model_id)
         if not versions:
             known = sorted({e.model_id for e in self.entries()})
-            raise UnknownModelError(f"no model {model_id!r} in {self.root}; available: {known}")
+            raise UnknownModelError(f"no model {model_id!r} in the model store; available: {known}")
         if version is None:
             version = versions[-1]
         _check_name("version", version)

@@ -158,7 +158,6 @@ def resolve(model: str, version: str | None = None, options: dict | None = None,
     """
     store = ModelStore()
     given = given_options(options or {})
-    _check_bounds(given)
     if version is not None and model in (AUTO, JPEG2000):
         raise InputError(f"model {model} takes no version" + (" (it picks the newest)" if model == AUTO else ""))
     entry, reason = _auto(given, meta, store, codecs) if model == AUTO else (
@@ -173,6 +172,7 @@ def resolve(model: str, version: str | None = None, options: dict | None = None,
     refused = [o for o in given if o not in capability.options + COMMON]
     if refused:
         raise InputError(f"{label} cannot honour " + "; ".join(_takers(o, store) for o in refused))
+    _check_bounds(given)
     if meta is not None:
         _check_fits(entry, meta, store)
     peak = psnr_peak(meta.dtype if meta else None, given.get("peak", entry.manifest.get("peak")))

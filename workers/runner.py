@@ -11,6 +11,7 @@ worker vanished (SIGKILL, lost machine) is run again, up to ``ABANDONED_RETRIES`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -20,6 +21,7 @@ from rq.timeouts import JobTimeoutException
 
 from eoz.errors import EozError
 from workers.metrics import Tally
+from workers.redaction import redact
 from workers.settings import Settings
 from workers.store import ObjectStore
 
@@ -71,9 +73,10 @@ def describe_failure(error: BaseException) -> str:
         return f"the job ran past its timeout (EOZ_JOB_TIMEOUT): {error}"
     if isinstance(error, AbandonedJobError):
         return "the worker running the job stopped responding (killed or lost)"
-    if isinstance(error, EozError):
-        return f"{type(error).__name__}: {error}"
-    return f"internal error ({type(error).__name__}): {error}"
+    if isinstance(error, EozError):  # without this host's paths (workers/redaction.py)
+        return redact(f"{type(error).__name__}: {error}")
+    logging.getLogger("eoz.jobs").error("a job failed unexpectedly", exc_info=error)
+    return f"internal error ({type(error).__name__}); the worker's log has the details"
 
 
 def make_runner(settings: Settings, store: ObjectStore) -> Runner:

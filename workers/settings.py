@@ -14,6 +14,7 @@
 | EOZ_MAX_PIXELS | 20000 * 20000 | largest raster (height x width) |
 | EOZ_MAX_BANDS | 512 | most bands in a raster |
 | EOZ_JOB_TIMEOUT | 3600 | seconds one job may run before it is failed |
+| EOZ_MAX_CPU_SECONDS | 900 | longest encode a job may ask of a CPU worker, estimated from the codec's measured speed |
 | EOZ_HEARTBEAT_SECONDS | 10 | RQ worker heartbeat; a job whose worker misses 3 is re-run elsewhere |
 | EOZ_MODEL_STORE | the repository's model_store/ | local model store (read by eoz.registry) |
 """
@@ -49,6 +50,7 @@ class Settings(BaseSettings):
     max_bands: int = Field(512, ge=1)
     job_timeout: int = Field(3600, ge=1)
     heartbeat_seconds: int = Field(10, ge=1)
+    max_cpu_seconds: float = Field(900, gt=0)
 
     @field_validator("s3_sources", "api_keys", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ pixels (a decompression bomb runs the other way round).
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from workers.errors import TooLargeError, UnsupportedMediaError
 
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 RASTER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+log = logging.getLogger("eoz.validation")
 _UNLIMITED = Limits(max_pixels=sys.maxsize, max_bands=sys.maxsize)
 
 
@@ -40,7 +42,12 @@ def inspect_geotiff(path: Path, limits: Limits) -> RasterMeta:
     if not _starts_with(path, TIFF_SIGNATURES):
         raise UnsupportedMediaError("the upload is not a GeoTIFF: it does not start with a TIFF signature")
     # read_meta reads tags, never pixels; its own limit check would not say which limit is hit.
-    meta = read_meta(path, _UNLIMITED)
+    try:
+        meta = read_meta(path, _UNLIMITED)
+    except InputError:  # GDAL's message names the scratch file: it stays in this host's log
+        log.info("upload %s refused", path, exc_info=True)
+        raise InputError("the upload is a TIFF that GDAL cannot read as a GeoTIFF (damaged or "
+                         "incomplete tags)") from None
     _check_size("the raster", meta.height, meta.width, meta.count, limits)
     return meta
 

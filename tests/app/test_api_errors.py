@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -59,7 +61,7 @@ def test_bad_models_and_parameters_are_422(make_client, scene):
     client = make_client()
     content = scene[0].read_bytes()
     problem(post_file(client, content, model="no-such-model"), 422, "no model 'no-such-model'")
-    problem(post_file(client, content, model="jpeg2000", quality="40", **{"lambda": "0.1"}), 422,
+    problem(post_file(client, content, model="jpeg2000", quality="40", **{"lambda": "500"}), 422,
             "'jpeg2000' (codec jpeg2000) cannot honour lambda")
     problem(post_file(client, content, model="tiny-vq", psnr="40"), 422, "cannot honour psnr")
     problem(post_file(client, content, model="jpeg2000"), 422, "needs one of psnr")
@@ -111,7 +113,7 @@ def test_unknown_jobs_are_404_and_results_of_failed_jobs_409(make_client, tmp_pa
     array = np.full((1, 32, 32), 5.0, np.float32)
     array[0, 3, 4] = np.nan
     write_raster(path, array, RasterMeta(32, 32, 1, "float32", ["b"], None, None, None))
-    answer = post_file(client, path.read_bytes(), model="jpeg2000", quality="40")
+    answer = post_file(client, path.read_bytes(), model="tiny-wavelet", psnr="40")
     failed = wait_for_job(client, answer.json()["status_url"])
     assert failed["status"] == "failed" and "NaN" in failed["error"] and failed["result"] is None
     problem(client.get(failed["result_url"]), 409, "failed", "NaN")
@@ -196,3 +198,98 @@ def test_broken_multipart_is_400(make_client):
     answer = client.post("/v1/compress", content=b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n",
                          headers={"content-type": "multipart/form-data; boundary=b"})
     problem(answer, 400, "Content-Disposition")
+
+
+S2_BANDS = ["B02", "B03", "B04", "B08"]
+
+
+def test_rasters_and_targets_the_models_cannot_take_are_422(make_client, scene, tmp_path):
+    """Refused before anything is queued: a dtype the model was not trained for (naming the models
+    that take the raster), a dtype OpenJPEG cannot code, and absurd quality targets."""
+    client = make_client()
+    floats = tmp_path / "reflectance.tif"
+    write_raster(floats, np.random.default_rng(0).random((4, 32, 32), np.float32),
+                 RasterMeta(32, 32, 4, "float32", S2_BANDS, None, None, None))
+    problem(post_file(client, floats.read_bytes(), model="tiny-vq"), 422, "takes uint16",
+            "models that take it: tiny-wavelet")
+    problem(post_file(client, floats.read_bytes(), model="jpeg2000", quality="40"), 422,
+            "takes uint8, int8, uint16, int16")
+    content = scene[0].read_bytes()
+    for model, field, value in (("jpeg2000", "quality", "inf"), ("jpeg2000", "quality", "1e308"),
+                                ("jpeg2000", "quality", "1e-300"), ("jpeg2000", "psnr", "200"),
+                                ("tiny-wavelet", "mse", "0"), ("tiny-wavelet", "mse", "inf"),
+                                ("tiny-wavelet", "mse", "1e-300"), ("tiny-hp", "psnr", "nan")):
+        body = problem(post_file(client, content, model=model, **{field: value}), 422)
+        assert field in body["detail"], (field, value, body)
+    source = {"bucket": "eoz", "key": "incoming/a.tif"}
+    problem(client.post("/v1/compress", json={"source": source, "model": "jpeg2000", "quality": 1e308}), 422,
+            "quality")
+    assert queued(client) == 0
+
+
+def test_work_a_cpu_worker_cannot_finish_in_time_is_422(make_client, scene):
+    """The embedded worker computes on CPU here: a VQ encode estimated past EOZ_MAX_CPU_SECONDS is refused."""
+    client = make_client(EOZ_MAX_CPU_SECONDS="0.01")
+    problem(post_file(client, scene[0].read_bytes(), model="tiny-vq"), 422, "EOZ_MAX_CPU_SECONDS", "on CPU")
+    assert queued(client) == 0
+
+
+def _host_paths(client, *more) -> list[str]:
+    settings = client.app.state.services.settings
+    return [str(p) for p in (settings.data_dir, settings.data_dir.resolve(), settings.scratch_dir, *more)]
+
+
+def test_no_host_paths_or_raw_errors_in_any_answer(make_client, scene, tiny_models, tmp_path):
+    """422 details, a failed job's error and /readyz name no scratch file, data dir or model store,
+    and carry no GDAL message (which names the file it read)."""
+    client = make_client()
+    leaks = _host_paths(client, tiny_models.root, tiny_models.root.resolve())
+    content = scene[0].read_bytes()
+    answers = [post_file(client, b"II*\x00" + bytes(range(256)) * 4, model="jpeg2000", quality="40"),
+               post_file(client, content, model="no-such-model"),
+               post_file(client, content, model="tiny-vq", version="9")]
+    for answer in answers:
+        body = problem(answer, 422)
+        assert not any(leak in answer.text for leak in leaks), body
+    assert "TIFFReadDirectory" not in answers[0].text
+    cut = content[:len(content) // 2]  # tags intact, pixels cut off: fails inside the job
+    job = wait_for_job(client, post_file(client, cut, model="jpeg2000", quality="40").json()["status_url"])
+    assert job["status"] == "failed" and job["error"]
+    assert not any(leak in job["error"] for leak in leaks), job["error"]
+    shutil.rmtree(client.app.state.services.store.root)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["store"] != "ok"
+    assert not any(leak in ready.text for leak in leaks), ready.text
+
+
+def test_empty_uploads_are_422_not_415(make_client):
+    """multipart/form-data is the right media type: an empty file part is bad input, said so."""
+    client = make_client()
+    problem(post_file(client, b"", model="jpeg2000", quality="40"), 422, "empty")
+    problem(post_file(client, b"", "/v1/decompress"), 422, "empty")
+    problem(post_file(client, b"", "/v1/features", model="tiny-vq"), 422, "empty")
+
+
+def test_decompress_takes_the_window_as_repeated_fields_too(make_client, scene):
+    """The OpenAPI document says window is an array: a multipart array is repeated fields."""
+    client = make_client()
+    job = wait_for_job(client, post_file(client, scene[0].read_bytes(), model="jpeg2000", quality="40")
+                       .json()["status_url"])
+    encoded = client.get(job["result_url"]).content
+    for form in ({"window": ["8", "16", "32", "24"]}, {"window": "8,16,32,24"}):
+        answer = client.post("/v1/decompress", files={"file": ("x.eoz", encoded)}, data=form)
+        assert answer.status_code == 202, answer.text
+        assert wait_for_job(client, answer.json()["status_url"])["result"]["window"] == [8, 16, 32, 24]
+    problem(client.post("/v1/decompress", files={"file": ("x.eoz", encoded)},
+                        data={"window": ["8", "16"]}), 422, "window")
+
+
+def test_a_null_version_means_the_newest(make_client, scene):
+    """JSON null, and the same as a form field (which has no null: 'null' or empty), is the newest version."""
+    client = make_client()
+    for version in ("null", ""):
+        answer = post_file(client, scene[0].read_bytes(), "/v1/features", model="tiny-vq", version=version)
+        assert answer.status_code == 202, answer.text
+    answer = client.post("/v1/features", json={"source": {"bucket": "eoz", "key": "incoming/a.tif"},
+                                               "model": "tiny-vq", "version": None})
+    problem(answer, 403, "EOZ_S3_BUCKET")  # past validation and model resolution
