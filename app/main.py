@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
-from app import errors, openapi
+from app import errors, http_metrics, openapi
 from app.auth import require_api_key
 from app.routes import compress, decompress, features, health, jobs, models
 from app.services import Services
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix="/v1", dependencies=v1)
     app.include_router(health.router)
     errors.install(app)
+    http_metrics.install(app)
     openapi.install(app)
     return app
 

@@ -14,6 +14,7 @@ increments and reading needs no per-worker state.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import defaultdict
 from typing import Protocol
@@ -112,7 +113,8 @@ def record_job(tally: Tally, kind: str, model: str, outcome: str, seconds: float
         amounts[_field("eoz_bytes_out_total", {"kind": kind})] = result["bytes"]
         if kind == "compress":
             _observe(amounts, "eoz_compression_ratio", {"model": model}, result["compression_ratio"])
-            if result["psnr"] is not None:
+            # exact results have no PSNR; a failed job's or a non-finite one is no quality figure
+            if outcome == "finished" and result["psnr"] is not None and math.isfinite(result["psnr"]):
                 _observe(amounts, "eoz_achieved_psnr_db", {"model": model}, result["psnr"])
     tally.add(amounts)
 

@@ -3,7 +3,8 @@
 An uploaded .eoz is parsed (header, tile table, trailer) and its window and pinned model
 checked before queueing. An S3 source is checked for being allowed, present and within
 the byte limit; the job parses it. Jobs of files whose codec is unknown until parsed go
-to the gpu queue, which every default worker also serves.
+to the gpu queue, which every default worker also serves. The job's model (its metrics
+label) is one this service holds, else "unknown": never a string from the client's header.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from app.schemas import DecompressOptions, DecompressRequest, DecompressUpload, 
 from app.services import Services, ServicesDep
 from app.uploads import media_type, receive_json, receive_upload
 from eoz.container import Header
-from eoz.resolve import GPU_QUEUE, queue_for
+from eoz.registry import ModelStore
+from eoz.resolve import GPU_QUEUE, JPEG2000, queue_for
 from workers.keys import new_job_id, upload_key
 from workers.models import check_decodable
 from workers.sources import check_source
@@ -34,6 +36,14 @@ def _check_upload(options: DecompressOptions, path: Path, services: Services) ->
     check_window(header, tuple(options.window) if options.window else None)
     check_decodable(header, services.store)
     return header
+
+
+def _metrics_label(header: Header) -> str:
+    """The job's model as metrics label it: the header's id only when this service holds that
+    model (a client writes the header, and every new label value is a new series)."""
+    if header.codec == JPEG2000:
+        return JPEG2000
+    return header.model_id if header.model_id in {e.model_id for e in ModelStore().entries()} else "unknown"
 
 
 @router.post("/decompress", status_code=202, response_model=Job,
@@ -56,7 +66,7 @@ async def decompress(request: Request, services: ServicesDep) -> Job:
             header = await run_in_threadpool(_check_upload, options, upload.path, services)
             key, bucket = upload_key(job_id, ".eoz"), None
             await run_in_threadpool(services.store.put_file, key, upload.path)
-        model, queue = header.model_id or header.codec, queue_for(header.codec)
+        model, queue = _metrics_label(header), queue_for(header.codec)
     record = await run_in_threadpool(
         services.runner.submit, job_id, "decompress", model, queue, (job_id, key),
         {"source_bucket": bucket, "format": options.format, "window": options.window})

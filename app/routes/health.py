@@ -40,5 +40,7 @@ def readyz(services: ServicesDep):
 @router.get("/metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
 def metrics(request: Request) -> Response:
-    """Jobs, bytes, timings, ratios and quality, queue depth and worker devices."""
-    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+    """Jobs, bytes, timings, ratios and quality, queue depth, worker devices and HTTP requests."""
+    state = request.app.state
+    exposition = generate_latest(state.metrics_registry) + generate_latest(state.http_metrics_registry)
+    return Response(exposition, media_type=CONTENT_TYPE_LATEST)
