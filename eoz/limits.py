@@ -8,14 +8,15 @@ allows (``inflate``), a JPEG 2000 codestream must match its tile before OpenJPEG
 every decoded tile must have its tile's shape. Anything beyond them is a ``DecodeLimitError``,
 a ``ContainerError``, never a ``MemoryError``.
 
-The defaults take every file eoz writes with the defaults and options it offers (tiles of
-up to 4096 px, the API's largest; 224-band EnMAP tiles; VQVAE-FPN's 8 px overlap). The
+The defaults take every file eoz writes with its default tile size (512) and options, and
+tiles up to 1024 px of up to 8 bands (VQVAE-FPN's 8 px overlap included); many-band rasters
+take smaller tiles (224-band EnMAP: up to 193 px; the tiles in shared/data are 32 px). The
 memory of decoding one tile grows with its samples (bands x coded pixels): measured with
-tracemalloc on 4-band uint16 tiles, about 10 bytes per sample for JPEG 2000, 45 for the
-wavelet codec and 80 for the hyperprior (plus its network), so ``max_tile_samples`` = 2^24
-holds the wavelet codec to about 750 MB per tile and JPEG 2000 to about 170 MB; a tile
-with more samples is refused when the file is written as well (``check_header``), so eoz
-never writes a file that it refuses to read.
+tracemalloc on 4-band uint16 tiles, about 10 bytes per sample for JPEG 2000 (OpenJPEG's own
+buffers come on top, bounded by the same SIZ check), 45 for the wavelet codec and 80 for
+the hyperprior (plus its network's activations), so ``max_tile_samples`` = 2^23 holds one
+tile to about 85 MB in JPEG 2000 and 380 MB in the wavelet codec. ``encode_scene`` refuses
+to write a file beyond the default limits, so eoz never writes a file it refuses to read.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class DecodeLimits:
     max_bands: int = 4095                   # JPEG 2000's most components; any codec of ours fits
     max_tile_size: int = 4096               # tile edge in pixels (the API's largest)
     max_overlap: int = 256                  # context pixels around a tile (VQVAE-FPN codes 8)
-    max_tile_samples: int = 2**24           # bands x coded pixels of one tile: the memory it costs
+    max_tile_samples: int = 2**23           # bands x coded pixels of one tile: the memory it costs
     max_tile_bytes: int = 128 * 2**20       # one tile's payload
 
     def check_header(self, header) -> None:
