@@ -8,9 +8,9 @@ allows (``inflate``), a JPEG 2000 codestream must match its tile before OpenJPEG
 every decoded tile must have its tile's shape. Anything beyond them is a ``DecodeLimitError``,
 a ``ContainerError``, never a ``MemoryError``.
 
-The defaults take every file eoz writes with its default tile size (512) and options, and
-tiles up to 1024 px of up to 8 bands (VQVAE-FPN's 8 px overlap included); many-band rasters
-take smaller tiles (224-band EnMAP: up to 193 px; the tiles in shared/data are 32 px). The
+The defaults take 512 px tiles (the default) of up to 30 bands, 1024 px tiles of up to
+7 bands (with VQVAE-FPN's 8 px overlap; 8 without) and many-band rasters in smaller tiles
+(224-band EnMAP: up to 193 px; the EnMAP tiles in shared/data are 32 px). The
 memory of decoding one tile grows with its samples (bands x coded pixels): measured with
 tracemalloc on 4-band uint16 tiles, about 10 bytes per sample for JPEG 2000 (OpenJPEG's own
 buffers come on top, bounded by the same SIZ check), 45 for the wavelet codec and 80 for
@@ -29,7 +29,7 @@ from eoz.errors import ContainerError, DecodeLimitError
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """Largest file a decoder accepts; each field names the setting that raises it."""
+    """Largest file a decoder accepts; each refusal names the field that would admit it."""
 
     max_pixels: int = 2**31                 # image height x width (a Sentinel-2 tile is 1.2e8)
     max_bands: int = 4095                   # JPEG 2000's most components; any codec of ours fits
