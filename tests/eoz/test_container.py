@@ -171,6 +171,8 @@ def test_from_dict_ignores_unknown_keys_and_fills_defaults():
         ("transform", [1, 2, 3, 4, 5, "6"], "'transform' must be a number"),
         ("nodata", "missing", "'nodata' must be a number"),
         ("quality", [], "'quality' must be an object"),
+        ("dtype", "complex64", "'dtype' must be one of"),
+        ("dtype", ["uint16"], "'dtype' must be one of"),
     ],
 )
 def test_from_dict_names_ill_typed_field(key, value, message):
@@ -596,3 +598,15 @@ def test_fuzz_header_bytes_with_valid_crc(header_bytes):
 def test_hostile_header_json_is_a_container_error(text):
     with pytest.raises(ContainerError, match="header is not valid JSON"):
         read_header(with_header_bytes(text.encode("latin-1")))
+
+
+def test_tiles_must_follow_one_another_in_the_table():
+    """Entries sharing bytes (a table pointing many tiles at one) or leaving gaps are refused."""
+    data = bytearray(pack(make_header(), TILES))
+    parts = layout(bytes(data))
+    third = parts["table"] + 16 * 3
+    struct.pack_into("<QII", data, third, parts["payloads"], len(TILES[0]), zlib.crc32(TILES[0]))
+    table = bytes(data[parts["table"] : parts["table_crc"]])
+    struct.pack_into("<I", data, parts["table_crc"], zlib.crc32(table))
+    with pytest.raises(ContainerError, match=r"tile 3 starts at byte \d+, not where tile 2 ends"):
+        EozReader(bytes(data))
