@@ -26,6 +26,7 @@ from eoz.errors import (
     UnknownModelError,
 )
 from workers.errors import (
+    JobEndedError,
     JobNotFoundError,
     ObjectNotFoundError,
     ResultNotReadyError,
@@ -60,6 +61,7 @@ STATUS: dict[type[BaseException], tuple[int, str]] = {
     JobNotFoundError: (404, "Job not found"),
     ObjectNotFoundError: (404, "Object not found"),
     ResultNotReadyError: (409, "Result not ready"),
+    JobEndedError: (409, "Job already ended"),
     TooLargeError: (413, "Input too large"),
     UnsupportedMediaError: (415, "Unsupported media type"),
     MalformedRequestError: (400, "Malformed request"),

@@ -1,9 +1,10 @@
 """The FastAPI application: `eoz serve` runs ``app.main:app`` with uvicorn.
 
 Everything is configured from the environment (``workers.settings``): with nothing set it
-is the embedded default (jobs on threads in this process, objects under EOZ_DATA_DIR);
-REDIS_URL sends jobs to `eoz worker` processes, EOZ_S3_BUCKET keeps objects in S3.
-The runner and store are built at startup, so importing this module has no side effects.
+is the embedded default (jobs in worker processes of this one, job records and objects
+under EOZ_DATA_DIR); REDIS_URL sends jobs to `eoz worker` processes, EOZ_S3_BUCKET keeps
+objects in S3. The runner, the store and the retention pass (``workers.cleanup``) start
+with the app, so importing this module has no side effects.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from app import errors, http_metrics, openapi
 from app.auth import require_api_key
 from app.routes import compress, decompress, features, health, jobs, models
 from app.services import Services
+from workers.cleanup import PeriodicCleanup
 from workers.metrics import ServiceCollector
 from workers.runner import make_runner
 from workers.settings import Settings
@@ -40,9 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(config, store, runner)
         app.state.metrics_registry = CollectorRegistry()
         app.state.metrics_registry.register(ServiceCollector(runner.tally, runner))
+        cleaner = PeriodicCleanup(config, store, runner).start()
         try:
             yield
         finally:
+            cleaner.stop()
             runner.close()
 
     app = FastAPI(title="eoz", version="1", description=DESCRIPTION, lifespan=lifespan)

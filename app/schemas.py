@@ -184,7 +184,7 @@ class JobResult(BaseModel):
 
 class Job(BaseModel):
     id: str
-    status: Literal["queued", "running", "finished", "failed"]
+    status: Literal["queued", "running", "finished", "failed", "canceled"]
     status_url: str
     result_url: str
     kind: Literal["compress", "decompress", "features"]
@@ -204,6 +204,13 @@ class Job(BaseModel):
                    queue=record.queue, progress=record.progress, created_at=record.created_at,
                    started_at=record.started_at, finished_at=record.finished_at,
                    result=record.result, error=record.error)
+
+
+class JobList(BaseModel):
+    """A page of the caller's jobs, newest first."""
+
+    jobs: list[Job]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null: no more")
 
 
 class ModelInfo(BaseModel):

@@ -163,9 +163,12 @@ def _train_wavelet(run_dir: Path, args) -> dict:
 
 
 def cmd_serve(args) -> None:
-    """The HTTP API; with no REDIS_URL it also runs the jobs, in EOZ_WORKERS threads."""
+    """The HTTP API; with no REDIS_URL it also runs the jobs, in EOZ_WORKERS worker processes."""
     import uvicorn
 
+    from workers.settings import Settings
+
+    Settings()  # a bad setting (EOZ_API_KEYS=" , ") stops here, with its message, not in uvicorn
     uvicorn.run("app.main:app", host=args.host, port=args.port, log_level="info")
 
 
@@ -174,6 +177,26 @@ def cmd_worker(args) -> None:
     from workers.worker import run_worker
 
     run_worker([q.strip() for q in args.queues.split(",") if q.strip()], burst=args.burst)
+
+
+def cmd_cleanup(args) -> dict:
+    """One retention pass over EOZ_DATA_DIR or the bucket (what the service does hourly)."""
+    from workers.cleanup import cleanup
+    from workers.job_records import JobRecords
+    from workers.settings import Settings
+    from workers.store import make_store
+
+    settings = Settings()
+    if settings.redis_url:  # RQ's job hashes expire by TTL: this prunes the listings of them
+        from workers.rq_runner import RQRunner
+
+        records = RQRunner(settings)
+    else:
+        records = JobRecords(settings.data_dir / "jobs.sqlite3")
+    try:
+        return cleanup(settings, make_store(settings), records)
+    finally:
+        records.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(default gpu,cpu)")
     p.add_argument("--burst", action="store_true", help="quit when the queues are empty")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("cleanup", help="remove uploads, results, scratch files and job records older than "
+                                       "EOZ_RETENTION_DAYS (the service also does this hourly)")
+    p.set_defaults(func=cmd_cleanup)
     return parser
 
 

@@ -11,6 +11,14 @@ class JobNotFoundError(EozError, LookupError):
     """No job with that id (never submitted, or expired from the queue's records)."""
 
 
+class JobEndedError(EozError, RuntimeError):
+    """The job already finished or failed: there is nothing left to cancel."""
+
+
+class JobCanceledError(EozError, RuntimeError):
+    """Raised inside a running job that was canceled, to stop it where it stands."""
+
+
 class ResultNotReadyError(EozError, RuntimeError):
     """The job has not finished, so it has no result to fetch yet."""
 

@@ -1,9 +1,11 @@
 """The job functions: plain importable functions taking ids and keys, never arrays.
 
 Any worker can run any job, and run it again: inputs are read from the object store,
-work happens in a scratch folder, and the result is written to a fixed temporary key and
-then moved under ``results/``, so a job killed mid-way and rerun leaves exactly one
-complete result. Each returns a small JSON-able dict: the result key and what it measured.
+work happens in a scratch folder (``<job id>-*``, which a runner that kills the job removes,
+and the retention pass otherwise), and the result is written to a temporary key of this
+attempt's own and then moved under ``results/``, so a job killed mid-way and rerun leaves
+exactly one complete result, and a stalled attempt cannot delete its re-run's object.
+Each returns a small JSON-able dict: the result key and what it measured.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _fetch(key: str, bucket: str | None, path: Path) -> int:
 
 
 def _publish(store: ObjectStore, job_id: str, path: Path, suffix: str) -> str:
-    """Temporary key, then a move: the final key appears complete or not at all."""
+    """This attempt's temporary key, then a move: the final key appears complete or not at all."""
     temporary, final = temp_key(job_id, suffix), result_key(job_id, suffix)
     with_backoff(lambda: store.put_file(temporary, path))
     with_backoff(lambda: store.move(temporary, final))

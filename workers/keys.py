@@ -2,8 +2,9 @@
 
     uploads/<job>/input.tif          a GeoTIFF uploaded to compress, as received
     uploads/<job>/input.eoz          an .eoz uploaded to decompress, as received
-    tmp/<job>/<name>                 a result while it is written (one fixed key per job, so a
-                                     rerun overwrites it); moved to results/ once complete
+    tmp/<job>/<attempt><suffix>      a result while it is written, under a key of its own per
+                                     attempt (a stalled run and its re-run never touch each
+                                     other's object); moved to results/ once complete
     results/<job>/output.eoz         a compress job's result
     results/<job>/output.tif         a decompress job's result (GeoTIFF or COG)
     models/<sha256>/manifest.json    the model version a stored .eoz pins, content-addressed by
@@ -12,14 +13,15 @@
 
 A key under results/ therefore exists only when its job finished; nothing else is ever
 written there. Uploads are kept after their job (a job re-run after its worker died needs
-its input): expire uploads/ and tmp/ with a bucket lifecycle rule (or a cron on the data
-folder). Job ids are 32 hex digits made by the service, never taken from clients.
+its input); uploads/, tmp/ and results/ expire after EOZ_RETENTION_DAYS (``workers.cleanup``),
+models/ never. Job ids are 32 hex digits made by the service, never taken from clients.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from posixpath import splitext
 
 from eoz.errors import InputError
 
@@ -29,6 +31,9 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 MODEL_FILES = ("weights.safetensors", "manifest.json")  # manifest last: it marks completeness
+EXPIRING = ("uploads/", "tmp/", "results/")  # prefixes that EOZ_RETENTION_DAYS applies to
+# .eoz has no registered media type: plain binary, named by its filename
+MEDIA_TYPES = {".eoz": "application/octet-stream", ".tif": "image/tiff", ".json": "application/json"}
 
 
 def new_job_id() -> str:
@@ -56,7 +61,20 @@ def result_key(job_id: str, suffix: str) -> str:
 
 
 def temp_key(job_id: str, suffix: str) -> str:
-    return f"tmp/{job_id}/output{suffix}"
+    """A fresh key per call: each attempt of a job writes its own temporary object."""
+    return f"tmp/{job_id}/{uuid.uuid4().hex}{suffix}"
+
+
+def media_type(key: str) -> str:
+    return MEDIA_TYPES.get(splitext(key)[1], "application/octet-stream")
+
+
+def download_name(key: str) -> str:
+    """The filename a client saves an object as: a result is named by its job."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == "results" and is_job_id(parts[1]):
+        return parts[1] + splitext(key)[1]
+    return parts[-1]
 
 
 def model_key(weights_sha256: str, name: str) -> str:

@@ -9,11 +9,12 @@
 | EOZ_S3_PUBLIC_ENDPOINT | EOZ_S3_ENDPOINT | host presigned result URLs name (clients may reach S3 elsewhere) |
 | EOZ_S3_BUCKET | unset | set: the object store is this bucket (credentials from the AWS_* variables) |
 | EOZ_S3_SOURCES | EOZ_S3_BUCKET/incoming/ | comma-separated `bucket/prefix` that S3-key sources may name |
-| EOZ_API_KEYS | unset | comma-separated keys; unset = no authentication |
+| EOZ_API_KEYS | unset | comma-separated keys; unset = no authentication; set without a key: refused |
 | EOZ_MAX_UPLOAD_BYTES | 2 GiB | largest upload or S3 source object |
 | EOZ_MAX_PIXELS | 20000 * 20000 | largest raster (height x width) |
 | EOZ_MAX_BANDS | 512 | most bands in a raster |
-| EOZ_JOB_TIMEOUT | 3600 | seconds one job may run before it is failed |
+| EOZ_JOB_TIMEOUT | 3600 | seconds one job may run before it is stopped and failed (embedded and RQ) |
+| EOZ_RETENTION_DAYS | 7 | days uploads, results and ended job records are kept |
 | EOZ_MAX_CPU_SECONDS | 900 | longest encode a job may ask of a CPU worker, estimated from the codec's measured speed |
 | EOZ_HEARTBEAT_SECONDS | 10 | RQ worker heartbeat; a job whose worker misses 3 is re-run elsewhere |
 | EOZ_MODEL_STORE | the repository's model_store/ | local model store (read by eoz.registry) |
@@ -49,14 +50,19 @@ class Settings(BaseSettings):
     max_pixels: int = Field(20_000 * 20_000, ge=1)
     max_bands: int = Field(512, ge=1)
     job_timeout: int = Field(3600, ge=1)
+    retention_days: float = Field(7, gt=0)
     heartbeat_seconds: int = Field(10, ge=1)
     max_cpu_seconds: float = Field(900, gt=0)
 
     @field_validator("s3_sources", "api_keys", mode="before")
     @classmethod
-    def _split_commas(cls, value):
+    def _split_commas(cls, value, info):
         if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            if info.field_name == "api_keys" and not items:  # " , " must not open the service
+                raise ValueError("EOZ_API_KEYS is set but names no usable key: give comma-separated "
+                                 "keys, or unset it for an open service")
+            return items
         return value
 
     @cached_property
@@ -68,6 +74,10 @@ class Settings(BaseSettings):
         """(bucket, key prefix) pairs S3-key sources must fall under."""
         entries = self.s3_sources or ([f"{self.s3_bucket}/incoming/"] if self.s3_bucket else [])
         return [(bucket, prefix) for bucket, _, prefix in (e.partition("/") for e in entries)]
+
+    @property
+    def retention_seconds(self) -> int:
+        return round(self.retention_days * 24 * 3600)
 
     @property
     def scratch_dir(self) -> Path:

@@ -3,8 +3,10 @@
 The API writes uploads and reads results through it, jobs read inputs and write results
 through it, so the embedded default runs the same code paths as a deployment on S3. Keys
 follow ``workers.keys``. Writes are atomic on both backends: a reader sees a whole object
-or none (a folder gets a hidden temporary renamed into place; S3 publishes an object only
-when its upload completes).
+or none (a folder gets a hidden temporary, flushed to disk, renamed into place, and the
+rename flushed too, so a power cut leaves the old object or the new one; S3 publishes an
+object only when its upload completes). S3 objects carry the media type and a download
+filename (``workers.keys``), so a presigned URL opened in a browser saves a named file.
 
 Transient S3 failures (connection errors, throttling, 5xx) are retried by botocore's
 "standard" mode with exponential backoff and jitter; what still fails becomes
@@ -18,11 +20,12 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
 from workers.errors import ObjectNotFoundError, TransientStoreError
-from workers.keys import check_key
+from workers.keys import check_key, download_name, media_type
 from workers.settings import Settings
 
 CHUNK = 1 << 20
@@ -52,11 +55,23 @@ class ObjectStore(Protocol):
     def keys(self, prefix: str) -> list[str]:
         """Every key that starts with prefix, sorted."""
 
+    def modified(self, prefix: str) -> dict[str, datetime]:
+        """When each object under prefix was last written (UTC), for expiry."""
+
     def presigned_url(self, key: str, expires: int = 3600) -> str | None:
         """A URL a client can GET the object from directly, or None when there is none."""
 
     def ping(self) -> None:
         """Raise when the store cannot be used (readiness)."""
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (a rename), to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class FilesystemStore:
@@ -81,7 +96,9 @@ class FilesystemStore:
         part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
         try:
             shutil.copyfile(path, part)
+            _fsync(part)
             os.replace(part, target)
+            _fsync(target.parent)
         finally:
             part.unlink(missing_ok=True)
 
@@ -100,16 +117,37 @@ class FilesystemStore:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove the file, then the folders it leaves empty (a job's uploads/<job>/), up to
+        the top-level one (uploads/ stays: another request may be writing under it)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder.parent == self.root or folder == self.root:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): the folders above are not empty either
+                break
 
     def move(self, source: str, target: str) -> None:
-        destination = self._path(target)
+        origin, destination = self._existing(source), self._path(target)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._existing(source), destination)
+        os.replace(origin, destination)
+        _fsync(destination.parent)
+        if origin.parent != destination.parent:
+            _fsync(origin.parent)
+
+    def _files(self, prefix: str) -> Iterator[tuple[str, Path]]:
+        for path in self.root.rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix) and not path.name.startswith(".") and path.is_file():
+                yield key, path
 
     def keys(self, prefix: str) -> list[str]:
-        found = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(k for k in found if k.startswith(prefix) and not k.rsplit("/", 1)[-1].startswith("."))
+        return sorted(key for key, _ in self._files(prefix))
+
+    def modified(self, prefix: str) -> dict[str, datetime]:
+        return {key: datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) for key, path in self._files(prefix)}
 
     def presigned_url(self, key: str, expires: int = 3600) -> None:
         return None
@@ -159,9 +197,15 @@ class S3Store:
         except (BotoCoreError, S3UploadFailedError) as e:
             raise TransientStoreError(f"{where}: S3 unreachable or failing: {e}") from e
 
+    @staticmethod
+    def _headers(key: str) -> dict:
+        """Media type and download filename of the object a key names."""
+        return {"ContentType": media_type(key),
+                "ContentDisposition": f'attachment; filename="{download_name(key)}"'}
+
     def put_file(self, key: str, path: Path) -> None:
         with self._errors(key):
-            self.client.upload_file(str(path), self.bucket, check_key(key))
+            self.client.upload_file(str(path), self.bucket, check_key(key), ExtraArgs=self._headers(key))
 
     def get_file(self, key: str, path: Path) -> None:
         with self._errors(key):
@@ -189,16 +233,23 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
 
     def move(self, source: str, target: str) -> None:
-        """Server-side copy (multipart for large objects), then delete the source."""
+        """Server-side copy (multipart for large objects), then delete the source; the copy
+        gets the headers of its new key (a result's filename, not the temporary's)."""
         with self._errors(source):
             self.client.copy({"Bucket": self.bucket, "Key": check_key(source)}, self.bucket,
-                             check_key(target))
+                             check_key(target), ExtraArgs={"MetadataDirective": "REPLACE", **self._headers(target)})
         self.delete(source)
 
-    def keys(self, prefix: str) -> list[str]:
+    def _objects(self, prefix: str) -> Iterator[dict]:
         with self._errors(prefix):
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                yield from page.get("Contents", [])
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(o["Key"] for o in self._objects(prefix))
+
+    def modified(self, prefix: str) -> dict[str, datetime]:
+        return {o["Key"]: o["LastModified"].astimezone(timezone.utc) for o in self._objects(prefix)}
 
     def presigned_url(self, key: str, expires: int = 3600) -> str:
         return self.presign_client.generate_presigned_url(

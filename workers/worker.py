@@ -18,6 +18,8 @@ What SimpleWorker gives up, and what this class puts back:
   worker's job is re-queued within a few beats (jobs are enqueued with a Retry for this).
 * a crash inside a job kills the worker itself rather than a horse: the supervisor (Docker,
   Kubernetes) restarts it, and the job is recovered as abandoned.
+* cancel - RQ stops a job by killing its horse, and there is none: a canceled job
+  (``workers.rq_runner.CANCEL_KEY``) raises at its next progress report and is marked stopped.
 
 The job timeout still works: SimpleWorker runs the job in the main thread, where RQ's
 SIGALRM death penalty fires.
@@ -39,15 +41,16 @@ from rq.worker import WorkerStatus
 
 from eoz.errors import EozError
 from workers import context
+from workers.cleanup import PeriodicCleanup
 from workers.device import compute_device
 from workers.metrics import RedisTally, record_job
-from workers.rq_runner import DEVICE_KEY
-from workers.runner import describe_failure
+from workers.errors import JobCanceledError
+from workers.rq_runner import CANCEL_KEY, DEVICE_KEY
+from workers.runner import describe_failure, throttled
 from workers.settings import Settings
 from workers.store import ObjectStore, make_store
 
 BEATS_PER_TTL = 3
-PROGRESS_INTERVAL = 0.5  # seconds between progress writes to Redis
 
 
 class Heartbeat:
@@ -79,16 +82,14 @@ class Heartbeat:
 
 
 def _progress_saver(job: Job) -> Callable[[float], None]:
-    """Writes progress into the job's meta, at most every PROGRESS_INTERVAL seconds."""
-    last = 0.0
-
+    """Writes progress into the job's meta (throttled), and stops a job that was canceled:
+    a cancel is seen at the job's next progress report, in its own thread."""
     def save(fraction: float) -> None:
-        nonlocal last
-        if time.monotonic() - last >= PROGRESS_INTERVAL:
-            last = time.monotonic()
-            job.meta["progress"] = round(fraction, 4)
-            job.save_meta()
-    return save
+        if job.connection.exists(CANCEL_KEY + job.id):
+            raise JobCanceledError(f"job {job.id} was canceled")
+        job.meta["progress"] = fraction
+        job.save_meta()
+    return throttled(save)
 
 
 class EozWorker(SimpleWorker):
@@ -130,10 +131,11 @@ class EozWorker(SimpleWorker):
                                     self.settings.heartbeat_seconds)
         with self._heartbeat, context.running(job_context):
             self.perform_job(job, queue, execution)
-        finished = job.get_status(refresh=False) == JobStatus.FINISHED
-        record_job(self.tally, job.meta.get("kind", ""), job.meta.get("model") or "",
-                   "finished" if finished else "failed", time.perf_counter() - start,
-                   job.return_value() if finished else None)
+        status = job.get_status(refresh=False)
+        finished = status == JobStatus.FINISHED
+        outcome = {JobStatus.FINISHED: "finished", JobStatus.STOPPED: "canceled"}.get(status, "failed")
+        record_job(self.tally, job.meta.get("kind", ""), job.meta.get("model") or "", outcome,
+                   time.perf_counter() - start, job.return_value() if finished else None)
         self.set_state(WorkerStatus.IDLE)
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
@@ -144,8 +146,11 @@ class EozWorker(SimpleWorker):
 
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="",
                            execution=None) -> None:
-        """A job that raised fails now: its Retry is kept for jobs whose worker vanished."""
+        """A job that raised fails now: its Retry is kept for jobs whose worker vanished. A
+        canceled one is marked stopped, as RQ marks the jobs it stops itself."""
         job.retries_left = 0
+        if self.connection.exists(CANCEL_KEY + job.id):
+            self._stopped_job_id = job.id
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     def _record_failure(self, job: Job, exc_type, exc_value, traceback) -> bool:
@@ -163,5 +168,10 @@ def run_worker(queues: list[str], burst: bool = False) -> bool:
     if not settings.redis_url:
         raise EozError("eoz worker needs REDIS_URL (without it, `eoz serve` runs jobs itself)")
     connection = Redis.from_url(settings.redis_url)
-    worker = EozWorker(queues, settings, make_store(settings), connection)
-    return worker.work(burst=burst, logging_level="INFO")
+    store = make_store(settings)
+    worker = EozWorker(queues, settings, store, connection)
+    cleaner = PeriodicCleanup(settings, store).start()  # this machine's scratch folder, and the store
+    try:
+        return worker.work(burst=burst, logging_level="INFO")
+    finally:
+        cleaner.stop()

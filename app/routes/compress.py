@@ -14,6 +14,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import Owner
 from app.errors import problems
 from app.openapi import request_body
 from app.routes.jobs import job_response
@@ -34,7 +35,7 @@ def _resolve(options: CompressOptions, meta: RasterMeta | None = None) -> Resolv
 @router.post("/compress", status_code=202, response_model=Job,
              openapi_extra=request_body(CompressUpload, CompressRequest),
              responses=problems(400, 401, 403, 413, 415, 422, 503))
-async def compress(request: Request, services: ServicesDep) -> Job:
+async def compress(request: Request, services: ServicesDep, owner: Owner) -> Job:
     """Queue a GeoTIFF for compression: multipart (``file`` plus fields) or JSON with ``source``.
 
     Answers 202 with the job; poll its ``status_url`` and fetch ``result_url`` when finished.
@@ -46,5 +47,5 @@ async def compress(request: Request, services: ServicesDep) -> Job:
         services.runner.submit, job_id, "compress", resolved.model_id, resolved.queue,
         (job_id, key, resolved.model_id),
         {"source_bucket": bucket, "version": resolved.version, "params": options.codec_options(),
-         "tile_size": options.tile_size})
+         "tile_size": options.tile_size}, owner=owner)
     return job_response(request, record)

@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import Owner
 from app.errors import problems
 from app.openapi import request_body
 from app.routes.jobs import job_response
@@ -49,7 +50,7 @@ def _metrics_label(header: Header) -> str:
 @router.post("/decompress", status_code=202, response_model=Job,
              openapi_extra=request_body(DecompressUpload, DecompressRequest),
              responses=problems(400, 401, 403, 413, 415, 422, 503))
-async def decompress(request: Request, services: ServicesDep) -> Job:
+async def decompress(request: Request, services: ServicesDep, owner: Owner) -> Job:
     """Queue an .eoz for decoding to GeoTIFF or COG, whole or a window.
 
     Multipart (``file`` plus ``format`` and ``window`` fields) or JSON with ``source``.
@@ -69,5 +70,5 @@ async def decompress(request: Request, services: ServicesDep) -> Job:
         model, queue = _metrics_label(header), queue_for(header.codec)
     record = await run_in_threadpool(
         services.runner.submit, job_id, "decompress", model, queue, (job_id, key),
-        {"source_bucket": bucket, "format": options.format, "window": options.window})
+        {"source_bucket": bucket, "format": options.format, "window": options.window}, owner=owner)
     return job_response(request, record)

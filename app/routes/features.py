@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import Owner
 from app.errors import problems
 from app.openapi import request_body
 from app.routes.jobs import job_response
@@ -32,7 +33,7 @@ def _resolve(options: FeaturesOptions, meta: RasterMeta | None = None) -> Resolv
 @router.post("/features", status_code=202, response_model=Job,
              openapi_extra=request_body(FeaturesUpload, FeaturesRequest),
              responses=problems(400, 401, 403, 413, 415, 422, 503))
-async def features(request: Request, services: ServicesDep) -> Job:
+async def features(request: Request, services: ServicesDep, owner: Owner) -> Job:
     """Queue a GeoTIFF for latent export: multipart (``file`` plus fields) or JSON with ``source``.
 
     The result is a float32 GeoTIFF with one band per latent channel, at the top level's
@@ -45,5 +46,5 @@ async def features(request: Request, services: ServicesDep) -> Job:
         services.runner.submit, job_id, "features", resolved.model_id, resolved.queue,
         (job_id, key, resolved.model_id),
         {"source_bucket": bucket, "version": resolved.version, "quantized": options.quantized,
-         "tile_size": options.tile_size})
+         "tile_size": options.tile_size}, owner=owner)
     return job_response(request, record)

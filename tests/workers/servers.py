@@ -27,7 +27,8 @@ from tests.conftest import S2_10M, publish_tiny_hyperprior, publish_tiny_model, 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_VARIABLES = ("REDIS_URL", "EOZ_S3_ENDPOINT", "EOZ_S3_PUBLIC_ENDPOINT", "EOZ_S3_BUCKET",
                      "EOZ_S3_SOURCES", "EOZ_API_KEYS", "EOZ_MAX_UPLOAD_BYTES", "EOZ_MAX_PIXELS",
-                     "EOZ_MAX_BANDS", "EOZ_WORKERS", "EOZ_JOB_TIMEOUT", "EOZ_HEARTBEAT_SECONDS")
+                     "EOZ_MAX_BANDS", "EOZ_WORKERS", "EOZ_JOB_TIMEOUT", "EOZ_HEARTBEAT_SECONDS",
+                     "EOZ_RETENTION_DAYS")
 
 
 def free_port() -> int:
