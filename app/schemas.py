@@ -221,7 +221,7 @@ class ModelInfo(BaseModel):
     bands: list[str] | None = Field(description="bands the model expects, in order; null = any")
     parameters: list[str] = Field(description="quality parameters it takes")
     queue: str = Field(description="the queue its jobs go to (gpu: learned codecs)")
-    dtype: str | None = None
+    dtype: str | list[str] | None = Field(None, description="the raster dtype(s) it takes; null = any")
     weights_sha256: str | None = None
     codebook_sha256: list[str] = []
     validation: dict = {}

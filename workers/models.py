@@ -19,7 +19,7 @@ from eoz.codecs import LEARNED_CODECS
 from eoz.container import Header
 from eoz.errors import InputError, UnknownModelError
 from eoz.registry import ModelEntry, ModelStore
-from eoz.resolve import JPEG2000, honoured, queue_for
+from eoz.resolve import JPEG2000, JPEG2000_DTYPES, honoured, queue_for
 from workers.keys import MODEL_FILES, model_key
 from workers.store import ObjectStore
 
@@ -33,7 +33,7 @@ def catalogue() -> list[dict]:
         "description": "OpenJPEG JPEG 2000 baseline, any band count: psnr (target PSNR per tile at the "
                        "peak: 255 for uint8, else 10000), quality (OpenJPEG level), lossless (the only "
                        "bit-exact codec), klt (spectral KLT first)",
-        "parameters": list(honoured(JPEG2000)), "queue": queue_for(JPEG2000)}]
+        "dtype": list(JPEG2000_DTYPES), "parameters": list(honoured(JPEG2000)), "queue": queue_for(JPEG2000)}]
 
 
 def archive_model(store: ObjectStore, entry: ModelEntry) -> None:
