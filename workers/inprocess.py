@@ -19,6 +19,7 @@ does count (``JobRecords.recover``), so a job that keeps bringing the service do
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ from multiprocessing.connection import Connection, wait
 from eoz.resolve import QUEUES
 from workers import context
 from workers.device import compute_device
+from eoz.errors import EozError
 from workers.errors import JobEndedError, JobNotFoundError
 from workers.job_records import JobRecords
 from workers.metrics import MemoryTally, record_job
@@ -244,10 +246,25 @@ class _Slot:
                                             "attempts (out of memory, or a crash in native code)")
 
 
+def _own_data_dir(settings: Settings):
+    """An exclusive lock on the data folder's jobs: two runners on it would both recover and
+    run the same jobs. Held while the returned file stays open."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(settings.data_dir / "jobs.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise EozError(f"another eoz serve runs the jobs of {settings.data_dir.absolute()}: one embedded "
+                       "service per EOZ_DATA_DIR (set REDIS_URL to run several)") from None
+    return lock
+
+
 class InProcessRunner:
     def __init__(self, settings: Settings, store: ObjectStore):
         self.settings, self.store = settings, store
         self.tally = MemoryTally()
+        self._lock = _own_data_dir(settings)
         self.records = JobRecords(settings.data_dir / "jobs.sqlite3")
         self.stopping = threading.Event()
         self.waiting: queue.Queue[str | None] = queue.Queue()
@@ -310,3 +327,4 @@ class InProcessRunner:
         for slot in self._slots:
             slot.thread.join()
         self.records.close()
+        self._lock.close()

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from app.main import create_app
+from eoz.errors import EozError
 from tests.workers.servers import ROOT, free_port, wait_for_job, wait_until, write_crop
 from workers.job_records import JobRecords
 from workers.settings import Settings
@@ -231,3 +232,11 @@ def _answers(url: str) -> bool:
         return httpx.get(url).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_one_embedded_service_per_data_folder(service_env, monkeypatch):
+    with service(monkeypatch):
+        with pytest.raises(EozError, match="one embedded service per EOZ_DATA_DIR"):
+            TestClient(create_app()).__enter__()
+    with service(monkeypatch) as client:  # the first one stopped: the folder is free again
+        assert client.get("/v1/jobs").json() == {"jobs": [], "next_cursor": None}
