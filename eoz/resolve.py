@@ -208,8 +208,9 @@ def _check_fits(entry: ModelEntry, meta: RasterMeta, store: ModelStore) -> None:
     if entry.bands and meta.count != len(entry.bands):
         why = f"expects {len(entry.bands)} bands {entry.bands}; the raster has {meta.count} {meta.band_names}"
     else:
-        why = (f"takes {', '.join(dtypes(entry))} rasters (what it was trained for or codes exactly); "
-               f"the raster is {meta.dtype}")
+        taken = ", ".join(dtypes(entry))
+        why = (f"takes {taken} rasters (what OpenJPEG codes exactly here)" if entry is _JPEG2000_ENTRY
+               else f"was trained on {taken} rasters and takes only those") + f"; the raster is {meta.dtype}"
     raise InputError(f"model {entry.model_id!r} {why}; models that take it: {', '.join(takers) or 'none'}")
 
 

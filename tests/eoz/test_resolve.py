@@ -101,7 +101,7 @@ def test_the_peak_is_stated_once(codec_env):
 def test_bands_and_dtype_an_empty_list_or_null_meaning_any(codec_env):
     with pytest.raises(InputError, match="expects 4 bands"):
         resolve("tiny-vq", None, {}, meta(S2_BANDS[:3]))
-    with pytest.raises(InputError, match="takes uint16 rasters .*; the raster is float32"):
+    with pytest.raises(InputError, match="trained on uint16 rasters .*; the raster is float32"):
         resolve("tiny-hp", None, {"psnr": 40.0}, meta(dtype="float32"))
     for raster in (meta([f"b{i}" for i in range(13)], "float32"), meta(["x"], "uint8")):
         assert resolve("tiny-wavelet", None, {"psnr": 40.0}, raster).codec_id == "wavelet"
@@ -166,7 +166,7 @@ def test_a_dtype_the_model_was_not_trained_for_names_what_takes_what(codec_env):
     with pytest.raises(InputError) as caught:
         resolve("tiny-vq", None, {}, meta(dtype="float32"))
     message = str(caught.value)
-    assert "takes uint16" in message and "float32" in message
+    assert "trained on uint16" in message and "float32" in message
     takers = message.split("models that take it: ")[1]
     assert "tiny-wavelet" in takers and "tiny-vq" not in takers and "jpeg2000" not in takers
     with pytest.raises(InputError) as caught:
