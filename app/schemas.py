@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from eoz.resolve import BOUNDS, OPTIONS, given_options
+from eoz.resolve import BOUNDS, MAX_ERROR, OPTIONS, given_options
 from workers.runner import JobRecord
 
 
@@ -45,7 +45,8 @@ class CompressOptions(FormNulls):
 
     A model of codec jpeg2000 needs exactly one of psnr, quality or lossless; of codec
     hyperprior or spectral-partition one of psnr, mse or lambda; of codec wavelet one of psnr or
-    mse; vqvae-fpn takes none of them (GET /v1/models lists each model's codec and parameters).
+    mse; predictive lossless or max_error (neither: lossless); vqvae-fpn takes none of them (GET
+    /v1/models lists each model's codec and parameters).
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -68,7 +69,11 @@ class CompressOptions(FormNulls):
     rate_weight: float | None = _bounded("rate_weight", "vqvae-fpn: choose codes by distance + weight x bits, "
                                                         "for smaller files (about 0.5-3)")
     quality: float | None = _bounded("quality", "jpeg2000: OpenJPEG fixed-quality level in dB")
-    lossless: bool = Field(False, description="jpeg2000: reversible 5/3 wavelet, bit exact")
+    lossless: bool = Field(False, description="bit exact: predictive (sha256-checked per tile) or jpeg2000 "
+                                              "(reversible 5/3 wavelet)")
+    max_error: list[Annotated[float, Field(ge=0, le=MAX_ERROR, allow_inf_nan=False)]] | None = Field(
+        None, min_length=1, description="predictive: no sample's error exceeds this, in the data's units (dB for "
+                                        "SAR in dB); one value, or one per band; whole numbers for integer rasters")
     klt: bool = Field(False, description="jpeg2000: spectral KLT across bands first")
     tile_size: int = Field(512, ge=64, le=4096, multiple_of=64, description="tile edge in pixels")
 

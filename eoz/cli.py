@@ -1,4 +1,4 @@
-"""The `eoz` command line: compress, decompress, info, eval, features, models, train, serve, worker."""
+"""The `eoz` command line: compress, decompress, info, verify, eval, features, models, train, serve, worker."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from eoz.errors import EozError
 TRAINABLE = {"vqvae-fpn-s2-10m": ("s2-10m", "vqvae-fpn"), "hyperprior-s2-10m": ("s2-10m", "hyperprior"),
              "vqvae-fpn-s2-20m": ("s2-20m", "vqvae-fpn"), "hyperprior-s1-db": ("s1-db", "hyperprior"),
              "hyperprior-enmap-hsi": ("enmap-hsi", "spectral-partition"),
-             "wavelet-hyperprior": ("all", "wavelet")}
+             "wavelet-hyperprior": ("all", "wavelet"), "predictive": ("all", "predictive")}
 
 
 def _block(value: str) -> int | None:
@@ -51,12 +51,17 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
                                                "uint8, else 10000 for S2 DN)")
     q.add_argument("--no-band-prediction", action="store_true",
                    help="spectral-partition: code every band on its own, not from the band before")
+    b = p.add_argument_group("bounded error (predictive)")
+    b.add_argument("--max-error", type=float, nargs="+", metavar="N",
+                   help="no sample's error exceeds N, in the data's units (dB for SAR in dB): one value, or "
+                        "one per band; integer rasters take whole numbers; 0 = lossless")
     v = p.add_argument_group("vqvae-fpn options")
     v.add_argument("--rate-weight", type=float, help="choose codes by distance + weight x bits: smaller "
                                                      "files for a little quality (default 0, about 0.5-3)")
     j = p.add_argument_group("jpeg2000 options")
     j.add_argument("--quality", type=float, help="OpenJPEG fixed-quality level (dB at full scale)")
-    j.add_argument("--lossless", action="store_true", help="reversible 5/3 wavelet, bit exact")
+    j.add_argument("--lossless", action="store_true",
+                   help="bit exact (predictive: checked by a sha256 per tile; jpeg2000: reversible 5/3 wavelet)")
     j.add_argument("--klt", action="store_true", help="spectral KLT across bands before coding")
 
 
@@ -105,6 +110,12 @@ def cmd_eval(args) -> dict:
     return evaluate(array, meta, resolved.codec(), args.tile_size, resolved.peak, overlap=args.overlap)
 
 
+def cmd_verify(args) -> dict:
+    from eoz.verify import verify
+
+    return verify(args.input, args.original)
+
+
 def cmd_features(args) -> dict:
     from eoz.features import extract_features
     from eoz.raster import read_meta
@@ -134,8 +145,8 @@ def cmd_train(args) -> dict:
     if args.model_id not in TRAINABLE:
         raise EozError(f"no training recipe for {args.model_id!r}; recipes: {sorted(TRAINABLE)}")
     run_dir = Path(args.run_dir or Path("runs") / args.model_id)
-    if TRAINABLE[args.model_id][1] == "wavelet":
-        return _train_wavelet(run_dir, args)
+    if TRAINABLE[args.model_id][1] in ("wavelet", "predictive"):
+        return _train_tables(run_dir, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     split, codec = TRAINABLE[args.model_id]
@@ -151,14 +162,16 @@ def cmd_train(args) -> dict:
     return result
 
 
-def _train_wavelet(run_dir: Path, args) -> dict:
-    """The wavelet model fits its entropy model on every split's training part (minutes)."""
-    from eoz import train_wavelet
+def _train_tables(run_dir: Path, args) -> dict:
+    """The wavelet and predictive models fit their entropy models on every split's training
+    part (minutes, no torch)."""
+    from eoz import train_predictive, train_wavelet
 
-    _, report = train_wavelet.train(run_dir)
+    trainer = train_wavelet if TRAINABLE[args.model_id][1] == "wavelet" else train_predictive
+    _, report = trainer.train(run_dir)
     result = {"run_dir": str(run_dir), "bits_per_sample": report["bits_per_sample"]}
     if args.export:
-        train_wavelet.export(run_dir, args.export, description=args.description)
+        trainer.export(run_dir, args.export, description=args.description)
     return result
 
 
@@ -225,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_codec_options(p)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("verify", help="check a .eoz against its original: exit 0 when every sample is exact "
+                                      "(or within the file's --max-error), 1 when not")
+    p.add_argument("input", type=Path)
+    p.add_argument("original", type=Path)
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("features", help="top-level VQVAE-FPN latents of a GeoTIFF as a georeferenced GeoTIFF")
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
@@ -282,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if result is not None:  # serve and worker run until stopped and print nothing
         print(json.dumps(_finite(result), indent=2, default=str))
-    return 0
+    return 1 if isinstance(result, dict) and result.get("verified") is False else 0
 
 
 def _finite(value):

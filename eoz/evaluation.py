@@ -44,6 +44,7 @@ def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int =
         "psnr_per_band": [metrics.psnr(array[b], recon[b], peak) for b in range(bands)],
         "ssim": float(np.mean(ssim_bands)),
         "ssim_per_band": ssim_bands,
+        "max_error_per_band": metrics.max_error_per_band(array, recon),
         "encode_seconds": encoded - start,
         "decode_seconds": decoded - encoded,
     }

@@ -36,6 +36,16 @@ def mse(original: np.ndarray, reconstruction: np.ndarray) -> float:
     return float(np.mean(np.square(a - b)))
 
 
+def max_error_per_band(original: np.ndarray, reconstruction: np.ndarray) -> list[float]:
+    """Largest absolute error of each band, in original units; NaN against NaN counts as exact
+    (nodata kept), NaN against a number as an infinite error."""
+    a, b = _pair(original, reconstruction)
+    both_nan = np.isnan(a) & np.isnan(b)
+    error = np.where(both_nan, 0.0, np.abs(a - b))
+    error[np.isnan(error)] = np.inf
+    return [float(e.max()) for e in error.reshape(a.shape[0], -1)]
+
+
 def psnr(original: np.ndarray, reconstruction: np.ndarray, peak: float) -> float:
     """10 log10(peak^2 / MSE) in dB; inf for an exact reconstruction.
 

@@ -120,7 +120,8 @@ class ModelStore:
         generic = all(name == f"band{i}" for i, name in enumerate(band_names, start=1))
         fits = []
         for entry in self.newest():
-            if entry.manifest.get("dtype") not in (None, dtype):
+            declared = entry.manifest.get("dtype")   # one dtype, a list of them, or None: any
+            if declared is not None and dtype not in ([declared] if isinstance(declared, str) else declared):
                 continue
             if not entry.bands:
                 fits.append((entry, 2, "it takes any band count and dtype"))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from eoz.errors import InputError
+from eoz.errors import InputError, UnknownModelError
 from eoz.quality import LAMBDA_MAX_LOG2, LAMBDA_MIN_LOG2, QualityTarget
 from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry, ModelStore
@@ -26,7 +26,7 @@ GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
 QUEUES = (GPU_QUEUE, CPU_QUEUE)
 # Every option a user can give (CLI flag = "--" + name with "-" for "_"); flags are off unless given.
 OPTIONS = ("psnr", "mse", "lambda", "block", "peak", "open_loop", "quality", "lossless", "klt",
-           "rate_weight", "no_band_prediction")
+           "rate_weight", "no_band_prediction", "max_error")
 COMMON = ("peak",)                    # every codec takes it: PSNR figures are stated at the peak
 TARGETS = ("psnr", "mse", "lambda")   # a quality target: auto then prefers a fixed-quality model
 # What a request may ask for, checked before anything runs (the API's schema shows the same numbers).
@@ -37,6 +37,7 @@ TARGETS = ("psnr", "mse", "lambda")   # a quality target: auto then prefers a fi
 BOUNDS = {"psnr": (1.0, 150.0), "quality": (1.0, 1000.0), "rate_weight": (0.0, 100.0),
           "lambda": (2 ** LAMBDA_MIN_LOG2, 2 ** LAMBDA_MAX_LOG2), "peak": (0.0, 3.4e38)}
 JPEG2000_DTYPES = ("uint8", "int8", "uint16", "int16")  # what OpenJPEG codes losslessly here (eoz/jpeg2000.py)
+MAX_ERROR = 2.0 ** 31   # a bound past the widest integer sample is no bound
 
 
 def _target(given: dict, peak: float) -> dict:
@@ -65,6 +66,16 @@ def _jpeg2000(given: dict, peak: float) -> dict:
             "target_psnr": given.get("psnr"), "peak": peak}
 
 
+def _bounded(given: dict, peak: float) -> dict:
+    """Lossless, or a hard bound per sample: one value for every band or one per band."""
+    errors = given.get("max_error")
+    if errors is not None:
+        errors = [float(e) for e in (errors if isinstance(errors, (list, tuple)) else [errors])]
+        if not errors or not all(math.isfinite(e) and 0 <= e <= MAX_ERROR for e in errors):
+            raise InputError(f"max_error must be one or more numbers between 0 and {MAX_ERROR:g}, not {errors}")
+    return {"lossless": given.get("lossless"), "max_error": errors}
+
+
 @dataclass(frozen=True)
 class Capability:
     options: tuple[str, ...]              # what the codec honours, besides COMMON
@@ -82,6 +93,7 @@ CAPABILITIES = {
     "hyperprior": Capability(_FIXED_QUALITY, GPU_QUEUE, _target),
     "spectral-partition": Capability(_FIXED_QUALITY + ("no_band_prediction",), GPU_QUEUE, _partition),
     "wavelet": Capability(("psnr", "mse", "block", "open_loop"), CPU_QUEUE, _target, 1.5e6),
+    "predictive": Capability(("lossless", "max_error"), CPU_QUEUE, _bounded, 1.5e6),
 }
 
 
@@ -252,10 +264,16 @@ def _auto(given: dict, meta: RasterMeta | None, store: ModelStore,
     if not codecs:
         raise InputError(f"no codec honours {', '.join(given)} together")
     if codecs == [JPEG2000]:
-        why = ", the only lossless codec (reversible 5/3 wavelet, bit exact)" if "lossless" in given else ""
-        return _JPEG2000_ENTRY, f"jpeg2000: it alone honours {', '.join(o for o in given if o not in COMMON)}{why}"
+        return _JPEG2000_ENTRY, f"jpeg2000: it alone honours {', '.join(o for o in given if o not in COMMON)}"
     # with a PSNR or MSE target the wavelet model (measured ahead on every sensor:
-    # benchmarks/results/rd_sensors_wavelet.md) wins over the older hyperpriors
-    preferred = ("hyperprior" if "lambda" in given else "wavelet") if set(TARGETS) & set(given) else "vqvae-fpn"
-    entry, why = _Honouring(store, codecs).pick(meta.band_names, meta.dtype, preferred)
+    # benchmarks/results/rd_sensors_wavelet.md) wins over the older hyperpriors; lossless
+    # and bounded error go to the predictive model (benchmarks/results/lossless.md)
+    preferred = ("hyperprior" if "lambda" in given else "wavelet") if set(TARGETS) & set(given) else \
+        "predictive" if {"lossless", "max_error"} & set(given) else "vqvae-fpn"
+    try:
+        entry, why = _Honouring(store, codecs).pick(meta.band_names, meta.dtype, preferred)
+    except UnknownModelError:
+        if JPEG2000 not in codecs or not _takes(_JPEG2000_ENTRY, meta):
+            raise
+        return _JPEG2000_ENTRY, f"jpeg2000: no model in the store fits the raster and honours {', '.join(given)}"
     return entry, f"{entry.model_id} version {entry.version}: {why}"

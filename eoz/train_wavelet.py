@@ -74,16 +74,22 @@ def held_out(splits) -> set[str]:
     return {rel for s in splits if s.train_rows is None for rel in s.validation}
 
 
-def samples(splits, part: str, model: SubbandModel) -> list[tuple[str, list[list[np.ndarray]]]]:
-    """(split name, planes) for every crop of every raster of the splits' ``part``, at every SNR."""
-    out, excluded = [], held_out(splits) if part == "train" else set()
+def part_crops(splits, part: str, size: int = CROP):
+    """(split, crop) for every crop of every raster of the splits' ``part``; training leaves
+    out every raster some split validates on."""
+    excluded = held_out(splits) if part == "train" else set()
     for split in splits:
         if part == "train":
             split = replace(split, train=tuple(rel for rel in split.train if rel not in excluded))
         for array in datasets.load_split(split, part):
-            for crop in crops(array):
-                out += [(split.name, planes) for planes in quantized_planes(crop, split, model)]
-    return out
+            for crop in crops(array, size):
+                yield split, crop
+
+
+def samples(splits, part: str, model: SubbandModel) -> list[tuple[str, list[list[np.ndarray]]]]:
+    """(split name, planes) for every crop of every raster of the splits' ``part``, at every SNR."""
+    return [(split.name, planes) for split, crop in part_crops(splits, part)
+            for planes in quantized_planes(crop, split, model)]
 
 
 def _shift(a: np.ndarray, di: int, dj: int) -> np.ndarray:

@@ -123,15 +123,27 @@ def publish_tiny_wavelet(store: ModelStore, model_id: str = "tiny-wavelet"):
     return store.publish(model_id, "1", manifest, save_safetensors(SubbandModel.untrained().to_tensors()))
 
 
+def publish_tiny_predictive(store: ModelStore, model_id: str = "tiny-predictive"):
+    """The predictive codec with flat starting tables: the shipped format, untrained."""
+    from eoz.codecs.predictive import DTYPES
+    from eoz.predictive_coder import ROWS
+    from eoz.subband_coder import TOKENS
+
+    manifest = {"codec": "predictive", "description": "test model", "bands": [], "dtype": list(DTYPES)}
+    return store.publish(model_id, "1", manifest, save_safetensors({"counts": np.ones((ROWS, TOKENS), np.int64)}))
+
+
 @pytest.fixture(scope="session")
 def codec_store(tmp_path_factory) -> ModelStore:
     """One model of every codec: tiny-vq, tiny-hp (4-band S2 uint16), tiny-sar (spectral
-    partition, float32 VV/VH dB at peak 50) and tiny-wavelet (any bands and dtype)."""
+    partition, float32 VV/VH dB at peak 50), tiny-wavelet (any bands and dtype) and tiny-predictive
+    (lossless and near-lossless, any bands)."""
     store = ModelStore(tmp_path_factory.mktemp("codec_store"))
     publish_tiny_model(store)
     publish_tiny_hyperprior(store)
     publish_tiny_partition(store, ["VV_dB", "VH_dB"], [(0, 2)], model_id="tiny-sar", dtype="float32", peak=50.0)
     publish_tiny_wavelet(store)
+    publish_tiny_predictive(store)
     return store
 
 
@@ -146,9 +158,10 @@ def codec_env(codec_store, monkeypatch) -> ModelStore:
 _TARGET = {"psnr", "mse", "lambda", "block", "open_loop", "peak"}
 HONOURED = {"jpeg2000": {"psnr", "quality", "lossless", "klt", "peak"}, "tiny-vq": {"rate_weight", "peak"},
             "tiny-hp": _TARGET, "tiny-sar": _TARGET | {"no_band_prediction"},
-            "tiny-wavelet": _TARGET - {"lambda"}}
+            "tiny-wavelet": _TARGET - {"lambda"}, "tiny-predictive": {"lossless", "max_error", "peak"}}
 OPTION_VALUES = {"psnr": 40.0, "mse": 9.0, "lambda": 500.0, "block": 32, "peak": 255.0, "open_loop": True,
-                 "quality": 40.0, "lossless": True, "klt": True, "rate_weight": 1.0, "no_band_prediction": True}
+                 "quality": 40.0, "lossless": True, "klt": True, "rate_weight": 1.0, "no_band_prediction": True,
+                 "max_error": [2.0]}
 
 
 def with_option(model: str, option: str) -> dict:

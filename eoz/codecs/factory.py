@@ -13,13 +13,15 @@ from eoz.codecs.base import Codec
 from eoz.codecs.hyperprior import HyperpriorCodec
 from eoz.codecs.jpeg2000 import JPEG2000Codec
 from eoz.codecs.partition import SpectralPartitionCodec
+from eoz.codecs.predictive import PredictiveCodec
 from eoz.codecs.vqvae_fpn import VQVAECodec
 from eoz.codecs.wavelet import WaveletCodec
 from eoz.container import Header
 from eoz.errors import ContainerError, InputError, ModelMismatchError
 from eoz.registry import ModelStore
 
-LEARNED_CODECS = {c.codec_id: c for c in (VQVAECodec, HyperpriorCodec, SpectralPartitionCodec, WaveletCodec)}
+LEARNED_CODECS = {c.codec_id: c for c in (VQVAECodec, HyperpriorCodec, SpectralPartitionCodec, WaveletCodec,
+                                           PredictiveCodec)}
 # The parameters codec_for_model takes for each learned codec, and the method that gives
 # them to the model's loaded codec (a parameter not given is passed as None).
 LEARNED_CODEC_PARAMETERS = {
@@ -27,6 +29,7 @@ LEARNED_CODEC_PARAMETERS = {
     HyperpriorCodec.codec_id: (HyperpriorCodec.with_target, ("target",)),
     SpectralPartitionCodec.codec_id: (SpectralPartitionCodec.with_options, ("target", "predict_bands")),
     WaveletCodec.codec_id: (WaveletCodec.with_target, ("target",)),
+    PredictiveCodec.codec_id: (PredictiveCodec.with_bound, ("lossless", "max_error")),
 }
 
 

@@ -193,7 +193,8 @@ def test_jpeg2000_lossless_round_trip_is_bit_exact(capsys, scene, tmp_path):
 def _flags(options: dict) -> list:
     """Options as `eoz` flags: --name-with-dashes, and a value unless it is a flag."""
     return [a for name, value in options.items()
-            for a in [f"--{name.replace('_', '-')}"] + ([] if value is True else [value])]
+            for a in [f"--{name.replace('_', '-')}"] + ([] if value is True else value if isinstance(value, list)
+                                                          else [value])]
 
 
 REFUSED = [(model, option) for model in sorted(HONOURED) for option in OPTION_VALUES
@@ -211,22 +212,45 @@ def test_an_option_the_model_cannot_honour_is_refused(capsys, codec_env, scene, 
     assert not (tmp_path / "x.eoz").exists()
 
 
-def test_auto_with_lossless_picks_jpeg2000_reversible_and_is_bit_exact(capsys, codec_env, scene, tmp_path):
-    """The auto pick for a 4-band S2 raster is a VQ model; with --lossless only JPEG 2000 can honour it."""
+def test_auto_with_lossless_picks_the_predictive_model_and_verify_proves_it(capsys, codec_env, scene, tmp_path):
+    """The auto pick for a 4-band S2 raster is a VQ model; with --lossless it is the predictive one."""
     src, array, meta = scene
     eoz_path = tmp_path / "auto.eoz"
     code, out, err = run(capsys, "compress", src, eoz_path, "--model", "auto", "--lossless", "--tile-size", 64)
-    assert code == 0 and out["model_id"] == "jpeg2000" and out["lossless"] is True
-    assert out["picked"].startswith("jpeg2000: it alone honours lossless") and "reversible" in out["picked"]
+    assert code == 0 and out["model_id"] == "tiny-predictive" and out["lossless"] is True
     assert err == f"eoz: --model auto picked {out['picked']}\n"
     code, info, _ = run(capsys, "info", eoz_path)
     assert info["lossless"] is True and info["header"]["quality"]["lossless"] is True
+    code, report, _ = run(capsys, "verify", eoz_path, src)
+    assert code == 0 and report["verified"] and report["exact"] and report["max_error_per_band"] == [0.0] * 4
     assert run(capsys, "decompress", eoz_path, tmp_path / "back.tif")[0] == 0
     back, back_meta = read_raster(tmp_path / "back.tif")
     np.testing.assert_array_equal(back, array)
     assert back_meta == meta
     code, out, _ = run(capsys, "compress", src, tmp_path / "vq.eoz", "--model", "auto", "--tile-size", 64)
     assert code == 0 and out["model_id"] == "tiny-vq" and out["lossless"] is False
+
+
+def test_max_error_holds_per_band_and_verify_fails_on_another_original(capsys, codec_env, scene, tmp_path):
+    src, array, meta = scene
+    eoz_path = tmp_path / "bounded.eoz"
+    code, out, _ = run(capsys, "compress", src, eoz_path, "--model", "auto", "--max-error", 0, 2, 8, 30,
+                       "--tile-size", 64)
+    assert code == 0 and out["model_id"] == "tiny-predictive" and out["lossless"] is False
+    code, report, _ = run(capsys, "verify", eoz_path, src)
+    assert code == 0 and report["verified"] and not report["exact"]
+    assert report["bound_per_band"] == [0, 2, 8, 30]
+    assert all(e <= b for e, b in zip(report["max_error_per_band"], [0, 2, 8, 30]))
+    assert report["max_error_per_band"][3] > 2
+    code, result, _ = run(capsys, "eval", src, "--model", "tiny-predictive", "--max-error", 4, "--tile-size", 64)
+    assert code == 0 and max(result["max_error_per_band"]) <= 4
+    other = tmp_path / "other.tif"
+    write_raster(other, (array + 50).astype(array.dtype), meta)
+    code, report, _ = run(capsys, "verify", eoz_path, other)
+    assert code == 1 and report["verified"] is False and min(report["max_error_per_band"]) >= 20
+    code, out, err = run(capsys, "compress", src, tmp_path / "x.eoz", "--model", "tiny-predictive",
+                         "--max-error", 1.5)
+    _assert_clean_error(code, out, err, "compress", "whole numbers")
 
 
 def test_options_reach_the_codec_and_its_header(capsys, codec_env, scene, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from eoz.codecs import LEARNED_CODECS
 from eoz.errors import InputError, UnknownModelError
 from eoz.raster import RasterMeta
+from eoz.registry import ModelStore
 from eoz.resolve import BOUNDS, CAPABILITIES, OPTIONS, check_cpu_work, cpu_seconds, psnr_peak, resolve
 from tests.conftest import HONOURED, OPTION_VALUES, with_option
 
@@ -31,7 +32,8 @@ def _seen(resolved, option: str):
             "lambda": target and target.lmbda, "block": target and target.block, "peak": resolved.peak,
             "open_loop": target and not target.closed_loop, "quality": kwargs.get("quality"),
             "lossless": kwargs.get("lossless"), "klt": kwargs.get("klt"), "rate_weight": kwargs.get("rate_weight"),
-            "no_band_prediction": kwargs.get("predict_bands") is False}[option]
+            "no_band_prediction": kwargs.get("predict_bands") is False,
+            "max_error": kwargs.get("max_error")}[option]
 
 
 def test_every_codec_this_build_runs_has_a_row():
@@ -111,7 +113,7 @@ def test_bands_and_dtype_an_empty_list_or_null_meaning_any(codec_env):
 def test_queues_and_versions(codec_env):
     queues = {m: resolve(m, None, with_option(m, "peak")).queue for m in HONOURED}
     assert queues == {"jpeg2000": "cpu", "tiny-vq": "gpu", "tiny-hp": "gpu", "tiny-sar": "gpu",
-                      "tiny-wavelet": "cpu"}
+                      "tiny-wavelet": "cpu", "tiny-predictive": "cpu"}
     assert resolve("tiny-vq").version == "1" and resolve("jpeg2000", None, {"lossless": True}).version is None
     with pytest.raises(InputError, match="takes no version"):
         resolve("jpeg2000", "1", {"lossless": True})
@@ -134,8 +136,11 @@ def test_auto_keeps_its_choices_without_a_lossless_option(codec_env):
 
 def test_auto_chooses_among_the_models_that_honour_every_option(codec_env):
     lossless = resolve("auto", None, {"lossless": True}, meta())
-    assert (lossless.model_id, lossless.codec_kwargs["lossless"], lossless.queue) == ("jpeg2000", True, "cpu")
-    assert "lossless" in lossless.reason and "reversible" in lossless.reason
+    assert (lossless.model_id, lossless.codec_kwargs["lossless"], lossless.queue) == ("tiny-predictive", True, "cpu")
+    bounded = resolve("auto", None, {"max_error": [2.0]}, meta(["VV_dB", "VH_dB"], "float32"))
+    assert (bounded.model_id, bounded.codec_kwargs["max_error"]) == ("tiny-predictive", [2.0])
+    with pytest.raises(InputError, match="max_error must be"):
+        resolve("auto", None, {"max_error": [float("inf")]}, meta())
     assert resolve("auto", None, {"quality": 40.0, "klt": True}, meta()).model_id == "jpeg2000"
     with pytest.raises(UnknownModelError, match="no model fits"):   # no spectral-partition model takes S2
         resolve("auto", None, {"psnr": 40.0, "no_band_prediction": True}, meta())
@@ -145,6 +150,16 @@ def test_auto_chooses_among_the_models_that_honour_every_option(codec_env):
         resolve("auto", None, {"lossless": True})
     with pytest.raises(InputError, match="takes no version"):
         resolve("auto", "1", {}, meta())
+
+
+def test_auto_falls_back_to_jpeg2000_for_lossless_when_no_model_fits(tmp_path, monkeypatch):
+    from tests.conftest import publish_tiny_model
+
+    publish_tiny_model(ModelStore(tmp_path))
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(tmp_path))
+    lossless = resolve("auto", None, {"lossless": True}, meta())
+    assert lossless.model_id == "jpeg2000" and "no model in the store fits" in lossless.reason
+    assert resolve("auto", None, {"lossless": True}, meta(["x"], "uint8")).model_id == "jpeg2000"
 
 
 def test_a_caller_can_limit_the_codecs(codec_env):

@@ -1,0 +1,206 @@
+"""Predictive coding of integer bands with a hard per-sample error bound (lossless: bound 0).
+
+As CCSDS 123.0-B-2, each sample is predicted from causal neighbours in its own band and
+from the same place in a previously coded (reference) band, and the residual is quantized
+in the loop with bins 2N+1 wide, so every reconstructed sample is within N of the original
+by construction. The prediction is a blend of eight simple predictors (four spatial: W,
+N, W+N-NW, NE; four spectral: each of those plus the reference band's local difference,
+scaled by a per-band gain), each weighted by the inverse square of its recent error on
+the causal neighbours: the predictor that worked here just now gets the say. A per-
+context bias correction (as JPEG-LS's) removes what the blend gets wrong on average.
+
+The quantized residual is coded with the wavelet codec's range coder and token scheme
+(``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
+level (errors of the final prediction around the sample, and at the same place in the
+reference band), its sign raw. The tables start at counts learned on training rasters of
+every sensor (``eoz.train_predictive``) and adapt within each tile.
+
+Everything is integer arithmetic in one compiled sequential loop shared by encoder and
+decoder, so both see the same predictions bit for bit on every machine. The loop inlines
+the range coder of ``eoz.subband_coder``; numba's cache keys on this file only, which is
+safe because that coder is frozen by the golden files (changing it changes the format).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from eoz.subband_coder import (_code_magnitude, _code_sign, _log_class, decode_bits, decoder_state,
+                               encode_bits, encoder_state, finish, new_tables, overrun, TOKENS, WEIGHT_BITS)
+
+jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+SPATIAL = 4
+LMS_BITS = 16
+LMS_RATE = 1
+PREDICTORS = 2 * SPATIAL      # spatial, and spectral
+CLASSES = 24                  # error-level classes of the magnitude tables
+ROWS = 2 * CLASSES            # x 2: with or without a reference band
+GAIN_BITS = 8                 # the spectral gain is fixed point with this many fraction bits
+_BIAS_LIMIT = 256             # a bias context's count is halved past this
+ESCAPE = 1 << 24              # magnitudes from here on: this token, then the excess in raw bits
+ESCAPE_BITS = 40              # residuals of samples up to 32 bits (float32 bit patterns span 2^33)
+
+
+@jit
+def _neighbours(r, i, j, out):
+    """W, N, NW, NE, WW, NN of (i, j) in the decoded band r, replicated at the edges."""
+    w = r.shape[1]
+    west = r[i, j - 1] if j > 0 else (r[i - 1, j] if i > 0 else 0)
+    north = r[i - 1, j] if i > 0 else west
+    out[0] = west
+    out[1] = north
+    out[2] = r[i - 1, j - 1] if i > 0 and j > 0 else north
+    out[3] = r[i - 1, j + 1] if i > 0 and j + 1 < w else north
+    out[4] = r[i, j - 2] if j > 1 else west
+    out[5] = r[i - 2, j] if i > 1 else north
+
+
+@jit
+def _spatial(nb, k) -> int:
+    """Spatial predictor k from W, N, NW, NE, WW, NN."""
+    if k == 0:
+        return nb[0]
+    if k == 1:
+        return nb[1]
+    if k == 2:
+        return nb[0] + nb[1] - nb[2]
+    if k == 3:
+        return nb[3]
+    return nb[0] + nb[3] - nb[1]
+
+
+@jit
+def _candidates(nb, rnb, ref_value, gain, has_ref, out):
+    """The spatial predictions, then (with a reference band) each plus the reference's
+    own error of the same predictor, times the gain: the spectral ones."""
+    for k in range(SPATIAL):
+        out[k] = _spatial(nb, k)
+        if has_ref:
+            out[SPATIAL + k] = out[k] + ((gain * (ref_value - _spatial(rnb, k)) + (1 << (GAIN_BITS - 1)))
+                                         >> GAIN_BITS)
+
+
+@jit
+def _recent_error(err, k, rows, i, j, w):
+    """Weighted sum of error ring k at W, N (x2), NW, NE, WW, NN (columns clamped to the band,
+    nothing before it starts); rows = the ring slots of rows i, i-1, i-2."""
+    a = 0
+    if j > 0:
+        a += 2 * err[k, rows[0], j - 1]
+        if j > 1:
+            a += err[k, rows[0], j - 2]
+    if i > 0:
+        a += 2 * err[k, rows[1], j] + err[k, rows[1], max(j - 1, 0)] + err[k, rows[1], min(j + 1, w - 1)]
+        if i > 1:
+            a += err[k, rows[2], j]
+    return a
+
+
+@jit
+def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, state, buf, decoding, counts):
+    """Code (encoder) or decode (decoder) one band in raster order; returns the decoded band.
+
+    x: the band (encoder; ignored when decoding); ref: the decoded reference band and its
+    final absolute errors stacked (2, h, w), read only when has_ref; bound: the error bound
+    N (0 = lossless); lo, hi: the value range decoded samples are clamped to; avoid: a value
+    no decoded sample may take unless the original has it (nodata: a sample rounded onto it
+    gets its exact offset coded). Returns (decoded band, its absolute errors of prediction).
+    """
+    h, w = x.shape
+    step = 2 * bound + 1
+    rec = np.empty((h, w), np.int64)
+    final_err = np.empty((h, w), np.int64)
+    errs = np.zeros((PREDICTORS + 1, 3, w), np.int64)   # rings of the last 3 rows; the last: final errors
+    rows = np.empty(3, np.int64)
+    bias_sum = np.zeros(ROWS, np.int64)
+    bias_count = np.ones(ROWS, np.int64)
+    nb = np.empty(6, np.int64)
+    rnb = np.empty(6, np.int64)
+    pred = np.empty(PREDICTORS, np.int64)
+    recent = np.empty(PREDICTORS, np.int64)
+    lms = np.zeros(PREDICTORS, np.int64)
+    n_pred = PREDICTORS if has_ref else SPATIAL
+    offset_bits = _bits_for(2 * bound)
+    for i in range(h):
+        rows[0], rows[1], rows[2] = i % 3, (i + 2) % 3, (i + 1) % 3
+        for j in range(w):
+            if i == 0 and j == 0:
+                start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
+                nb[:] = start
+            else:
+                _neighbours(rec, i, j, nb)
+            ref_value = 0
+            if has_ref:
+                _neighbours(ref[0], i, j, rnb)
+                ref_value = ref[0, i, j]
+            _candidates(nb, rnb, ref_value, gain, has_ref, pred)
+            # blend: weights (1 + least recent error)^2 / (1 + recent error)^2, in 1/2^24
+            least = -1
+            for k in range(n_pred):
+                recent[k] = _recent_error(errs, k, rows, i, j, w)
+                if least < 0 or recent[k] < least:
+                    least = recent[k]
+            num = 0
+            den = 0
+            for k in range(n_pred):
+                wk = ((1 + least) << 12) // (1 + recent[k])
+                wk *= wk
+                num += wk * pred[k]
+                den += wk
+            blended = (2 * num + den) // (2 * den)
+            corr = 0
+            for k in range(n_pred):
+                corr += lms[k] * (pred[k] - blended)
+            blended += corr >> LMS_BITS
+            level = _recent_error(errs, PREDICTORS, rows, i, j, w) + least + (2 * ref[1, i, j] if has_ref else 0)
+            row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
+            p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
+            p = min(max(p, lo), hi)
+            if decoding:
+                m = _code_magnitude(state, buf, table, row, 0, True, counts)
+                if m == ESCAPE:
+                    m += decode_bits(state, buf, ESCAPE_BITS)
+                q = _code_sign(state, buf, m, True)
+            else:
+                e = x[i, j] - p
+                q = (abs(e) + bound) // step
+                _code_magnitude(state, buf, table, row, min(q, ESCAPE), False, counts)
+                if q >= ESCAPE:
+                    encode_bits(state, buf, q - ESCAPE, ESCAPE_BITS)
+                q = -q if e < 0 else q
+                _code_sign(state, buf, q, False)
+            v = min(max(p + q * step, lo), hi)
+            if has_avoid and v == avoid:
+                if decoding:
+                    v += decode_bits(state, buf, offset_bits) - bound
+                else:
+                    encode_bits(state, buf, x[i, j] - v + bound, offset_bits)
+                    v = x[i, j]
+            rec[i, j] = v
+            final_err[i, j] = abs(v - blended)
+            errs[PREDICTORS, rows[0], j] = abs(v - p)
+            for k in range(n_pred):
+                errs[k, rows[0], j] = abs(v - pred[k])
+            bias_sum[row] += v - blended
+            sv = 1 if v > p else (-1 if v < p else 0)
+            if sv != 0:
+                for k in range(n_pred):
+                    d = pred[k] - blended
+                    lms[k] += LMS_RATE * sv * (1 if d > 0 else (-1 if d < 0 else 0))
+                    lms[k] = min(max(lms[k], -(1 << LMS_BITS)), 1 << LMS_BITS)
+            bias_count[row] += 1
+            if bias_count[row] > _BIAS_LIMIT:
+                bias_sum[row] = bias_sum[row] // 2
+                bias_count[row] = (bias_count[row] + 1) // 2
+    return rec, final_err
+
+
+@jit
+def _bits_for(v) -> int:
+    n = 0
+    while v > 0:
+        v >>= 1
+        n += 1
+    return n

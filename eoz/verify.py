@@ -1,0 +1,41 @@
+"""`eoz verify`: does a .eoz decode to its original raster, exactly or within its stated bound?
+
+Archives check a file against the scene it replaces before deleting the scene. The check
+decodes tile by tile beside a windowed read of the original (memory bounded by the tile)
+and reports the largest error of each band; lossless tiles are also checked against their
+own sha256 while they decode (eoz.codecs.predictive), so a damaged file fails either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from eoz import metrics
+from eoz.container import EozReader
+from eoz.errors import InputError
+from eoz.raster import RasterReader
+from eoz.registry import ModelStore
+from eoz.scene import decode_scene
+
+
+def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | None = None) -> dict:
+    """{"verified", "exact", "max_error_per_band", "bound_per_band"}: verified when every sample is
+    exact (lossless files and files with no bound) or within the file's max_error."""
+    with EozReader(eoz_path) as reader, RasterReader(original_path) as original:
+        header, meta = reader.header, original.meta
+        if (meta.count, meta.height, meta.width) != (len(header.bands), header.height, header.width):
+            raise InputError(f"the original is {meta.count} x {meta.height} x {meta.width}, the file codes "
+                             f"{len(header.bands)} x {header.height} x {header.width}")
+        worst = np.zeros(meta.count)
+        for piece, col, row in decode_scene(reader, store=store):
+            source = original.read((col, row, piece.shape[2], piece.shape[1]))[0]
+            worst = np.maximum(worst, metrics.max_error_per_band(source, piece))
+    stated = header.quality.get("max_error")
+    bound = [0.0] * meta.count if stated is None else \
+        (list(stated) * meta.count if len(stated) == 1 else list(stated))
+    return {"verified": bool((worst <= np.asarray(bound)).all()) if stated is not None or header.lossless
+            else bool((worst == 0).all()),
+            "exact": bool((worst == 0).all()), "lossless_file": header.lossless,
+            "max_error_per_band": worst.tolist(), "bound_per_band": bound}

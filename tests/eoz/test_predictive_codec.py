@@ -1,0 +1,174 @@
+"""The predictive codec: exact lossless round trips, the hard bound of near-lossless, the sha256 check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eoz.codecs import codec_for_model
+from eoz.codecs.predictive import PredictiveCodec
+from eoz.container import EozReader
+from eoz.errors import ContainerError, InputError
+from eoz.raster import RasterMeta
+from eoz.scene import compress_array, decompress_array
+from tests.conftest import publish_tiny_predictive
+
+
+@pytest.fixture(scope="module")
+def codec(tmp_path_factory) -> PredictiveCodec:
+    from eoz.registry import ModelStore
+
+    store = ModelStore(tmp_path_factory.mktemp("predictive_store"))
+    publish_tiny_predictive(store)
+    return codec_for_model("tiny-predictive", store=store, lossless=True)
+
+
+def _meta(array: np.ndarray, nodata=None) -> RasterMeta:
+    bands, h, w = array.shape
+    return RasterMeta(height=h, width=w, count=bands, dtype=str(array.dtype),
+                      band_names=[f"band{i + 1}" for i in range(bands)], crs=None, transform=None, nodata=nodata)
+
+
+def _round_trip(codec, array, nodata=None, tile_size=64) -> tuple[np.ndarray, bytes]:
+    from eoz.registry import ModelStore
+
+    data = compress_array(array, _meta(array, nodata), codec, tile_size)
+    decoded, _ = decompress_array(data, store=ModelStore(codec.entry.path.parents[1]))
+    return decoded, data
+
+
+def _smooth(rng, shape, dtype, scale=300.0, offset=0.0) -> np.ndarray:
+    """Correlated bands with texture and noise: what the predictor is built for."""
+    bands, h, w = shape
+    base = np.cumsum(np.cumsum(rng.normal(0, 1, (h, w)), 0), 1)
+    base = (base - base.min()) / max(np.ptp(base), 1e-9)
+    cube = np.stack([base * scale * (1 + 0.3 * b) + rng.normal(0, 3, (h, w)) for b in range(bands)]) + offset
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(cube), info.min, info.max).astype(dtype)
+    return cube.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, offset", [("uint16", 500), ("int16", -2000), ("uint8", 0), ("int8", -60),
+                                           ("uint32", 1e6), ("int32", -1e6)])
+def test_lossless_is_exact_for_every_integer_dtype(codec, dtype, offset):
+    rng = np.random.default_rng(1)
+    scale = 100 if np.dtype(dtype).itemsize == 1 else 3000
+    array = _smooth(rng, (3, 45, 71), dtype, scale=scale, offset=offset)   # odd sizes, several tiles
+    decoded, data = _round_trip(codec, array)
+    assert decoded.dtype == array.dtype
+    np.testing.assert_array_equal(decoded, array)
+    assert EozReader(data).header.lossless
+
+
+def test_lossless_keeps_constant_bands_extremes_and_noise(codec):
+    rng = np.random.default_rng(2)
+    array = np.stack([np.full((40, 33), 7, np.uint16), rng.integers(0, 65536, (40, 33)).astype(np.uint16),
+                      np.where(rng.random((40, 33)) < 0.5, 0, 65535).astype(np.uint16)])
+    decoded, _ = _round_trip(codec, array)
+    np.testing.assert_array_equal(decoded, array)
+
+
+def test_lossless_float32_keeps_every_bit_including_nan_nodata(codec):
+    rng = np.random.default_rng(3)
+    array = _smooth(rng, (2, 30, 37), "float32", scale=20, offset=-25)
+    array[0, 3:6, 4:9] = np.nan
+    array[1, 0, 0] = -0.0
+    decoded, _ = _round_trip(codec, array, nodata=float("nan"))
+    assert np.array_equal(decoded.view(np.uint32)[~np.isnan(array)], array.view(np.uint32)[~np.isnan(array)])
+    assert np.isnan(decoded[np.isnan(array)]).all()
+
+
+def test_lossless_keeps_integer_nodata(codec):
+    rng = np.random.default_rng(4)
+    array = _smooth(rng, (2, 33, 40), "int16", scale=2000, offset=-1000)
+    array[:, :5] = -32768
+    decoded, _ = _round_trip(codec, array, nodata=-32768)
+    np.testing.assert_array_equal(decoded, array)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), bound=st.integers(0, 40), dtype=st.sampled_from(["uint16", "int16", "uint8"]),
+       bands=st.integers(1, 4), h=st.integers(1, 40), w=st.integers(1, 40), noisy=st.booleans())
+def test_every_sample_is_within_the_bound(codec, seed, bound, dtype, bands, h, w, noisy):
+    rng = np.random.default_rng(seed)
+    if noisy:
+        info = np.iinfo(dtype)
+        array = rng.integers(info.min, int(info.max) + 1, (bands, h, w)).astype(dtype)
+    else:
+        array = _smooth(rng, (bands, h, w), dtype, scale=100 if dtype == "uint8" else 3000,
+                        offset=0 if dtype != "int16" else -1500)
+    decoded, _ = _round_trip(codec.with_bound(None, bound), array, tile_size=32)
+    error = np.abs(decoded.astype(np.int64) - array.astype(np.int64))
+    assert error.max() <= bound
+
+
+def test_near_lossless_on_real_data_is_bounded_and_smaller(codec, shared_data):
+    from eoz.datasets import S2_10M, load_split
+
+    array = load_split(S2_10M, "validation", shared_data)[0][:, :128, :128].astype(np.uint16)
+    sizes = {}
+    for bound in (0, 1, 4, 16):
+        decoded, data = _round_trip(codec.with_bound(None, bound), array, tile_size=128)
+        assert np.abs(decoded.astype(np.int64) - array).max() <= bound
+        sizes[bound] = len(data)
+    assert sizes[0] > sizes[1] > sizes[4] > sizes[16]
+
+
+def test_per_band_bounds(codec):
+    rng = np.random.default_rng(5)
+    array = _smooth(rng, (3, 40, 40), "uint16", scale=5000)
+    decoded, _ = _round_trip(codec.with_bound(None, [0, 3, 30]), array)
+    error = np.abs(decoded.astype(np.int64) - array).reshape(3, -1).max(1)
+    assert error[0] == 0 and error[1] <= 3 and error[2] <= 30 and error[2] > 3
+
+
+def test_a_valid_sample_never_decodes_to_nodata(codec):
+    """Near-lossless would otherwise round a sample next to the nodata value onto it."""
+    array = np.tile(np.array([[5, 6, 7, 8, 9, 10, 11, 12]], np.uint16), (3, 16, 2))
+    array[:, :, :2] = 10    # nodata pixels among values within the bound of it
+    decoded, _ = _round_trip(codec.with_bound(None, 4), array, nodata=10)
+    valid = array != 10
+    assert (decoded[~valid] == 10).all()
+    assert (decoded[valid] != 10).all()
+    assert np.abs(decoded.astype(np.int64) - array)[valid].max() <= 4
+
+
+@pytest.mark.parametrize("bound", [0.01, 0.25, 1.0])
+def test_float32_max_error(codec, bound):
+    rng = np.random.default_rng(6)
+    array = _smooth(rng, (2, 30, 30), "float32", scale=30, offset=-35)
+    decoded, _ = _round_trip(codec.with_bound(None, bound), array)
+    assert decoded.dtype == np.float32
+    assert np.abs(decoded.astype(np.float64) - array.astype(np.float64)).max() <= bound
+
+
+def test_the_sha256_catches_a_tile_that_decodes_differently(codec):
+    rng = np.random.default_rng(7)
+    tile = _smooth(rng, (2, 20, 20), "uint16")
+    payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
+    np.testing.assert_array_equal(codec.decode_tile(bytes(payload), 2, 20, 20), tile)
+    digest_at = 26 + 2 * 8   # after the head and two band records
+    payload[digest_at] ^= 1
+    with pytest.raises(ContainerError, match="lossless check failed"):
+        codec.decode_tile(bytes(payload), 2, 20, 20)
+
+
+@pytest.mark.parametrize("cut", [0, 5, 30, -3])
+def test_a_truncated_payload_is_a_container_error(codec, cut):
+    rng = np.random.default_rng(8)
+    tile = _smooth(rng, (2, 24, 24), "uint16")
+    payload = codec.encode_tile(tile, np.ones(tile.shape, bool))
+    with pytest.raises(ContainerError):
+        codec.decode_tile(payload[:cut], 2, 24, 24)
+
+
+def test_bad_bounds_are_refused(codec):
+    with pytest.raises(InputError, match="whole numbers"):
+        _round_trip(codec.with_bound(None, 1.5), np.zeros((1, 8, 8), np.uint16))
+    with pytest.raises(InputError, match="one of lossless or max_error"):
+        codec.with_bound(True, 2)
+    with pytest.raises(InputError, match="one per band"):
+        _round_trip(codec.with_bound(None, [1, 2]), np.zeros((3, 8, 8), np.uint16))
