@@ -31,7 +31,19 @@ def live_schema(service_env, monkeypatch, api_key):
         monkeypatch.setenv("EOZ_API_KEYS", api_key)
     app = create_app()
     with TestClient(app):  # the lifespan: runner, store and metrics, as `eoz serve` starts them
-        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+        yield schemathesis.openapi.from_asgi("/openapi.json", already_started(app))
+
+
+def already_started(app):
+    """The app for schemathesis' clients, whose lifespan is the fixture's: each client would start
+    its own, and the embedded service runs one per data folder."""
+    async def serve(scope, receive, send):
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+    return serve
 
 
 schema = schemathesis.pytest.from_fixture("live_schema")
