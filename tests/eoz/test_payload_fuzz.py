@@ -25,7 +25,7 @@ from eoz.quality import QualityTarget
 from eoz.raster import RasterMeta
 from eoz.registry import ModelStore
 from eoz.scene import compress_array, header_meta
-from tests.conftest import publish_tiny_partition
+from tests.conftest import publish_tiny_partition, publish_tiny_predictive
 from tests.eoz.test_decode_limits import scene
 
 # Python and numpy bytes that decoding may allocate per sample of its tile and per payload
@@ -59,12 +59,16 @@ def _codec(name: str, models: ModelStore, tmp_path_factory):
     if name == "wavelet":
         return codec_for_model("tiny-wavelet", store=models, target=QualityTarget(psnr=45, block=16)), \
             dict(height=40, width=48, nodata=0)
+    if name == "predictive":
+        store = ModelStore(tmp_path_factory.mktemp("predictive"))
+        publish_tiny_predictive(store)
+        return codec_for_model("tiny-predictive", store=store, max_error=2), dict(height=40, width=48, nodata=0)
     if name == "spectral-partition":
         return _partition_codec(tmp_path_factory.mktemp("partition")), dict(height=32, width=32, bands=3)
     raise ValueError(name)
 
 
-CODECS = ["jpeg2000", "jpeg2000-klt", "hyperprior", "vqvae-fpn", "wavelet", "spectral-partition"]
+CODECS = ["jpeg2000", "jpeg2000-klt", "hyperprior", "vqvae-fpn", "wavelet", "spectral-partition", "predictive"]
 
 
 @pytest.fixture(scope="module", params=CODECS)
