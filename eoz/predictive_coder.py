@@ -26,8 +26,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from eoz.subband_coder import (_code_magnitude, _code_sign, _log_class, decode_bits, decoder_state,
-                               encode_bits, encoder_state, finish, new_tables, overrun, TOKENS, WEIGHT_BITS)
+from eoz.subband_coder import DIRECT, WEIGHT_BITS, _log_class, _token, decode_adaptive, decode_bits, encode_adaptive, \
+    encode_bits
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 
@@ -41,6 +41,7 @@ GAIN_BITS = 8                 # the spectral gain is fixed point with this many 
 _BIAS_LIMIT = 256             # a bias context's count is halved past this
 ESCAPE = 1 << 24              # magnitudes from here on: this token, then the excess in raw bits
 ESCAPE_BITS = 40              # residuals of samples up to 32 bits (float32 bit patterns span 2^33)
+ESCAPE_TOKEN = DIRECT + 2 * (24 - 3)   # the token of ESCAPE = 2^24; larger tokens never occur
 
 
 @jit
@@ -83,19 +84,63 @@ def _candidates(nb, rnb, ref_value, gain, has_ref, out):
 
 
 @jit
-def _recent_error(err, k, rows, i, j, w):
-    """Weighted sum of error ring k at W, N (x2), NW, NE, WW, NN (columns clamped to the band,
-    nothing before it starts); rows = the ring slots of rows i, i-1, i-2."""
-    a = 0
+def _rows_above(err, n_rings, rows, i, w, above):
+    """For row i, each ring's weighted errors from the rows above at every column: N (x2),
+    NW, NE (columns clamped to the band) and NN; 0 before the band starts."""
+    above[:, :] = 0
+    if i == 0:
+        return
+    for k in range(n_rings):
+        for j in range(w):
+            a = 2 * err[k, rows[1], j] + err[k, rows[1], max(j - 1, 0)] + err[k, rows[1], min(j + 1, w - 1)]
+            if i > 1:
+                a += err[k, rows[2], j]
+            above[k, j] = a
+
+
+@jit
+def _recent_error(err, above, k, row, j):
+    """Weighted errors of ring k around (row, j): W (x2), WW, and what ``_rows_above`` summed."""
+    a = above[k, j]
     if j > 0:
-        a += 2 * err[k, rows[0], j - 1]
+        a += 2 * err[k, row, j - 1]
         if j > 1:
-            a += err[k, rows[0], j - 2]
-    if i > 0:
-        a += 2 * err[k, rows[1], j] + err[k, rows[1], max(j - 1, 0)] + err[k, rows[1], min(j + 1, w - 1)]
-        if i > 1:
-            a += err[k, rows[2], j]
+            a += err[k, row, j - 2]
     return a
+
+
+@jit
+def _encode_residual(state, buf, table, row, q, counts):
+    """q's magnitude token with table row ``row``, then in one equiprobable run its low bits
+    (or, past ESCAPE, its excess) and its sign."""
+    m = abs(q)
+    if m >= ESCAPE:
+        token, value, bits = ESCAPE_TOKEN, m - ESCAPE, ESCAPE_BITS
+    else:
+        token, bits = _token(m)
+        value = m & ((1 << bits) - 1)
+    if counts.shape[0] > 0:
+        counts[row, token] += 1
+    encode_adaptive(state, buf, table, row, token)
+    if m:
+        encode_bits(state, buf, (value << 1) | (q < 0), bits + 1)
+
+
+@jit
+def _decode_residual(state, buf, table, row) -> int:
+    token = decode_adaptive(state, buf, table, row)
+    if token == 0:
+        return 0
+    if token < DIRECT:
+        m, bits = token, 0
+    elif token == ESCAPE_TOKEN:
+        m, bits = ESCAPE, ESCAPE_BITS
+    else:
+        e = (token - DIRECT) // 2 + 3
+        m, bits = (2 | ((token - DIRECT) & 1)) << (e - 1), e - 1
+    value = decode_bits(state, buf, bits + 1)
+    m += value >> 1
+    return -m if value & 1 else m
 
 
 @jit
@@ -114,6 +159,7 @@ def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, sta
     final_err = np.empty((h, w), np.int64)
     errs = np.zeros((PREDICTORS + 1, 3, w), np.int64)   # rings of the last 3 rows; the last: final errors
     rows = np.empty(3, np.int64)
+    above = np.zeros((PREDICTORS + 1, w), np.int64)
     bias_sum = np.zeros(ROWS, np.int64)
     bias_count = np.ones(ROWS, np.int64)
     nb = np.empty(6, np.int64)
@@ -125,6 +171,7 @@ def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, sta
     offset_bits = _bits_for(2 * bound)
     for i in range(h):
         rows[0], rows[1], rows[2] = i % 3, (i + 2) % 3, (i + 1) % 3
+        _rows_above(errs, PREDICTORS + 1, rows, i, w, above)
         for j in range(w):
             if i == 0 and j == 0:
                 start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
@@ -139,7 +186,7 @@ def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, sta
             # blend: weights (1 + least recent error)^2 / (1 + recent error)^2, in 1/2^24
             least = -1
             for k in range(n_pred):
-                recent[k] = _recent_error(errs, k, rows, i, j, w)
+                recent[k] = _recent_error(errs, above, k, rows[0], j)
                 if least < 0 or recent[k] < least:
                     least = recent[k]
             num = 0
@@ -154,23 +201,17 @@ def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, sta
             for k in range(n_pred):
                 corr += lms[k] * (pred[k] - blended)
             blended += corr >> LMS_BITS
-            level = _recent_error(errs, PREDICTORS, rows, i, j, w) + least + (2 * ref[1, i, j] if has_ref else 0)
+            level = _recent_error(errs, above, PREDICTORS, rows[0], j) + least + (2 * ref[1, i, j] if has_ref else 0)
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
             if decoding:
-                m = _code_magnitude(state, buf, table, row, 0, True, counts)
-                if m == ESCAPE:
-                    m += decode_bits(state, buf, ESCAPE_BITS)
-                q = _code_sign(state, buf, m, True)
+                q = _decode_residual(state, buf, table, row)
             else:
                 e = x[i, j] - p
                 q = (abs(e) + bound) // step
-                _code_magnitude(state, buf, table, row, min(q, ESCAPE), False, counts)
-                if q >= ESCAPE:
-                    encode_bits(state, buf, q - ESCAPE, ESCAPE_BITS)
                 q = -q if e < 0 else q
-                _code_sign(state, buf, q, False)
+                _encode_residual(state, buf, table, row, q, counts)
             v = min(max(p + q * step, lo), hi)
             if has_avoid and v == avoid:
                 if decoding:
