@@ -48,6 +48,7 @@ MAX_ROUNDS = 12
 TOP_CODE = 255
 DQ_OFFSET = 0.5             # octaves finer than a scalar quantizer's step for the same MSE
 RATE_WEIGHT = 0.35          # dependent quantization: bits' weight against squared error in steps^2
+MAX_LOG2_BASE = 128.0       # base steps of 2^-128..2^128: past every target the resolver accepts
 _HEAD = struct.Struct("<BBBHHfB")
 FORMAT = 1                  # payload format version: a decoder refuses others
 
@@ -117,8 +118,11 @@ class WaveletCodec(Codec):
         if (block is not None and block not in BLOCK_SIZES) or (rows, cols) != block_grid(height, width, block):
             raise ContainerError(f"wavelet tile has a {rows}x{cols} grid of {block or 'global'} blocks, "
                                  f"which does not fit a {width}x{height} tile")
-        if levels != wavelet.max_levels(height, width, LEVELS) or not math.isfinite(log2_base):
+        if levels != wavelet.max_levels(height, width, LEVELS) or not abs(log2_base) <= MAX_LOG2_BASE:
             raise ContainerError("wavelet tile has levels or a base step this decoder does not take")
+        if has_klt not in (0, 1) or (has_klt and bands > KLT_MAX_BANDS):
+            raise ContainerError(f"wavelet tile has KLT flag {has_klt} for {bands} bands; the encoder writes "
+                                 f"a KLT only for up to {KLT_MAX_BANDS}")
         shapes = wavelet.flatten(wavelet.subband_shapes(height, width, levels))
         pos = _HEAD.size
         sizes = [4 * bands, 4 * bands * bands if has_klt else 0, rows * cols, 2 * len(shapes)]

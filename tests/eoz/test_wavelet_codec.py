@@ -335,7 +335,7 @@ def test_random_bytes_in_the_coefficient_stream_are_refused(payload):
 @pytest.mark.parametrize("field,value", [
     ("block", 8), ("block", 32), ("block", 0), ("rows", 3), ("cols", 5), ("rows", 0),
     ("levels", 4), ("levels", 6), ("levels", 0), ("log2_base", float("nan")), ("log2_base", float("inf")),
-    ("format", 0), ("format", 2),
+    ("log2_base", 1e6), ("log2_base", -200.0), ("format", 0), ("format", 2), ("klt", 2), ("klt", 255),
 ])
 def test_a_head_that_does_not_fit_the_tile_is_refused(payload, field, value):
     codec, data = payload
@@ -343,9 +343,21 @@ def test_a_head_that_does_not_fit_the_tile_is_refused(payload, field, value):
     head[field] = value
     bad = _HEAD.pack(*head.values()) + data[_HEAD.size:]
     # refused by the head checks themselves, before any coefficient is decoded
-    expected = {"block": "grid", "rows": "grid", "cols": "grid", "format": "format"}.get(field, "levels or a base step")
+    expected = {"block": "grid", "rows": "grid", "cols": "grid", "format": "format", "klt": "KLT flag"}.get(
+        field, "levels or a base step")
     with pytest.raises(ContainerError, match=expected):
         codec.decode_tile(bad, 4, 64, 64)
+
+
+def test_a_klt_flag_on_more_bands_than_the_encoder_rotates_is_refused(wavelet_store):
+    """Else a crafted many-band tile makes the inverse KLT spend bands^2 plane passes."""
+    array = np.rint(_smooth(KLT_MAX_BANDS + 1, 32, 32, 300, 4000, seed=3)).astype(np.uint16)
+    data = _codec(wavelet_store, psnr=40.0).encode_tile(array, np.ones(array.shape, bool))
+    head = list(_HEAD.unpack_from(data))
+    assert head[-1] == 0
+    head[-1] = 1
+    with pytest.raises(ContainerError, match="KLT flag"):
+        _codec(wavelet_store, psnr=40.0).decode_tile(_HEAD.pack(*head) + data[_HEAD.size:], KLT_MAX_BANDS + 1, 32, 32)
 
 
 @pytest.mark.parametrize("bands,height,width", [(4, 64, 48), (4, 48, 64), (4, 63, 64), (3, 64, 64), (5, 64, 64)])
