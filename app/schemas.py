@@ -75,7 +75,9 @@ class CompressOptions(FormNulls):
         None, min_length=1, description="predictive: no sample's error exceeds this, in the data's units (dB for "
                                         "SAR in dB); one value, or one per band; whole numbers for integer rasters")
     klt: bool = Field(False, description="jpeg2000: spectral KLT across bands first")
-    tile_size: int = Field(512, ge=64, le=4096, multiple_of=64, description="tile edge in pixels")
+    tile_size: int | None = Field(None, ge=64, le=4096, multiple_of=64,
+                                  description="tile edge in pixels; default 512, smaller for many bands so that "
+                                              "a tile stays within the decode limits")
 
     def codec_options(self) -> dict:
         """The options given, by their eoz.resolve names (flags left off are no option; an option

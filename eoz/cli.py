@@ -37,7 +37,8 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
                    help="model id from `eoz models`, jpeg2000, or auto (picked from the bands and dtype "
                         "among the models that honour every option given; --lossless: jpeg2000)")
     p.add_argument("--version", help="model version (default: the newest)")
-    p.add_argument("--tile-size", type=int, default=512, help="tile edge in pixels (default 512)")
+    p.add_argument("--tile-size", type=int, help="tile edge in pixels (default 512; smaller for many bands, "
+                                                 "so that a tile stays within the decode limits)")
     p.add_argument("--overlap", type=int, help="context pixels coded around each tile against seams "
                                                 "(default: the codec's, 8 for vqvae-fpn, else 0)")
     q = p.add_argument_group("quality targets (hyperprior, spectral-partition, wavelet; --psnr also for jpeg2000)")

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from eoz import metrics
-from eoz.codecs import DEFAULT_TILE_SIZE, Codec, VQVAECodec
+from eoz.codecs import Codec, VQVAECodec
 from eoz.container import EozReader
 from eoz.raster import RasterMeta
 from eoz.registry import ModelStore
@@ -21,7 +21,7 @@ from eoz.scene import compress_array, decompress_array
 from eoz.tiling import padded_shape
 
 
-def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int = DEFAULT_TILE_SIZE,
+def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int | None = None,
              peak: float = S2_PEAK, store: ModelStore | None = None, overlap: int | None = None) -> dict:
     """Measure one codec on one image; ``store`` is where the decoder finds the pinned model."""
     start = time.perf_counter()

@@ -61,6 +61,15 @@ class DecodeLimits:
                                    f"samples; the decode limit is {self.max_tile_samples} (max_tile_samples): "
                                    "use smaller tiles")
 
+    def tile_size_for(self, bands: int, overlap: int, preferred: int, multiple: int = 64) -> int:
+        """The largest tile edge up to ``preferred``, a multiple of ``multiple``, whose tiles
+        (with overlap on both sides) stay within max_tile_samples: many-band rasters (EnMAP's
+        224 bands) take smaller tiles than the default instead of a file no reader accepts."""
+        edge = preferred
+        while edge > multiple and bands * (edge + 2 * overlap) ** 2 > self.max_tile_samples:
+            edge -= multiple
+        return edge
+
     def check_entry(self, index: int, length: int) -> None:
         if length > self.max_tile_bytes:
             raise DecodeLimitError(f"tile {index} is {length} bytes; the decode limit is "

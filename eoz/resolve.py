@@ -272,8 +272,8 @@ def _auto(given: dict, meta: RasterMeta | None, store: ModelStore,
         "predictive" if {"lossless", "max_error"} & set(given) else "vqvae-fpn"
     try:
         entry, why = _Honouring(store, codecs).pick(meta.band_names, meta.dtype, preferred)
-    except UnknownModelError:
-        if JPEG2000 not in codecs or not _takes(_JPEG2000_ENTRY, meta):
+    except UnknownModelError:   # lossless without a fitting model: JPEG 2000's reversible mode, if it takes the raster
+        if "lossless" not in given or JPEG2000 not in codecs or not _takes(_JPEG2000_ENTRY, meta):
             raise
         return _JPEG2000_ENTRY, f"jpeg2000: no model in the store fits the raster and honours {', '.join(given)}"
     return entry, f"{entry.model_id} version {entry.version}: {why}"

@@ -33,8 +33,15 @@ def header_meta(header: Header, window: tuple[int, int, int, int] | None = None)
                       nodata=header.nodata)
 
 
+def tile_size_for(meta: RasterMeta, codec: Codec, overlap: int | None = None) -> int:
+    """The default tile edge: DEFAULT_TILE_SIZE, smaller where many bands would make a tile
+    larger than the default DecodeLimits take."""
+    return DecodeLimits().tile_size_for(meta.count, codec.overlap if overlap is None else overlap,
+                                        DEFAULT_TILE_SIZE)
+
+
 def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: RasterMeta,
-                 codec: Codec, out: BinaryIO, tile_size: int = DEFAULT_TILE_SIZE,
+                 codec: Codec, out: BinaryIO, tile_size: int | None = None,
                  overlap: int | None = None) -> Header:
     """Encode tile by tile; read_window(col_off, row_off, width, height) gives each tile.
 
@@ -47,6 +54,7 @@ def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: 
     """
     codec.check_input(meta)
     codec = codec.for_raster(meta)
+    tile_size = tile_size or tile_size_for(meta, codec, overlap)
     if tile_size % codec.stride:
         raise InputError(f"tile size {tile_size} is not a multiple of the model's stride {codec.stride}")
     header = Header(codec=codec.codec_id, height=meta.height, width=meta.width,
@@ -90,7 +98,7 @@ def decode_scene(reader: EozReader, window: tuple[int, int, int, int] | None = N
 
 
 def compress_array(array: np.ndarray, meta: RasterMeta, codec: Codec,
-                   tile_size: int = DEFAULT_TILE_SIZE, overlap: int | None = None) -> bytes:
+                   tile_size: int | None = None, overlap: int | None = None) -> bytes:
     if array.shape != (meta.count, meta.height, meta.width):
         raise InputError(f"array shape {array.shape} does not match its meta")
     out = io.BytesIO()
@@ -108,7 +116,7 @@ def decompress_array(source, window=None, store: ModelStore | None = None) -> tu
 
 
 def compress_file(in_path: str | Path, out_path: str | Path, codec: Codec,
-                  tile_size: int = DEFAULT_TILE_SIZE, overlap: int | None = None) -> Header:
+                  tile_size: int | None = None, overlap: int | None = None) -> Header:
     """GeoTIFF -> .eoz, reading one tile window at a time; no partial file on failure."""
     out_path = Path(out_path)
     part = out_path.with_name(out_path.name + ".part")

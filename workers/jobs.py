@@ -27,7 +27,7 @@ from eoz.errors import InputError
 from eoz.features import extract_features
 from eoz.raster import RasterReader, RasterWriter
 from eoz.resolve import resolve
-from eoz.scene import decode_scene, encode_scene, header_meta
+from eoz.scene import decode_scene, encode_scene, header_meta, tile_size_for
 from eoz.tiling import tiles_in_window
 from workers import context
 from workers.keys import result_key, temp_key
@@ -83,7 +83,7 @@ def _measure(eoz_path: Path, tif_path: Path, limits, peak: float, progress) -> d
 
 
 def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | None = None,
-             version: str | None = None, params: dict | None = None, tile_size: int = 512) -> dict:
+             version: str | None = None, params: dict | None = None, tile_size: int | None = None) -> dict:
     """GeoTIFF at source_key (in our store, or an allowed S3 bucket) -> results/<job>/output.eoz."""
     ctx = context.current()
     limits = ctx.settings.limits
@@ -95,6 +95,7 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
             meta = reader.meta
             resolved = resolve(model, version, params or {}, meta)
             codec = resolved.codec()
+            tile_size = tile_size or tile_size_for(meta, codec)
             tiles = math.ceil(meta.height / tile_size) * math.ceil(meta.width / tile_size)
             read = 0
 

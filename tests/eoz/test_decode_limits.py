@@ -313,3 +313,13 @@ def test_a_file_the_default_limits_refuse_is_not_written():
     array, meta = scene(64, 64, bands=4)
     with pytest.raises(InputError, match="would not decode: overlap 300"):
         compress_array(array, meta, JPEG2000Codec(lossless=True), 64, overlap=300)
+
+
+def test_many_bands_take_a_smaller_default_tile_that_decodes():
+    """224 EnMAP bands at the 512 px default would make tiles no reader accepts."""
+    array, meta = scene(260, 230, bands=224)
+    data = compress_array(array, meta, JPEG2000Codec(lossless=True))
+    header = EozReader(data).header
+    assert header.tile_size == DecodeLimits().tile_size_for(224, 0, 512) == 192
+    np.testing.assert_array_equal(decompress_array(data)[0], array)
+    assert DecodeLimits().tile_size_for(4, 8, 512) == 512
