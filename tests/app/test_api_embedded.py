@@ -107,3 +107,18 @@ def test_features_job_returns_a_latent_geotiff(client, scene, tmp_path):
         refused = client.post("/v1/features", files={"file": ("scene.tif", f, "image/tiff")},
                               data={"model": "tiny-hp"})
     assert refused.status_code == 422 and "vqvae-fpn" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize("fields, bounds", [({"lossless": "true"}, [0, 0, 0, 0]),
+                                            ({"max_error": ["0", "3", "10", "30"]}, [0, 3, 10, 30])])
+def test_lossless_and_bounded_error(client, scene, fields, bounds):
+    path, array, _ = scene
+    with open(path, "rb") as f:
+        answer = client.post("/v1/compress", files={"file": ("scene.tif", f, "image/tiff")},
+                             data={"model": "tiny-predictive", "tile_size": "64", **fields})
+    assert answer.status_code == 202, answer.text
+    job = wait_for_job(client, answer.json()["status_url"])
+    assert job["status"] == "finished", job["error"]
+    recon, _ = decompress_array(client.get(job["result_url"]).content)
+    error = np.abs(recon.astype(np.int64) - array.astype(np.int64)).reshape(4, -1).max(1)
+    assert (error <= np.array(bounds)).all() and (bounds[-1] == 0 or error[-1] > 3)

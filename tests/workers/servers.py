@@ -22,7 +22,8 @@ import pytest
 
 from eoz.raster import read_raster, write_raster
 from eoz.registry import ModelStore
-from tests.conftest import S2_10M, publish_tiny_hyperprior, publish_tiny_model, publish_tiny_wavelet
+from tests.conftest import (S2_10M, publish_tiny_hyperprior, publish_tiny_model, publish_tiny_predictive,
+                            publish_tiny_wavelet)
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_VARIABLES = ("REDIS_URL", "EOZ_S3_ENDPOINT", "EOZ_S3_PUBLIC_ENDPOINT", "EOZ_S3_BUCKET",
@@ -101,11 +102,12 @@ def moto_endpoint() -> str:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> ModelStore:
     """A model store with the tiny VQ model, the tiny hyperprior and the untrained wavelet
-    model, published once per session."""
+    and predictive models, published once per session."""
     store = ModelStore(tmp_path_factory.mktemp("model_store"))
     publish_tiny_model(store)
     publish_tiny_hyperprior(store)
     publish_tiny_wavelet(store)
+    publish_tiny_predictive(store)
     return store
 
 
