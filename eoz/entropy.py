@@ -17,6 +17,7 @@ decoder therefore always agree, whatever hardware ran the network.
 
 from __future__ import annotations
 
+import decimal
 import math
 
 import constriction
@@ -27,7 +28,18 @@ from torch.nn import functional as F
 from eoz.errors import ContainerError
 
 SCORE_UNITS = 8          # table entries are log-probabilities in 1/8 nat
-_EXP = np.maximum(1, np.rint(2.0 ** 24 * np.exp(-np.arange(256) / SCORE_UNITS))).astype(np.int64)
+
+
+def _exp_table() -> np.ndarray:
+    """round(2^24 e^(-k / SCORE_UNITS)) for k < 256, at least 1, computed in decimal: its exp is
+    correctly rounded everywhere, where a libm's may differ by an ulp and flip a rounding, and
+    these integers decide every coded symbol."""
+    context = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
+    return np.array([max(1, int(context.multiply(2 ** 24, context.exp(decimal.Decimal(-k) / SCORE_UNITS))
+                                .to_integral_value(context=context))) for k in range(256)], np.int64)
+
+
+_EXP = _exp_table()
 _CHUNK = 8192            # symbols per batched coder call; bounds the (n, K) arrays
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 _DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))   # left, right, up, down

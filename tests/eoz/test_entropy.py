@@ -202,3 +202,14 @@ def test_fixed_length_bytes_uses_each_levels_codebook():
     prior = _prior([8, 32])
     assert prior.fixed_length_bytes([(4, 6), (2, 3)]) == pytest.approx(
         (24 * math.log2(8) + 6 * math.log2(32)) / 8)
+
+
+def test_the_probability_table_is_the_same_integers_on_every_machine():
+    """Every coded VQ index depends on these integers: decimal arithmetic, pinned here."""
+    import hashlib
+
+    from eoz.entropy import _EXP
+
+    assert _EXP[0] == 2 ** 24 and _EXP.min() == 1 and (np.diff(_EXP) <= 0).all()
+    assert hashlib.sha256(_EXP.astype("<i8").tobytes()).hexdigest() == \
+        "784a201ddcca65d2b24a06b2b6c007ff5bdf62904611083fa1511604effd3018"
