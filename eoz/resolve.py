@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eoz.errors import InputError, UnknownModelError
@@ -29,6 +29,14 @@ OPTIONS = ("psnr", "mse", "lambda", "block", "peak", "open_loop", "quality", "lo
            "rate_weight", "no_band_prediction", "max_error")
 COMMON = ("peak",)                    # every codec takes it: PSNR figures are stated at the peak
 TARGETS = ("psnr", "mse", "lambda")   # a quality target: auto then prefers a fixed-quality model
+BOUNDED = ("lossless", "max_error")   # what only the predictive codec (and jpeg2000's lossless) is for
+QUALITIES = TARGETS + ("quality", "lossless")  # one of these sets the quality; auto adds a default without
+# Auto's operating point for a model that needs a quality when none is given (a manifest may state its
+# own as "default_quality"): the wavelet model at 50 dB holds every block of S2 10 m at or above 50 dB at
+# a ratio of about 13 (benchmarks/results/fixed_quality_wavelet.md); the hyperpriors' learned range ends
+# near 40 dB (their manifests' validation), the spectral partition's is measured at 40 to 50 dB.
+DEFAULT_QUALITY = {"wavelet": {"psnr": 50.0}, "hyperprior": {"psnr": 40.0},
+                   "spectral-partition": {"psnr": 45.0}, "jpeg2000": {"psnr": 50.0}}
 # What a request may ask for, checked before anything runs (the API's schema shows the same numbers).
 # PSNR: below 1 dB nothing of the image is left; above 150 dB the error is under 3e-8 of the peak,
 # finer than float32 resolves: only lossless gets there. An MSE is held to the same range at the
@@ -38,6 +46,11 @@ BOUNDS = {"psnr": (1.0, 150.0), "quality": (1.0, 1000.0), "rate_weight": (0.0, 1
           "lambda": (2 ** LAMBDA_MIN_LOG2, 2 ** LAMBDA_MAX_LOG2), "peak": (0.0, 3.4e38)}
 JPEG2000_DTYPES = ("uint8", "int8", "uint16", "int16")  # what OpenJPEG codes losslessly here (eoz/jpeg2000.py)
 MAX_ERROR = 2.0 ** 31   # a bound past the widest integer sample is no bound
+
+
+def _flag(option: str) -> str:
+    """An option as the API names it and as the CLI flag, for messages both kinds of user read."""
+    return f"{option} (--{option.replace('_', '-')})"
 
 
 def _target(given: dict, peak: float) -> dict:
@@ -57,11 +70,13 @@ def _jpeg2000(given: dict, peak: float) -> dict:
     """One mode exactly: OpenJPEG would otherwise let one of psnr, quality, lossless win silently."""
     modes = [m for m in ("psnr", "quality", "lossless") if m in given]
     if not modes:
-        raise InputError("jpeg2000 needs one of psnr (target PSNR at the peak), quality or lossless")
+        raise InputError(f"jpeg2000 needs one of {_flag('psnr')}, {_flag('quality')} or {_flag('lossless')}: "
+                         "a target PSNR at the peak, OpenJPEG's fixed-quality level, or bit exact")
     if len(modes) > 1:
-        raise InputError(f"jpeg2000 takes one of psnr, quality or lossless, not {' and '.join(modes)}")
+        raise InputError(f"jpeg2000 takes one of psnr, quality or lossless, not {' and '.join(map(_flag, modes))}")
     if "lossless" in given and "klt" in given:
-        raise InputError("jpeg2000 cannot honour klt with lossless: the KLT is a rounded, lossy rotation")
+        raise InputError("jpeg2000 cannot honour klt (--klt) with lossless (--lossless): the KLT is a rounded, "
+                         "lossy rotation")
     return {"quality": given.get("quality"), "lossless": "lossless" in given, "klt": "klt" in given,
             "target_psnr": given.get("psnr"), "peak": peak}
 
@@ -110,11 +125,14 @@ class Resolved:
     peak: float
     queue: str
     reason: str | None = None  # auto: which model it picked, and why
+    defaults: dict = field(default_factory=dict)  # auto: the quality it added (the model's default)
 
     def codec(self):
         """The codec to run; loads the model (and torch, for the learned networks)."""
         from eoz.codecs import codec_for_model
 
+        if self.model_id == AUTO:
+            raise InputError("model auto is picked from the raster: resolve it with the raster's metadata")
         return codec_for_model(self.model_id, self.version, **self.codec_kwargs)
 
 
@@ -172,6 +190,8 @@ def resolve(model: str, version: str | None = None, options: dict | None = None,
     given = given_options(options or {})
     if version is not None and model in (AUTO, JPEG2000):
         raise InputError(f"model {model} takes no version" + (" (it picks the newest)" if model == AUTO else ""))
+    if model == AUTO and meta is None:
+        return _deferred_auto(given, codecs)
     entry, reason = _auto(given, meta, store, codecs) if model == AUTO else (
         _JPEG2000_ENTRY if model == JPEG2000 else store.get(model, version), None)
     codec = entry.codec
@@ -188,16 +208,46 @@ def resolve(model: str, version: str | None = None, options: dict | None = None,
     if meta is not None:
         _check_fits(entry, meta, store)
     peak = psnr_peak(meta.dtype if meta else None, given.get("peak", entry.manifest.get("peak")))
+    defaults = default_quality(entry) if model == AUTO and not set(QUALITIES) & set(given) else {}
+    if defaults:
+        stated = " ".join(f"--{k} {v:g}" for k, v in defaults.items())
+        reason += f"; no quality target given: its default {stated} at peak {peak:g}"
+        given = {**given, **defaults}
     _check_mse(given.get("mse"), peak)
     return Resolved(entry.model_id, entry.version, codec, capability.kwargs(given, peak), peak,
-                    capability.queue, reason)
+                    capability.queue, reason, defaults)
+
+
+def default_quality(entry: ModelEntry) -> dict:
+    """The operating point auto uses for this model when given no quality: its manifest's
+    ``default_quality``, else its codec's (DEFAULT_QUALITY); empty for a codec that needs none."""
+    return dict(entry.manifest.get("default_quality") or DEFAULT_QUALITY.get(entry.codec, {}))
+
+
+def _honouring(given: dict, usable: tuple[str, ...]) -> list[str]:
+    """The codecs that honour every option given (the peak aside, which all take)."""
+    codecs = [c for c in usable if set(given) <= set(CAPABILITIES[c].options + COMMON)]
+    if not codecs:
+        raise InputError(f"no codec honours {', '.join(given)} together")
+    return codecs
+
+
+def _deferred_auto(given: dict, usable: tuple[str, ...]) -> Resolved:
+    """``auto`` before the raster is known (an S3 source, read by the job): the options are
+    checked now, the pick is the job's. Its queue: cpu when every codec that could be picked
+    runs there, else gpu (a gpu worker runs the others too)."""
+    codecs = _honouring(given, usable)
+    _check_bounds(given)
+    queue = CPU_QUEUE if all(queue_for(c) == CPU_QUEUE for c in codecs) else GPU_QUEUE
+    return Resolved(AUTO, None, AUTO, {}, psnr_peak(None, given.get("peak")), queue,
+                    "picked when the job reads the raster's bands and dtype")
 
 
 def _takers(option: str, store: ModelStore) -> str:
     """An option, and the codecs and models that take it, for the error that refuses it."""
     codecs = [c for c, cap in CAPABILITIES.items() if option in cap.options]
     models = [JPEG2000] * (JPEG2000 in codecs) + [e.model_id for e in store.newest() if e.codec in codecs]
-    return (f"{option} (--{option.replace('_', '-')}), which codec {' / '.join(codecs)} takes "
+    return (f"{_flag(option)}, which codec {' / '.join(codecs)} takes "
             f"(models: {', '.join(models) or 'none in the store'})")
 
 
@@ -254,26 +304,35 @@ class _Honouring(ModelStore):
         return [e for e in super().newest() if e.codec in self.codecs]
 
 
-def _auto(given: dict, meta: RasterMeta | None, store: ModelStore,
+def _auto(given: dict, meta: RasterMeta, store: ModelStore,
           usable: tuple[str, ...]) -> tuple[ModelEntry, str]:
     """``auto``: among the codecs that honour every option given, a VQ model without a quality
-    target and a fixed-quality one with it, fitted to the raster; JPEG 2000 when only it can."""
-    if meta is None:
-        raise InputError("model auto picks from the raster's bands and dtype; name a model instead")
-    codecs = [c for c in usable if set(given) <= set(CAPABILITIES[c].options + COMMON)]
-    if not codecs:
-        raise InputError(f"no codec honours {', '.join(given)} together")
+    target and a fixed-quality one with it, fitted to the raster; the predictive model for
+    lossless or a bound; JPEG 2000 when only it can, or when no model fits."""
+    codecs = _honouring(given, usable)
     if codecs == [JPEG2000]:
         return _JPEG2000_ENTRY, f"jpeg2000: it alone honours {', '.join(o for o in given if o not in COMMON)}"
     # with a PSNR or MSE target the wavelet model (measured ahead on every sensor:
     # benchmarks/results/rd_sensors_wavelet.md) wins over the older hyperpriors; lossless
     # and bounded error go to the predictive model (benchmarks/results/lossless.md)
-    preferred = ("hyperprior" if "lambda" in given else "wavelet") if set(TARGETS) & set(given) else \
-        "predictive" if {"lossless", "max_error"} & set(given) else "vqvae-fpn"
+    asked = set(given) - set(COMMON)
+    preferred = ("hyperprior" if "lambda" in given else "wavelet") if set(TARGETS) & asked else \
+        "predictive" if set(BOUNDED) & asked else "vqvae-fpn"
+    if not set(BOUNDED) & asked:   # unasked, the predictive codec would code lossless: ratios of 2, not 20
+        codecs = [c for c in codecs if c != "predictive"]
     try:
         entry, why = _Honouring(store, codecs).pick(meta.band_names, meta.dtype, preferred)
-    except UnknownModelError:   # lossless without a fitting model: JPEG 2000's reversible mode, if it takes the raster
-        if "lossless" not in given or JPEG2000 not in codecs or not _takes(_JPEG2000_ENTRY, meta):
-            raise
-        return _JPEG2000_ENTRY, f"jpeg2000: no model in the store fits the raster and honours {', '.join(given)}"
+    except UnknownModelError:   # JPEG 2000, if it honours the options and takes the raster
+        asked_for = f" and honours {', '.join(map(_flag, asked))}" if asked else ""
+        if JPEG2000 not in codecs or not _takes(_JPEG2000_ENTRY, meta):
+            takers = [e.model_id for e in (_JPEG2000_ENTRY, *store.newest()) if _takes(e, meta)]
+            raise UnknownModelError(f"no model fits a {_raster(meta)}{asked_for}; models that take the raster: "
+                                    f"{', '.join(takers) or 'none'}") from None
+        return _JPEG2000_ENTRY, f"jpeg2000: no model in the store fits the raster{asked_for}"
+    if entry.codec != preferred:
+        why = f"no {preferred} model takes a {_raster(meta)}; {why}"
     return entry, f"{entry.model_id} version {entry.version}: {why}"
+
+
+def _raster(meta: RasterMeta) -> str:
+    return f"{meta.count}-band {meta.dtype} raster"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ from eoz.codecs import LEARNED_CODECS
 from eoz.errors import InputError, UnknownModelError
 from eoz.raster import RasterMeta
 from eoz.registry import ModelStore
-from eoz.resolve import BOUNDS, CAPABILITIES, OPTIONS, check_cpu_work, cpu_seconds, psnr_peak, resolve
+from eoz.resolve import (BOUNDS, CAPABILITIES, DEFAULT_QUALITY, OPTIONS, check_cpu_work, cpu_seconds,
+                         default_quality, psnr_peak, resolve)
 from tests.conftest import HONOURED, OPTION_VALUES, with_option
 
 S2_BANDS = ["B02", "B03", "B04", "B08"]
@@ -70,13 +72,14 @@ def test_codec_arguments(codec_env):
 
 
 @pytest.mark.parametrize("options, needle", [
-    ({}, "needs one of psnr"), ({"klt": True}, "needs one of psnr"),
-    ({"psnr": 40.0, "quality": 40.0}, "not psnr and quality"),
-    ({"quality": 40.0, "lossless": True}, "not quality and lossless"),
-    ({"lossless": True, "klt": True}, "cannot honour klt with lossless"),
+    ({}, "needs one of psnr (--psnr), quality (--quality) or lossless (--lossless)"),
+    ({"klt": True}, "needs one of psnr"),
+    ({"psnr": 40.0, "quality": 40.0}, "not psnr (--psnr) and quality (--quality)"),
+    ({"quality": 40.0, "lossless": True}, "not quality (--quality) and lossless (--lossless)"),
+    ({"lossless": True, "klt": True}, "cannot honour klt (--klt) with lossless (--lossless)"),
 ])
 def test_jpeg2000_takes_one_mode(codec_env, options, needle):
-    with pytest.raises(InputError, match=needle):
+    with pytest.raises(InputError, match=re.escape(needle)):
         resolve("jpeg2000", None, options)
 
 
@@ -146,8 +149,6 @@ def test_auto_chooses_among_the_models_that_honour_every_option(codec_env):
         resolve("auto", None, {"psnr": 40.0, "no_band_prediction": True}, meta())
     with pytest.raises(InputError, match="no codec honours rate_weight, lossless"):
         resolve("auto", None, {"rate_weight": 1.0, "lossless": True}, meta())
-    with pytest.raises(InputError, match="raster's bands"):
-        resolve("auto", None, {"lossless": True})
     with pytest.raises(InputError, match="takes no version"):
         resolve("auto", "1", {}, meta())
 
@@ -160,6 +161,78 @@ def test_auto_falls_back_to_jpeg2000_for_lossless_when_no_model_fits(tmp_path, m
     lossless = resolve("auto", None, {"lossless": True}, meta())
     assert lossless.model_id == "jpeg2000" and "no model in the store fits" in lossless.reason
     assert resolve("auto", None, {"lossless": True}, meta(["x"], "uint8")).model_id == "jpeg2000"
+    # and for a lossy request too: at the target, or with none at JPEG 2000's default
+    assert resolve("auto", None, {"psnr": 45.0}, meta(LANDSAT)).codec_kwargs["target_psnr"] == 45.0
+    picked = resolve("auto", None, {}, meta(LANDSAT))
+    assert picked.model_id == "jpeg2000" and picked.codec_kwargs["target_psnr"] == DEFAULT_QUALITY["jpeg2000"]["psnr"]
+    assert picked.defaults == {"psnr": 50.0} and "default --psnr 50 at peak 10000" in picked.reason
+
+
+LANDSAT = [f"B{i}" for i in range(1, 11)]
+
+
+def test_auto_without_a_target_takes_the_picked_model_s_default_operating_point(codec_env):
+    """A fixed-quality model needs a target; auto with none uses the model's default and says which."""
+    sar = resolve("auto", None, {}, meta(["VV_dB", "VH_dB"], "float32"))
+    target = sar.codec_kwargs["target"]
+    assert sar.model_id == "tiny-sar" and (target.psnr, target.peak) == (45.0, 50.0)
+    assert sar.defaults == {"psnr": 45.0} == DEFAULT_QUALITY["spectral-partition"]
+    assert sar.reason.endswith("no quality target given: its default --psnr 45 at peak 50")
+    assert "no vqvae-fpn model takes a 2-band float32 raster" in sar.reason
+    # the peak alone is no target
+    assert resolve("auto", None, {"peak": 60.0}, meta(["VV_dB", "VH_dB"], "float32")).defaults == {"psnr": 45.0}
+    # a model that names none: nothing is added, and a target given is kept
+    assert resolve("auto", None, {}, meta()).defaults == {}
+    assert resolve("auto", None, {"psnr": 40.0}, meta(["VV_dB", "VH_dB"], "float32")).defaults == {}
+    # a named model is not guessed for: it needs its target
+    with pytest.raises(InputError, match="exactly one"):
+        resolve("tiny-sar", None, {}, meta(["VV_dB", "VH_dB"], "float32"))
+
+
+def test_auto_falls_back_to_the_any_raster_wavelet_model_without_options(codec_env):
+    """10-band Landsat, 13-band L1C: no VQ or band-fitted model; the wavelet model at its default,
+    not the predictive one (which codes lossless unless asked for a bound)."""
+    for bands in (LANDSAT, [f"B{i:02d}" for i in range(1, 14)]):
+        picked = resolve("auto", None, {}, meta(bands))
+        assert (picked.model_id, picked.codec_kwargs["target"].psnr) == ("tiny-wavelet", 50.0)
+        assert f"no vqvae-fpn model takes a {len(bands)}-band uint16 raster" in picked.reason
+        assert "it takes any band count and dtype; no quality target given: its default --psnr 50" in picked.reason
+
+
+def test_a_manifest_states_its_own_default(tmp_path, monkeypatch):
+    from eoz.subband_coder import SubbandModel
+    from tests.conftest import save_safetensors
+
+    store = ModelStore(tmp_path)
+    store.publish("w", "1", {"codec": "wavelet", "description": "", "bands": [], "dtype": None,
+                             "default_quality": {"mse": 400.0}}, save_safetensors(SubbandModel.untrained().to_tensors()))
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(tmp_path))
+    picked = resolve("auto", None, {}, meta(LANDSAT))
+    assert picked.codec_kwargs["target"].mse == 400.0 and "its default --mse 400" in picked.reason
+    assert default_quality(store.get("w")) == {"mse": 400.0}
+
+
+def test_no_fitting_model_for_an_option_is_one_short_line(codec_env):
+    """The refusal names the option and what takes the raster, never every model's band list."""
+    with pytest.raises(UnknownModelError) as caught:
+        resolve("auto", None, {"lambda": 1000.0}, meta(LANDSAT))
+    message = str(caught.value)
+    assert message == ("no model fits a 10-band uint16 raster and honours lambda (--lambda); models that take "
+                       "the raster: jpeg2000, tiny-predictive, tiny-wavelet")
+
+
+def test_auto_without_the_raster_waits_for_it(codec_env):
+    """An S3 source is read by the job: the request is checked now, the pick made there."""
+    deferred = resolve("auto", None, {"lossless": True})
+    assert (deferred.model_id, deferred.version, deferred.queue) == ("auto", None, "cpu")
+    assert resolve("auto", None, {"quality": 40.0}).queue == "cpu"  # jpeg2000 alone
+    assert resolve("auto", None, {"psnr": 40.0}).queue == "gpu"     # a hyperprior may fit
+    with pytest.raises(InputError, match="no codec honours rate_weight, lossless"):
+        resolve("auto", None, {"rate_weight": 1.0, "lossless": True})
+    with pytest.raises(InputError, match="psnr must lie"):
+        resolve("auto", None, {"psnr": 400.0})
+    with pytest.raises(InputError, match="picked from the raster"):
+        deferred.codec()
 
 
 def test_a_caller_can_limit_the_codecs(codec_env):
