@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
-from app import errors, http_metrics, openapi
+from app import docs, errors, http_metrics, openapi
 from app.auth import require_api_key
 from app.routes import compress, decompress, features, health, jobs, models
 from app.services import Services
@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cleaner.stop()
             runner.close()
 
-    app = FastAPI(title="eoz", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="eoz", version="1", description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     v1 = [Depends(require_api_key)]
     for router in (compress.router, decompress.router, features.router, jobs.router, models.router):
         app.include_router(router, prefix="/v1", dependencies=v1)
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     http_metrics.install(app)
     openapi.install(app)
+    docs.install(app)
     return app
 
 
