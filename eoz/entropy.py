@@ -44,6 +44,7 @@ _CHUNK = 8192            # symbols per batched coder call; bounds the (n, K) arr
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 _DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))   # left, right, up, down
 _FIT_BATCH = 32768
+FIXED_MARKER = b"\xf1"   # first byte of a fixed-length index payload
 
 
 def _parent_context(parent: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -126,14 +127,47 @@ class IndexPrior:
                     for level in range(len(codebook_sizes))])
 
     def encode(self, index_maps: list[np.ndarray]) -> bytes:
+        """The context-coded stream, or the fixed-length indices where those are smaller (busy
+        tiles the context model predicts badly): a fixed-length payload is 1 byte longer than a
+        multiple of 4, which no coded stream is, so old files read as before."""
         encoder = constriction.stream.queue.RangeEncoder()
         for level in range(len(self.levels) - 1, -1, -1):
             parent = index_maps[level + 1] if level + 1 < len(self.levels) else None
             self.levels[level].code(encoder, index_maps[level], parent, index_maps[level].shape, False)
-        return encoder.get_compressed().astype("<u4").tobytes()
+        coded = encoder.get_compressed().astype("<u4").tobytes()
+        fixed = self._fixed_length(index_maps)
+        return fixed if len(fixed) < len(coded) else coded
+
+    def _index_bits(self) -> list[int]:
+        return [max(1, (m.size - 1).bit_length()) for m in self.levels]
+
+    def _fixed_length(self, index_maps: list[np.ndarray]) -> bytes:
+        """FIXED_MARKER, each level's indices (bottom first) in ceil(log2 K) bits, most
+        significant first, zero padding to a length of 1 (mod 4)."""
+        bits = np.concatenate([((m.ravel().astype(np.int64)[:, None] >> np.arange(n - 1, -1, -1)) & 1).ravel()
+                               for m, n in zip(index_maps, self._index_bits())])
+        packed = FIXED_MARKER + np.packbits(bits.astype(np.uint8)).tobytes()
+        return packed + bytes(-(len(packed) - 1) % 4)
+
+    def _read_fixed_length(self, data: bytes, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+        sizes = [h * w * n for (h, w), n in zip(shapes, self._index_bits())]
+        expected = 1 + -(-sum(sizes) // 8)
+        if data[:1] != FIXED_MARKER or len(data) != expected + -(expected - 1) % 4:
+            raise ContainerError(f"fixed-length index payload of {len(data)} bytes does not fit maps {shapes}")
+        bits = np.unpackbits(np.frombuffer(data, np.uint8, offset=1), count=sum(sizes)).astype(np.int64)
+        maps, start = [], 0
+        for (h, w), n, size, level in zip(shapes, self._index_bits(), sizes, self.levels):
+            codes = bits[start:start + size].reshape(-1, n) @ (1 << np.arange(n - 1, -1, -1))
+            if codes.size and codes.max() >= level.size:
+                raise ContainerError(f"fixed-length index {codes.max()} is past the codebook's {level.size} codes")
+            maps.append(codes.reshape(h, w))
+            start += size
+        return maps
 
     def decode(self, data: bytes, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
         """Inverse of encode for index maps of the given shapes (bottom level first)."""
+        if len(data) % 4 == 1:
+            return self._read_fixed_length(data, shapes)
         if len(data) % 4 or not data:  # any symbol at all leaves at least one word
             raise ContainerError(f"index stream of {len(data)} bytes is empty or not a multiple of 4 bytes")
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from eoz.entropy import IndexPrior
+from eoz.entropy import FIXED_MARKER, IndexPrior
 from eoz.errors import ContainerError
 
 
@@ -52,7 +52,7 @@ def test_round_trip_for_each_number_of_levels(sizes, top_shape):
     prior = _prior(sizes)
     maps = _random_maps(np.random.default_rng(42), top_shape, sizes)
     data = prior.encode(maps)
-    assert len(data) % 4 == 0
+    assert len(data) <= len(prior._fixed_length(maps))   # never more than the fixed-length indices
     _assert_maps_equal(prior.decode(data, _shapes(maps)), maps)
 
 
@@ -178,10 +178,11 @@ def test_same_maps_same_bytes_and_fit_is_deterministic():
 
 @pytest.mark.parametrize("cut", [1, 2, 3])
 def test_stream_length_not_a_multiple_of_4_is_a_container_error(cut):
+    """Cut or lengthened: no coded stream (4 bytes a word), nor a fixed-length payload's size."""
     prior = _prior([8, 16])
     maps = _random_maps(np.random.default_rng(0), (4, 4), [8, 16])
     data = prior.encode(maps)
-    with pytest.raises(ContainerError, match="multiple of 4"):
+    with pytest.raises(ContainerError, match="multiple of 4|does not fit"):
         prior.decode(data[:-cut], _shapes(maps))
     with pytest.raises(ValueError):  # ContainerError is also a ValueError
         prior.decode(data + b"\x00" * cut, _shapes(maps))
@@ -213,3 +214,30 @@ def test_the_probability_table_is_the_same_integers_on_every_machine():
     assert _EXP[0] == 2 ** 24 and _EXP.min() == 1 and (np.diff(_EXP) <= 0).all()
     assert hashlib.sha256(_EXP.astype("<i8").tobytes()).hexdigest() == \
         "784a201ddcca65d2b24a06b2b6c007ff5bdf62904611083fa1511604effd3018"
+
+
+def test_a_tile_the_context_model_predicts_badly_falls_back_to_fixed_length_indices():
+    """Trained on maps that repeat their parent, the model pays more than log2 K for noise."""
+    rng = np.random.default_rng(5)
+    skewed = [[np.repeat(np.repeat(top, 2, 0), 2, 1) % 16, top]
+              for top in (rng.integers(0, 4, (16, 16)) for _ in range(20))]
+    prior = IndexPrior.fit(skewed, [16, 8])
+    noise = [rng.integers(0, 16, (24, 20)), rng.integers(0, 8, (12, 10))]
+    data = prior.encode(noise)
+    assert len(data) % 4 == 1 and data[:1] == FIXED_MARKER
+    assert len(data) == 1 + (24 * 20 * 4 + 12 * 10 * 3) // 8 + 3       # 4 and 3 bits an index, padded
+    _assert_maps_equal(prior.decode(data, _shapes(noise)), noise)
+    assert len(prior.encode(skewed[0])) % 4 == 0                        # what it learned stays coded
+    with pytest.raises(ContainerError, match="does not fit"):
+        prior.decode(data[:-4], _shapes(noise))
+    with pytest.raises(ContainerError, match="does not fit"):
+        prior.decode(b"\x00" + data[1:], _shapes(noise))
+
+
+def test_a_fixed_length_index_past_the_codebook_is_refused():
+    prior = _prior([20])
+    maps = [np.full((4, 4), 19)]
+    data = bytearray(prior._fixed_length(maps))
+    data[1] = 0xFF                                                        # the first index reads 31
+    with pytest.raises(ContainerError, match="past the codebook"):
+        prior.decode(bytes(data), _shapes(maps))
