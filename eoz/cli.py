@@ -180,9 +180,11 @@ def cmd_serve(args) -> None:
     """The HTTP API; with no REDIS_URL it also runs the jobs, in EOZ_WORKERS worker processes."""
     import uvicorn
 
+    from app.banner import banner
     from workers.settings import Settings
 
-    Settings()  # a bad setting (EOZ_API_KEYS=" , ") stops here, with its message, not in uvicorn
+    settings = Settings()  # a bad setting (EOZ_API_KEYS=" , ") stops here, with its message, not in uvicorn
+    print(banner(settings, args.host, args.port), file=sys.stderr, flush=True)
     uvicorn.run("app.main:app", host=args.host, port=args.port, log_level="info")
 
 
