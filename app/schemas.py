@@ -50,7 +50,9 @@ class CompressOptions(FormNulls):
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    model: str = Field(description="model id from GET /v1/models, or jpeg2000", examples=["jpeg2000"])
+    model: str = Field(description="model id from GET /v1/models, jpeg2000, or auto (picked from the raster's "
+                                   "bands and dtype among the models that honour every option given; with no "
+                                   "quality given, at the picked model's default)", examples=["jpeg2000"])
     version: str | None = Field(None, description="model version; default (or null) the newest")
     psnr: float | None = _bounded("psnr", "target PSNR in dB at the peak")
     mse: float | None = Field(None, gt=0, allow_inf_nan=False,
@@ -175,6 +177,8 @@ class JobResult(BaseModel):
     bands: list[str]
     dtype: str
     codec_seconds: float
+    model_id: str | None = Field(None, description="compress: the model that coded it (model auto: the pick)")
+    picked: str | None = Field(None, description="compress with model auto: which model it picked, and why")
     model_version: str | None = None
     raw_bytes: int | None = None
     compression_ratio: float | None = Field(None, description="raw array bytes / .eoz bytes")

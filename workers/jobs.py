@@ -83,8 +83,12 @@ def _measure(eoz_path: Path, tif_path: Path, limits, peak: float, progress) -> d
 
 
 def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | None = None,
-             version: str | None = None, params: dict | None = None, tile_size: int | None = None) -> dict:
-    """GeoTIFF at source_key (in our store, or an allowed S3 bucket) -> results/<job>/output.eoz."""
+             version: str | None = None, params: dict | None = None, tile_size: int | None = None,
+             picked: str | None = None) -> dict:
+    """GeoTIFF at source_key (in our store, or an allowed S3 bucket) -> results/<job>/output.eoz.
+
+    ``model`` may be auto (an S3 source: picked here, from the raster); ``picked`` is why the
+    API picked ``model`` for an upload. The result names the model and, for auto, why."""
     ctx = context.current()
     limits = ctx.settings.limits
     with _scratch(job_id) as folder:
@@ -121,8 +125,9 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
         "bpp_per_band": metrics.bits_per_pixel_per_band(size, meta.height, meta.width, meta.count),
         **quality,
         "width": meta.width, "height": meta.height, "bands": meta.band_names, "dtype": meta.dtype,
-        "tiles": header.tile_count, "model_version": header.model_version,
+        "tiles": header.tile_count, "model_id": resolved.model_id, "model_version": header.model_version,
         "weights_sha256": header.weights_sha256, "codec_seconds": codec_seconds,
+        "picked": picked or resolved.reason,
     }
 
 

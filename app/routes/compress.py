@@ -7,6 +7,8 @@ GeoTIFF by signature and by GDAL's GTiff driver, within the pixel and band limit
 the model's bands and dtype). An S3 source is checked for being allowed, present and
 within the byte limit; its GeoTIFF checks run in the job, before any pixel is read. The
 job gets the version resolved here, so a model published meanwhile does not change it.
+``model: auto`` is picked here for an upload (the raster is on disk) and by the job for an
+S3 key; the job's result says which model and why either way.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from app.schemas import CompressOptions, CompressRequest, CompressUpload, Job
 from app.services import ServicesDep
 from app.uploads import geotiff_job_input
 from eoz.raster import RasterMeta
-from eoz.resolve import Resolved, resolve
+from eoz.resolve import AUTO, Resolved, resolve
 from workers.keys import new_job_id
 
 router = APIRouter(tags=["compress"])
@@ -43,9 +45,12 @@ async def compress(request: Request, services: ServicesDep, owner: Owner) -> Job
     job_id = new_job_id()
     options, resolved, key, bucket = await geotiff_job_input(request, services, job_id, CompressOptions,
                                                              CompressRequest, _resolve)
+    # auto, picked here for an upload: the job runs the pick, with the default quality it added
+    picked = resolved.reason if resolved.model_id != AUTO else None
     record = await run_in_threadpool(
         services.runner.submit, job_id, "compress", resolved.model_id, resolved.queue,
         (job_id, key, resolved.model_id),
-        {"source_bucket": bucket, "version": resolved.version, "params": options.codec_options(),
-         "tile_size": options.tile_size}, owner=owner)
+        {"source_bucket": bucket, "version": resolved.version,
+         "params": {**options.codec_options(), **resolved.defaults}, "tile_size": options.tile_size,
+         "picked": picked}, owner=owner)
     return job_response(request, record)

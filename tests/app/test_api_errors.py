@@ -90,8 +90,10 @@ def test_an_upload_the_model_cannot_honour_is_422(make_client, scene):
     content = scene[0].read_bytes()
     problem(post_file(client, content, model="tiny-vq", lossless="true"), 422, "cannot honour lossless",
             "models: jpeg2000")
-    problem(post_file(client, content, model="jpeg2000", lossless="true", klt="true"), 422, "klt with lossless")
-    problem(post_file(client, content, model="auto", lossless="true"), 422, "name a model")
+    problem(post_file(client, content, model="jpeg2000", lossless="true", klt="true"), 422,
+            "klt (--klt) with lossless")
+    problem(post_file(client, content, model="auto", lossless="true", rate_weight="1"), 422,
+            "no codec honours lossless, rate_weight")
     assert queued(client) == 0
 
 
