@@ -39,7 +39,7 @@ def _exp_table() -> np.ndarray:
                                 .to_integral_value(context=context))) for k in range(256)], np.int64)
 
 
-_EXP = _exp_table()
+_EXP = _exp_table().astype(np.int32)   # at most 2^24
 _CHUNK = 8192            # symbols per batched coder call; bounds the (n, K) arrays
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 _DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))   # left, right, up, down
@@ -74,17 +74,26 @@ class LevelModel:
     """Integer score tables of one level: bias (2, K), parent (P, K), neighbour (4, K+1, K)."""
 
     def __init__(self, bias: np.ndarray, parent: np.ndarray, neighbour: np.ndarray):
-        self.bias = bias.astype(np.int64)
-        self.parent = parent.astype(np.int64)
-        self.neighbour = neighbour.astype(np.int64)
+        # int32: six int16 scores sum far below 2^31, and half the memory traffic of int64
+        self.bias = bias.astype(np.int32)
+        self.parent = parent.astype(np.int32)
+        self.neighbour = neighbour.astype(np.int32)
         self.size = self.bias.shape[1]
 
     def probabilities(self, phase: int, parent_ctx: np.ndarray, neighbours: np.ndarray | None) -> np.ndarray:
-        """(n, K) float64 probabilities from integer scores; exact and machine independent."""
+        """(n, K) float64 probabilities from integer scores; exact and machine independent.
+        Anchors (no neighbours) depend on the parent context alone: each distinct one is
+        computed once."""
+        if neighbours is None:
+            distinct, inverse = np.unique(parent_ctx, return_inverse=True)
+            return self._normalised(self.bias[phase][None, :] + self.parent[distinct])[inverse]
         scores = self.bias[phase][None, :] + self.parent[parent_ctx]
-        if neighbours is not None:
-            for d in range(4):
-                scores = scores + self.neighbour[d][neighbours[d]]
+        for d in range(4):
+            scores += self.neighbour[d][neighbours[d]]
+        return self._normalised(scores)
+
+    @staticmethod
+    def _normalised(scores: np.ndarray) -> np.ndarray:
         gap = np.minimum(scores.max(axis=1, keepdims=True) - scores, 255)
         freqs = _EXP[gap]
         return freqs / freqs.sum(axis=1, keepdims=True, dtype=np.int64)
