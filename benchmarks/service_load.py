@@ -370,7 +370,7 @@ def client(number: int, jobs: int, scenes: list[Scene], base: str, form: dict, a
 
 
 def service_job_counts(base: str) -> dict:
-    """eoz_jobs_total by outcome and eoz_queue_depth, from the service's /metrics."""
+    """eoz_jobs_total by outcome and eoz_queued_jobs, from the service's /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     counts: dict = {"jobs_total": {}, "queue_depth": {}}
@@ -380,7 +380,7 @@ def service_job_counts(base: str) -> dict:
             if sample.name == "eoz_jobs_total":
                 key = f"{sample.labels['kind']}/{sample.labels['model']}/{sample.labels['outcome']}"
                 counts["jobs_total"][key] = sample.value
-            elif sample.name == "eoz_queue_depth":
+            elif sample.name == "eoz_queued_jobs":
                 counts["queue_depth"][sample.labels["queue"]] = sample.value
     return counts
 

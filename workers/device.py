@@ -1,4 +1,4 @@
-"""Which device the codecs compute on, for the eoz_worker_device gauge."""
+"""Which device the codecs compute on, for the eoz_workers gauge."""
 
 from __future__ import annotations
 

@@ -9,6 +9,9 @@ survive worker restarts; a Redis flush resets them, which Prometheus treats as a
 
 Histograms are kept as cumulative bucket counts, so adding an observation is a handful of
 increments and reading needs no per-worker state.
+
+Names follow Prometheus' conventions, unit last (``eoz_input_bytes_total``,
+``eoz_job_duration_seconds``); deploy/monitoring/ has the dashboard and alert rules built on them.
 """
 
 from __future__ import annotations
@@ -28,20 +31,21 @@ from prometheus_client.core import (
 COUNTERS = {
     "eoz_jobs_total": ("Jobs that ended, by kind, model and outcome (finished, failed, abandoned).",
                        ("kind", "model", "outcome")),
-    "eoz_bytes_in_total": ("Bytes of job inputs (GeoTIFF or .eoz).", ("kind",)),
-    "eoz_bytes_out_total": ("Bytes of job results (.eoz or GeoTIFF).", ("kind",)),
+    "eoz_input_bytes_total": ("Bytes of job inputs (GeoTIFF or .eoz).", ("kind",)),
+    "eoz_output_bytes_total": ("Bytes of job results (.eoz or GeoTIFF).", ("kind",)),
 }
 HISTOGRAMS = {
-    "eoz_job_seconds": ("Wall time of a job, transfers included.", ("kind", "model"),
+    "eoz_job_duration_seconds": ("Wall time of a job, transfers included.", ("kind", "model"),
                         (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)),
-    "eoz_codec_seconds": ("Time spent encoding or decoding tiles.", ("kind", "model"),
+    "eoz_codec_duration_seconds": ("Time spent encoding or decoding tiles.", ("kind", "model"),
                           (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)),
     "eoz_compression_ratio": ("Raw array bytes over .eoz bytes, per compress job.", ("model",),
                               (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)),
-    "eoz_achieved_psnr_db": ("PSNR of the stored reconstruction against the input, per compress job.",
+    "eoz_achieved_psnr_decibels": ("PSNR of the stored reconstruction against the input, per compress job.",
                              ("model",), (20, 25, 30, 35, 40, 45, 50, 55, 60, 70, 80)),
 }
-DEVICE_DOC = "Workers by the torch device the codecs compute on (cpu or cuda)."
+DEVICE_DOC = ("Live workers by the torch device the codecs compute on (cpu or cuda); an RQ worker counts "
+              "while its heartbeat is current.")
 QUEUE_DOC = "Jobs waiting in each queue."
 
 
@@ -106,16 +110,16 @@ def record_job(tally: Tally, kind: str, model: str, outcome: str, seconds: float
     """Add one ended job; result is the job function's return value when it finished."""
     amounts = {_field("eoz_jobs_total", {"kind": kind, "model": model, "outcome": outcome}): 1.0}
     if seconds is not None:
-        _observe(amounts, "eoz_job_seconds", {"kind": kind, "model": model}, seconds)
+        _observe(amounts, "eoz_job_duration_seconds", {"kind": kind, "model": model}, seconds)
     if result:
-        _observe(amounts, "eoz_codec_seconds", {"kind": kind, "model": model}, result["codec_seconds"])
-        amounts[_field("eoz_bytes_in_total", {"kind": kind})] = result["input_bytes"]
-        amounts[_field("eoz_bytes_out_total", {"kind": kind})] = result["bytes"]
+        _observe(amounts, "eoz_codec_duration_seconds", {"kind": kind, "model": model}, result["codec_seconds"])
+        amounts[_field("eoz_input_bytes_total", {"kind": kind})] = result["input_bytes"]
+        amounts[_field("eoz_output_bytes_total", {"kind": kind})] = result["bytes"]
         if kind == "compress":
             _observe(amounts, "eoz_compression_ratio", {"model": model}, result["compression_ratio"])
             # exact results have no PSNR; a failed job's or a non-finite one is no quality figure
             if outcome == "finished" and result["psnr"] is not None and math.isfinite(result["psnr"]):
-                _observe(amounts, "eoz_achieved_psnr_db", {"model": model}, result["psnr"])
+                _observe(amounts, "eoz_achieved_psnr_decibels", {"model": model}, result["psnr"])
     tally.add(amounts)
 
 
@@ -144,11 +148,11 @@ class ServiceCollector:
             for key, total in sorted(series[name].items()):
                 family.add_metric([dict(key)[label] for label in labels], total)
             yield family
-        depth = GaugeMetricFamily("eoz_queue_depth", QUEUE_DOC, labels=("queue",))
+        depth = GaugeMetricFamily("eoz_queued_jobs", QUEUE_DOC, labels=("queue",))
         for queue, count in sorted(self.runner.queue_depths().items()):
             depth.add_metric([queue], count)
         yield depth
-        devices = GaugeMetricFamily("eoz_worker_device", DEVICE_DOC, labels=("device",))
+        devices = GaugeMetricFamily("eoz_workers", DEVICE_DOC, labels=("device",))
         found = self.runner.worker_devices()
         for device in sorted({"cpu", "cuda", *found}):
             devices.add_metric([device], found.get(device, 0))

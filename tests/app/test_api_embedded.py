@@ -81,12 +81,12 @@ def test_models_health_and_metrics(client, scene):
 
     wait_for_job(client, upload(client, scene[0], model="jpeg2000", quality=40).json()["status_url"])
     text = client.get("/metrics").text
-    for name in ("eoz_jobs_total", "eoz_job_seconds_bucket", "eoz_codec_seconds_bucket", "eoz_bytes_in_total",
-                 "eoz_bytes_out_total", "eoz_compression_ratio_bucket", "eoz_achieved_psnr_db_bucket",
-                 "eoz_queue_depth", "eoz_worker_device"):
+    for name in ("eoz_jobs_total", "eoz_job_duration_seconds_bucket", "eoz_codec_duration_seconds_bucket",
+                 "eoz_input_bytes_total", "eoz_output_bytes_total", "eoz_compression_ratio_bucket",
+                 "eoz_achieved_psnr_decibels_bucket", "eoz_queued_jobs", "eoz_workers"):
         assert name in text, name
     assert 'eoz_jobs_total{kind="compress",model="jpeg2000",outcome="finished"} 1.0' in text
-    assert 'eoz_worker_device{device="cpu"} 1.0' in text
+    assert 'eoz_workers{device="cpu"} 1.0' in text
 
 
 def test_features_job_returns_a_latent_geotiff(client, scene, tmp_path):

@@ -80,5 +80,5 @@ def test_learned_model_upload_then_window_decode_on_s3(client, s3, scene, tmp_pa
     text = client.get("/metrics").text
     assert 'eoz_jobs_total{kind="compress",model="tiny-vq",outcome="finished"} 1.0' in text
     assert 'eoz_jobs_total{kind="decompress",model="tiny-vq",outcome="finished"} 1.0' in text
-    assert 'eoz_worker_device{device="cpu"} 1.0' in text
-    assert 'eoz_queue_depth{queue="gpu"} 0.0' in text
+    assert 'eoz_workers{device="cpu"} 1.0' in text
+    assert 'eoz_queued_jobs{queue="gpu"} 0.0' in text

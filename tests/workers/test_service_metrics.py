@@ -52,19 +52,19 @@ def test_counters_histograms_and_gauges():
     samples = exposition(tally)
     finished = "[('kind', 'compress'), ('model', 'jpeg2000'), ('outcome', 'finished')]"
     assert samples["eoz_jobs_total" + finished] == 2
-    assert samples["eoz_bytes_in_total[('kind', 'compress')]"] == 2000
-    assert samples["eoz_bytes_out_total[('kind', 'compress')]"] == 200
+    assert samples["eoz_input_bytes_total[('kind', 'compress')]"] == 2000
+    assert samples["eoz_output_bytes_total[('kind', 'compress')]"] == 200
     seconds = "[('kind', 'compress'), ('le', '{}'), ('model', 'jpeg2000')]"
-    assert samples["eoz_job_seconds_bucket" + seconds.format("1.0")] == 0
-    assert samples["eoz_job_seconds_bucket" + seconds.format("2.5")] == 1
-    assert samples["eoz_job_seconds_bucket" + seconds.format("+Inf")] == 2
-    assert samples["eoz_job_seconds_sum[('kind', 'compress'), ('model', 'jpeg2000')]"] == 4.5
-    assert samples["eoz_achieved_psnr_db_count[('model', 'jpeg2000')]"] == 1  # exact results have no PSNR
+    assert samples["eoz_job_duration_seconds_bucket" + seconds.format("1.0")] == 0
+    assert samples["eoz_job_duration_seconds_bucket" + seconds.format("2.5")] == 1
+    assert samples["eoz_job_duration_seconds_bucket" + seconds.format("+Inf")] == 2
+    assert samples["eoz_job_duration_seconds_sum[('kind', 'compress'), ('model', 'jpeg2000')]"] == 4.5
+    assert samples["eoz_achieved_psnr_decibels_count[('model', 'jpeg2000')]"] == 1  # exact results have no PSNR
     assert samples["eoz_compression_ratio_count[('model', 'jpeg2000')]"] == 2
-    assert samples["eoz_codec_seconds_count[('kind', 'compress'), ('model', 'jpeg2000')]"] == 2
-    assert samples["eoz_queue_depth[('queue', 'gpu')]"] == 3
-    assert samples["eoz_worker_device[('device', 'cpu')]"] == 2
-    assert samples["eoz_worker_device[('device', 'cuda')]"] == 0
+    assert samples["eoz_codec_duration_seconds_count[('kind', 'compress'), ('model', 'jpeg2000')]"] == 2
+    assert samples["eoz_queued_jobs[('queue', 'gpu')]"] == 3
+    assert samples["eoz_workers[('device', 'cpu')]"] == 2
+    assert samples["eoz_workers[('device', 'cuda')]"] == 0
 
 
 def test_the_redis_tally_adds_up_across_processes_like_memory(redis_url):
@@ -83,7 +83,7 @@ def test_no_psnr_is_recorded_for_jobs_that_failed_or_measured_nothing_finite():
     record_job(tally, "compress", "jpeg2000", "finished", 1.0, {**RESULT, "psnr": math.nan})
     record_job(tally, "compress", "jpeg2000", "finished", 1.0, {**RESULT, "psnr": -math.inf})
     samples = exposition(tally)
-    assert "eoz_achieved_psnr_db_count[('model', 'jpeg2000')]" not in samples
+    assert "eoz_achieved_psnr_decibels_count[('model', 'jpeg2000')]" not in samples
     assert samples["eoz_jobs_total[('kind', 'compress'), ('model', 'jpeg2000'), ('outcome', 'failed')]"] == 1
 
 
