@@ -23,7 +23,8 @@ def test_the_embedded_default(service_env, tmp_path, tiny_models):
     assert said["data"] == str(tmp_path / "eoz-data")
     assert said["runner"] == "embedded, 3 worker processes (EOZ_WORKERS)"
     assert said["store"] == f"filesystem {tmp_path / 'eoz-data' / 'store'}"
-    assert said["models"] == f"jpeg2000, tiny-hp 1, tiny-predictive 1, tiny-vq 1, tiny-wavelet 1 (from {tiny_models.root})"
+    models = "jpeg2000, tiny-hp 1, tiny-predictive 1, tiny-vq 1, tiny-wavelet 1"
+    assert said["models"] == f"{models} (from {tiny_models.root})"
     assert said["docs"] == "http://127.0.0.1:8123/docs"
 
 
@@ -43,8 +44,9 @@ def test_eoz_serve_prints_it_before_uvicorn(service_env, tmp_path):
     port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "eoz.cli", "serve", "--port", str(port)], cwd=tmp_path,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen([sys.executable, "-m", "eoz.cli", "serve", "--port", str(port)],
+                                  cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,
+                                  stderr=subprocess.STDOUT)
 
     def healthy():
         try:
