@@ -17,7 +17,21 @@ TRAINABLE = {"vqvae-fpn-s2-10m": ("s2-10m", "vqvae-fpn"), "hyperprior-s2-10m": (
 
 
 def _block(value: str) -> int | None:
-    return None if value == "global" else int(value)
+    """--block: 16, 32, 64 or global (one target per tile), said so when it is anything else."""
+    from eoz.quality import BLOCK_SIZES
+
+    if value == "global":
+        return None
+    if value not in {str(size) for size in BLOCK_SIZES}:
+        sizes = ", ".join(map(str, sorted(BLOCK_SIZES)))
+        raise argparse.ArgumentTypeError(f"block is {sizes} or global, not {value}")
+    return int(value)
+
+
+def _check_output_folder(path: Path) -> None:
+    """Say so up front rather than with the errno of a scratch file, after the work."""
+    if not path.parent.is_dir():
+        raise EozError(f"the output folder {path.parent} does not exist")
 
 
 def _resolve(args, meta=None):
@@ -45,7 +59,7 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
     q.add_argument("--psnr", type=float, help="target PSNR (at --peak) that every block (or tile) reaches")
     q.add_argument("--mse", type=float, help="target MSE in original units, per block (or tile)")
     q.add_argument("--lambda", type=float, help="fixed rate-distortion lambda (64..65536)")
-    q.add_argument("--block", type=_block, default=None, choices=[16, 32, 64, None], metavar="64|32|16|global",
+    q.add_argument("--block", type=_block, default=None, metavar="64|32|16|global",
                    help="block edge over which the target holds (default global: per tile)")
     q.add_argument("--open-loop", action="store_true", help="quality model only, no closed-loop correction")
     q.add_argument("--peak", type=float, help="PSNR peak, any codec (default: the model's, else 255 for "
@@ -67,23 +81,40 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compress(args) -> dict:
+    from eoz.evaluation import measure_file, size_figures, stated_quality
+    from eoz.progress import bar
     from eoz.scene import compress_file
 
+    _check_output_folder(args.output)
     resolved = _resolve(args)
-    header = compress_file(args.input, args.output, resolved.codec(), args.tile_size, args.overlap)
+    with bar("compress", quiet=args.quiet) as progress:
+        header = compress_file(args.input, args.output, resolved.codec(), args.tile_size, args.overlap, progress)
     size = Path(args.output).stat().st_size
-    result = {"output": str(args.output), "bytes": size, "tiles": header.tile_count,
-              "model_id": header.model_id or header.codec, "model_version": header.model_version,
-              "lossless": header.lossless}
+    quality = stated_quality(header)
+    if args.measure:
+        with bar("measure", quiet=args.quiet) as progress:
+            quality["measured"] = measure_file(args.output, args.input, resolved.peak, progress=progress)
+    else:
+        quality["measured"] = None
+        if len(quality) == 1:
+            quality["note"] = "not measured: --measure decodes the file once to measure it"
+    result = {"output": str(args.output), "bytes": size,
+              **size_figures(header.height, header.width, len(header.bands), header.dtype, size),
+              "tiles": header.tile_count, "model_id": header.model_id or header.codec,
+              "model_version": header.model_version, "lossless": header.lossless, "quality": quality}
     if resolved.reason:
         result["picked"] = resolved.reason
     return result
 
 
 def cmd_decompress(args) -> dict:
+    from eoz.progress import bar
     from eoz.scene import decompress_file
 
-    meta = decompress_file(args.input, args.output, tuple(args.window) if args.window else None, args.cog)
+    _check_output_folder(args.output)
+    with bar("decompress", quiet=args.quiet) as progress:
+        meta = decompress_file(args.input, args.output, tuple(args.window) if args.window else None, args.cog,
+                               progress=progress)
     return {"output": str(args.output), "width": meta.width, "height": meta.height,
             "bands": meta.band_names, "cog": args.cog}
 
@@ -104,11 +135,14 @@ def cmd_info(args) -> dict:
 
 def cmd_eval(args) -> dict:
     from eoz.evaluation import evaluate
+    from eoz.progress import bar
     from eoz.raster import read_raster
 
     array, meta = read_raster(args.input)
     resolved = _resolve(args, meta)
-    return evaluate(array, meta, resolved.codec(), args.tile_size, resolved.peak, overlap=args.overlap)
+    with bar("eval", quiet=args.quiet) as progress:
+        return evaluate(array, meta, resolved.codec(), args.tile_size, resolved.peak, overlap=args.overlap,
+                        progress=progress)
 
 
 def cmd_verify(args) -> dict:
@@ -119,27 +153,73 @@ def cmd_verify(args) -> dict:
 
 def cmd_features(args) -> dict:
     from eoz.features import extract_features
+    from eoz.progress import bar
     from eoz.raster import read_meta
     from eoz.resolve import resolve
 
+    _check_output_folder(args.output)
     codec = resolve(args.model, args.version, {}, read_meta(args.input), codecs=("vqvae-fpn",)).codec()
-    meta = extract_features(args.input, args.output, codec, quantized=not args.continuous, tile_size=args.tile_size)
+    with bar("features", quiet=args.quiet) as progress:
+        meta = extract_features(args.input, args.output, codec, quantized=not args.continuous,
+                                tile_size=args.tile_size, progress=progress)
     return {"output": str(args.output), "width": meta.width, "height": meta.height, "channels": meta.count,
             "quantized": not args.continuous}
 
 
-def cmd_models(args) -> list:
+def cmd_models(args) -> list | None:
+    """A table, one row per model version; --json: the full records."""
     from eoz.registry import ModelStore
+    from eoz.resolve import JPEG2000_DTYPES
 
-    return [e.summary() for e in ModelStore().entries()] + [
-        {"model_id": "jpeg2000", "codec": "jpeg2000", "bands": "any",
-         "description": "OpenJPEG JPEG 2000 baseline: lossless, fixed quality or target PSNR, "
-                        "optional spectral KLT"}]
+    entries = ModelStore().entries()
+    if args.json:
+        return [e.summary() for e in entries] + [
+            {"model_id": "jpeg2000", "codec": "jpeg2000", "bands": "any", "dtype": list(JPEG2000_DTYPES),
+             "description": JPEG2000_DESCRIPTION}]
+    print(_models_table(entries))
+    return None
+
+
+JPEG2000_DESCRIPTION = "OpenJPEG JPEG 2000 baseline: lossless, fixed quality or target PSNR, optional spectral KLT"
+
+
+def _models_table(entries) -> str:
+    """Id, version, codec, band count, size and dtypes in columns; under each row what it is
+    for, the quality options its codec honours and auto's default for it."""
+    import shutil
+    import textwrap
+
+    from eoz.resolve import JPEG2000_DTYPES, JPEG2000_ENTRY, default_quality, dtypes, honoured
+
+    width = shutil.get_terminal_size((100, 24)).columns
+    rows, notes = [("MODEL", "VERSION", "CODEC", "BANDS", "SIZE", "DTYPE")], []
+    for entry in [*entries, JPEG2000_ENTRY]:
+        builtin = entry is JPEG2000_ENTRY
+        size = sum(f.stat().st_size for f in entry.path.iterdir() if f.is_file()) if not builtin else None
+        taken = JPEG2000_DTYPES if builtin else dtypes(entry)
+        rows.append((entry.model_id, entry.version or "-", entry.codec, str(len(entry.bands) or "any"),
+                     "built in" if builtin else _size(size), ",".join(taken) if taken else "any"))
+        flags = " ".join(f"--{o.replace('_', '-')}" for o in honoured(entry.codec)) or "none"
+        default = " ".join(f"--{k} {v:g}" for k, v in default_quality(entry).items())
+        description = JPEG2000_DESCRIPTION if builtin else entry.manifest.get("description", "")
+        notes.append([*textwrap.wrap(description, width - 4),
+                      f"quality options: {flags}" + (f"; auto's default: {default}" if default else "")])
+    columns = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(rows[0], columns)).rstrip()]
+    for row, note in zip(rows[1:], notes):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, columns)).rstrip())
+        lines += [f"    {line}" for line in note]
+    return "\n".join(lines)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e3:.0f} kB" if size < 1e6 else f"{size / 1e6:.1f} MB"
 
 
 def cmd_train(args) -> dict:
     import torch
 
+    from eoz.progress import bar
     from eoz.train import export, recipe, train
     from eoz.train_partition import export_partition, train_partition
 
@@ -155,7 +235,8 @@ def cmd_train(args) -> dict:
     if args.steps:
         cfg.steps = args.steps
     partition = codec == "spectral-partition"
-    (train_partition if partition else train)(run_dir, cfg, device=args.device)
+    with bar("train", unit="step", quiet=args.quiet) as progress:
+        (train_partition if partition else train)(run_dir, cfg, device=args.device, progress=progress)
     result = {"run_dir": str(run_dir)}
     if args.export:
         manifest = (export_partition if partition else export)(run_dir, args.export, description=args.description)
@@ -215,21 +296,42 @@ def cmd_cleanup(args) -> dict:
         records.close()
 
 
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (there is none anyway when stderr is not a terminal)")
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    from eoz.container import FORMAT_VERSION
+
+    return f"eoz {version('eoz')} (.eoz format {FORMAT_VERSION})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eoz", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compress", help="GeoTIFF -> .eoz")
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
     _add_codec_options(p)
+    p.add_argument("--measure", action="store_true",
+                   help="decode the file once and report its PSNR and MSE (without it: what the encoder "
+                        "guarantees, when it does)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help=".eoz -> GeoTIFF or COG")
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
-    p.add_argument("--window", type=int, nargs=4, metavar=("COL_OFF", "ROW_OFF", "WIDTH", "HEIGHT"))
+    p.add_argument("--window", type=int, nargs=4, metavar=("COL", "ROW", "WIDTH", "HEIGHT"),
+                   help="decode only this part: column and row of its top-left pixel, then its width and "
+                        "height, in pixels of the image")
     p.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
+    _add_quiet(p)
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("info", help="print a .eoz header and tile table summary as JSON")
@@ -239,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="compress and decompress in memory; print size and quality")
     p.add_argument("input", type=Path)
     _add_codec_options(p)
+    _add_quiet(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("verify", help="check a .eoz against its original: exit 0 when every sample is exact "
@@ -255,9 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continuous", action="store_true",
                    help="the encoder's features before quantization instead of codebook vectors")
     p.add_argument("--tile-size", type=int, default=512, help="tile edge in pixels (default 512)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("models", help="list the models in model_store")
+    p = sub.add_parser("models", help="list the models in model_store (and jpeg2000) as a table")
+    p.add_argument("--json", action="store_true", help="the full records as JSON (bands, hashes, validation)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train (or resume) a model; optionally publish it")
@@ -268,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--export", metavar="VERSION", help="publish to model_store as this version")
     p.add_argument("--description", default="", help="what the published model is for")
+    _add_quiet(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("serve", help="run the HTTP API (embedded default: jobs and storage in-process)")

@@ -7,27 +7,75 @@ per band on original units.
 
 from __future__ import annotations
 
+import math
 import time
+from pathlib import Path
 
 import numpy as np
 
 from eoz import metrics
 from eoz.codecs import Codec, VQVAECodec
-from eoz.container import EozReader
-from eoz.raster import RasterMeta
+from eoz.container import EozReader, Header
+from eoz.raster import Limits, RasterMeta, RasterReader
 from eoz.registry import ModelStore
 from eoz.resolve import S2_PEAK
-from eoz.scene import compress_array, decompress_array
+from eoz.scene import Progress, compress_array, decode_scene, decompress_array
 from eoz.tiling import padded_shape
 
 
+def size_figures(height: int, width: int, bands: int, dtype: str, size: int) -> dict:
+    """Ratio against the raw array bytes and bits per sample (per pixel per band), file bytes included."""
+    itemsize = np.dtype(dtype).itemsize
+    return {"raw_bytes": height * width * bands * itemsize,
+            "compression_ratio": metrics.compression_ratio(height, width, bands, itemsize, size),
+            "bpp_per_band": metrics.bits_per_pixel_per_band(size, height, width, bands)}
+
+
+def stated_quality(header: Header) -> dict:
+    """What a file's quality is known to be without decoding it, from what its encoder held to:
+    exact, a bound on every sample, or a PSNR (MSE) that every block or tile reached (closed
+    loop; JPEG 2000's target search measures each tile). Empty where only a decode would tell
+    (VQ, a fixed lambda or quality level, open loop)."""
+    q = header.quality
+    if header.lossless:
+        return {"exact": True}
+    if "max_error" in q:
+        return {"max_error_per_band": list(q["max_error"]) * (len(header.bands) if len(q["max_error"]) == 1 else 1)}
+    per = f"block of {q['block']} px" if q.get("block") else "tile"
+    if "target_psnr" in q:
+        return {"psnr_at_least": q["target_psnr"], "psnr_peak": q["peak"], "per": per}
+    if q.get("closed_loop") and "mse" in q:
+        held = {"psnr_at_least": q["psnr"]} if "psnr" in q else {"mse_at_most": q["mse"]}
+        return {**held, "psnr_peak": q["peak"], "per": per}
+    return {}
+
+
+def measure_file(eoz_path: str | Path, tif_path: str | Path, peak: float, limits: Limits = Limits(),
+                 store: ModelStore | None = None, progress: Progress | None = None) -> dict:
+    """MSE and PSNR (at ``peak``) of an .eoz against its original GeoTIFF, decoded tile by
+    tile (bounded memory); PSNR None when exact."""
+    squared, count = 0.0, 0
+    with EozReader(eoz_path) as reader, RasterReader(tif_path, limits) as original_reader:
+        for piece, col, row in decode_scene(reader, store=store, progress=progress):
+            original = original_reader.read((col, row, piece.shape[2], piece.shape[1]))[0]
+            diff = original.astype(np.float64) - piece.astype(np.float64)
+            squared += float(np.square(diff).sum())
+            count += diff.size
+    mse = squared / count
+    return {"mse": mse, "psnr": 10 * math.log10(peak * peak / mse) if mse > 0 else None, "psnr_peak": peak}
+
+
 def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int | None = None,
-             peak: float = S2_PEAK, store: ModelStore | None = None, overlap: int | None = None) -> dict:
-    """Measure one codec on one image; ``store`` is where the decoder finds the pinned model."""
+             peak: float = S2_PEAK, store: ModelStore | None = None, overlap: int | None = None,
+             progress: Progress | None = None) -> dict:
+    """Measure one codec on one image; ``store`` is where the decoder finds the pinned model.
+    ``progress`` counts each tile twice, encoded then decoded."""
+    encoding = progress and (lambda done, total: progress(done, 2 * total))
+    decoding = progress and (lambda done, total: progress(total + done, 2 * total))
     start = time.perf_counter()
-    data = compress_array(array, meta, codec, tile_size, overlap)
+    data = compress_array(array, meta, codec, tile_size, overlap, encoding)
     encoded = time.perf_counter()
-    recon, _ = decompress_array(data, store=store)
+    recon, _ = decompress_array(data, store=store, progress=decoding)
     decoded = time.perf_counter()
     bands, h, w = array.shape
     ssim_bands = metrics.ssim_per_band(array, recon)
@@ -36,9 +84,7 @@ def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int |
         "shape": [bands, h, w],
         "dtype": str(array.dtype),
         "bytes": len(data),
-        "raw_bytes": array.nbytes,
-        "compression_ratio": metrics.compression_ratio(h, w, bands, array.itemsize, len(data)),
-        "bpp_per_band": metrics.bits_per_pixel_per_band(len(data), h, w, bands),
+        **size_figures(h, w, bands, str(array.dtype), len(data)),
         "peak": peak,
         "psnr": metrics.psnr(array, recon, peak),
         "psnr_per_band": [metrics.psnr(array[b], recon[b], peak) for b in range(bands)],

@@ -19,6 +19,7 @@ from rasterio.transform import Affine
 from eoz.codecs import DEFAULT_TILE_SIZE, VQVAECodec, fill_nodata
 from eoz.errors import InputError
 from eoz.raster import Limits, RasterMeta, RasterReader, RasterWriter
+from eoz.scene import Progress
 from eoz.tiling import pad_to_multiple
 
 
@@ -30,8 +31,10 @@ def feature_meta(meta: RasterMeta, factor: int, channels: int) -> RasterMeta:
 
 
 def extract_features(in_path: str | Path, out_path: str | Path, codec: VQVAECodec, quantized: bool = True,
-                     tile_size: int = DEFAULT_TILE_SIZE, limits: Limits = Limits()) -> RasterMeta:
-    """Write the top-level latents of the GeoTIFF at in_path (quantized: the codebook vectors)."""
+                     tile_size: int = DEFAULT_TILE_SIZE, limits: Limits = Limits(),
+                     progress: Progress | None = None) -> RasterMeta:
+    """Write the top-level latents of the GeoTIFF at in_path (quantized: the codebook vectors);
+    ``progress`` hears of each tile written."""
     if not isinstance(codec, VQVAECodec):
         raise InputError("features come from the top level of a VQVAE-FPN model")
     factor = codec.config.factor
@@ -40,20 +43,22 @@ def extract_features(in_path: str | Path, out_path: str | Path, codec: VQVAECode
     with RasterReader(in_path, limits) as reader:
         codec.check_input(reader.meta)
         out_meta = feature_meta(reader.meta, factor, codec.config.embedding_dim)
-        _write_features(reader, out_path, out_meta, codec, quantized, tile_size)
+        _write_features(reader, out_path, out_meta, codec, quantized, tile_size, progress)
     return out_meta
 
 
 def _write_features(reader: RasterReader, out_path, out_meta: RasterMeta, codec: VQVAECodec, quantized: bool,
-                    tile_size: int) -> None:
+                    tile_size: int, progress: Progress | None) -> None:
     meta, factor = reader.meta, codec.config.factor
+    corners = [(row, col) for row in range(0, meta.height, tile_size) for col in range(0, meta.width, tile_size)]
     with RasterWriter(out_path, out_meta) as writer:
-        for row in range(0, meta.height, tile_size):
-            for col in range(0, meta.width, tile_size):
-                w, h = min(tile_size, meta.width - col), min(tile_size, meta.height - row)
-                tile, _ = fill_nodata(reader.read((col, row, w, h))[0], meta.nodata)
-                x = torch.from_numpy(codec.normalizer.forward(pad_to_multiple(tile, factor)))[None]
-                with torch.no_grad():
-                    latents = codec.model.top_latents(x.to(codec.device), quantized)[0].cpu().numpy()
-                writer.write(latents[:, :math.ceil(h / factor), :math.ceil(w / factor)].astype(np.float32),
-                             col // factor, row // factor)
+        for done, (row, col) in enumerate(corners, start=1):
+            w, h = min(tile_size, meta.width - col), min(tile_size, meta.height - row)
+            tile, _ = fill_nodata(reader.read((col, row, w, h))[0], meta.nodata)
+            x = torch.from_numpy(codec.normalizer.forward(pad_to_multiple(tile, factor)))[None]
+            with torch.no_grad():
+                latents = codec.model.top_latents(x.to(codec.device), quantized)[0].cpu().numpy()
+            writer.write(latents[:, :math.ceil(h / factor), :math.ceil(w / factor)].astype(np.float32),
+                         col // factor, row // factor)
+            if progress:
+                progress(done, len(corners))

@@ -113,7 +113,7 @@ CAPABILITIES = {
 
 
 # JPEG 2000 needs no model; an entry that takes any raster keeps it under the same rules
-_JPEG2000_ENTRY = ModelEntry(JPEG2000, None, Path(), {"codec": JPEG2000, "bands": [], "dtype": JPEG2000_DTYPES})
+JPEG2000_ENTRY = ModelEntry(JPEG2000, None, Path(), {"codec": JPEG2000, "bands": [], "dtype": JPEG2000_DTYPES})
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def resolve(model: str, version: str | None = None, options: dict | None = None,
     if model == AUTO and meta is None:
         return _deferred_auto(given, codecs)
     entry, reason = _auto(given, meta, store, codecs) if model == AUTO else (
-        _JPEG2000_ENTRY if model == JPEG2000 else store.get(model, version), None)
+        JPEG2000_ENTRY if model == JPEG2000 else store.get(model, version), None)
     codec = entry.codec
     capability = CAPABILITIES.get(codec)
     label = f"model {entry.model_id!r} (codec {codec})"
@@ -266,12 +266,12 @@ def _check_fits(entry: ModelEntry, meta: RasterMeta, store: ModelStore) -> None:
     """Refuse a raster the model was not trained for (bands, dtype), naming the models that take it."""
     if _takes(entry, meta):
         return
-    takers = [e.model_id for e in (_JPEG2000_ENTRY, *store.newest()) if _takes(e, meta)]
+    takers = [e.model_id for e in (JPEG2000_ENTRY, *store.newest()) if _takes(e, meta)]
     if entry.bands and meta.count != len(entry.bands):
         why = f"expects {len(entry.bands)} bands {entry.bands}; the raster has {meta.count} {meta.band_names}"
     else:
         taken = ", ".join(dtypes(entry))
-        why = (f"takes {taken} rasters (what OpenJPEG codes exactly here)" if entry is _JPEG2000_ENTRY
+        why = (f"takes {taken} rasters (what OpenJPEG codes exactly here)" if entry is JPEG2000_ENTRY
                else f"was trained on {taken} rasters and takes only those") + f"; the raster is {meta.dtype}"
     raise InputError(f"model {entry.model_id!r} {why}; models that take it: {', '.join(takers) or 'none'}")
 
@@ -311,7 +311,7 @@ def _auto(given: dict, meta: RasterMeta, store: ModelStore,
     lossless or a bound; JPEG 2000 when only it can, or when no model fits."""
     codecs = _honouring(given, usable)
     if codecs == [JPEG2000]:
-        return _JPEG2000_ENTRY, f"jpeg2000: it alone honours {', '.join(o for o in given if o not in COMMON)}"
+        return JPEG2000_ENTRY, f"jpeg2000: it alone honours {', '.join(o for o in given if o not in COMMON)}"
     # with a PSNR or MSE target the wavelet model (measured ahead on every sensor:
     # benchmarks/results/rd_sensors_wavelet.md) wins over the older hyperpriors; lossless
     # and bounded error go to the predictive model (benchmarks/results/lossless.md)
@@ -324,11 +324,11 @@ def _auto(given: dict, meta: RasterMeta, store: ModelStore,
         entry, why = _Honouring(store, codecs).pick(meta.band_names, meta.dtype, preferred)
     except UnknownModelError:   # JPEG 2000, if it honours the options and takes the raster
         asked_for = f" and honours {', '.join(map(_flag, asked))}" if asked else ""
-        if JPEG2000 not in codecs or not _takes(_JPEG2000_ENTRY, meta):
-            takers = [e.model_id for e in (_JPEG2000_ENTRY, *store.newest()) if _takes(e, meta)]
+        if JPEG2000 not in codecs or not _takes(JPEG2000_ENTRY, meta):
+            takers = [e.model_id for e in (JPEG2000_ENTRY, *store.newest()) if _takes(e, meta)]
             raise UnknownModelError(f"no model fits a {_raster(meta)}{asked_for}; models that take the raster: "
                                     f"{', '.join(takers) or 'none'}") from None
-        return _JPEG2000_ENTRY, f"jpeg2000: no model in the store fits the raster{asked_for}"
+        return JPEG2000_ENTRY, f"jpeg2000: no model in the store fits the raster{asked_for}"
     if entry.codec != preferred:
         why = f"no {preferred} model takes a {_raster(meta)}; {why}"
     return entry, f"{entry.model_id} version {entry.version}: {why}"

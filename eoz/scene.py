@@ -23,6 +23,10 @@ from eoz.raster import RasterMeta, RasterReader, RasterWriter, window_transform
 from eoz.registry import ModelStore
 from eoz.tiling import tiles_in_window
 
+# A progress callback: (tiles done, tiles in all), called after each tile. The CLI's bars
+# (eoz.progress) and the service's job progress (workers.context) both take it.
+Progress = Callable[[int, int], None]
+
 
 def header_meta(header: Header, window: tuple[int, int, int, int] | None = None) -> RasterMeta:
     """RasterMeta of the decoded image, or of a (col_off, row_off, width, height) window of it."""
@@ -42,7 +46,7 @@ def tile_size_for(meta: RasterMeta, codec: Codec, overlap: int | None = None) ->
 
 def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: RasterMeta,
                  codec: Codec, out: BinaryIO, tile_size: int | None = None,
-                 overlap: int | None = None) -> Header:
+                 overlap: int | None = None, progress: Progress | None = None) -> Header:
     """Encode tile by tile; read_window(col_off, row_off, width, height) gives each tile.
 
     Each tile codes its own area plus ``overlap`` pixels of context on every side (the
@@ -74,56 +78,63 @@ def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: 
             pending.append(prepare_tile(codec, read_window(c0, r0, coded_w, coded_h), meta.nodata, kept))
             if len(pending) == codec.batch_tiles or index == header.tile_count - 1:
                 bodies = codec.encode_tiles([(padded, valid) for _, padded, valid in pending])
-                for (prefix, _, _), body in zip(pending, bodies):
+                for done, ((prefix, _, _), body) in enumerate(zip(pending, bodies), start=index + 2 - len(pending)):
                     writer.write_tile(prefix + body)
+                    if progress:
+                        progress(done, header.tile_count)
                 pending = []
     return header
 
 
 def decode_scene(reader: EozReader, window: tuple[int, int, int, int] | None = None,
-                 store: ModelStore | None = None):
+                 store: ModelStore | None = None, progress: Progress | None = None):
     """Yield (array, col_off, row_off) pieces of the window (or the image), tile by tile.
 
     Only the tiles the window touches are read and decoded; offsets are relative to the window.
+    ``progress`` hears of each tile decoded, before its piece is yielded.
     """
     header = reader.header
     codec = codec_for_header(header, store).for_raster(header_meta(header))
     col0, row0, width, height = window or (0, 0, header.width, header.height)
-    for index in tiles_in_window(header, col0, row0, width, height):
+    indices = tiles_in_window(header, col0, row0, width, height)
+    for done, index in enumerate(indices, start=1):
         t_row, t_col, h, w = header.tile_bounds(index)
         tile = decode_tile_payload(codec, reader.read_tile(index), header, index)
         r0, c0 = max(row0, t_row), max(col0, t_col)
         r1, c1 = min(row0 + height, t_row + h), min(col0 + width, t_col + w)
+        if progress:
+            progress(done, len(indices))
         yield tile[:, r0 - t_row:r1 - t_row, c0 - t_col:c1 - t_col], c0 - col0, r0 - row0
 
 
-def compress_array(array: np.ndarray, meta: RasterMeta, codec: Codec,
-                   tile_size: int | None = None, overlap: int | None = None) -> bytes:
+def compress_array(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int | None = None,
+                   overlap: int | None = None, progress: Progress | None = None) -> bytes:
     if array.shape != (meta.count, meta.height, meta.width):
         raise InputError(f"array shape {array.shape} does not match its meta")
     out = io.BytesIO()
-    encode_scene(lambda c, r, w, h: array[:, r:r + h, c:c + w], meta, codec, out, tile_size, overlap)
+    encode_scene(lambda c, r, w, h: array[:, r:r + h, c:c + w], meta, codec, out, tile_size, overlap, progress)
     return out.getvalue()
 
 
-def decompress_array(source, window=None, store: ModelStore | None = None) -> tuple[np.ndarray, RasterMeta]:
+def decompress_array(source, window=None, store: ModelStore | None = None,
+                     progress: Progress | None = None) -> tuple[np.ndarray, RasterMeta]:
     with EozReader(source) as reader:
         meta = header_meta(reader.header, window)
         out = np.empty((meta.count, meta.height, meta.width), dtype=meta.dtype)
-        for piece, col, row in decode_scene(reader, window, store):
+        for piece, col, row in decode_scene(reader, window, store, progress):
             out[:, row:row + piece.shape[1], col:col + piece.shape[2]] = piece
     return out, meta
 
 
-def compress_file(in_path: str | Path, out_path: str | Path, codec: Codec,
-                  tile_size: int | None = None, overlap: int | None = None) -> Header:
+def compress_file(in_path: str | Path, out_path: str | Path, codec: Codec, tile_size: int | None = None,
+                  overlap: int | None = None, progress: Progress | None = None) -> Header:
     """GeoTIFF -> .eoz, reading one tile window at a time; no partial file on failure."""
     out_path = Path(out_path)
     part = out_path.with_name(out_path.name + ".part")
     try:
         with RasterReader(in_path) as reader, open(part, "wb") as out:
             header = encode_scene(lambda c, r, w, h: reader.read((c, r, w, h))[0],
-                                  reader.meta, codec, out, tile_size, overlap)
+                                  reader.meta, codec, out, tile_size, overlap, progress)
         part.replace(out_path)
     finally:
         part.unlink(missing_ok=True)
@@ -131,11 +142,11 @@ def compress_file(in_path: str | Path, out_path: str | Path, codec: Codec,
 
 
 def decompress_file(in_path: str | Path, out_path: str | Path, window=None, cog: bool = False,
-                    store: ModelStore | None = None) -> RasterMeta:
+                    store: ModelStore | None = None, progress: Progress | None = None) -> RasterMeta:
     """.eoz -> GeoTIFF/COG, written tile by tile."""
     with EozReader(in_path) as reader:
         meta = header_meta(reader.header, window)
         with RasterWriter(out_path, meta, cog=cog) as writer:
-            for piece, col, row in decode_scene(reader, window, store):
+            for piece, col, row in decode_scene(reader, window, store, progress):
                 writer.write(piece, col, row)
     return meta

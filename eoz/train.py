@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -142,8 +143,10 @@ def _hyperprior_loss(model: ModulatedHyperprior, x: torch.Tensor, cfg: TrainConf
 FAMILIES = {"vqvae-fpn": (VQVAEFPN, _vq_loss), "hyperprior": (ModulatedHyperprior, _hyperprior_loss)}
 
 
-def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") -> Path:
-    """Train (or resume) the run in run_dir; returns the checkpoint path."""
+def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu",
+          progress: Callable[[int, int], None] | None = None) -> Path:
+    """Train (or resume) the run in run_dir; returns the checkpoint path. ``progress`` hears
+    (steps done, steps in all) after each step."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
     if config_path.exists():
@@ -192,6 +195,8 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu") ->
             loss.backward()
             optimizer.step()
             step += 1
+            if progress:
+                progress(step, cfg.steps)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             if step % cfg.log_every == 0:

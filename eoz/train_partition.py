@@ -9,6 +9,7 @@ the same partition. Each sub-model is an ordinary resumable run in its own subfo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -41,11 +42,15 @@ def sub_runs(run_dir: Path, split_name: str) -> list[tuple[int, bool, Path, str]
     return runs
 
 
-def train_partition(run_dir: Path, cfg: TrainConfig, device: str = "cpu") -> None:
+def train_partition(run_dir: Path, cfg: TrainConfig, device: str = "cpu",
+                    progress: Callable[[int, int], None] | None = None) -> None:
+    """Every sub-model in turn; ``progress`` hears (steps done, steps in all) over all of them."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    for _, _, sub_dir, name in sub_runs(run_dir, cfg.split):
-        train(sub_dir, replace(cfg, split=name), device)
+    runs = sub_runs(run_dir, cfg.split)
+    for k, (_, _, sub_dir, name) in enumerate(runs):
+        train(sub_dir, replace(cfg, split=name), device,
+              progress and (lambda done, total, k=k: progress(k * total + done, len(runs) * total)))
 
 
 VALIDATION_PSNRS = (40.0, 45.0, 50.0)

@@ -10,7 +10,6 @@ Each returns a small JSON-able dict: the result key and what it measured.
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import time
@@ -18,17 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
-from eoz import metrics
 from eoz.codecs import JPEG2000Codec, codec_for_model
 from eoz.container import EozReader
 from eoz.errors import InputError
+from eoz.evaluation import measure_file, size_figures
 from eoz.features import extract_features
 from eoz.raster import RasterReader, RasterWriter
 from eoz.resolve import resolve
-from eoz.scene import decode_scene, encode_scene, header_meta, tile_size_for
-from eoz.tiling import tiles_in_window
+from eoz.scene import decode_scene, encode_scene, header_meta
 from workers import context
 from workers.keys import result_key, temp_key
 from workers.models import archive_model, pinned_model_store
@@ -66,22 +62,6 @@ def _publish(store: ObjectStore, job_id: str, path: Path, suffix: str) -> str:
     return final
 
 
-def _measure(eoz_path: Path, tif_path: Path, limits, peak: float, progress) -> dict:
-    """MSE and PSNR (at the peak the target was set at) of the stored file against the input,
-    tile by tile (bounded memory)."""
-    squared, count = 0.0, 0
-    with EozReader(eoz_path) as reader, RasterReader(tif_path, limits) as original_reader:
-        total = reader.header.tile_count
-        for done, (piece, col, row) in enumerate(decode_scene(reader), start=1):
-            original = original_reader.read((col, row, piece.shape[2], piece.shape[1]))[0]
-            diff = original.astype(np.float64) - piece.astype(np.float64)
-            squared += float(np.square(diff).sum())
-            count += diff.size
-            progress(done / total)
-    mse = squared / count
-    return {"mse": mse, "psnr": 10 * math.log10(peak * peak / mse) if mse > 0 else None, "psnr_peak": peak}
-
-
 def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | None = None,
              version: str | None = None, params: dict | None = None, tile_size: int | None = None,
              picked: str | None = None) -> dict:
@@ -99,30 +79,19 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
             meta = reader.meta
             resolved = resolve(model, version, params or {}, meta)
             codec = resolved.codec()
-            tile_size = tile_size or tile_size_for(meta, codec)
-            tiles = math.ceil(meta.height / tile_size) * math.ceil(meta.width / tile_size)
-            read = 0
-
-            def read_window(col: int, row: int, width: int, height: int) -> np.ndarray:
-                nonlocal read
-                read += 1
-                ctx.report_progress(0.75 * (read - 1) / tiles)
-                return reader.read((col, row, width, height))[0]
-
             start = time.perf_counter()
-            header = encode_scene(read_window, meta, codec, out, tile_size)
+            header = encode_scene(lambda c, r, w, h: reader.read((c, r, w, h))[0], meta, codec, out, tile_size,
+                                  progress=lambda done, total: ctx.report_progress(0.75 * done / total))
         codec_seconds = time.perf_counter() - start
-        quality = _measure(encoded, source, limits, resolved.peak, lambda f: ctx.report_progress(0.75 + 0.2 * f))
+        quality = measure_file(encoded, source, resolved.peak, limits,
+                               progress=lambda done, total: ctx.report_progress(0.75 + 0.2 * done / total))
         if not isinstance(codec, JPEG2000Codec):
             with_backoff(lambda: archive_model(ctx.store, codec.entry))
         size = encoded.stat().st_size
         key = _publish(ctx.store, job_id, encoded, ".eoz")
-    itemsize = np.dtype(meta.dtype).itemsize
     return {
         "key": key, "bytes": size, "input_bytes": input_bytes,
-        "raw_bytes": meta.height * meta.width * meta.count * itemsize,
-        "compression_ratio": metrics.compression_ratio(meta.height, meta.width, meta.count, itemsize, size),
-        "bpp_per_band": metrics.bits_per_pixel_per_band(size, meta.height, meta.width, meta.count),
+        **size_figures(meta.height, meta.width, meta.count, meta.dtype, size),
         **quality,
         "width": meta.width, "height": meta.height, "bands": meta.band_names, "dtype": meta.dtype,
         "tiles": header.tile_count, "model_id": resolved.model_id, "model_version": header.model_version,
@@ -145,12 +114,11 @@ def decompress(job_id: str, source_key: str, *, source_bucket: str | None = None
         check_window(header, box)
         models = pinned_model_store(header, ctx.store, ctx.settings.model_cache_dir)
         meta = header_meta(header, box)
-        tiles = len(tiles_in_window(header, *(box or (0, 0, header.width, header.height))))
         decoded = folder / "output.tif"
         start = time.perf_counter()
         with EozReader(source) as reader, RasterWriter(decoded, meta, cog=format == "cog") as writer:
-            for done, (piece, col, row) in enumerate(decode_scene(reader, box, models)):
-                ctx.report_progress(0.9 * done / tiles)
+            for piece, col, row in decode_scene(reader, box, models,
+                                                lambda done, total: ctx.report_progress(0.9 * done / total)):
                 writer.write(piece, col, row)
         codec_seconds = time.perf_counter() - start
         size = decoded.stat().st_size
@@ -171,7 +139,8 @@ def features(job_id: str, source_key: str, model: str, *, source_bucket: str | N
         codec = codec_for_model(model, version)
         out = folder / "output.tif"
         start = time.perf_counter()
-        meta = extract_features(source, out, codec, quantized, tile_size, ctx.settings.limits)
+        meta = extract_features(source, out, codec, quantized, tile_size, ctx.settings.limits,
+                                lambda done, total: ctx.report_progress(0.9 * done / total))
         codec_seconds = time.perf_counter() - start
         size = out.stat().st_size
         key = _publish(ctx.store, job_id, out, ".tif")

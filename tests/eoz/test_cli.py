@@ -64,8 +64,12 @@ def test_compress_info_decompress_with_window_and_cog(capsys, store_env, scene, 
     eoz_path = tmp_path / "scene.eoz"
     code, out, err = run(capsys, "compress", src, eoz_path, "--model", "tiny-vq", "--tile-size", 32)
     assert code == 0 and err == ""
-    assert out == {"output": str(eoz_path), "bytes": eoz_path.stat().st_size, "tiles": 12,
-                   "model_id": "tiny-vq", "model_version": "1", "lossless": False}
+    size = eoz_path.stat().st_size
+    assert out == {"output": str(eoz_path), "bytes": size, "raw_bytes": array.nbytes,
+                   "compression_ratio": pytest.approx(array.nbytes / size),
+                   "bpp_per_band": pytest.approx(8 * size / array.size), "tiles": 12,
+                   "model_id": "tiny-vq", "model_version": "1", "lossless": False,
+                   "quality": {"measured": None, "note": "not measured: --measure decodes the file once to measure it"}}
 
     code, info, _ = run(capsys, "info", eoz_path)
     assert code == 0
@@ -268,7 +272,7 @@ def test_options_reach_the_codec_and_its_header(capsys, codec_env, scene, tmp_pa
 
 
 def test_models_lists_the_store_and_jpeg2000(capsys, store_env):
-    code, models, _ = run(capsys, "models")
+    code, models, _ = run(capsys, "models", "--json")
     assert code == 0
     assert [m["model_id"] for m in models] == ["tiny-vq", "jpeg2000"]
     tiny = models[0]
