@@ -1,0 +1,149 @@
+"""eoz.compress, eoz.decompress and eoz.open on the bundled samples (no ../shared needed)."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+import eoz
+from eoz.container import EozReader
+from eoz.raster import read_raster
+from eoz.resolve import OPTIONS
+
+SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
+S2 = SAMPLES / "s2_10m_B02-B03-B04-B08.tif"      # 4 x 256 x 256 uint16
+HSI = SAMPLES / "enmap_hsi_224band.tif"           # 224 x 32 x 32 int16, nodata -32768
+S1 = SAMPLES / "s1_db_VV-VH.tif"                  # 2 x 120 x 120 float32 dB
+
+
+@pytest.fixture(scope="module")
+def s2_tiled(tmp_path_factory) -> Path:
+    """The S2 sample coded lossless in four 128 px tiles."""
+    path = tmp_path_factory.mktemp("api") / "s2.eoz"
+    eoz.compress(S2, path, model="predictive", lossless=True, tile_size=128)
+    return path
+
+
+def test_import_loads_neither_torch_nor_gdal():
+    code = "import sys, eoz; print(sorted(m for m in ('torch', 'rasterio', 'numba') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_compress_keywords_are_the_resolver_options():
+    """Every option the CLI and the service take is a keyword of eoz.compress (lambda as lmbda)."""
+    keywords = set(inspect.signature(eoz.compress).parameters) - {"src", "dst", "model", "version",
+                                                                   "tile_size", "overlap"}
+    assert keywords == {"lmbda" if o == "lambda" else o for o in OPTIONS}
+
+
+def test_auto_lossless_round_trip_keeps_pixels_and_georeferencing(tmp_path):
+    result = eoz.compress(HSI, tmp_path / "hsi.eoz", lossless=True)
+    assert (result.model_id, result.lossless, result.path) == ("predictive", True, tmp_path / "hsi.eoz")
+    assert "predictive" in result.picked
+    assert result.bytes == (tmp_path / "hsi.eoz").stat().st_size and result.ratio > 1.2
+    original, _ = read_raster(HSI)
+    with rasterio.open(HSI) as src, eoz.open(tmp_path / "hsi.eoz") as ds:
+        expected = {k: src.profile[k] for k in ("dtype", "count", "width", "height", "crs", "transform", "nodata")}
+        assert ds.profile == expected
+        assert ds.descriptions == src.descriptions
+        assert ds.header.model_id == "predictive"
+        np.testing.assert_array_equal(ds.read(), original)
+
+
+def test_bounded_error_on_float_db(tmp_path):
+    result = eoz.compress(S1, tmp_path / "s1.eoz", model="predictive", max_error=0.05)
+    assert result.picked is None and not result.lossless
+    original, _ = read_raster(S1)
+    with eoz.open(result.path) as ds:
+        assert np.abs(ds.read() - original).max() <= 0.05
+
+
+def test_fixed_quality_target_holds(tmp_path):
+    result = eoz.compress(S2, tmp_path / "w.eoz", psnr=45)
+    assert result.model_id == "wavelet-hyperprior"
+    original, _ = read_raster(S2)
+    with eoz.open(result.path) as ds:
+        mse = np.mean((ds.read().astype(np.float64) - original) ** 2)
+    assert 10 * np.log10(10000.0 ** 2 / mse) >= 45
+
+
+def test_an_option_the_model_cannot_honour_is_refused(tmp_path):
+    with pytest.raises(eoz.InputError, match="cannot honour psnr"):
+        eoz.compress(S2, tmp_path / "vq.eoz", model="vqvae-fpn-s2-10m", psnr=45)
+    assert not (tmp_path / "vq.eoz").exists()
+
+
+def test_read_window_as_tuple_or_rasterio_window(s2_tiled):
+    original, _ = read_raster(S2)
+    with eoz.open(s2_tiled) as ds:
+        part = ds.read(window=(100, 20, 60, 150))
+        np.testing.assert_array_equal(part, original[:, 20:170, 100:160])
+        np.testing.assert_array_equal(ds.read(window=Window(100, 20, 60, 150)), part)
+
+
+@pytest.mark.parametrize("window", [(0.5, 0, 10, 10), (0, 0, 10), Window(200, 0, 100, 10), (0, 0, 0, 5)])
+def test_a_bad_window_is_refused(s2_tiled, window):
+    with eoz.open(s2_tiled) as ds, pytest.raises(eoz.InputError, match="window"):
+        ds.read(window=window)
+
+
+def test_read_decodes_only_the_tiles_the_window_touches(s2_tiled, tmp_path):
+    """A damaged last tile: a window in the first tile still reads, the whole raster does not."""
+    with EozReader(s2_tiled) as reader:
+        last = reader.entries[-1]
+    data = bytearray(s2_tiled.read_bytes())
+    data[last.offset + last.length // 2] ^= 0xFF
+    damaged = tmp_path / "damaged.eoz"
+    damaged.write_bytes(bytes(data))
+    original, _ = read_raster(S2)
+    with eoz.open(damaged) as ds:
+        np.testing.assert_array_equal(ds.read(window=(0, 0, 128, 128)), original[:, :128, :128])
+        with pytest.raises(eoz.CorruptTileError, match="tile 3"):
+            ds.read()
+
+
+def test_decompress_window_to_cog_keeps_the_window_georeferenced(s2_tiled, tmp_path):
+    written = eoz.decompress(s2_tiled, tmp_path / "part.tif", window=(64, 32, 128, 96), cog=True)
+    with rasterio.open(S2) as src, rasterio.open(tmp_path / "part.tif") as out:
+        assert out.transform == src.window_transform(Window(64, 32, 128, 96))
+        assert (out.width, out.height, out.crs) == (128, 96, src.crs)
+        assert out.descriptions == src.descriptions
+        assert written == {k: out.profile[k] for k in written}
+        np.testing.assert_array_equal(out.read(), src.read(window=Window(64, 32, 128, 96)))
+
+
+def test_a_closed_dataset_refuses_to_read(s2_tiled):
+    with eoz.open(s2_tiled) as ds:
+        assert not ds.closed
+    assert ds.closed
+    with pytest.raises(ValueError, match="closed"):
+        ds.read()
+
+
+def test_open_refuses_a_file_that_is_not_eoz():
+    with pytest.raises(eoz.ContainerError):
+        eoz.open(S2)
+
+
+def test_the_readme_example_runs(monkeypatch, tmp_path, capsys):
+    """The README's Python API block, as a user pastes it at the repository root."""
+    repo = SAMPLES.parents[1]
+    text = (repo / "README.md").read_text()
+    block = text[text.index("## Python API\n"):].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    namespace: dict = {}
+    exec(compile(block, "README.md: Python API", "exec"), namespace)
+    assert namespace["corner"].shape == (4, 128, 128)
+    assert namespace["result"].model_id == "wavelet-hyperprior"
+    assert "wavelet-hyperprior" in capsys.readouterr().out
+    assert {p.name for p in next(tmp_path.iterdir()).iterdir()} == {"s2.eoz", "archive.eoz", "part.tif"}
