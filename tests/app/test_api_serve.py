@@ -26,7 +26,7 @@ def test_eoz_serve_answers(service_env, tmp_path):
     try:
         assert wait_until(healthy, 60, "eoz serve to answer") == {"status": "ok"}
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
-        assert {m["model_id"] for m in models} == {"tiny-vq", "tiny-hp", "tiny-wavelet", "jpeg2000"}
+        assert {m["model_id"] for m in models} == {"tiny-vq", "tiny-hp", "tiny-wavelet", "tiny-predictive", "jpeg2000"}
         assert (tmp_path / "eoz-data" / "store").is_dir()  # EOZ_DATA_DIR from the environment
     finally:
         server.terminate()

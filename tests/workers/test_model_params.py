@@ -13,7 +13,7 @@ from workers.models import catalogue
 
 
 def test_unknown_models(service_env):
-    with pytest.raises(UnknownModelError, match="available: \\['tiny-hp', 'tiny-vq', 'tiny-wavelet'\\]"):
+    with pytest.raises(UnknownModelError, match=r"available: \['tiny-hp', 'tiny-predictive', 'tiny-vq', 'tiny-wavelet'\]"):
         resolve("no-such-model")
 
 
