@@ -213,7 +213,7 @@ def test_rasters_and_targets_the_models_cannot_take_are_422(make_client, scene, 
     write_raster(floats, np.random.default_rng(0).random((4, 32, 32), np.float32),
                  RasterMeta(32, 32, 4, "float32", S2_BANDS, None, None, None))
     problem(post_file(client, floats.read_bytes(), model="tiny-vq"), 422, "trained on uint16",
-            "models that take it: tiny-wavelet")
+            "models that take it: tiny-predictive, tiny-wavelet")
     problem(post_file(client, floats.read_bytes(), model="jpeg2000", quality="40"), 422,
             "takes uint8, int8, uint16, int16")
     content = scene[0].read_bytes()
