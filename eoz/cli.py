@@ -236,7 +236,8 @@ def cmd_train(args) -> dict:
         cfg.steps = args.steps
     partition = codec == "spectral-partition"
     with bar("train", unit="step", quiet=args.quiet) as progress:
-        (train_partition if partition else train)(run_dir, cfg, device=args.device, progress=progress)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        (train_partition if partition else train)(run_dir, cfg, device=device, progress=progress)
     result = {"run_dir": str(run_dir)}
     if args.export:
         manifest = (export_partition if partition else export)(run_dir, args.export, description=args.description)
@@ -369,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_id")
     p.add_argument("--run-dir", help="checkpoints and logs (default runs/MODEL_ID); reruns resume")
     p.add_argument("--steps", type=int, help="total steps (first start only; the run keeps its config)")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", help="torch device (default cuda when there is one, else cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--export", metavar="VERSION", help="publish to model_store as this version")
     p.add_argument("--description", default="", help="what the published model is for")
@@ -391,14 +392,6 @@ def build_parser() -> argparse.ArgumentParser:
                                        "EOZ_RETENTION_DAYS (the service also does this hourly)")
     p.set_defaults(func=cmd_cleanup)
     return parser
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

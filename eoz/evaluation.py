@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from eoz import metrics
-from eoz.codecs import Codec, VQVAECodec
+from eoz.codecs import Codec
 from eoz.container import EozReader, Header
 from eoz.raster import Limits, RasterMeta, RasterReader
 from eoz.registry import ModelStore
@@ -94,12 +94,12 @@ def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int |
         "encode_seconds": encoded - start,
         "decode_seconds": decoded - encoded,
     }
-    if isinstance(codec, VQVAECodec):
+    if codec.codec_id == "vqvae-fpn":
         result.update(index_sizes(data, codec))
     return result
 
 
-def index_sizes(data: bytes, codec: VQVAECodec) -> dict:
+def index_sizes(data: bytes, codec: "VQVAECodec") -> dict:
     """Entropy-coded index bytes against fixed-length w*h*log2(K)/8 bytes per level."""
     with EozReader(data) as reader:
         header = reader.header

@@ -6,24 +6,25 @@ importable from here.
 """
 
 from eoz.codecs.base import DEFAULT_TILE_SIZE, Codec, fill_nodata
-from eoz.codecs.factory import LEARNED_CODECS, codec_for_header, codec_for_model
-from eoz.codecs.hyperprior import HyperpriorCodec
+from eoz.codecs.factory import LEARNED_CODECS, codec_class, codec_for_header, codec_for_model
 from eoz.codecs.jpeg2000 import JPEG2000Codec
-from eoz.codecs.partition import SpectralPartitionCodec, SubModel
-from eoz.codecs.vqvae_fpn import VQVAECodec
-from eoz.codecs.wavelet import WaveletCodec
 
 _SCENE = ("header_meta", "encode_scene", "decode_scene", "compress_array", "decompress_array",
           "compress_file", "decompress_file")
+# codec classes imported on first use (the network codecs bring torch)
+_CLASSES = {"HyperpriorCodec": "hyperprior", "SpectralPartitionCodec": "spectral-partition",
+            "VQVAECodec": "vqvae-fpn", "WaveletCodec": "wavelet", "PredictiveCodec": "predictive"}
 
-__all__ = ["DEFAULT_TILE_SIZE", "LEARNED_CODECS", "Codec", "HyperpriorCodec", "JPEG2000Codec",
-           "SpectralPartitionCodec", "SubModel", "VQVAECodec", "WaveletCodec", "codec_for_header", "codec_for_model",
-           "fill_nodata", *_SCENE]
+__all__ = ["DEFAULT_TILE_SIZE", "LEARNED_CODECS", "Codec", "JPEG2000Codec", "codec_class", "codec_for_header",
+           "codec_for_model", "fill_nodata", *_CLASSES, *_SCENE]
 
 
 def __getattr__(name: str):
-    """The scene loop's functions, looked up on first use (eoz.scene imports this package)."""
+    """The scene loop's functions (eoz.scene imports this package) and the learned codecs'
+    classes, looked up on first use."""
     if name in _SCENE:
         from eoz import scene
         return getattr(scene, name)
+    if name in _CLASSES:
+        return codec_class(_CLASSES[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

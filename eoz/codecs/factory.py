@@ -2,42 +2,43 @@
 
 A file is decoded only by the model it pins: a stream whose pinned weights (and, for VQ
 models, codebooks) differ from those of the model offered is refused. Learned models load
-once per process.
+once per process, and a codec's module only when it is first used: the network codecs
+import torch, which the wavelet, predictive and JPEG 2000 paths never need (a second and
+more off every CLI call).
 """
 
 from __future__ import annotations
 
+import importlib
 from functools import lru_cache
 
 from eoz.codecs.base import Codec
-from eoz.codecs.hyperprior import HyperpriorCodec
 from eoz.codecs.jpeg2000 import JPEG2000Codec
-from eoz.codecs.partition import SpectralPartitionCodec
-from eoz.codecs.predictive import PredictiveCodec
-from eoz.codecs.vqvae_fpn import VQVAECodec
-from eoz.codecs.wavelet import WaveletCodec
 from eoz.container import Header
 from eoz.errors import ContainerError, InputError, ModelMismatchError
 from eoz.registry import ModelStore
 
-LEARNED_CODECS = {c.codec_id: c for c in (VQVAECodec, HyperpriorCodec, SpectralPartitionCodec, WaveletCodec,
-                                           PredictiveCodec)}
-# The parameters codec_for_model takes for each learned codec, and the method that gives
-# them to the model's loaded codec (a parameter not given is passed as None).
-LEARNED_CODEC_PARAMETERS = {
-    VQVAECodec.codec_id: (VQVAECodec.with_rate_weight, ("rate_weight",)),
-    HyperpriorCodec.codec_id: (HyperpriorCodec.with_target, ("target",)),
-    SpectralPartitionCodec.codec_id: (SpectralPartitionCodec.with_options, ("target", "predict_bands")),
-    WaveletCodec.codec_id: (WaveletCodec.with_target, ("target",)),
-    PredictiveCodec.codec_id: (PredictiveCodec.with_bound, ("lossless", "max_error")),
+# codec id -> (module of eoz.codecs, class, the method that gives the loaded codec its
+# parameters, the parameters codec_for_model takes; one not given is passed as None)
+LEARNED_CODECS = {
+    "vqvae-fpn": ("vqvae_fpn", "VQVAECodec", "with_rate_weight", ("rate_weight",)),
+    "hyperprior": ("hyperprior", "HyperpriorCodec", "with_target", ("target",)),
+    "spectral-partition": ("partition", "SpectralPartitionCodec", "with_options", ("target", "predict_bands")),
+    "wavelet": ("wavelet", "WaveletCodec", "with_target", ("target",)),
+    "predictive": ("predictive", "PredictiveCodec", "with_bound", ("lossless", "max_error")),
 }
+
+
+def codec_class(codec_id: str) -> type[Codec]:
+    module, name, _, _ = LEARNED_CODECS[codec_id]
+    return getattr(importlib.import_module(f"eoz.codecs.{module}"), name)
 
 
 @lru_cache(maxsize=8)
 def _learned_codec(root: str, model_id: str, version: str) -> Codec:
     """Models load once per process: workers keep them between jobs."""
     entry = ModelStore(root).get(model_id, version)
-    return LEARNED_CODECS[entry.codec](entry)
+    return codec_class(entry.codec)(entry)
 
 
 def codec_for_model(model_id: str, version: str | None = None, store: ModelStore | None = None,
@@ -53,16 +54,16 @@ def codec_for_model(model_id: str, version: str | None = None, store: ModelStore
     entry = store.get(model_id, version)
     if entry.codec not in LEARNED_CODECS:
         raise InputError(f"{model_id} uses codec {entry.codec!r}, which this build cannot run")
-    configure, allowed = LEARNED_CODEC_PARAMETERS[entry.codec]
+    _, _, configure, allowed = LEARNED_CODECS[entry.codec]
     if set(params) - set(allowed):
         raise InputError(f"{model_id} takes {sorted(allowed)}, got {sorted(params)}")
     codec = _learned_codec(str(store.root), entry.model_id, entry.version)
-    return configure(codec, **{name: params.get(name) for name in allowed})
+    return getattr(codec, configure)(**{name: params.get(name) for name in allowed})
 
 
 def _pins(codec_id: str, weights_sha256, codebook_sha256) -> tuple:
     """What must match between a file and the model that decodes it."""
-    return (weights_sha256, list(codebook_sha256)) if codec_id == VQVAECodec.codec_id else (weights_sha256,)
+    return (weights_sha256, list(codebook_sha256)) if codec_id == "vqvae-fpn" else (weights_sha256,)
 
 
 def codec_for_header(header: Header, store: ModelStore | None = None) -> Codec:
