@@ -23,9 +23,10 @@ from eoz.errors import InputError
 from eoz.evaluation import measure_file, size_figures
 from eoz.features import extract_features
 from eoz.raster import RasterReader, RasterWriter
-from eoz.resolve import resolve
+from eoz.resolve import check_cpu_work, resolve
 from eoz.scene import decode_scene, encode_scene, header_meta
 from workers import context
+from workers.device import compute_device
 from workers.keys import result_key, temp_key
 from workers.models import archive_model, pinned_model_store
 from workers.retry import with_backoff
@@ -78,6 +79,8 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
         with RasterReader(source, limits) as reader, open(encoded, "wb") as out:
             meta = reader.meta
             resolved = resolve(model, version, params or {}, meta)
+            if compute_device() == "cpu":   # an S3 source is first seen here: the API could not check it
+                check_cpu_work(resolved, meta, ctx.settings.max_cpu_seconds)
             codec = resolved.codec()
             start = time.perf_counter()
             header = encode_scene(lambda c, r, w, h: reader.read((c, r, w, h))[0], meta, codec, out, tile_size,

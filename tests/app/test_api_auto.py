@@ -74,3 +74,17 @@ def test_auto_refuses_options_no_codec_honours_together(service_env, scene):
                              data={"model": "auto", "lossless": "true", "rate_weight": "1"})
         assert answer.status_code == 422 and "no codec honours" in answer.json()["detail"]
         assert client.app.state.services.store.keys("uploads/") == []
+
+
+def test_an_s3_source_past_the_cpu_work_limit_fails_in_the_job_with_the_reason(s3, service_env, scene,
+                                                                               monkeypatch):
+    """The API cannot see an S3 raster at submit; the CPU worker refuses it before encoding."""
+    s3_client, bucket = s3
+    s3_client.put_object(Bucket=bucket, Key="incoming/scene.tif", Body=scene[0].read_bytes())
+    monkeypatch.setenv("EOZ_MAX_CPU_SECONDS", "0.001")
+    with TestClient(create_app()) as client:
+        answer = client.post("/v1/compress", json={"source": {"bucket": bucket, "key": "incoming/scene.tif"},
+                                                   "model": "tiny-vq", "tile_size": 64})
+        assert answer.status_code == 202, answer.text
+        job = wait_for_job(client, answer.json()["status_url"])
+    assert job["status"] == "failed" and "EOZ_MAX_CPU_SECONDS" in job["error"]
