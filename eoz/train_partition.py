@@ -75,7 +75,8 @@ def export_partition(run_dir: Path, version: str, store=None, description: str =
 
     from safetensors.numpy import save as save_safetensors
 
-    from eoz.codecs import HyperpriorCodec, SubModel, codec_for_model
+    from eoz.codecs import HyperpriorCodec, codec_for_model
+    from eoz.codecs.partition import SubModel
     from eoz.evaluation import evaluate
     from eoz.quality import QualityTarget
     from eoz.raster import read_meta

@@ -58,9 +58,8 @@ class VectorQuantizer(nn.Module):
         entropy-constrained VQ, trading a little distortion for cheaper codes.
         """
         flat = z.permute(0, 2, 3, 1).reshape(-1, self.dim)
-        distances = (flat.pow(2).sum(1, keepdim=True)
-                     - 2 * flat @ self.embedding.t()
-                     + self.embedding.pow(2).sum(1)[None, :])
+        # |e|^2 - 2 z.e in one fused product; |z|^2 is the same for every code of a vector
+        distances = torch.addmm(self.embedding.pow(2).sum(1)[None, :], flat, self.embedding.t(), alpha=-2)
         if cost is not None:
             distances = distances + cost[None, :]
         return distances.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
