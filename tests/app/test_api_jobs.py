@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from app.main import create_app
 from eoz.errors import EozError
-from tests.workers.servers import ROOT, free_port, wait_for_job, wait_until, write_crop
+from tests.workers.servers import ROOT, http_service, start_http, wait_for_job, wait_until, write_crop
 from workers.job_records import JobRecords
 from workers.settings import Settings
 
@@ -192,17 +192,9 @@ def test_the_service_expires_aged_objects_as_it_starts(service_env, monkeypatch,
 
 def test_sigterm_stops_eoz_serve_without_waiting_and_its_jobs_survive(service_env, slow_scene, scene, tmp_path):
     """Through real uvicorn: SIGTERM re-queues the running job and keeps the queued one."""
-    def serve(port: int) -> subprocess.Popen:
-        log = open(tmp_path / f"serve-{port}.log", "wb")
-        server = subprocess.Popen([sys.executable, "-m", "eoz.cli", "serve", "--port", str(port)], cwd=tmp_path,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "eoz serve to answer")
-        return server
-
-    port = free_port()
-    server = serve(port)
+    server, base = start_http(["eoz.cli", "serve"], tmp_path, tmp_path / "serve-1.log")
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        with httpx.Client(base_url=base, timeout=60) as client:
             slow = running(client, post(client, slow_scene, **SLOW))
             waiting = post(client, scene[0], **QUICK)
         server.send_signal(signal.SIGTERM)
@@ -215,23 +207,11 @@ def test_sigterm_stops_eoz_serve_without_waiting_and_its_jobs_survive(service_en
         ("queued", 0.0), ("queued", 0.0)]
     records.close()
 
-    port = free_port()
-    server = serve(port)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            for job in (slow, waiting):
-                ended = wait_for_job(client, f"/v1/jobs/{job['id']}", timeout=180)
-                assert ended["status"] == "finished", ended["error"]
-    finally:
-        server.terminate()
-        server.wait(60)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url).status_code == 200
-    except httpx.TransportError:
-        return False
+    with http_service(["eoz.cli", "serve"], tmp_path, tmp_path / "serve-2.log") as (_, base), \
+            httpx.Client(base_url=base, timeout=60) as client:
+        for job in (slow, waiting):
+            ended = wait_for_job(client, f"/v1/jobs/{job['id']}", timeout=180)
+            assert ended["status"] == "finished", ended["error"]
 
 
 def test_one_embedded_service_per_data_folder(service_env, monkeypatch):

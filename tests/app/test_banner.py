@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-import httpx
-
 from app.banner import banner
-from tests.workers.servers import ROOT, free_port, wait_until
+from tests.workers.servers import http_service
 from workers.settings import Settings
 
 
@@ -41,23 +35,9 @@ def test_redis_without_its_password_and_s3(service_env, monkeypatch):
 
 
 def test_eoz_serve_prints_it_before_uvicorn(service_env, tmp_path):
-    port = free_port()
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "eoz.cli", "serve", "--port", str(port)],
-                                  cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,
-                                  stderr=subprocess.STDOUT)
-
-    def healthy():
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-    try:
-        wait_until(healthy, 60, "eoz serve to answer")
-    finally:
-        server.terminate()
-        server.wait(20)
+    with http_service(["eoz.cli", "serve"], tmp_path, log) as (_, base):
+        pass
     text = log.read_text()
-    assert f"docs    http://127.0.0.1:{port}/docs" in text, text
+    assert f"docs    {base}/docs" in text, text
     assert text.index("runner  embedded") < text.index("Uvicorn running on"), text

@@ -4,16 +4,14 @@ the machine renders the operations."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 
 import httpx
 import pytest
 
-from tests.workers.servers import ROOT, free_port, wait_until
+from tests.workers.servers import http_service
 
 PAGES = ("/docs", "/redoc")
 # Every host name resolves to nothing but the loopback address: a page that needs a CDN stays blank.
@@ -23,24 +21,9 @@ OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
 @pytest.fixture()
 def server(service_env, tmp_path) -> str:
     """uvicorn serving the app on a free loopback port; its base URL."""
-    port = free_port()
-    log = open(tmp_path / "uvicorn.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                               stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        try:
-            return httpx.get(f"{base}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-    try:
-        wait_until(healthy, 60, "uvicorn to answer")
+    uvicorn = ["uvicorn", "app.main:app", "--host", "127.0.0.1"]
+    with http_service(uvicorn, tmp_path, tmp_path / "uvicorn.log") as (_, base):
         yield base
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 @pytest.fixture(scope="module")

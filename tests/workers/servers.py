@@ -15,8 +15,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -36,6 +39,39 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_http(args: list[str], cwd: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """``python -m ARGS --port P`` from cwd on a free loopback port (output to log): the
+    process and its base URL, once its /healthz answers 200."""
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", *args, "--port", str(port)], cwd=cwd,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+    try:
+        wait_until(healthy, 60, f"{' '.join(args)} to answer")
+    except BaseException:
+        process.kill()
+        raise
+    return process, base
+
+
+@contextmanager
+def http_service(args: list[str], cwd: Path, log: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """start_http, stopped (SIGTERM) on leaving."""
+    process, base = start_http(args, cwd, log)
+    try:
+        yield process, base
+    finally:
+        process.terminate()
+        process.wait(60)
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
