@@ -105,7 +105,7 @@ CAPABILITIES = {
     # throughput.md (vqvae-fpn, file to file), throughput_wavelet.md (wavelet, one target per
     # tile: its fastest), lossless.md (predictive, its slowest encode)
     JPEG2000: Capability(("psnr", "quality", "lossless", "klt"), CPU_QUEUE, _jpeg2000, 4.7e6),
-    "vqvae-fpn": Capability(("rate_weight",), GPU_QUEUE, _vq, 2.8e6),
+    "vqvae-fpn": Capability(("rate_weight",), GPU_QUEUE, _vq, 3.0e6),
     "hyperprior": Capability(_FIXED_QUALITY, GPU_QUEUE, _target),
     "spectral-partition": Capability(_FIXED_QUALITY + ("no_band_prediction",), GPU_QUEUE, _partition),
     "wavelet": Capability(("psnr", "mse", "block", "open_loop"), CPU_QUEUE, _target, 1.5e6),
