@@ -1,7 +1,8 @@
 """HTTP request metrics: count and latency by method, route template and status.
 
-The route label is the template the request matched (``/v1/jobs/{job_id}``), or
-"unmatched", never the path as sent, so a client cannot create label values at will. The
+The route label is the template the request matched (``/v1/jobs/{job_id}``; a mounted
+app's ``/docs-assets/{path}``), or "unmatched", never the path as sent, so a client cannot
+create label values at will. The
 series live in the API process only (the job metrics gathered from every worker are
 ``workers.metrics``); ``/metrics`` exposes both.
 """
@@ -13,6 +14,7 @@ import time
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.routing import Mount
 
 LABELS = ("method", "route", "status")
 UNMATCHED = "unmatched"
@@ -43,16 +45,18 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            labels = (scope["method"], self._template(scope.get("route")), str(status))
+            labels = (scope["method"], self._template(scope.get("route"), scope.get("root_path", "")), str(status))
             self.requests.labels(*labels).inc()
             self.seconds.labels(*labels).observe(time.perf_counter() - start)
 
 
-    def _template(self, route) -> str:
+    def _template(self, route, root_path: str) -> str:
         """The full template of the matched route: a route of an included router knows only its
-        own part (``/jobs/{job_id}``), FastAPI's route contexts the prefix too."""
+        own part (``/jobs/{job_id}``), FastAPI's route contexts the prefix too. A mount sets no
+        route, only its path as the request's root path."""
         if route is None:
-            return UNMATCHED
+            mounts = [m.path for m in self.fastapi.routes if isinstance(m, Mount)]
+            return next((f"{m}/{{path}}" for m in mounts if root_path.endswith(m)), UNMATCHED)
         if self._templates is None:  # every route is registered by the first request
             self._templates = {id(c.original_route): c.path_format for c in iter_route_contexts(self.fastapi.routes)}
         return self._templates.get(id(route), getattr(route, "path_format", UNMATCHED))

@@ -104,13 +104,18 @@ def test_http_requests_are_counted_by_route_template_and_status(client):
         assert client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert client.get("/healthz").status_code == 200
     assert client.get("/no/such/" + "x" * 300).status_code == 404
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+    assert client.get("/docs-assets/" + "y" * 300).status_code == 404
     samples = scrape(client)
     job = "[('method', 'GET'), ('route', '/v1/jobs/{job_id}'), ('status', '404')]"
     assert samples["eoz_http_requests_total" + job] == 2
     assert samples["eoz_http_request_duration_seconds_count" + job] == 2
     assert samples["eoz_http_requests_total[('method', 'GET'), ('route', '/healthz'), ('status', '200')]"] == 1
     assert samples["eoz_http_requests_total[('method', 'GET'), ('route', 'unmatched'), ('status', '404')]"] == 1
-    assert not any("xxx" in key or "0000" in key for key in samples)
+    assets = "[('method', 'GET'), ('route', '/docs-assets/{path}'), ('status', '{status}')]"
+    assert samples["eoz_http_requests_total" + assets.replace("{status}", "200")] == 1
+    assert samples["eoz_http_requests_total" + assets.replace("{status}", "404")] == 1
+    assert not any("xxx" in key or "0000" in key or "yyy" in key for key in samples)
 
 
 def test_decompress_labels_only_known_models(client):
