@@ -217,17 +217,17 @@ def _size(size: int) -> str:
 
 
 def cmd_train(args) -> dict:
-    import torch
-
-    from eoz.progress import bar
-    from eoz.train import export, recipe, train
-    from eoz.train_partition import export_partition, train_partition
-
     if args.model_id not in TRAINABLE:
         raise EozError(f"no training recipe for {args.model_id!r}; recipes: {sorted(TRAINABLE)}")
     run_dir = Path(args.run_dir or Path("runs") / args.model_id)
     if TRAINABLE[args.model_id][1] in ("wavelet", "predictive"):
         return _train_tables(run_dir, args)
+
+    import torch
+
+    from eoz.progress import bar
+    from eoz.train import export, recipe, train
+    from eoz.train_partition import export_partition, train_partition
     if args.threads:
         torch.set_num_threads(args.threads)
     split, codec = TRAINABLE[args.model_id]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from eoz.subband_coder import DIRECT, WEIGHT_BITS, _log_class, _token, decode_adaptive, decode_bits, encode_adaptive, \
+from eoz.subband_coder import DIRECT, WEIGHT_BITS, _bit_length, _log_class, _token, decode_adaptive, decode_bits, encode_adaptive, \
     encode_bits
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
@@ -168,7 +168,7 @@ def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, sta
     recent = np.empty(PREDICTORS, np.int64)
     lms = np.zeros(PREDICTORS, np.int64)
     n_pred = PREDICTORS if has_ref else SPATIAL
-    offset_bits = _bits_for(2 * bound)
+    offset_bits = _bit_length(2 * bound)
     for i in range(h):
         rows[0], rows[1], rows[2] = i % 3, (i + 2) % 3, (i + 1) % 3
         _rows_above(errs, PREDICTORS + 1, rows, i, w, above)
@@ -236,12 +236,3 @@ def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, sta
                 bias_sum[row] = bias_sum[row] // 2
                 bias_count[row] = (bias_count[row] + 1) // 2
     return rec, final_err
-
-
-@jit
-def _bits_for(v) -> int:
-    n = 0
-    while v > 0:
-        v >>= 1
-        n += 1
-    return n

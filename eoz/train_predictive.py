@@ -68,7 +68,7 @@ def bits_per_sample(counts: np.ndarray, data) -> dict[str, dict[str, float]]:
             codec = _Tables(counts).with_bound(bound == 0 or None, bound or None)
             key = "lossless" if bound == 0 else f"max_error {bound:g}"
             entry = bits.setdefault(name, {}).setdefault(key, [0, 0])
-            entry[0] += 8 * len(codec.encode_counted(tile, np.zeros((0, TOKENS), np.int64)))
+            entry[0] += 8 * len(codec.encode_tile(tile, None))
             entry[1] += tile.size
     return {name: {k: round(b / n, 4) for k, (b, n) in by.items()} for name, by in bits.items()}
 

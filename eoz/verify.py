@@ -15,6 +15,7 @@ import numpy as np
 from eoz import metrics
 from eoz.container import EozReader
 from eoz.errors import InputError
+from eoz.evaluation import stated_quality
 from eoz.raster import RasterReader
 from eoz.registry import ModelStore
 from eoz.scene import decode_scene
@@ -32,10 +33,7 @@ def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | 
         for piece, col, row in decode_scene(reader, store=store):
             source = original.read((col, row, piece.shape[2], piece.shape[1]))[0]
             worst = np.maximum(worst, metrics.max_error_per_band(source, piece))
-    stated = header.quality.get("max_error")
-    bound = [0.0] * meta.count if stated is None else \
-        (list(stated) * meta.count if len(stated) == 1 else list(stated))
-    return {"verified": bool((worst <= np.asarray(bound)).all()) if stated is not None or header.lossless
-            else bool((worst == 0).all()),
-            "exact": bool((worst == 0).all()), "lossless_file": header.lossless,
+    bound = stated_quality(header).get("max_error_per_band", [0.0] * meta.count)
+    return {"verified": bool((worst <= np.asarray(bound)).all()), "exact": bool((worst == 0).all()),
+            "lossless_file": header.lossless,
             "max_error_per_band": worst.tolist(), "bound_per_band": bound}

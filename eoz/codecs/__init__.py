@@ -11,9 +11,8 @@ from eoz.codecs.jpeg2000 import JPEG2000Codec
 
 _SCENE = ("header_meta", "encode_scene", "decode_scene", "compress_array", "decompress_array",
           "compress_file", "decompress_file")
-# codec classes imported on first use (the network codecs bring torch)
-_CLASSES = {"HyperpriorCodec": "hyperprior", "SpectralPartitionCodec": "spectral-partition",
-            "VQVAECodec": "vqvae-fpn", "WaveletCodec": "wavelet", "PredictiveCodec": "predictive"}
+# codec classes imported on first use (the network codecs bring torch): class name -> codec id
+_CLASSES = {class_name: codec_id for codec_id, (_, class_name, _, _) in LEARNED_CODECS.items()}
 
 __all__ = ["DEFAULT_TILE_SIZE", "LEARNED_CODECS", "Codec", "JPEG2000Codec", "codec_class", "codec_for_header",
            "codec_for_model", "fill_nodata", *_CLASSES, *_SCENE]
