@@ -189,14 +189,14 @@ def _models_table(entries) -> str:
     import shutil
     import textwrap
 
-    from eoz.resolve import JPEG2000_DTYPES, JPEG2000_ENTRY, default_quality, dtypes, honoured
+    from eoz.resolve import JPEG2000_ENTRY, default_quality, honoured
 
     width = shutil.get_terminal_size((100, 24)).columns
     rows, notes = [("MODEL", "VERSION", "CODEC", "BANDS", "SIZE", "DTYPE")], []
     for entry in [*entries, JPEG2000_ENTRY]:
         builtin = entry is JPEG2000_ENTRY
         size = sum(f.stat().st_size for f in entry.path.iterdir() if f.is_file()) if not builtin else None
-        taken = JPEG2000_DTYPES if builtin else dtypes(entry)
+        taken = entry.dtypes
         rows.append((entry.model_id, entry.version or "-", entry.codec, str(len(entry.bands) or "any"),
                      "built in" if builtin else _size(size), ",".join(taken) if taken else "any"))
         flags = " ".join(f"--{o.replace('_', '-')}" for o in honoured(entry.codec)) or "none"

@@ -55,6 +55,12 @@ class ModelEntry:
     def bands(self) -> list[str]:
         return list(self.manifest["bands"])
 
+    @property
+    def dtypes(self) -> tuple[str, ...] | None:
+        """The dtypes the model takes: its manifest's ``dtype`` (one name or a list); None means any."""
+        declared = self.manifest.get("dtype")
+        return None if declared is None else (declared,) if isinstance(declared, str) else tuple(declared)
+
     def summary(self) -> dict:
         """What `eoz models` and the API list for each model."""
         m = self.manifest
@@ -120,8 +126,7 @@ class ModelStore:
         generic = all(name == f"band{i}" for i, name in enumerate(band_names, start=1))
         fits = []
         for entry in self.newest():
-            declared = entry.manifest.get("dtype")   # one dtype, a list of them, or None: any
-            if declared is not None and dtype not in ([declared] if isinstance(declared, str) else declared):
+            if entry.dtypes is not None and dtype not in entry.dtypes:
                 continue
             if not entry.bands:
                 fits.append((entry, 2, "it takes any band count and dtype"))
