@@ -62,6 +62,7 @@ def compress(src: PathLike, dst: PathLike, model: str = "auto", *, version: str 
     honour raises :class:`eoz.InputError` naming the models that take it; it is never dropped.
     Nothing appears at ``dst`` unless the whole file was written.
     """
+    from eoz.evaluation import size_figures
     from eoz.raster import read_meta
     from eoz.resolve import resolve
     from eoz.scene import compress_file
@@ -72,8 +73,8 @@ def compress(src: PathLike, dst: PathLike, model: str = "auto", *, version: str 
     resolved = resolve(model, version, options, read_meta(src))
     header = compress_file(src, dst, resolved.codec(), tile_size=tile_size, overlap=overlap)
     size = Path(dst).stat().st_size
-    raw = header.height * header.width * len(header.bands) * _itemsize(header.dtype)
-    return Compressed(path=Path(dst), bytes=size, ratio=raw / size, model_id=header.model_id or header.codec,
+    ratio = size_figures(header.height, header.width, len(header.bands), header.dtype, size)["compression_ratio"]
+    return Compressed(path=Path(dst), bytes=size, ratio=ratio, model_id=header.model_id or header.codec,
                       model_version=header.model_version, tiles=header.tile_count, lossless=header.lossless,
                       picked=resolved.reason)
 
@@ -168,9 +169,3 @@ def _window(window: Window | None) -> Window | None:
     if len(values) != 4 or not all(isinstance(v, numbers.Real) and float(v).is_integer() for v in values):
         raise InputError(f"window must be (col_off, row_off, width, height) in whole pixels, not {window!r}")
     return tuple(int(v) for v in values)
-
-
-def _itemsize(dtype: str) -> int:
-    import numpy as np
-
-    return np.dtype(dtype).itemsize
