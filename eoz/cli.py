@@ -232,8 +232,9 @@ def cmd_train(args) -> dict:
         torch.set_num_threads(args.threads)
     split, codec = TRAINABLE[args.model_id]
     cfg = recipe(args.model_id, split, codec)
-    if args.steps:
-        cfg.steps = args.steps
+    for name in ("steps", "lr", "brightness", "init_from"):
+        if getattr(args, name):
+            setattr(cfg, name, getattr(args, name))
     partition = codec == "spectral-partition"
     with bar("train", unit="step", quiet=args.quiet) as progress:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -370,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_id")
     p.add_argument("--run-dir", help="checkpoints and logs (default runs/MODEL_ID); reruns resume")
     p.add_argument("--steps", type=int, help="total steps (first start only; the run keeps its config)")
+    p.add_argument("--lr", type=float, help="peak learning rate (first start only)")
+    p.add_argument("--brightness", type=float,
+                   help="augment: scale each crop by exp(U(-B, B)) in original units (first start only)")
+    p.add_argument("--init-from", metavar="MODEL/VERSION",
+                   help="start from a published model's weights and normalization (first start only)")
     p.add_argument("--device", help="torch device (default cuda when there is one, else cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--export", metavar="VERSION", help="publish to model_store as this version")

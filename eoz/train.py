@@ -42,6 +42,8 @@ class TrainConfig:
     log_every: int = 50
     validate_every: int = 1000
     seed: int = 0
+    brightness: float = 0.0           # crops scaled by exp(U(-b, b)) in original units
+    init_from: str = ""               # "model-id/version" in model_store: start from its weights
     model: VQVAEFPNConfig | HyperpriorConfig = field(
         default_factory=lambda: VQVAEFPNConfig(codebook_sizes=[256, 512]))
 
@@ -89,6 +91,26 @@ def _normalizer_for(cfg: TrainConfig, train_arrays: list[np.ndarray]) -> BandNor
     pick = pixels[:, rng.choice(pixels.shape[1], size=min(pixels.shape[1], 400_000), replace=False)]
     # the hyperprior is trained for MSE in original units, which a linear map keeps
     return BandNormalizer.fit_linear(pick) if cfg.codec == "hyperprior" else BandNormalizer.fit(pick)
+
+
+def _warm_start(model: torch.nn.Module, spec: str) -> BandNormalizer:
+    """Load a published model's weights into ``model``; its normalizer stays, so the
+    network keeps seeing inputs on the scale it learned."""
+    from eoz.registry import ModelStore
+
+    model_id, _, version = spec.partition("/")
+    entry = ModelStore().get(model_id, version or None)
+    state = {k[len("model."):]: torch.from_numpy(v.copy()) for k, v in entry.load_weights().items()
+             if k.startswith("model.")}
+    model.load_state_dict(state)
+    return BandNormalizer.from_dict(entry.manifest["normalization"])
+
+
+def brighten(batch: np.ndarray, normalizer: BandNormalizer, limit: float, rng: np.random.Generator) -> np.ndarray:
+    """Scale each normalized crop's original-unit values by one factor exp(U(-limit, limit)):
+    scenes differ in sun angle, season and surface brightness more than the training cities do."""
+    factors = np.exp(rng.uniform(-limit, limit, len(batch)))
+    return np.stack([normalizer.forward(normalizer.inverse(crop) * f) for crop, f in zip(batch, factors)])
 
 
 def _psnr(normalizer: BandNormalizer, recon: np.ndarray, crops: np.ndarray, split: datasets.Split) -> float:
@@ -173,6 +195,8 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu",
             torch.set_rng_state(state["torch_rng"])
         normalizer = BandNormalizer.from_dict(state["normalizer"])
         step = state["step"]
+    elif cfg.init_from:
+        normalizer = _warm_start(model, cfg.init_from)
     else:
         normalizer = _normalizer_for(cfg, train_arrays)
     # normalize once; crops are then plain slices
@@ -189,7 +213,10 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu",
         while step < cfg.steps:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, step)
-            x = torch.from_numpy(sampler.sample(cfg.batch_size)).to(device)
+            batch = sampler.sample(cfg.batch_size)
+            if cfg.brightness:
+                batch = brighten(batch, normalizer, cfg.brightness, sampler.rng)
+            x = torch.from_numpy(batch).to(device)
             loss, stats, extra = loss_fn(model, x, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -296,6 +323,14 @@ def training_curve(run_dir: Path) -> list[dict]:
             for line in log if "val_psnr" in line or line["step"] % 500 == 0]
 
 
+def train_command(cfg: TrainConfig, run_dir: Path) -> str:
+    """The `eoz train` line that reproduces a run from scratch."""
+    default = recipe(cfg.model_id, cfg.split, cfg.codec)
+    flags = [f"--{name.replace('_', '-')} {getattr(cfg, name)}" for name in ("lr", "brightness", "init_from")
+             if getattr(cfg, name) != getattr(default, name)]
+    return " ".join([f"eoz train {cfg.model_id} --run-dir {run_dir.name} --steps {cfg.steps}", *flags])
+
+
 def export(run_dir: Path, version: str, store=None, description: str = "") -> dict:
     """Publish a run as ``<model-id>/<version>`` in model_store.
 
@@ -329,7 +364,7 @@ def export(run_dir: Path, version: str, store=None, description: str = "") -> di
         "architecture": cfg.model.to_dict(),
         "normalization": normalizer.to_dict(),
         "training": {
-            "command": f"eoz train {cfg.model_id} --run-dir {run_dir.name} --steps {cfg.steps}",
+            "command": train_command(cfg, run_dir),
             "config": asdict(cfg),
             "steps": state["step"],
             "train_files": list(split.train),

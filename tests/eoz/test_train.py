@@ -13,7 +13,8 @@ import torch
 from eoz import datasets
 from eoz.errors import InputError
 from eoz.models.vqvae_fpn import VQVAEFPNConfig
-from eoz.train import TrainConfig, learning_rate, train
+from eoz.normalization import BandNormalizer
+from eoz.train import TrainConfig, brighten, learning_rate, train
 
 TRAIN_PATCH = "bigearthnet_s2_tiny/S2A_MSIL2A_20170617T113321_36_85_10m_B02-B03-B04-B08.tif"
 # validation crops are 128 px, larger than a 120 px BigEarthNet patch: use a small OSCD city
@@ -108,6 +109,38 @@ def test_training_resumes_where_it_stopped(tmp_path, tiny_split):
     drop = ("seconds",)
     assert [{k: v for k, v in line.items() if k not in drop} for line in _log(straight_dir)] == \
         [{k: v for k, v in line.items() if k not in drop} for line in _log(run_dir)]
+
+
+def test_warm_start_begins_from_the_published_weights_and_normalizer(tmp_path, tiny_split, tiny_store, monkeypatch):
+    from conftest import publish_tiny_model
+
+    monkeypatch.setenv("EOZ_MODEL_STORE", str(tiny_store.root))
+    entry = tiny_store.get("tiny-vq", "1")
+    published = entry.load_weights()
+    cfg = replace(_config(2), lr=0.0, init_from="tiny-vq/1",
+                  model=VQVAEFPNConfig(**entry.manifest["architecture"]))
+    state = _state(train(tmp_path / "run", cfg).parent)
+    assert state["normalizer"] == entry.manifest["normalization"]
+    layers = [key for key in state["model"] if "quantizers" not in key]   # codebooks move by EMA and restarts
+    assert len(layers) > 10
+    for key in layers:   # lr 0: the layers are the published ones
+        np.testing.assert_array_equal(state["model"][key].numpy(), published[f"model.{key}"], err_msg=key)
+    publish_tiny_model(tiny_store, version="2", seed=1)
+    with pytest.raises(RuntimeError):   # an architecture that does not match is refused
+        train(tmp_path / "other", replace(cfg, init_from="tiny-vq/2", model=_config(2).model))
+
+
+def test_brightness_scales_each_crop_by_one_factor_in_original_units():
+    normalizer = BandNormalizer(offset=[0.0, 5.0], exponent=[0.5, 1.0], mean=[40.0, 900.0], std=[10.0, 300.0])
+    original = np.random.default_rng(0).uniform(100, 5000, (6, 2, 4, 4))
+    batch = np.stack([normalizer.forward(c) for c in original])
+    np.testing.assert_array_equal(brighten(batch, normalizer, 0.0, np.random.default_rng(1)), batch)
+    bright = brighten(batch, normalizer, 0.4, np.random.default_rng(1))
+    factors = np.stack([normalizer.inverse(c) for c in bright]) / original
+    per_crop = factors[:, 0, 0, 0]
+    np.testing.assert_allclose(factors, per_crop[:, None, None, None] * np.ones_like(factors), rtol=1e-5)
+    assert np.all((per_crop >= math.exp(-0.4) - 1e-6) & (per_crop <= math.exp(0.4) + 1e-6))
+    assert per_crop.std() > 0.05
 
 
 def test_finished_run_started_again_does_nothing(tmp_path, tiny_split):
