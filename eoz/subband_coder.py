@@ -445,6 +445,213 @@ def code_lowpass(q, table, state, buf, decoding, counts):
             q[i, j] = pred + r
 
 
+# --- the fast paths: whole subbands with the coder's state in locals ---------------------------
+#
+# The same symbols as code_detail / inter_features + inter_classes (which stay the reference,
+# and what tally() runs), computed without per-symbol array views or state arrays: what
+# encode() and decode() run. tests/eoz/test_subband_coder.py checks the two agree.
+
+CLASS_LIMIT = 1 << 15      # _log_class(a, SPATIAL_CLASSES) is SPATIAL_CLASSES - 1 from here up
+_CLASS_OF = np.array([0] + [min(max(2 * a.bit_length() - 1 + ((a >> (a.bit_length() - 2)) & 1 if a >= 2 else 0)
+                                    - 2 * (WEIGHT_BITS - 2), 1), SPATIAL_CLASSES - 1)
+                            for a in range(1, CLASS_LIMIT)], np.int64)
+
+
+@jit
+def _class_of(a, classes) -> int:
+    """_log_class(a, classes) for classes <= SPATIAL_CLASSES, by table."""
+    if a <= 0:
+        return 0
+    c = _CLASS_OF[a] if a < CLASS_LIMIT else SPATIAL_CLASSES - 1
+    return c if c < classes else classes - 1
+
+
+@jit
+def inter_class_plane(h, w, parent, previous, sibling_a, sibling_b, weights):
+    """inter_classes(inter_features(...), weights) of an (h, w) subband in one pass: absent
+    parts are (0, 0) arrays. Siblings and the parent are read clipped to their shapes."""
+    out = np.empty((h, w), np.int64)
+    wp, wc, ws, wsib, bias = weights[3], weights[4], weights[5], weights[6], weights[7]
+    hp, wpp = parent.shape
+    ha, wa = sibling_a.shape
+    hb, wb = sibling_b.shape
+    has_prev = previous.shape[0] > 0
+    for i in range(h):
+        ip = min(i >> 1, hp - 1)
+        ia, ib = min(i, ha - 1), min(i, hb - 1)
+        for j in range(w):
+            a = bias
+            if hp > 0:
+                a += wp * abs(parent[ip, min(j >> 1, wpp - 1)])
+            if has_prev:
+                a += wc * abs(previous[i, j])
+                s = 0
+                for di in range(max(i - 1, 0), min(i + 2, h)):
+                    for dj in range(max(j - 1, 0), min(j + 2, w)):
+                        s += abs(previous[di, dj])
+                a += ws * s
+            sib = 0
+            if ha > 0:
+                sib += abs(sibling_a[ia, min(j, wa - 1)])
+            if hb > 0:
+                sib += abs(sibling_b[ib, min(j, wb - 1)])
+            a += wsib * sib
+            out[i, j] = _class_of(a, INTER_CLASSES)
+    return out
+
+
+@jit
+def _renorm_encoder(low, rng, cache, cache_size, pos, out):
+    while rng < TOP:
+        rng <<= 8
+        if low < 0xFF000000 or low >= (1 << 32):
+            carry = low >> 32
+            temp = cache
+            while True:
+                out[pos] = (temp + carry) & 0xFF
+                pos += 1
+                temp = 0xFF
+                cache_size -= 1
+                if cache_size == 0:
+                    break
+            cache = (low >> 24) & 0xFF
+        cache_size += 1
+        low = (low & 0x00FFFFFF) << 8
+    return low, rng, cache, cache_size, pos
+
+
+@jit
+def _renorm_decoder(code, rng, pos, data):
+    n = data.shape[0]
+    while rng < TOP:
+        rng <<= 8
+        byte = data[pos] if pos < n else 0
+        pos += 1
+        code = ((code << 8) | byte) & 0xFFFFFFFF
+    return code, rng, pos
+
+
+@jit
+def _bump(table, row, symbol, n):
+    """_update of table[row] (n symbols, the total in column n)."""
+    table[row, symbol] += INCREMENT
+    table[row, n] += INCREMENT
+    if table[row, n] > LIMIT:
+        total = 0
+        for s in range(n):
+            table[row, s] = (table[row, s] + 1) >> 1
+            total += table[row, s]
+        table[row, n] = total
+
+
+@jit
+def encode_detail(q, inter, table, weights, state, out):
+    """code_detail's encoder, the state kept in locals."""
+    h, w = q.shape
+    n = table.shape[1] - 1
+    mag = np.zeros((h + 2, w + 3), np.int64)
+    w0, w1, w2 = weights[0], weights[1], weights[2]
+    low, rng, cache, cache_size, pos = state[_LOW], state[_RANGE], state[_CACHE], state[_CACHE_SIZE], state[_POS]
+    dq = 0
+    for i in range(h):
+        for j in range(w):
+            pi, pj = i + 2, j + 2
+            a = (w0 * (mag[pi, pj - 1] + mag[pi - 1, pj]) + w1 * (mag[pi - 1, pj - 1] + mag[pi - 1, pj + 1])
+                 + w2 * (mag[pi, pj - 2] + mag[pi - 2, pj]))
+            quantizer = dq >> 1
+            row = (_class_of(a, SPATIAL_CLASSES) * INTER_CLASSES + inter[i, j]) * 2 + quantizer
+            v = q[i, j]
+            level = abs(v)
+            mag[pi, pj] = level
+            if level and (level & 1) != quantizer:
+                raise ValueError("a level the dependent quantizer's state does not allow")
+            index = (level + quantizer) >> 1
+            token, raw = _token(index)
+            cum = 0
+            for s in range(token):
+                cum += table[row, s]
+            r = rng // table[row, n]
+            low += r * cum
+            rng = r * table[row, token]
+            low, rng, cache, cache_size, pos = _renorm_encoder(low, rng, cache, cache_size, pos, out)
+            _bump(table, row, token, n)
+            bits = raw
+            while bits > 0:
+                m = min(bits, 16)
+                bits -= m
+                rng >>= m
+                low += rng * ((index >> bits) & ((1 << m) - 1))
+                low, rng, cache, cache_size, pos = _renorm_encoder(low, rng, cache, cache_size, pos, out)
+            if level:
+                rng >>= 1
+                if v < 0:
+                    low += rng
+                low, rng, cache, cache_size, pos = _renorm_encoder(low, rng, cache, cache_size, pos, out)
+            dq = TRANSITIONS[dq, index & 1]
+    state[_LOW], state[_RANGE], state[_CACHE], state[_CACHE_SIZE], state[_POS] = low, rng, cache, cache_size, pos
+
+
+@jit
+def decode_detail(q, inter, table, weights, state, data):
+    """code_detail's decoder, the state kept in locals; fills q."""
+    h, w = q.shape
+    n = table.shape[1] - 1
+    mag = np.zeros((h + 2, w + 3), np.int64)
+    w0, w1, w2 = weights[0], weights[1], weights[2]
+    code, rng, pos = state[_LOW], state[_RANGE], state[_POS]
+    dq = 0
+    for i in range(h):
+        for j in range(w):
+            pi, pj = i + 2, j + 2
+            a = (w0 * (mag[pi, pj - 1] + mag[pi - 1, pj]) + w1 * (mag[pi - 1, pj - 1] + mag[pi - 1, pj + 1])
+                 + w2 * (mag[pi, pj - 2] + mag[pi - 2, pj]))
+            quantizer = dq >> 1
+            row = (_class_of(a, SPATIAL_CLASSES) * INTER_CLASSES + inter[i, j]) * 2 + quantizer
+            total = table[row, n]
+            r = rng // total
+            target = code // r
+            if target >= total:
+                target = total - 1
+            cum = 0
+            token = 0
+            while token < n - 1 and cum + table[row, token] <= target:
+                cum += table[row, token]
+                token += 1
+            code -= r * cum
+            rng = r * table[row, token]
+            code, rng, pos = _renorm_decoder(code, rng, pos, data)
+            _bump(table, row, token, n)
+            if token < DIRECT:
+                index = token
+            else:
+                e = (token - DIRECT) // 2 + 3
+                index = (2 | ((token - DIRECT) & 1)) << (e - 1)
+                bits = e - 1
+                value = 0
+                while bits > 0:
+                    m = min(bits, 16)
+                    bits -= m
+                    rng >>= m
+                    t = code // rng
+                    if t >= (1 << m):
+                        t = (1 << m) - 1
+                    code -= rng * t
+                    code, rng, pos = _renorm_decoder(code, rng, pos, data)
+                    value = (value << m) | t
+                index |= value
+            level = 2 * index - 1 if quantizer and index else 2 * index
+            mag[pi, pj] = level
+            if level:
+                rng >>= 1
+                if code >= rng:
+                    code -= rng
+                    level = -level
+                code, rng, pos = _renorm_decoder(code, rng, pos, data)
+            q[i, j] = level
+            dq = TRANSITIONS[dq, index & 1]
+    state[_LOW], state[_RANGE], state[_POS] = code, rng, pos
+
+
 GROUPS = 12    # tables and weights: level (1, 2, 3+) x orientation (HL/LH, HH) x component (first, later)
 EMPTY = np.zeros((0, 0), np.int64)
 
@@ -470,6 +677,15 @@ def inter_features(plane: list[np.ndarray], k: int, previous: list[np.ndarray] |
     for sibling in plane[first:k]:
         f[3] += _at(np.abs(sibling), rows, cols)
     return f
+
+
+def inter_of(plane: list[np.ndarray], k: int, previous: list[np.ndarray] | None, weights: np.ndarray) -> np.ndarray:
+    """inter_classes(inter_features(plane, k, previous), weights), in one compiled pass."""
+    h, w = plane[k].shape
+    first = 1 + 3 * ((k - 1) // 3)
+    siblings = plane[first:k] + [EMPTY] * (2 - (k - first))
+    return inter_class_plane(h, w, plane[k - 3] if k > 3 else EMPTY,
+                             previous[k] if previous is not None else EMPTY, siblings[0], siblings[1], weights)
 
 
 def inter_classes(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -554,7 +770,7 @@ class SubbandModel:
     def encode(self, planes: list[list[np.ndarray]]) -> bytes:
         buf = _stream_buffer(planes)
         state = encoder_state()
-        self._run(planes, state, buf, False, None)
+        self._run_fast(planes, state, buf, False)
         return buf[:finish(state, buf)].tobytes()
 
     def decode(self, data: bytes, shapes: list, components: int) -> list[list[np.ndarray]]:
@@ -563,7 +779,7 @@ class SubbandModel:
         planes = [[np.zeros(s, np.int64) for s in shapes] for _ in range(components)]
         buf = np.frombuffer(data, np.uint8).copy()   # writable: the loop is compiled for both directions
         state = decoder_state(buf)
-        self._run(planes, state, buf, True, None)
+        self._run_fast(planes, state, buf, True)
         if overrun(state, buf):
             raise ValueError("the coefficient stream ends before its last symbol")
         return planes
@@ -573,6 +789,18 @@ class SubbandModel:
         counts, lowpass = np.zeros_like(self.counts), np.zeros_like(self.lowpass_counts)
         self._run(planes, encoder_state(), _stream_buffer(planes), False, (counts, lowpass))
         return counts, lowpass
+
+    def _run_fast(self, planes, state, buf, decoding: bool) -> None:
+        """What _run does without tallies, through the fast paths."""
+        tables = [new_tables(c) for c in self.counts]
+        lowpass = new_tables(self.lowpass_counts)
+        levels = (len(planes[0]) - 1) // 3
+        for c, plane in enumerate(planes):
+            code_lowpass(plane[0], lowpass, state, buf, decoding, EMPTY)
+            for k in range(1, len(plane)):
+                g = subband_group(k, levels, c)
+                inter = inter_of(plane, k, planes[c - 1] if c > 0 else None, self.weights[g])
+                (decode_detail if decoding else encode_detail)(plane[k], inter, tables[g], self.weights[g], state, buf)
 
     def _run(self, planes, state, buf, decoding: bool, tallies) -> None:
         tables = [new_tables(c) for c in self.counts]

@@ -293,3 +293,35 @@ def test_planes_decode_identically_in_a_fresh_process(tmp_path, threads):
     got = [[out[f"p{c}_{k}"] for k in range(len(shapes))] for c in range(3)]
     _assert_planes_equal(got, planes)
     assert out["reencoded"].tobytes() == data
+
+
+# --- the fast paths against the reference loops ---------------------------------------------
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_paths_code_as_the_reference_loops(seed):
+    """encode()/decode() run encode_detail/decode_detail and inter_class_plane; _run (code_detail,
+    inter_features + inter_classes) is the reference: the same bytes, the same classes."""
+    from eoz import subband_coder as sc
+
+    shapes = _shapes(97 + seed, 80 - seed, 5)
+    planes = _planes(shapes, 3, seed=seed, huge=2 ** 29 if seed % 2 else 0)
+    model = _trained_like_model(seed=seed) if seed % 2 else SubbandModel.untrained()
+    buf, state = sc._stream_buffer(planes), sc.encoder_state()
+    model._run(planes, state, buf, False, None)
+    data = model.encode(planes)
+    assert buf[:sc.finish(state, buf)].tobytes() == data
+    _assert_planes_equal(model.decode(data, shapes, 3), planes)
+    for c in range(3):
+        for k in range(1, len(shapes)):
+            previous = planes[c - 1] if c else None
+            np.testing.assert_array_equal(
+                sc.inter_of(planes[c], k, previous, model.weights[seed]),
+                sc.inter_classes(sc.inter_features(planes[c], k, previous), model.weights[seed]))
+
+
+def test_class_table_is_the_log_class():
+    from eoz import subband_coder as sc
+
+    for a in list(range(-3, 5000)) + [2 ** 14 - 1, 2 ** 14, 2 ** 15 - 1, 2 ** 15, 2 ** 15 + 1, 2 ** 40]:
+        for classes in (sc.SPATIAL_CLASSES, sc.INTER_CLASSES, sc.LL_CLASSES):
+            assert sc._class_of(a, classes) == sc._log_class(a, classes)
