@@ -45,6 +45,8 @@ outlive a change to the coder it inlines.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -652,6 +654,98 @@ def decode_detail(q, inter, table, weights, state, data):
     state[_LOW], state[_RANGE], state[_POS] = code, rng, pos
 
 
+@jit
+def _pick(best, arg, c, code):
+    """(c, code) when c < best, else (best, arg): the first of equal costs stays."""
+    if c < best:
+        return c, code
+    return best, arg
+
+
+@jit
+def dependent_quantize(band, step, inter, weights, bits, kappa):
+    """Signed levels of one detail subband: dependent_levels of u = min(|band| / step,
+    MAX_MAGNITUDE) with rint(u) as the preliminary levels, signed as the band (a 0 may take
+    level 1). The same search, costs and ties as dependent_levels, unrolled: each next state
+    has three ways in (from the two states of one quantizer), compared in dependent_levels'
+    order (previous state, then choice), so the same path wins."""
+    h, w = band.shape
+    u = np.empty((h, w))
+    mag = np.zeros((h + 2, w + 3), np.int64)
+    for i in range(h):
+        for j in range(w):
+            x = min(abs(band[i, j]) / step[i, j], MAX_MAGNITUDE)
+            u[i, j] = x
+            mag[i + 2, j + 2] = int(np.rint(x))
+    w0, w1, w2 = weights[0], weights[1], weights[2]
+    back = np.zeros((h * w, 4), np.int8)
+    inf = np.inf
+    c0, c1, c2, c3 = 0.0, inf, inf, inf
+    # per quantizer: choice 0 (level 0, even index); the other choice of even index; the choice of odd index
+    zd, zr = np.empty(2), np.empty(2)
+    ed, er, od, orate = np.empty(2), np.empty(2), np.empty(2), np.empty(2)
+    ec, oc = np.empty(2, np.int64), np.empty(2, np.int64)
+    for i in range(h):
+        for j in range(w):
+            x = u[i, j]
+            pi, pj = i + 2, j + 2
+            a = (w0 * (mag[pi, pj - 1] + mag[pi - 1, pj]) + w1 * (mag[pi - 1, pj - 1] + mag[pi - 1, pj + 1])
+                 + w2 * (mag[pi, pj - 2] + mag[pi - 2, pj]))
+            base = (_class_of(a, SPATIAL_CLASSES) * INTER_CLASSES + inter[i, j]) * 2
+            # _candidate's levels: x // 2 and (x - 1) // 2 are floor(x / 2), floor((x - 1) / 2) exactly
+            below0 = 2 * int(math.floor(x * 0.5))
+            below1 = max(2 * int(math.floor((x - 1.0) * 0.5)) + 1, 1)
+            for quantizer in range(2):
+                row = base + quantizer
+                zd[quantizer] = x * x
+                zr[quantizer] = kappa * (bits[row, 0] + 0 + 0)
+                ed[quantizer], od[quantizer] = inf, inf
+                er[quantizer], orate[quantizer] = 0.0, 0.0
+                below = below0 if quantizer == 0 else below1
+                for choice in range(1, 3):
+                    level = below + 2 * (choice - 1)
+                    if level == 0:      # choice 1 at level 0: not a way
+                        continue
+                    index = (level + quantizer) >> 1
+                    if index < DIRECT:
+                        token, raw = index, 0
+                    else:
+                        token, raw = _token(index)
+                    d = x - level
+                    r = kappa * (bits[row, token] + raw + (index > 0))
+                    if index & 1:
+                        od[quantizer], orate[quantizer], oc[quantizer] = d * d, r, choice
+                    else:
+                        ed[quantizer], er[quantizer], ec[quantizer] = d * d, r, choice
+            # Q0 states 0, 1 lead to 0 (even from 0, odd from 1) and 2 (odd from 0, even from 1)
+            n0, b0 = _pick(inf, 0, c0 + zd[0] + zr[0], 0)
+            n0, b0 = _pick(n0, b0, c0 + ed[0] + er[0], ec[0])
+            n0, b0 = _pick(n0, b0, c1 + od[0] + orate[0], 4 + oc[0])
+            n2, b2 = _pick(inf, 0, c0 + od[0] + orate[0], oc[0])
+            n2, b2 = _pick(n2, b2, c1 + zd[0] + zr[0], 4)
+            n2, b2 = _pick(n2, b2, c1 + ed[0] + er[0], 4 + ec[0])
+            # Q1 states 2, 3 lead to 1 (even from 2, odd from 3) and 3 (odd from 2, even from 3)
+            n1, b1 = _pick(inf, 0, c2 + zd[1] + zr[1], 8)
+            n1, b1 = _pick(n1, b1, c2 + ed[1] + er[1], 8 + ec[1])
+            n1, b1 = _pick(n1, b1, c3 + od[1] + orate[1], 12 + oc[1])
+            n3, b3 = _pick(inf, 0, c2 + od[1] + orate[1], 8 + oc[1])
+            n3, b3 = _pick(n3, b3, c3 + zd[1] + zr[1], 12)
+            n3, b3 = _pick(n3, b3, c3 + ed[1] + er[1], 12 + ec[1])
+            at = i * w + j
+            back[at, 0], back[at, 1], back[at, 2], back[at, 3] = b0, b1, b2, b3
+            c0, c1, c2, c3 = n0, n1, n2, n3
+    cost = np.array([c0, c1, c2, c3])
+    out = np.empty((h, w), np.int64)
+    s = int(np.argmin(cost))
+    for idx in range(h * w - 1, -1, -1):
+        i, j = idx // w, idx % w
+        b = back[idx, s]
+        s = b >> 2
+        level = _candidate(u[i, j], s >> 1, b & 3)
+        out[i, j] = -level if band[i, j] < 0 else level
+    return out
+
+
 GROUPS = 12    # tables and weights: level (1, 2, 3+) x orientation (HL/LH, HH) x component (first, later)
 EMPTY = np.zeros((0, 0), np.int64)
 
@@ -679,9 +773,11 @@ def inter_features(plane: list[np.ndarray], k: int, previous: list[np.ndarray] |
     return f
 
 
-def inter_of(plane: list[np.ndarray], k: int, previous: list[np.ndarray] | None, weights: np.ndarray) -> np.ndarray:
-    """inter_classes(inter_features(plane, k, previous), weights), in one compiled pass."""
-    h, w = plane[k].shape
+def inter_of(plane: list[np.ndarray], k: int, previous: list[np.ndarray] | None, weights: np.ndarray,
+             shape: tuple | None = None) -> np.ndarray:
+    """inter_classes(inter_features(plane, k, previous), weights), in one compiled pass
+    (``shape``: subband k's, when plane[k] is not there yet)."""
+    h, w = shape if shape is not None else plane[k].shape
     first = 1 + 3 * ((k - 1) // 3)
     siblings = plane[first:k] + [EMPTY] * (2 - (k - first))
     return inter_class_plane(h, w, plane[k - 3] if k > 3 else EMPTY,
@@ -759,11 +855,11 @@ class SubbandModel:
             plane = [deadzone_levels(bands[0], steps[0], rounding)]
             for k in range(1, len(bands)):
                 g = subband_group(k, levels, c)
-                u = np.minimum(np.abs(bands[k]) / steps[k], MAX_MAGNITUDE)
-                plane.append(np.rint(u).astype(np.int64))   # stands in while the contexts are formed
-                inter = inter_classes(inter_features(plane, k, planes[c - 1] if c > 0 else None), self.weights[g])
-                plane[k] = np.where(bands[k] < 0, -1, 1) * dependent_levels(   # a 0 may take level 1
-                    u, plane[k], inter, self.weights[g], self.bits[g], kappa)
+                plane.append(EMPTY)   # inter_of reads the subbands before k only
+                inter = inter_of(plane, k, planes[c - 1] if c > 0 else None, self.weights[g], bands[k].shape)
+                plane[k] = dependent_quantize(np.ascontiguousarray(bands[k], np.float64),
+                                              np.ascontiguousarray(steps[k], np.float64), inter,
+                                              self.weights[g], self.bits[g], float(kappa))
             planes.append(plane)
         return planes
 
