@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numba
 import numpy as np
 
 ALPHA = -1.586134342059924
@@ -75,17 +76,174 @@ def _synthesise(s: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 
 def _analyse_2d(x: np.ndarray):
-    low, high = _analyse(x)                     # along rows (axis 0): vertical filtering
-    ll, lh = (a.T for a in _analyse(low.T))     # then along columns
-    hl, hh = (a.T for a in _analyse(high.T))
+    low, high = _analyse_fast(x, True)          # along rows (axis 0): vertical filtering
+    ll, lh = _analyse_fast(low, False)          # then along columns
+    hl, hh = _analyse_fast(high, False)
     return ll, (hl, lh, hh)
 
 
 def _synthesise_2d(ll: np.ndarray, details) -> np.ndarray:
     hl, lh, hh = details
+    low = _synthesise_fast(ll, lh, False)
+    high = _synthesise_fast(hl, hh, False)
+    return _synthesise_fast(low, high, True)
+
+
+def _analyse_2d_reference(x: np.ndarray):
+    """_analyse_2d through the numpy lifting (the reference the compiled one is tested against)."""
+    low, high = _analyse(x)
+    ll, lh = (a.T for a in _analyse(low.T))
+    hl, hh = (a.T for a in _analyse(high.T))
+    return ll, (hl, lh, hh)
+
+
+def _synthesise_2d_reference(ll: np.ndarray, details) -> np.ndarray:
+    hl, lh, hh = details
     low = _synthesise(ll.T, lh.T).T
     high = _synthesise(hl.T, hh.T).T
     return _synthesise(low, high)
+
+
+# --- compiled lifting: the same operations on every sample, in the same order, as _analyse and
+# _synthesise (no reassociation, no fused multiply-add: numba's default), so the same bits; what
+# forward and inverse run. tests/eoz/test_wavelet.py checks them against the numpy reference.
+
+_jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+_LOW_SCALE, _HIGH_SCALE = float(LOW_SCALE), float(HIGH_SCALE)
+
+
+@_jit
+def _lift_forward(x, low, high, along_rows):
+    """_analyse of x (n >= 2 samples along the lifting axis) into low and high, in place of
+    their contents: along axis 0 when along_rows, else along axis 1 (arrays as x's)."""
+    if along_rows:
+        n, m = x.shape
+    else:
+        m, n = x.shape
+    ns, nd = (n + 1) // 2, n // 2
+    if along_rows:
+        for i in range(ns):
+            for c in range(m):
+                low[i, c] = x[2 * i, c]
+        for i in range(nd):
+            for c in range(m):
+                high[i, c] = x[2 * i + 1, c]
+        for i in range(nd):
+            b = min(i + 1, ns - 1)
+            for c in range(m):
+                high[i, c] = high[i, c] + ALPHA * (low[i, c] + low[b, c])
+        for i in range(ns):
+            a, b = max(i - 1, 0), min(i, nd - 1)
+            for c in range(m):
+                low[i, c] = low[i, c] + BETA * (high[a, c] + high[b, c])
+        for i in range(nd):
+            b = min(i + 1, ns - 1)
+            for c in range(m):
+                high[i, c] = high[i, c] + GAMMA * (low[i, c] + low[b, c])
+        for i in range(ns):
+            a, b = max(i - 1, 0), min(i, nd - 1)
+            for c in range(m):
+                low[i, c] = (low[i, c] + DELTA * (high[a, c] + high[b, c])) * _LOW_SCALE
+        for i in range(nd):
+            for c in range(m):
+                high[i, c] = high[i, c] * _HIGH_SCALE
+    else:
+        for r in range(m):
+            lo, hi, row = low[r], high[r], x[r]
+            for i in range(ns):
+                lo[i] = row[2 * i]
+            for i in range(nd):
+                hi[i] = row[2 * i + 1]
+            for i in range(nd):
+                hi[i] = hi[i] + ALPHA * (lo[i] + lo[min(i + 1, ns - 1)])
+            for i in range(ns):
+                lo[i] = lo[i] + BETA * (hi[max(i - 1, 0)] + hi[min(i, nd - 1)])
+            for i in range(nd):
+                hi[i] = hi[i] + GAMMA * (lo[i] + lo[min(i + 1, ns - 1)])
+            for i in range(ns):
+                lo[i] = (lo[i] + DELTA * (hi[max(i - 1, 0)] + hi[min(i, nd - 1)])) * _LOW_SCALE
+            for i in range(nd):
+                hi[i] = hi[i] * _HIGH_SCALE
+
+
+@_jit
+def _lift_inverse(low, high, out, along_rows):
+    """_synthesise of low and high (nd >= 1) into out: along axis 0 when along_rows, else axis 1."""
+    if along_rows:
+        ns, m = low.shape
+        nd = high.shape[0]
+        s = np.empty((ns, m))
+        d = np.empty((nd, m))
+        for i in range(ns):
+            for c in range(m):
+                s[i, c] = low[i, c] / _LOW_SCALE
+        for i in range(nd):
+            for c in range(m):
+                d[i, c] = high[i, c] / _HIGH_SCALE
+        for i in range(ns):
+            a, b = max(i - 1, 0), min(i, nd - 1)
+            for c in range(m):
+                s[i, c] = s[i, c] - DELTA * (d[a, c] + d[b, c])
+        for i in range(nd):
+            b = min(i + 1, ns - 1)
+            for c in range(m):
+                d[i, c] = d[i, c] - GAMMA * (s[i, c] + s[b, c])
+        for i in range(ns):
+            a, b = max(i - 1, 0), min(i, nd - 1)
+            for c in range(m):
+                s[i, c] = s[i, c] - BETA * (d[a, c] + d[b, c])
+        for i in range(nd):
+            b = min(i + 1, ns - 1)
+            for c in range(m):
+                out[2 * i + 1, c] = d[i, c] - ALPHA * (s[i, c] + s[b, c])
+        for i in range(ns):
+            for c in range(m):
+                out[2 * i, c] = s[i, c]
+    else:
+        m, ns = low.shape
+        nd = high.shape[1]
+        s = np.empty(ns)
+        d = np.empty(nd)
+        for r in range(m):
+            lo, hi, row = low[r], high[r], out[r]
+            for i in range(ns):
+                s[i] = lo[i] / _LOW_SCALE
+            for i in range(nd):
+                d[i] = hi[i] / _HIGH_SCALE
+            for i in range(ns):
+                s[i] = s[i] - DELTA * (d[max(i - 1, 0)] + d[min(i, nd - 1)])
+            for i in range(nd):
+                d[i] = d[i] - GAMMA * (s[i] + s[min(i + 1, ns - 1)])
+            for i in range(ns):
+                s[i] = s[i] - BETA * (d[max(i - 1, 0)] + d[min(i, nd - 1)])
+            for i in range(nd):
+                row[2 * i + 1] = d[i] - ALPHA * (s[i] + s[min(i + 1, ns - 1)])
+            for i in range(ns):
+                row[2 * i] = s[i]
+
+
+def _analyse_fast(x: np.ndarray, along_rows: bool) -> tuple[np.ndarray, np.ndarray]:
+    """_analyse along axis 0 (along_rows) or 1 of a 2-D float64 array, compiled."""
+    n = x.shape[0 if along_rows else 1]
+    if n < 2:
+        empty = (0, x.shape[1]) if along_rows else (x.shape[0], 0)
+        return x.astype(np.float64), np.zeros(empty)
+    ns, nd = (n + 1) // 2, n // 2
+    shape = (lambda k: (k, x.shape[1])) if along_rows else (lambda k: (x.shape[0], k))
+    low, high = np.empty(shape(ns)), np.empty(shape(nd))
+    _lift_forward(np.ascontiguousarray(x, np.float64), low, high, along_rows)
+    return low, high
+
+
+def _synthesise_fast(low: np.ndarray, high: np.ndarray, along_rows: bool) -> np.ndarray:
+    """_synthesise along axis 0 (along_rows) or 1, compiled."""
+    nd = high.shape[0 if along_rows else 1]
+    if nd == 0:
+        return np.array(low, np.float64)
+    n = low.shape[0 if along_rows else 1] + nd
+    out = np.empty((n, low.shape[1]) if along_rows else (low.shape[0], n))
+    _lift_inverse(np.ascontiguousarray(low, np.float64), np.ascontiguousarray(high, np.float64), out, along_rows)
+    return out
 
 
 def max_levels(height: int, width: int, levels: int) -> int:
