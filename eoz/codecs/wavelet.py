@@ -29,6 +29,7 @@ import copy
 import math
 import struct
 
+import numba
 import numpy as np
 
 from eoz import spectral, wavelet
@@ -36,7 +37,7 @@ from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.errors import ContainerError, InputError
 from eoz.quality import BLOCK_SIZES, QualityTarget, block_grid, block_means
 from eoz.registry import ModelEntry
-from eoz.subband_coder import SubbandModel, deadzone_levels
+from eoz.subband_coder import MAX_MAGNITUDE, SubbandModel, deadzone_levels
 
 LEVELS = 5
 ROUNDING = 0.3              # deadzone: magnitudes below 0.7 steps quantize to zero
@@ -224,8 +225,91 @@ def _reach_min(values: np.ndarray, n: int, scale: int, block: int) -> np.ndarray
 
 
 def dequantize(plane: list[np.ndarray], steps: list[np.ndarray], offsets: np.ndarray) -> list[np.ndarray]:
-    """Each nonzero level at its bin's centroid: (|level| + (offset - 128) / 256) steps, signed."""
-    return [np.sign(q) * (np.abs(q) + (int(o) - 128) / 256.0) * s for q, s, o in zip(plane, steps, offsets)]
+    """Each nonzero level at its bin's centroid: (|level| + (offset - 128) / 256) steps, signed
+    (np.sign(q) * (np.abs(q) + (offset - 128) / 256) * step, compiled: the same bits)."""
+    out = []
+    for q, s, o in zip(plane, steps, offsets):
+        values = np.empty(q.shape)
+        _dequantize(np.ascontiguousarray(q, np.int64), np.ascontiguousarray(s, np.float64),
+                    (int(o) - 128) / 256.0, values)
+        out.append(values)
+    return out
+
+
+# --- compiled loops of the encoder's passes and the decoder's dequantization ----------------------
+
+_jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+
+@_jit
+def _dequantize(q, step, offset, out):
+    h, w = q.shape
+    for i in range(h):
+        for j in range(w):
+            v = q[i, j]
+            sign = 1.0 if v > 0 else (-1.0 if v < 0 else 0.0)
+            out[i, j] = sign * (abs(v) + offset) * step[i, j]
+
+
+@_jit
+def _deadzone(band, step, rounding, out):
+    """deadzone_levels(band, step, rounding) into out; returns the residue sum of the nonzero
+    levels (|band| / step - |level|) and their count, for the centroid offsets."""
+    h, w = band.shape
+    residue, count = 0.0, 0
+    for i in range(h):
+        for j in range(w):
+            x = band[i, j]
+            u = abs(x) / step[i, j]
+            level = int(math.floor(min(u, MAX_MAGNITUDE) + rounding))
+            if level != 0:
+                residue += u - level
+                count += 1
+            out[i, j] = -level if x < 0 else (level if x > 0 else 0)
+    return residue, count
+
+
+@_jit
+def _residue(band, step, q):
+    """Residue sum (|band| / step - |q|) over the nonzero levels q, and their count."""
+    h, w = band.shape
+    residue, count = 0.0, 0
+    for i in range(h):
+        for j in range(w):
+            if q[i, j] != 0:
+                residue += abs(band[i, j]) / step[i, j] - abs(q[i, j])
+                count += 1
+    return residue, count
+
+
+@_jit
+def _block_errors(components, matrix, means, tile, valid, block, rows, cols, integer, lo, hi):
+    """Sums of squared error and of valid samples per block of what the decoder outputs from
+    these components (the KLT matrix applied as _combine does, the means added, integers
+    rounded and clipped as _to_dtype does) against the tile; block 0: one block."""
+    bands, h, w = tile.shape
+    ncomp = components.shape[0]
+    sums = np.zeros((rows, cols))
+    counts = np.zeros((rows, cols))
+    for b in range(bands):
+        for i in range(h):
+            r = i // block if block else 0
+            for j in range(w):
+                if matrix.shape[0] > 0:
+                    v = 0.0
+                    for c in range(ncomp):
+                        v += matrix[b, c] * components[c, i, j]
+                else:
+                    v = components[b, i, j]
+                v = v + means[b]
+                if integer:
+                    v = min(max(np.rint(v), lo), hi)
+                if valid[b, i, j]:
+                    e = v - tile[b, i, j]
+                    k = j // block if block else 0
+                    sums[r, k] += e * e
+                    counts[r, k] += 1.0
+    return sums, counts
 
 
 class Analysis:
@@ -249,23 +333,26 @@ class Analysis:
         if self._last is not None and self._last[0] == key:
             return self._last[1]
         steps = subband_steps(self.height, self.width, self.levels, self.log2_base, codes, block)
+        residues = np.zeros((len(self.subbands), len(steps), 2))
         if dependent:
             planes = self.model.quantize(self.subbands, steps, ROUNDING, RATE_WEIGHT)
+            for c, (bands, plane) in enumerate(zip(self.subbands, planes)):
+                for k, (b, s, q) in enumerate(zip(bands, steps, plane)):
+                    residues[c, k] = _residue(b, s, q)
         else:
             steps = [s * 2 ** DQ_OFFSET for s in steps]
-            planes = [[deadzone_levels(b, s, ROUNDING) for b, s in zip(bands, steps)] for bands in self.subbands]
+            planes = []
+            for c, bands in enumerate(self.subbands):
+                plane = [np.empty(b.shape, np.int64) for b in bands]
+                for k, (b, s) in enumerate(zip(bands, steps)):
+                    residues[c, k] = _deadzone(b, s, ROUNDING, plane[k])
+                planes.append(plane)
         offsets = np.full((2, len(steps)), 128, np.int64)
         for g in (0, 1):
             members = [c for c in range(len(planes)) if _component_group(c) == g]
-            for k, s in enumerate(steps):
-                residue, count = 0.0, 0
-                for c in members:
-                    q = planes[c][k]
-                    nonzero = q != 0
-                    residue += (np.abs(self.subbands[c][k]) / s - np.abs(q))[nonzero].sum()
-                    count += int(nonzero.sum())
-                if count:
-                    offsets[g, k] = int(np.clip(np.rint(128 + 256 * residue / count), 0, 255))
+            residue, count = residues[members, :, 0].sum(0), residues[members, :, 1].sum(0)
+            some = count > 0
+            offsets[g, some] = np.clip(np.rint(128 + 256 * residue[some] / count[some]), 0, 255)
         self._last = (key, (planes, offsets, steps))
         return planes, offsets, steps
 
@@ -277,7 +364,20 @@ class Analysis:
         return _to_dtype(pixels, self.dtype).astype(np.float64) if self.dtype.kind in "iu" else pixels
 
     def block_mse(self, codes: np.ndarray, valid: np.ndarray, block: int | None, dependent: bool = True) -> np.ndarray:
-        return block_means((self.reconstruct(codes, block, dependent) - self.tile) ** 2, valid, block)
+        """Mean squared error per block of what the decoder outputs for these codes (as
+        block_means((reconstruct(...) - tile) ** 2, valid, block), in one compiled pass)."""
+        planes, offsets, steps = self.quantize(codes, block, dependent)
+        components = np.empty((len(planes), self.height, self.width))
+        for c, p in enumerate(planes):
+            components[c] = wavelet.inverse(wavelet.nest(dequantize(p, steps, offsets[_component_group(c)])))
+        t = self.transform
+        rows, cols = block_grid(self.height, self.width, block)
+        integer = self.dtype.kind in "iu"
+        info = np.iinfo(self.dtype) if integer else None
+        sums, counts = _block_errors(components, t.matrix if t.matrix is not None else np.zeros((0, 0)), t.means,
+                                     self.tile, np.ascontiguousarray(valid, np.bool_), block or 0, rows, cols,
+                                     integer, float(info.min) if integer else 0.0, float(info.max) if integer else 0.0)
+        return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
 
 def base_log2_step(target_mse: float) -> float:
