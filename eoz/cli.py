@@ -10,7 +10,8 @@ from pathlib import Path
 
 from eoz.errors import EozError
 
-TRAINABLE = {"vqvae-fpn-s2-10m": ("s2-10m", "vqvae-fpn"), "hyperprior-s2-10m": ("s2-10m", "hyperprior"),
+TRAINABLE = {"vqvae-fpn-s2-10m": ("s2-10m", "vqvae-fpn"), "vqvae-fpn-s2-10m-x4": ("s2-10m", "vqvae-fpn"),
+             "hyperprior-s2-10m": ("s2-10m", "hyperprior"),
              "vqvae-fpn-s2-20m": ("s2-20m", "vqvae-fpn"), "hyperprior-s1-db": ("s1-db", "hyperprior"),
              "hyperprior-enmap-hsi": ("enmap-hsi", "spectral-partition"),
              "wavelet-hyperprior": ("all", "wavelet"), "predictive": ("all", "predictive")}

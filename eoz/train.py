@@ -22,6 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from eoz import datasets
+from eoz.errors import InputError
 from eoz.models.hyperprior import LAMBDA_MAX_LOG2, LAMBDA_MIN_LOG2, HyperpriorConfig, ModulatedHyperprior
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
@@ -64,6 +65,9 @@ def recipe(model_id: str, split: str, codec: str) -> TrainConfig:
                            crop=32, lr=3e-4, warmup=200, model=HyperpriorConfig(
                                in_channels=1, channels=48, latent_channels=96, hyper_channels=48))
     bands = len(datasets.split_named(split).bands)
+    if model_id.endswith("-x4"):   # levels at 4x and 8x, larger codebooks: ratios 50-100
+        return TrainConfig(model_id=model_id, split=split, codec=codec, model=VQVAEFPNConfig(
+            in_channels=bands, codebook_sizes=[1024, 1024], first_factor=4))
     if codec == "hyperprior":
         return TrainConfig(model_id=model_id, split=split, codec=codec, steps=9000, batch_size=8, crop=96,
                            lr=2e-4, warmup=500, model=HyperpriorConfig(in_channels=bands, latent_channels=192))
@@ -93,17 +97,24 @@ def _normalizer_for(cfg: TrainConfig, train_arrays: list[np.ndarray]) -> BandNor
     return BandNormalizer.fit_linear(pick) if cfg.codec == "hyperprior" else BandNormalizer.fit(pick)
 
 
-def _warm_start(model: torch.nn.Module, spec: str) -> BandNormalizer:
-    """Load a published model's weights into ``model``; its normalizer stays, so the
-    network keeps seeing inputs on the scale it learned."""
+def _warm_start(model: torch.nn.Module, spec: str) -> tuple[BandNormalizer, dict]:
+    """Load a published model's weights into ``model``, every tensor whose name and shape
+    match (a model of another architecture, e.g. a 4x stem on a 2x model, keeps its fresh
+    layers where they differ); its normalizer stays, so the network keeps seeing inputs on
+    the scale it learned. Returns the normalizer and which tensors were loaded or new."""
     from eoz.registry import ModelStore
 
     model_id, _, version = spec.partition("/")
     entry = ModelStore().get(model_id, version or None)
-    state = {k[len("model."):]: torch.from_numpy(v.copy()) for k, v in entry.load_weights().items()
-             if k.startswith("model.")}
-    model.load_state_dict(state)
-    return BandNormalizer.from_dict(entry.manifest["normalization"])
+    published = {k[len("model."):]: v for k, v in entry.load_weights().items() if k.startswith("model.")}
+    own = model.state_dict()
+    loaded = {k: torch.from_numpy(v.copy()) for k, v in published.items() if k in own and own[k].shape == v.shape}
+    if not loaded:
+        raise InputError(f"{spec} shares no layer with this architecture")
+    model.load_state_dict({**own, **loaded})
+    report = {"from": f"{entry.model_id}/{entry.version}", "loaded": sorted(loaded),
+              "new": sorted(set(own) - set(loaded))}
+    return BandNormalizer.from_dict(entry.manifest["normalization"]), report
 
 
 def brighten(batch: np.ndarray, normalizer: BandNormalizer, limit: float, rng: np.random.Generator) -> np.ndarray:
@@ -196,7 +207,8 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu",
         normalizer = BandNormalizer.from_dict(state["normalizer"])
         step = state["step"]
     elif cfg.init_from:
-        normalizer = _warm_start(model, cfg.init_from)
+        normalizer, report = _warm_start(model, cfg.init_from)
+        (run_dir / "warm_start.json").write_text(json.dumps(report, indent=1) + "\n")
     else:
         normalizer = _normalizer_for(cfg, train_arrays)
     # normalize once; crops are then plain slices

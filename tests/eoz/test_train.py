@@ -112,8 +112,6 @@ def test_training_resumes_where_it_stopped(tmp_path, tiny_split):
 
 
 def test_warm_start_begins_from_the_published_weights_and_normalizer(tmp_path, tiny_split, tiny_store, monkeypatch):
-    from conftest import publish_tiny_model
-
     monkeypatch.setenv("EOZ_MODEL_STORE", str(tiny_store.root))
     entry = tiny_store.get("tiny-vq", "1")
     published = entry.load_weights()
@@ -125,9 +123,17 @@ def test_warm_start_begins_from_the_published_weights_and_normalizer(tmp_path, t
     assert len(layers) > 10
     for key in layers:   # lr 0: the layers are the published ones
         np.testing.assert_array_equal(state["model"][key].numpy(), published[f"model.{key}"], err_msg=key)
-    publish_tiny_model(tiny_store, version="2", seed=1)
-    with pytest.raises(RuntimeError):   # an architecture that does not match is refused
-        train(tmp_path / "other", replace(cfg, init_from="tiny-vq/2", model=_config(2).model))
+    assert json.loads((tmp_path / "run" / "warm_start.json").read_text())["new"] == []
+
+    # another architecture keeps its own layers where they differ (here the top codebook)
+    wider = VQVAEFPNConfig(**{**entry.manifest["architecture"], "codebook_sizes": [16, 64]})
+    train(tmp_path / "wider", replace(cfg, model=wider))
+    report = json.loads((tmp_path / "wider" / "warm_start.json").read_text())
+    assert report["from"] == "tiny-vq/1"
+    assert report["new"] == ["quantizers.1.cluster_size", "quantizers.1.embedding", "quantizers.1.embedding_sum"]
+    with pytest.raises(InputError, match="shares no layer"):
+        train(tmp_path / "other", replace(cfg, model=VQVAEFPNConfig(in_channels=2, channels=[4], codebook_sizes=[8],
+                                                                   embedding_dim=4, res_blocks=1)))
 
 
 def test_brightness_scales_each_crop_by_one_factor_in_original_units():
