@@ -35,9 +35,9 @@ import numpy as np
 from eoz import spectral, wavelet
 from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.errors import ContainerError, InputError
-from eoz.quality import BLOCK_SIZES, QualityTarget, block_grid, block_means
+from eoz.quality import BLOCK_SIZES, QualityTarget, block_grid
 from eoz.registry import ModelEntry
-from eoz.subband_coder import MAX_MAGNITUDE, SubbandModel, deadzone_levels
+from eoz.subband_coder import MAX_MAGNITUDE, SubbandModel
 
 LEVELS = 5
 ROUNDING = 0.3              # deadzone: magnitudes below 0.7 steps quantize to zero
@@ -207,7 +207,7 @@ def subband_steps(height: int, width: int, levels: int, log2_base: float, codes:
         else:
             scale = 1 << (levels if k == 0 else levels - (k - 1) // 3)   # pixels per coefficient
             grid = _reach_min(_reach_min(block_steps, shape[0], scale, block).T, shape[1], scale, block).T
-        steps.append(_exact(grid / math.sqrt(float(np.float32(gain)))))
+        steps.append(np.ascontiguousarray(_exact(grid / math.sqrt(float(np.float32(gain))))))
     return steps
 
 
@@ -261,11 +261,13 @@ def _deadzone(band, step, rounding, out):
         for j in range(w):
             x = band[i, j]
             u = abs(x) / step[i, j]
-            level = int(math.floor(min(u, MAX_MAGNITUDE) + rounding))
+            level = int(min(u, MAX_MAGNITUDE) + rounding)      # >= 0: truncation is the floor
             if level != 0:
                 residue += u - level
                 count += 1
-            out[i, j] = -level if x < 0 else (level if x > 0 else 0)
+                out[i, j] = -level if x < 0 else level
+            else:
+                out[i, j] = 0
     return residue, count
 
 
@@ -291,24 +293,35 @@ def _block_errors(components, matrix, means, tile, valid, block, rows, cols, int
     ncomp = components.shape[0]
     sums = np.zeros((rows, cols))
     counts = np.zeros((rows, cols))
+    has_matrix = matrix.shape[0] > 0
+    width = block if block else w
+    v = np.empty(w)
     for b in range(bands):
+        mean = means[b]
         for i in range(h):
             r = i // block if block else 0
+            if has_matrix:
+                v[:] = 0.0
+                for c in range(ncomp):
+                    weight = matrix[b, c]
+                    for j in range(w):
+                        v[j] += weight * components[c, i, j]
+            else:
+                for j in range(w):
+                    v[j] = components[b, i, j]
             for j in range(w):
-                if matrix.shape[0] > 0:
-                    v = 0.0
-                    for c in range(ncomp):
-                        v += matrix[b, c] * components[c, i, j]
-                else:
-                    v = components[b, i, j]
-                v = v + means[b]
+                x = v[j] + mean
                 if integer:
-                    v = min(max(np.rint(v), lo), hi)
-                if valid[b, i, j]:
-                    e = v - tile[b, i, j]
-                    k = j // block if block else 0
-                    sums[r, k] += e * e
-                    counts[r, k] += 1.0
+                    x = min(max(np.rint(x), lo), hi)
+                e = x - tile[b, i, j]
+                v[j] = e * e if valid[b, i, j] else 0.0
+            for k in range(cols):
+                total, n = 0.0, 0
+                for j in range(k * width, min((k + 1) * width, w)):
+                    total += v[j]
+                    n += valid[b, i, j]
+                sums[r, k] += total
+                counts[r, k] += n
     return sums, counts
 
 
@@ -340,7 +353,7 @@ class Analysis:
                 for k, (b, s, q) in enumerate(zip(bands, steps, plane)):
                     residues[c, k] = _residue(b, s, q)
         else:
-            steps = [s * 2 ** DQ_OFFSET for s in steps]
+            steps = [s * 2 ** DQ_OFFSET for s in steps]   # noqa: the proxy's steps
             planes = []
             for c, bands in enumerate(self.subbands):
                 plane = [np.empty(b.shape, np.int64) for b in bands]
@@ -391,10 +404,46 @@ def choose_codes(analysed: Analysis, valid: np.ndarray, block: int | None,
                  target_mse: float) -> tuple[np.ndarray, np.ndarray]:
     """Step codes, as coarse as they can be with every block's MSE at or under the target.
 
-    Per-block codes are first settled on the scalar proxy (Analysis.quantize), then the
-    dependent quantizer, as coded, finishes the search from there in a few rounds. Every
-    round is one reconstruction of the tile, exactly as the decoder makes it.
+    Every pass is one reconstruction of the tile, exactly as the decoder makes it, either on
+    the scalar proxy (Analysis.quantize with dependent=False: a deadzone quantizer, about a
+    quarter of the dependent quantizer's cost) or with the dependent quantizer, as coded.
+    The codes are first settled on the proxy; one coded pass then measures each block's ratio
+    of its error to the proxy's, and the proxy settles again on the target divided by that
+    ratio (the ratio moves by a few per cent over a few codes; the proxy carries how
+    neighbouring blocks share coefficients). Coded passes finish from there: blocks over the
+    target are lowered; one block (a global target) is tried one code up when its slope says
+    it may still meet the target. 16 px blocks, whose errors come mostly from coefficients
+    they share with their neighbours, take the search of format 1's first encoder instead
+    (``_choose_thorough``: more coded passes, less overshoot).
     """
+    if block is not None and block < 32:
+        return _choose_thorough(analysed, valid, block, target_mse)
+    proxy = lambda c: analysed.block_mse(c, valid, block, False)    # noqa: E731
+    coded = lambda c: analysed.block_mse(c, valid, block)           # noqa: E731
+    codes = np.full(block_grid(analysed.height, analysed.width, block), MID_CODE, np.int64)
+    codes, estimate = _secant(proxy, codes, AIM * target_mse, PROXY_ROUNDS)
+    mse = coded(codes)
+    seen = [(int(codes[0, 0]), float(mse[0, 0]))]
+    if (np.abs(_codes_for(mse, AIM * target_mse)) >= 1).any():
+        ratio = np.where((estimate > 0) & (mse > 0), mse / np.maximum(estimate, 1e-300), 1.0)
+        aim = AIM * (1 if block is None else CALIBRATED_AIM) * target_mse / ratio
+        codes, _ = _secant(proxy, codes, aim, PROXY_ROUNDS, estimate)
+        mse = coded(codes)
+        seen.append((int(codes[0, 0]), float(mse[0, 0])))
+    if block is None:
+        return _finish_one(coded, seen, target_mse)
+    codes, mse = _finish(coded, codes, mse, target_mse, (), 0)
+    # most blocks well under the target (blocks whose errors come from coefficients they share
+    # with their neighbours, at low rates): the coded search of _choose_thorough from here
+    if np.median(10 * np.log10(target_mse / np.maximum(mse, 1e-300))) > SLACK_DB:
+        codes, mse = _settle(coded, codes, target_mse, 3, (2, 1), mse)
+    return codes, mse
+
+
+def _choose_thorough(analysed: Analysis, valid: np.ndarray, block: int | None,
+                     target_mse: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block codes settled on the scalar proxy, then the dependent quantizer, as coded,
+    finishes the search from there in a few rounds (format 1's first encoder)."""
     codes = np.full(block_grid(analysed.height, analysed.width, block), MID_CODE, np.int64)
     if block is not None:
         codes, _ = _settle(lambda c: analysed.block_mse(c, valid, block, False), codes, target_mse,
@@ -403,14 +452,114 @@ def choose_codes(analysed: Analysis, valid: np.ndarray, block: int | None,
                    MAX_ROUNDS if block is None else 3, (8, 4, 2, 1) if block is None else (2, 1))
 
 
-def _settle(measure, codes: np.ndarray, target_mse: float, rounds: int, raises: tuple):
+PROXY_ROUNDS = 2            # secant rounds of each settle on the proxy
+CALIBRATED_AIM = 0.98       # the calibrated proxy aims this far under the target: fewer coded repairs
+REPAIR_AIM = 0.97           # a coded repair lowers a block to this fraction of the target, by its slope
+FRAGILE = 0.97              # blocks above this fraction beside a repaired one go one code down with it
+SLACK_DB = 0.25             # median overshoot past which the coded search of _choose_thorough follows
+
+
+def _codes_for(mse: np.ndarray, aim: np.ndarray) -> np.ndarray:
+    """Code changes (fractional) that bring each block's MSE to its aim (MSE ~ step^2)."""
+    return CODE_STEPS / 2 * np.log2(aim / np.maximum(mse, 1e-12))
+
+
+def _finish_one(measure, seen: list, target_mse: float):
+    """One block (a global target), from the coded measurements ``seen`` (code, MSE): the
+    coarsest code found at or under the target, searched with the slope of log MSE against
+    the code that the two nearest measurements give (16 codes per octave of MSE at high rate,
+    less at low rates), lowering while over, then up while the slope says the next code may
+    still meet the target (the first miss ends it)."""
+    def slope(code):
+        near = sorted(seen, key=lambda cm: abs(cm[0] - code))[:2]
+        if len(near) < 2 or near[0][0] == near[1][0] or min(near[0][1], near[1][1]) <= 0:
+            return 2 / CODE_STEPS
+        (c0, m0), (c1, m1) = near
+        return float(np.clip(math.log2(m1 / m0) / (c1 - c0), 0.25 / CODE_STEPS, 4 / CODE_STEPS))
+
+    def measure_at(code):
+        mse = measure(np.full((1, 1), code, np.int64))
+        seen.append((code, float(mse[0, 0])))
+        return mse
+
+    code, mse_value = seen[-1]
+    mse = np.full((1, 1), mse_value)
+    while mse_value > target_mse:
+        if code == 0:
+            raise InputError(f"MSE {target_mse:g} is beyond the wavelet codec's finest step here "
+                             f"(reached {mse_value:g}); ask for less, or lossless")
+        code = max(code - max(math.ceil(math.log2(mse_value / (AIM * target_mse)) / slope(code)), 1), 0)
+        mse = measure_at(code)
+        mse_value = float(mse[0, 0])
+    for _ in range(3):
+        if code >= TOP_CODE:
+            break
+        up = min(max(math.floor(math.log2(target_mse / mse_value) / slope(code)), 0), TOP_CODE - code)
+        if up < 1:
+            break
+        trial = measure_at(code + up)
+        if trial[0, 0] > target_mse:
+            if up == 1:
+                break
+            continue            # the slope from the miss is steeper: a shorter step next
+        code, mse, mse_value = code + up, trial, float(trial[0, 0])
+    return np.full((1, 1), code, np.int64), mse
+
+
+def _secant(measure, codes: np.ndarray, aim, rounds: int, mse: np.ndarray | None = None):
+    """Rounds that move each block by the codes its MSE ratio to its aim asks for (MSE ~
+    step^2: 16 codes per factor 2), until none moves (the proxy's settle)."""
+    if mse is None:
+        mse = measure(codes)
+    for _ in range(rounds):
+        new = np.clip(codes + np.rint(_codes_for(mse, aim)).astype(np.int64), 0, TOP_CODE)
+        if (new == codes).all():
+            break
+        codes, mse = new, measure(new)
+    return codes, mse
+
+
+def _finish(measure, codes: np.ndarray, mse: np.ndarray, target_mse: float, raises: tuple, trials: int,
+            hopeful: bool = False):
+    """Repair rounds lower the codes of blocks over the target until none is (each by the
+    codes its ratio asks for REPAIR_AIM, at least one; refused at code 0); then blocks with
+    slack are raised by each of ``raises`` where the tile stays within target (slack: the
+    raise would keep them under AIM x the target as MSE ~ step^2 has it, or under the target
+    itself when ``hopeful``), a raise that pushes a block over being undone with its
+    neighbours' (``trials`` tries each)."""
+    while (over := mse > target_mse).any():
+        if (codes[over] == 0).all():
+            raise InputError(f"MSE {target_mse:g} is beyond the wavelet codec's finest step here "
+                             f"(reached {mse.max():g}); ask for less, or lossless")
+        lower = np.maximum(np.ceil(-_codes_for(mse, REPAIR_AIM * target_mse)), 1).astype(np.int64)
+        # blocks just under the target beside a lowered one often go over with it: one code down too
+        fragile = ~over & (mse > FRAGILE * target_mse) & _dilate(over)
+        codes = np.where(over, np.maximum(codes - lower, 0), np.where(fragile, np.maximum(codes - 1, 0), codes))
+        mse = measure(codes)
+    for step in raises:
+        raised = (mse * 2 ** (step / (CODE_STEPS / 2)) <= (1 if hopeful else AIM) * target_mse) & (codes < TOP_CODE)
+        for _ in range(trials):
+            if not raised.any():
+                break
+            trial = np.where(raised, np.minimum(codes + step, TOP_CODE), codes)
+            trial_mse = measure(trial)
+            over = trial_mse > target_mse
+            if not over.any():
+                codes, mse = trial, trial_mse
+                break
+            raised &= ~_dilate(over)
+    return codes, mse
+
+
+def _settle(measure, codes: np.ndarray, target_mse: float, rounds: int, raises: tuple, mse=None):
     """Secant rounds move each block by the codes its MSE ratio asks for (MSE ~ step^2: 16
     codes per factor 2), by half after the first rounds so neighbours that share
     coefficients settle; repair rounds lower the codes of blocks still over the target until
     none is (each by the codes its ratio asks, at least one; refused at code 0); last, blocks with slack are raised by each of ``raises``
     where the tile stays within target, a raise that pushes a block over being undone with
     its neighbours'."""
-    mse = measure(codes)
+    if mse is None:
+        mse = measure(codes)
     for round_ in range(rounds):
         wanted = CODE_STEPS / 2 * np.log2(AIM * target_mse / np.maximum(mse, 1e-12))
         new = np.clip(codes + np.rint(wanted if round_ < 3 else wanted / 2).astype(np.int64), 0, TOP_CODE)
