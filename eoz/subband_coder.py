@@ -477,28 +477,37 @@ def inter_class_plane(h, w, parent, previous, sibling_a, sibling_b, weights):
     hp, wpp = parent.shape
     ha, wa = sibling_a.shape
     hb, wb = sibling_b.shape
-    has_prev = previous.shape[0] > 0
+    act = np.full((h, w), bias, np.int64)
+    if hp > 0:
+        for i in range(h):
+            ip = min(i >> 1, hp - 1)
+            for j in range(w):
+                act[i, j] += wp * abs(parent[ip, min(j >> 1, wpp - 1)])
+    if previous.shape[0] > 0:
+        # the 3x3 sum of |previous| (zero outside): column sums of three rows, then three columns
+        pad = np.zeros((h + 2, w + 2), np.int64)
+        for i in range(h):
+            for j in range(w):
+                pad[i + 1, j + 1] = abs(previous[i, j])
+        rows3 = np.empty((h, w + 2), np.int64)
+        for i in range(h):
+            for j in range(w + 2):
+                rows3[i, j] = pad[i, j] + pad[i + 1, j] + pad[i + 2, j]
+        for i in range(h):
+            for j in range(w):
+                act[i, j] += wc * pad[i + 1, j + 1] + ws * (rows3[i, j] + rows3[i, j + 1] + rows3[i, j + 2])
+    if ha > 0 or hb > 0:
+        for i in range(h):
+            for j in range(w):
+                sib = 0
+                if ha > 0:
+                    sib += abs(sibling_a[min(i, ha - 1), min(j, wa - 1)])
+                if hb > 0:
+                    sib += abs(sibling_b[min(i, hb - 1), min(j, wb - 1)])
+                act[i, j] += wsib * sib
     for i in range(h):
-        ip = min(i >> 1, hp - 1)
-        ia, ib = min(i, ha - 1), min(i, hb - 1)
         for j in range(w):
-            a = bias
-            if hp > 0:
-                a += wp * abs(parent[ip, min(j >> 1, wpp - 1)])
-            if has_prev:
-                a += wc * abs(previous[i, j])
-                s = 0
-                for di in range(max(i - 1, 0), min(i + 2, h)):
-                    for dj in range(max(j - 1, 0), min(j + 2, w)):
-                        s += abs(previous[di, dj])
-                a += ws * s
-            sib = 0
-            if ha > 0:
-                sib += abs(sibling_a[ia, min(j, wa - 1)])
-            if hb > 0:
-                sib += abs(sibling_b[ib, min(j, wb - 1)])
-            a += wsib * sib
-            out[i, j] = _class_of(a, INTER_CLASSES)
+            out[i, j] = _class_of(act[i, j], INTER_CLASSES)
     return out
 
 
@@ -663,6 +672,30 @@ def _pick(best, arg, c, code):
 
 
 @jit
+def _ways(x, below, quantizer, row, bits, kappa):
+    """The two nonzero choices of one quantizer for x (levels below and below + 2; level 0 at
+    choice 1 is no way): (distortion, rate, choice) of the one of even index, then of the one
+    of odd index; an absent way has infinite distortion."""
+    ed, er, ec, od, orate, oc = np.inf, 0.0, 0, np.inf, 0.0, 0
+    for choice in range(1, 3):
+        level = below + 2 * (choice - 1)
+        if level == 0:
+            continue
+        index = (level + quantizer) >> 1
+        if index < DIRECT:
+            token, raw = index, 0
+        else:
+            token, raw = _token(index)
+        d = x - level
+        r = kappa * (bits[row, token] + raw + (index > 0))
+        if index & 1:
+            od, orate, oc = d * d, r, choice
+        else:
+            ed, er, ec = d * d, r, choice
+    return ed, er, ec, od, orate, oc
+
+
+@jit
 def dependent_quantize(band, step, inter, weights, bits, kappa):
     """Signed levels of one detail subband: dependent_levels of u = min(|band| / step,
     MAX_MAGNITUDE) with rint(u) as the preliminary levels, signed as the band (a 0 may take
@@ -681,10 +714,6 @@ def dependent_quantize(band, step, inter, weights, bits, kappa):
     back = np.zeros((h * w, 4), np.int8)
     inf = np.inf
     c0, c1, c2, c3 = 0.0, inf, inf, inf
-    # per quantizer: choice 0 (level 0, even index); the other choice of even index; the choice of odd index
-    zd, zr = np.empty(2), np.empty(2)
-    ed, er, od, orate = np.empty(2), np.empty(2), np.empty(2), np.empty(2)
-    ec, oc = np.empty(2, np.int64), np.empty(2, np.int64)
     for i in range(h):
         for j in range(w):
             x = u[i, j]
@@ -695,42 +724,25 @@ def dependent_quantize(band, step, inter, weights, bits, kappa):
             # _candidate's levels: x // 2 and (x - 1) // 2 are floor(x / 2), floor((x - 1) / 2) exactly
             below0 = 2 * int(math.floor(x * 0.5))
             below1 = max(2 * int(math.floor((x - 1.0) * 0.5)) + 1, 1)
-            for quantizer in range(2):
-                row = base + quantizer
-                zd[quantizer] = x * x
-                zr[quantizer] = kappa * (bits[row, 0] + 0 + 0)
-                ed[quantizer], od[quantizer] = inf, inf
-                er[quantizer], orate[quantizer] = 0.0, 0.0
-                below = below0 if quantizer == 0 else below1
-                for choice in range(1, 3):
-                    level = below + 2 * (choice - 1)
-                    if level == 0:      # choice 1 at level 0: not a way
-                        continue
-                    index = (level + quantizer) >> 1
-                    if index < DIRECT:
-                        token, raw = index, 0
-                    else:
-                        token, raw = _token(index)
-                    d = x - level
-                    r = kappa * (bits[row, token] + raw + (index > 0))
-                    if index & 1:
-                        od[quantizer], orate[quantizer], oc[quantizer] = d * d, r, choice
-                    else:
-                        ed[quantizer], er[quantizer], ec[quantizer] = d * d, r, choice
+            zd = x * x
+            zr0 = kappa * (bits[base, 0] + 0 + 0)
+            zr1 = kappa * (bits[base + 1, 0] + 0 + 0)
+            ed0, er0, ec0, od0, or0, oc0 = _ways(x, below0, 0, base, bits, kappa)
+            ed1, er1, ec1, od1, or1, oc1 = _ways(x, below1, 1, base + 1, bits, kappa)
             # Q0 states 0, 1 lead to 0 (even from 0, odd from 1) and 2 (odd from 0, even from 1)
-            n0, b0 = _pick(inf, 0, c0 + zd[0] + zr[0], 0)
-            n0, b0 = _pick(n0, b0, c0 + ed[0] + er[0], ec[0])
-            n0, b0 = _pick(n0, b0, c1 + od[0] + orate[0], 4 + oc[0])
-            n2, b2 = _pick(inf, 0, c0 + od[0] + orate[0], oc[0])
-            n2, b2 = _pick(n2, b2, c1 + zd[0] + zr[0], 4)
-            n2, b2 = _pick(n2, b2, c1 + ed[0] + er[0], 4 + ec[0])
+            n0, b0 = _pick(inf, 0, c0 + zd + zr0, 0)
+            n0, b0 = _pick(n0, b0, c0 + ed0 + er0, ec0)
+            n0, b0 = _pick(n0, b0, c1 + od0 + or0, 4 + oc0)
+            n2, b2 = _pick(inf, 0, c0 + od0 + or0, oc0)
+            n2, b2 = _pick(n2, b2, c1 + zd + zr0, 4)
+            n2, b2 = _pick(n2, b2, c1 + ed0 + er0, 4 + ec0)
             # Q1 states 2, 3 lead to 1 (even from 2, odd from 3) and 3 (odd from 2, even from 3)
-            n1, b1 = _pick(inf, 0, c2 + zd[1] + zr[1], 8)
-            n1, b1 = _pick(n1, b1, c2 + ed[1] + er[1], 8 + ec[1])
-            n1, b1 = _pick(n1, b1, c3 + od[1] + orate[1], 12 + oc[1])
-            n3, b3 = _pick(inf, 0, c2 + od[1] + orate[1], 8 + oc[1])
-            n3, b3 = _pick(n3, b3, c3 + zd[1] + zr[1], 12)
-            n3, b3 = _pick(n3, b3, c3 + ed[1] + er[1], 12 + ec[1])
+            n1, b1 = _pick(inf, 0, c2 + zd + zr1, 8)
+            n1, b1 = _pick(n1, b1, c2 + ed1 + er1, 8 + ec1)
+            n1, b1 = _pick(n1, b1, c3 + od1 + or1, 12 + oc1)
+            n3, b3 = _pick(inf, 0, c2 + od1 + or1, 8 + oc1)
+            n3, b3 = _pick(n3, b3, c3 + zd + zr1, 12)
+            n3, b3 = _pick(n3, b3, c3 + ed1 + er1, 12 + ec1)
             at = i * w + j
             back[at, 0], back[at, 1], back[at, 2], back[at, 3] = b0, b1, b2, b3
             c0, c1, c2, c3 = n0, n1, n2, n3

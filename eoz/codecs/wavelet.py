@@ -411,10 +411,14 @@ def choose_codes(analysed: Analysis, valid: np.ndarray, block: int | None,
     of its error to the proxy's, and the proxy settles again on the target divided by that
     ratio (the ratio moves by a few per cent over a few codes; the proxy carries how
     neighbouring blocks share coefficients). Coded passes finish from there: blocks over the
-    target are lowered; one block (a global target) is tried one code up when its slope says
-    it may still meet the target. 16 px blocks, whose errors come mostly from coefficients
-    they share with their neighbours, take the search of format 1's first encoder instead
-    (``_choose_thorough``: more coded passes, less overshoot).
+    target are lowered (with their neighbours just under it, which a repair beside them
+    tends to push over); a global target is searched on the measured slope of its MSE. Where
+    the median block still overshoots by more than SLACK_DB (blocks whose errors come from
+    coefficients they share with their neighbours, at low rates), the coded search of
+    ``_choose_thorough`` follows. 16 px blocks, where that is the rule, take it from the
+    start (the search of the first format 1 encoder: more coded passes, less overshoot).
+    Typical counts: 3-5 proxy and 2-3 coded passes for a global target, 5 proxy and 3-5
+    coded for 32 and 64 px blocks, where the first encoder took 0-20 proxy and 3-17 coded.
     """
     if block is not None and block < 32:
         return _choose_thorough(analysed, valid, block, target_mse)
@@ -456,7 +460,7 @@ PROXY_ROUNDS = 2            # secant rounds of each settle on the proxy
 CALIBRATED_AIM = 0.98       # the calibrated proxy aims this far under the target: fewer coded repairs
 REPAIR_AIM = 0.97           # a coded repair lowers a block to this fraction of the target, by its slope
 FRAGILE = 0.97              # blocks above this fraction beside a repaired one go one code down with it
-SLACK_DB = 0.25             # median overshoot past which the coded search of _choose_thorough follows
+SLACK_DB = 0.28             # median overshoot past which the coded search of _choose_thorough follows
 
 
 def _codes_for(mse: np.ndarray, aim: np.ndarray) -> np.ndarray:
