@@ -13,6 +13,21 @@ integers in 1/8-nat units. Probabilities come from integer arithmetic only: the 
 to the best symbol indexes a fixed integer exp() table, giving integer frequencies that are
 identical on every machine, and constriction quantizes them deterministically. Encoder and
 decoder therefore always agree, whatever hardware ran the network.
+
+Two kinds of prior exist; a model's tensors say which (``PRIOR_KIND``, absent in models
+published before the second):
+
+- ``checkerboard`` (``LevelModel``, the first): anchors see only the parent; the rest see
+  the parent and their four anchor neighbours. Files of models without the marker decode
+  with it exactly as they always did.
+- ``grid`` (``GridLevelModel``): each level is coded in four passes over its 2x2 grid,
+  (even, even), (odd, odd), (even, odd), (odd, even), so that three quarters of the symbols
+  see decoded neighbours of their own level (the four diagonals; then left, right, up and
+  down; then all eight), each phase with its own table per direction, and every symbol
+  also sees the parent's four neighbours one level up ("uncles"). The top level's first
+  pass, with no parent, is the only context-free one. Its neighbour and uncle tables are
+  fitted low rank (see ``_fit_grid_level``), then stored as plain int8 tables, so decoding
+  is the same integer table lookups and sums as the checkerboard's.
 """
 
 from __future__ import annotations
@@ -41,10 +56,27 @@ def _exp_table() -> np.ndarray:
 
 _EXP = _exp_table().astype(np.int32)   # at most 2^24
 _CHUNK = 8192            # symbols per batched coder call; bounds the (n, K) arrays
+_BLOCK = 1024            # rows of the grid prior's score arithmetic at a time
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 _DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))   # left, right, up, down
 _FIT_BATCH = 32768
 FIXED_MARKER = b"\xf1"   # first byte of a fixed-length index payload
+PRIOR_KIND = "prior.kind"   # tensor key: [GRID_KIND] for a grid prior; absent: the checkerboard
+GRID_KIND = 2
+KINDS = ("checkerboard", "grid")
+# the grid prior's passes: phase k codes the positions with (row % 2, col % 2) == _GRID[k]
+_GRID = ((0, 0), (1, 1), (0, 1), (1, 0))
+# its neighbour directions: left, right, up, down, then the diagonals
+_DIRECTIONS8 = _DIRECTIONS + ((-1, -1), (-1, 1), (1, -1), (1, 1))
+# directions already decoded at each phase (indices into _DIRECTIONS8)
+_PHASE_DIRECTIONS = ((), (4, 5, 6, 7), (0, 1, 2, 3), (0, 1, 2, 3, 4, 5, 6, 7))
+# each phase has its own table per direction (shared tables over-count: a phase that sees
+# eight neighbours needs smaller weights than one that sees four): phase p's k-th direction
+# reads neighbour table _PHASE_TABLE[p] + k
+_PHASE_TABLE = tuple(int(v) for v in np.cumsum([0] + [len(d) for d in _PHASE_DIRECTIONS])[:-1])
+_NEIGHBOUR_TABLES = sum(len(d) for d in _PHASE_DIRECTIONS)
+_UNCLES = 4              # the parent's neighbours seen: left, right, up, down
+_INT8_LIMIT = 127        # neighbour and uncle scores are clipped to this when fitted: int8 tables
 
 
 def _parent_context(parent: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -117,22 +149,129 @@ class LevelModel:
                     coder.encode(flat[part].astype(np.int32), _MODEL, probs)
         return flat.reshape(shape)
 
+    def code_bits(self) -> np.ndarray:
+        scores = self.bias[0].astype(np.float64) / SCORE_UNITS
+        log_p = scores - scores.max() - np.log(np.exp(scores - scores.max()).sum())
+        return -log_p / math.log(2)
+
+
+def _grid_positions(shape: tuple[int, int], phase: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns (each flat, raster order) of one phase of the 2x2 grid."""
+    r0, c0 = _GRID[phase]
+    rows, cols = np.meshgrid(np.arange(r0, shape[0], 2), np.arange(c0, shape[1], 2), indexing="ij")
+    return rows.ravel(), cols.ravel()
+
+
+def _codes_around(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray, directions) -> np.ndarray:
+    """(len(directions), n) codes of a map padded by one ``none`` cell, around (rows, cols)."""
+    return np.stack([padded[rows + 1 + dr, cols + 1 + dc] for dr, dc in directions]) if directions \
+        else np.zeros((0, len(rows)), np.int64)
+
+
+def _grid_contexts(codes: np.ndarray, parent: np.ndarray | None, size: int, parent_size: int,
+                   phase: int, rows: np.ndarray, cols: np.ndarray, n_uncles: int):
+    """Parent context, uncle codes (n_uncles, n) and decoded neighbour codes of one phase's
+    positions. ``codes`` only needs the earlier phases filled in."""
+    pctx = np.zeros(len(rows), np.int64)
+    uncles = np.zeros((0, len(rows)), np.int64)
+    if parent is not None:
+        r0, c0 = _GRID[phase]
+        pr, pc = rows // 2, cols // 2
+        pctx = parent[pr, pc].astype(np.int64) * 4 + r0 * 2 + c0
+        uncles = _codes_around(np.pad(parent.astype(np.int64), 1, constant_values=parent_size), pr, pc,
+                               _DIRECTIONS8[:n_uncles])
+    padded = np.pad(codes.astype(np.int64), 1, constant_values=size)
+    directions = [_DIRECTIONS8[d] for d in _PHASE_DIRECTIONS[phase]]
+    return pctx, uncles, _codes_around(padded, rows, cols, directions)
+
+
+class GridLevelModel:
+    """Integer score tables of one level of the grid prior: bias (4, K), parent (P, K),
+    uncle (4, Kp + 1, K) (none at the top level), neighbour (16, K + 1, K): one table for
+    each direction each phase sees (``_PHASE_TABLE``), and marginal (K): the training
+    codes' log-frequencies, for the encoder's rate term only."""
+
+    def __init__(self, bias: np.ndarray, parent: np.ndarray, uncle: np.ndarray, neighbour: np.ndarray,
+                 marginal: np.ndarray):
+        self.bias = bias.astype(np.int32)
+        self.parent = parent.astype(np.int32)
+        self.uncle = uncle.astype(np.int32)
+        self.neighbour = neighbour.astype(np.int32)
+        self.marginal = marginal.astype(np.int32)
+        self.size = self.bias.shape[1]
+        self.parent_size = self.uncle.shape[1] - 1 if len(self.uncle) else 0
+
+    def tables(self) -> dict[str, np.ndarray]:
+        return {"bias": self.bias, "parent": self.parent, "uncle": self.uncle,
+                "neighbour": self.neighbour, "marginal": self.marginal}
+
+    def probabilities(self, phase: int, pctx: np.ndarray, uncles: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+        """(n, K) float64 probabilities from integer scores; exact and machine independent."""
+        if not uncles.shape[0] and not neighbours.shape[0]:
+            # the top level's first phase: one distribution for every symbol
+            distinct, inverse = np.unique(pctx, return_inverse=True)
+            return LevelModel._normalised(self.bias[phase][None, :] + self.parent[distinct])[inverse]
+        probs = np.empty((len(pctx), self.size))
+        tables = [(self.uncle[d], uncles[d]) for d in range(uncles.shape[0])] + \
+            [(self.neighbour[_PHASE_TABLE[phase] + k], neighbours[k])
+             for k in range(len(_PHASE_DIRECTIONS[phase]))]
+        # blocks of rows that stay in cache: three times faster than whole (n, K) arrays
+        for start in range(0, len(pctx), _BLOCK):
+            part = slice(start, start + _BLOCK)
+            scores = np.take(self.parent, pctx[part], axis=0)
+            scores += self.bias[phase][None, :]
+            for table, codes in tables:
+                scores += np.take(table, codes[part], axis=0)
+            probs[part] = LevelModel._normalised(scores)
+        return probs
+
+    def code(self, coder, codes: np.ndarray | None, parent: np.ndarray | None,
+             shape: tuple[int, int], decode: bool) -> np.ndarray:
+        """Encode ``codes`` or, with decode=True, decode a map of ``shape``; returns the map."""
+        out = np.zeros(shape, np.int64) if decode else codes.astype(np.int64)
+        for phase in range(4):
+            rows, cols = _grid_positions(shape, phase)
+            if not len(rows):
+                continue
+            pctx, uncles, neighbours = _grid_contexts(out, parent, self.size, self.parent_size, phase, rows, cols,
+                                                      len(self.uncle))
+            for start in range(0, len(rows), _CHUNK):
+                part = slice(start, start + _CHUNK)
+                probs = self.probabilities(phase, pctx[part], uncles[:, part], neighbours[:, part])
+                if decode:
+                    out[rows[part], cols[part]] = coder.decode(_MODEL, probs)
+                else:
+                    coder.encode(out[rows[part], cols[part]].astype(np.int32), _MODEL, probs)
+        return out
+
+    def code_bits(self) -> np.ndarray:
+        scores = self.marginal.astype(np.float64) / SCORE_UNITS
+        log_p = scores - scores.max() - np.log(np.exp(scores - scores.max()).sum())
+        return -log_p / math.log(2)
+
 
 class IndexPrior:
     """Context models for the index maps of a VQ model, bottom level first."""
 
-    def __init__(self, levels: list[LevelModel]):
+    def __init__(self, levels: list[LevelModel] | list[GridLevelModel]):
         self.levels = levels
+        self.kind = "grid" if isinstance(levels[0], GridLevelModel) else "checkerboard"
 
     @classmethod
     def fit(cls, index_maps: list[list[np.ndarray]], codebook_sizes: list[int],
-            steps: int = 200, seed: int = 0) -> "IndexPrior":
+            steps: int | None = None, seed: int = 0, kind: str = "checkerboard") -> "IndexPrior":
         """Fit every level's tables on many images' index maps (each a list, bottom first).
 
-        Each of the ``steps`` Adam steps sees a random batch of symbols, so the fit costs
-        the same minutes on CPU whatever the size of the training set.
+        Each of the ``steps`` Adam steps (default 200 for the checkerboard, GRID_STEPS for
+        the grid) sees a random batch of symbols, so the fit costs the same minutes on CPU
+        whatever the size of the training set.
         """
-        return cls([_fit_level(index_maps, codebook_sizes, level, steps, seed)
+        if kind not in KINDS:
+            raise ValueError(f"no index prior kind {kind!r}; kinds: {KINDS}")
+        if kind == "grid":
+            return cls([_fit_grid_level(index_maps, codebook_sizes, level, steps or GRID_STEPS, seed)
+                        for level in range(len(codebook_sizes))])
+        return cls([_fit_level(index_maps, codebook_sizes, level, steps or 200, seed)
                     for level in range(len(codebook_sizes))])
 
     def encode(self, index_maps: list[np.ndarray]) -> bytes:
@@ -190,33 +329,45 @@ class IndexPrior:
         return maps
 
     def code_bits(self) -> list[np.ndarray]:
-        """Bits of each code of each level under the anchors' context-free (bias) distribution."""
-        out = []
-        for level in self.levels:
-            scores = level.bias[0].astype(np.float64) / SCORE_UNITS
-            log_p = scores - scores.max() - np.log(np.exp(scores - scores.max()).sum())
-            out.append(-log_p / math.log(2))
-        return out
+        """Bits of each code of each level under a context-free distribution: the anchors'
+        bias (checkerboard) or the training codes' frequencies (grid)."""
+        return [level.code_bits() for level in self.levels]
 
     def fixed_length_bytes(self, shapes: list[tuple[int, int]]) -> float:
         """Size of the same maps stored with fixed-length indices (w*h*log2(K)/8 per level)."""
         return sum(h * w * math.log2(m.size) / 8 for (h, w), m in zip(shapes, self.levels))
 
     def to_tensors(self) -> dict[str, np.ndarray]:
-        """Tables as int16 (scores are a few hundred eighth-nats at most): half the bytes of int32."""
+        """Tables as int16 (scores are a few hundred eighth-nats at most): half the bytes of
+        int32; a grid prior's tables as int8 where they fit (its neighbour and uncle tables,
+        clipped when fitted), and its marker."""
         out = {}
         for l, m in enumerate(self.levels):
-            for name, table in (("bias", m.bias), ("parent", m.parent), ("neighbour", m.neighbour)):
-                if np.abs(table).max() > np.iinfo(np.int16).max:
+            named = m.tables() if self.kind == "grid" else \
+                {"bias": m.bias, "parent": m.parent, "neighbour": m.neighbour}
+            for name, table in named.items():
+                if table.size and np.abs(table).max() > np.iinfo(np.int16).max:
                     raise ValueError(f"prior level {l} {name} scores exceed int16")
-                out[f"prior.{l}.{name}"] = table.astype(np.int16)
+                small = self.kind == "grid" and (not table.size or np.abs(table).max() <= _INT8_LIMIT)
+                out[f"prior.{l}.{name}"] = table.astype(np.int8 if small else np.int16)
+        if self.kind == "grid":
+            out[PRIOR_KIND] = np.array([GRID_KIND], np.int16)
         return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "IndexPrior":
+        """The prior a model's tensors hold: a grid prior where they carry PRIOR_KIND, else
+        the checkerboard prior every earlier model was published with."""
         n = sum(1 for k in tensors if k.startswith("prior.") and k.endswith(".bias"))
-        return cls([LevelModel(tensors[f"prior.{l}.bias"], tensors[f"prior.{l}.parent"],
-                               tensors[f"prior.{l}.neighbour"]) for l in range(n)])
+        if PRIOR_KIND not in tensors:
+            return cls([LevelModel(tensors[f"prior.{l}.bias"], tensors[f"prior.{l}.parent"],
+                                   tensors[f"prior.{l}.neighbour"]) for l in range(n)])
+        kind = np.asarray(tensors[PRIOR_KIND]).ravel()
+        if kind.tolist() != [GRID_KIND]:
+            raise ContainerError(f"index prior kind {kind.tolist()} is not one this build reads ({GRID_KIND})")
+        return cls([GridLevelModel(*(tensors[f"prior.{l}.{name}"]
+                                     for name in ("bias", "parent", "uncle", "neighbour", "marginal")))
+                    for l in range(n)])
 
 
 def _level_samples(index_maps, codebook_sizes, level):
@@ -265,3 +416,97 @@ def _fit_level(index_maps, codebook_sizes, level, steps, seed) -> LevelModel:
         optimizer.step()
     to_int = lambda t: np.rint(t.detach().numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64)
     return LevelModel(to_int(bias), to_int(parent), to_int(neighbour).reshape(4, k + 1, k))
+
+
+GRID_STEPS = 300
+GRID_RANK = 32
+
+
+def _grid_samples(index_maps, codebook_sizes, level):
+    """(n, 2 + _UNCLES + 8) rows into one concatenated table (bias, parent, the uncles, up to
+    8 neighbours), their 0/1 weights (0: a direction the phase has not decoded yet, or the
+    uncles at the top level), the targets and the tables' row offsets."""
+    k = codebook_sizes[level]
+    kp = codebook_sizes[level + 1] if level + 1 < len(codebook_sizes) else 0
+    n_parent = kp * 4 if kp else 1
+    # one table of all rows: bias, parent, the uncles, then every neighbour table; columns
+    # 2 + _UNCLES.. of a sample are its phase's neighbour directions (unused columns weigh 0)
+    offsets = np.cumsum([0, 4, n_parent] + [kp + 1] * _UNCLES + [k + 1] * _NEIGHBOUR_TABLES)
+    rows, weights, targets = [], [], []
+    for maps in index_maps:
+        codes = np.asarray(maps[level]).astype(np.int64)
+        parent = np.asarray(maps[level + 1]).astype(np.int64) if kp else None
+        for phase in range(4):
+            r, c = _grid_positions(codes.shape, phase)
+            if not len(r):
+                continue
+            pctx, uncles, neighbours = _grid_contexts(codes, parent, k, kp, phase, r, c, _UNCLES)
+            n = len(r)
+            first = 2 + _UNCLES     # the first neighbour column
+            idx = np.zeros((first + 8, n), np.int64)
+            w = np.zeros((first + 8, n), np.float32)
+            idx[0], idx[1] = phase, pctx
+            w[0:2] = 1
+            if kp:
+                idx[2:first], w[2:first] = uncles, 1
+            idx[:first] += offsets[:first, None]
+            for j in range(len(_PHASE_DIRECTIONS[phase])):
+                idx[first + j], w[first + j] = neighbours[j] + offsets[first + _PHASE_TABLE[phase] + j], 1
+            idx[first + len(_PHASE_DIRECTIONS[phase]):] = offsets[first]   # any row: weight 0
+            rows.append(idx.T)
+            weights.append(w.T)
+            targets.append(codes[r, c])
+    return (torch.from_numpy(np.concatenate(rows)), torch.from_numpy(np.concatenate(weights)),
+            torch.from_numpy(np.concatenate(targets)), offsets)
+
+
+def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed) -> GridLevelModel:
+    """Multinomial logistic regression on one-hot contexts (one embedding bag over all the
+    tables), then rounding to score units; neighbour and uncle scores clipped to int8.
+
+    The bias and parent tables are free. The neighbour and uncle tables are low rank, so
+    that they generalize beyond the training cities (free (K+1) x K tables learn the
+    training maps' rare pairs: on the v2 maps 0.26 bits per index better on the training
+    cities and 0.61 worse on the validation cities, benchmarks/results/index_coding.md): a
+    code embedding E (K+1, GRID_RANK) shared by every direction and phase, a
+    GRID_RANK x GRID_RANK mixing matrix per table, and an output matrix shared with the
+    uncles; plus, for neighbours, a per-table per-code bonus for repeating the neighbour's
+    code (a diagonal the low rank cannot hold). Only the integer tables they multiply out
+    to are kept."""
+    k = codebook_sizes[level]
+    kp = codebook_sizes[level + 1] if level + 1 < len(codebook_sizes) else 0
+    rows, weights, targets, offsets = _grid_samples(index_maps, codebook_sizes, level)
+    generator = torch.Generator().manual_seed(seed)
+    counts = torch.bincount(targets, minlength=k).double()
+    marginal = torch.log((counts + 0.5) / (counts.sum() + 0.5 * k)).float()
+    r = GRID_RANK
+    bias = marginal.repeat(4, 1).requires_grad_(True)
+    parent = torch.zeros(int(offsets[2] - offsets[1]), k, requires_grad=True)
+    small = lambda *shape: (0.1 * torch.randn(*shape, generator=generator)).requires_grad_(True)
+    out = small(r, k)
+    nb_embed, nb_mix = small(k + 1, r), torch.eye(r).repeat(_NEIGHBOUR_TABLES, 1, 1).requires_grad_(True)
+    copy = torch.zeros(_NEIGHBOUR_TABLES, k, requires_grad=True)
+    un_embed, un_mix = small(kp + 1, r), torch.eye(r).repeat(_UNCLES, 1, 1).requires_grad_(True)
+    same = torch.eye(k + 1, k)    # neighbour code == coded code
+
+    def tables():
+        neighbour = (nb_embed @ nb_mix) @ out + copy[:, None, :] * same   # (tables, k + 1, k)
+        uncle = (un_embed @ un_mix) @ out                         # (4, kp + 1, k)
+        return bias, parent, uncle, neighbour
+
+    optimizer = torch.optim.Adam([{"params": [bias, parent], "lr": 0.05},
+                                  {"params": [out, nb_embed, nb_mix, copy, un_embed, un_mix], "lr": 0.02}])
+    for _ in range(steps):
+        pick = torch.randint(0, len(targets), (min(_FIT_BATCH, len(targets)),), generator=generator)
+        table = torch.cat([t.reshape(-1, k) for t in tables()])
+        logits = F.embedding_bag(rows[pick], table, mode="sum", per_sample_weights=weights[pick])
+        loss = F.cross_entropy(logits, targets[pick])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        ints = [np.rint(t.numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64) for t in tables()]
+    clip = lambda t: np.clip(t, -_INT8_LIMIT, _INT8_LIMIT)
+    uncle = clip(ints[2]) if kp else np.zeros((0, 1, k), np.int64)
+    return GridLevelModel(ints[0], ints[1], uncle, clip(ints[3]),
+                          np.rint(marginal.numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64))

@@ -259,7 +259,7 @@ def _tiles(array: np.ndarray, size: int):
 
 
 def vq_coding_tensors(model: VQVAEFPN, cfg: TrainConfig, normalizer: BandNormalizer) -> dict:
-    """The index prior, fitted on the training split's index maps."""
+    """The index prior (the grid kind, eoz.entropy), fitted on the training split's index maps."""
     from eoz.codecs import DEFAULT_TILE_SIZE
     from eoz.entropy import IndexPrior
     from eoz.tiling import pad_to_multiple
@@ -270,7 +270,7 @@ def vq_coding_tensors(model: VQVAEFPN, cfg: TrainConfig, normalizer: BandNormali
             for tile in _tiles(array, DEFAULT_TILE_SIZE):
                 x = torch.from_numpy(normalizer.forward(pad_to_multiple(tile, cfg.model.factor)))[None]
                 maps.append([m[0].numpy() for m in model.encode(x)])
-    return IndexPrior.fit(maps, cfg.model.codebook_sizes).to_tensors()
+    return IndexPrior.fit(maps, cfg.model.codebook_sizes, kind="grid").to_tensors()
 
 
 def hyperprior_coding_tensors(model: ModulatedHyperprior) -> dict:

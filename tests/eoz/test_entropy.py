@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from eoz.entropy import FIXED_MARKER, IndexPrior
+from eoz.entropy import FIXED_MARKER, PRIOR_KIND, IndexPrior, LevelModel
 from eoz.errors import ContainerError
 
 
@@ -24,15 +24,19 @@ def _random_maps(rng, top_shape, sizes):
             for l in range(levels)]
 
 
-def _prior(sizes, seed=0, images=6, top_shape=(4, 4)):
-    return _fitted(tuple(sizes), seed, images, top_shape)
+def _prior(sizes, seed=0, images=6, top_shape=(4, 4), kind="checkerboard"):
+    return _fitted(tuple(sizes), seed, images, top_shape, kind)
 
 
 @functools.lru_cache(maxsize=None)
-def _fitted(sizes, seed, images, top_shape):
+def _fitted(sizes, seed, images, top_shape, kind):
     """Priors are only read by encode/decode, so tests share them."""
     rng = np.random.default_rng(seed)
-    return IndexPrior.fit([_random_maps(rng, top_shape, sizes) for _ in range(images)], list(sizes))
+    return IndexPrior.fit([_random_maps(rng, top_shape, sizes) for _ in range(images)], list(sizes),
+                          kind=kind, steps=40 if kind == "grid" else None)
+
+
+KINDS = pytest.mark.parametrize("kind", ["checkerboard", "grid"])
 
 
 def _shapes(maps):
@@ -48,16 +52,18 @@ def _assert_maps_equal(got, expected):
 
 @pytest.mark.parametrize("sizes", [[8], [8, 16], [4, 8, 16]], ids=["1-level", "2-levels", "3-levels"])
 @pytest.mark.parametrize("top_shape", [(1, 1), (7, 5), (3, 8)])
-def test_round_trip_for_each_number_of_levels(sizes, top_shape):
-    prior = _prior(sizes)
+@KINDS
+def test_round_trip_for_each_number_of_levels(sizes, top_shape, kind):
+    prior = _prior(sizes, kind=kind)
     maps = _random_maps(np.random.default_rng(42), top_shape, sizes)
     data = prior.encode(maps)
     assert len(data) <= len(prior._fixed_length(maps))   # never more than the fixed-length indices
     _assert_maps_equal(prior.decode(data, _shapes(maps)), maps)
 
 
-def test_round_trip_with_bottom_2x2_under_top_1x1_and_odd_bottom_sizes():
-    prior = _prior([8, 16])
+@KINDS
+def test_round_trip_with_bottom_2x2_under_top_1x1_and_odd_bottom_sizes(kind):
+    prior = _prior([8, 16], kind=kind)
     rng = np.random.default_rng(3)
     for bottom, top in [((2, 2), (1, 1)), ((13, 9), (7, 5)), ((1, 1), (1, 1)), ((1, 6), (1, 3))]:
         maps = [rng.integers(0, 8, bottom), rng.integers(0, 16, top)]
@@ -66,30 +72,32 @@ def test_round_trip_with_bottom_2x2_under_top_1x1_and_odd_bottom_sizes():
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), th=st.integers(1, 6), tw=st.integers(1, 6),
-       levels=st.integers(1, 3))
-def test_round_trip_property(seed, th, tw, levels):
+       levels=st.integers(1, 3), kind=st.sampled_from(["checkerboard", "grid"]))
+def test_round_trip_property(seed, th, tw, levels, kind):
     sizes = [5, 7, 3][:levels]
-    prior = _prior(sizes, seed=1, images=2)
+    prior = _prior(sizes, seed=1, images=2, kind=kind)
     maps = _random_maps(np.random.default_rng(seed), (th, tw), sizes)
     _assert_maps_equal(prior.decode(prior.encode(maps), _shapes(maps)), maps)
 
 
-def test_round_trip_beyond_one_batch_chunk():
+@KINDS
+def test_round_trip_beyond_one_batch_chunk(kind):
     """A bottom level of 18200 symbols is longer than one batched coder call (8-16 k symbols)."""
-    prior = _prior([16, 16])
+    prior = _prior([16, 16], kind=kind)
     maps = _random_maps(np.random.default_rng(5), (70, 65), [16, 16])
     assert maps[0].size > 16384
     _assert_maps_equal(prior.decode(prior.encode(maps), _shapes(maps)), maps)
 
 
-def test_codes_never_seen_in_training_still_encode():
+@KINDS
+def test_codes_never_seen_in_training_still_encode(kind):
     sizes = [16, 32]
     rng = np.random.default_rng(0)
     # training only ever uses codes 0..3 at the bottom and 0..1 at the top, and is large
     # enough that the smoothed probability of an unseen code rounds to 0 in 2**20: only the
     # floor of 1 keeps it codable
     train = [[rng.integers(0, 4, (64, 64)), rng.integers(0, 2, (32, 32))] for _ in range(10)]
-    prior = IndexPrior.fit(train, sizes)
+    prior = IndexPrior.fit(train, sizes, kind=kind)
     # an unseen top code (31) above unseen bottom codes (15): a context never counted
     maps = [np.full((8, 8), 15), np.full((4, 4), 31)]
     maps[0][0, 0] = 0
@@ -145,8 +153,9 @@ def test_skewed_source_codes_below_fixed_length_and_near_conditional_entropy():
     assert 0.97 * bound_bytes < len(data) < 1.10 * bound_bytes + 16
 
 
-def test_tensors_round_trip_gives_identical_bytes(tmp_path):
-    prior = _prior([8, 16, 32], seed=2)
+@KINDS
+def test_tensors_round_trip_gives_identical_bytes(tmp_path, kind):
+    prior = _prior([8, 16, 32], seed=2, kind=kind)
     tensors = prior.to_tensors()
     assert tensors and all(k.startswith("prior.") for k in tensors)
     # tables are integers, so every machine computes the same probabilities
@@ -156,8 +165,10 @@ def test_tensors_round_trip_gives_identical_bytes(tmp_path):
     path.write_bytes(save_safetensors({**tensors, "model.other": np.zeros(3, np.float32)}))
     loaded = IndexPrior.from_tensors(load_safetensors(path.read_bytes()))
     again = loaded.to_tensors()
+    assert loaded.kind == kind and (PRIOR_KIND in tensors) == (kind == "grid")
     assert set(again) == set(tensors)
     for key, value in tensors.items():
+        assert again[key].dtype == value.dtype
         np.testing.assert_array_equal(again[key], value)
     maps = _random_maps(np.random.default_rng(9), (5, 3), [8, 16, 32])
     data = prior.encode(maps)
@@ -165,10 +176,11 @@ def test_tensors_round_trip_gives_identical_bytes(tmp_path):
     _assert_maps_equal(loaded.decode(data, _shapes(maps)), maps)
 
 
-def test_same_maps_same_bytes_and_fit_is_deterministic():
+@KINDS
+def test_same_maps_same_bytes_and_fit_is_deterministic(kind):
     sizes = [8, 16]
     train = [_random_maps(np.random.default_rng(s), (4, 4), sizes) for s in range(4)]
-    a, b = IndexPrior.fit(train, sizes), IndexPrior.fit(train, sizes)  # two separate fits
+    a, b = (IndexPrior.fit(train, sizes, kind=kind, steps=40) for _ in range(2))  # two separate fits
     maps = _random_maps(np.random.default_rng(1), (6, 6), sizes)
     assert a.encode(maps) == a.encode(maps) == b.encode(maps)
     other = [m.copy() for m in maps]
@@ -216,12 +228,13 @@ def test_the_probability_table_is_the_same_integers_on_every_machine():
         "784a201ddcca65d2b24a06b2b6c007ff5bdf62904611083fa1511604effd3018"
 
 
-def test_a_tile_the_context_model_predicts_badly_falls_back_to_fixed_length_indices():
+@KINDS
+def test_a_tile_the_context_model_predicts_badly_falls_back_to_fixed_length_indices(kind):
     """Trained on maps that repeat their parent, the model pays more than log2 K for noise."""
     rng = np.random.default_rng(5)
     skewed = [[np.repeat(np.repeat(top, 2, 0), 2, 1) % 16, top]
               for top in (rng.integers(0, 4, (16, 16)) for _ in range(20))]
-    prior = IndexPrior.fit(skewed, [16, 8])
+    prior = IndexPrior.fit(skewed, [16, 8], kind=kind)
     noise = [rng.integers(0, 16, (24, 20)), rng.integers(0, 8, (12, 10))]
     data = prior.encode(noise)
     assert len(data) % 4 == 1 and data[:1] == FIXED_MARKER
@@ -241,3 +254,121 @@ def test_a_fixed_length_index_past_the_codebook_is_refused():
     data[1] = 0xFF                                                        # the first index reads 31
     with pytest.raises(ContainerError, match="past the codebook"):
         prior.decode(bytes(data), _shapes(maps))
+
+
+def _checkerboard_from_integers():
+    """A checkerboard prior from fixed integer tables (no fit: the same on every machine)."""
+    rng = np.random.default_rng(2026)
+
+    def level(k, p):
+        bias = rng.integers(-40, 40, (2, k))
+        bias[:, 0] = 90
+        return LevelModel(bias, rng.integers(-12, 12, (p, k)), rng.integers(-8, 8, (4, k + 1, k)))
+
+    prior = IndexPrior([level(8, 64), level(16, 1)])
+    maps = [rng.integers(0, 8, (10, 14)) * (rng.random((10, 14)) < 0.15),
+            rng.integers(0, 16, (5, 7)) * (rng.random((5, 7)) < 0.15)]
+    return prior, maps
+
+
+def test_files_of_models_without_the_marker_decode_as_before(tmp_path):
+    """A model published before the grid prior has no PRIOR_KIND: its tensors load the
+    checkerboard prior, which writes the very bytes the code before it wrote (pinned: sha256
+    computed with that code) and decodes them."""
+    import hashlib
+
+    prior, maps = _checkerboard_from_integers()
+    tensors = prior.to_tensors()
+    assert PRIOR_KIND not in tensors and all(v.dtype == np.int16 for v in tensors.values())
+    loaded = IndexPrior.from_tensors(load_safetensors(save_safetensors(tensors)))
+    assert loaded.kind == "checkerboard"
+    data = loaded.encode(maps)
+    assert len(data) == 68 and hashlib.sha256(data).hexdigest() == \
+        "63e26a7ee3ca6bdf6017721e5adfbbf7e1904d58ae64ddb374a4500890a3be9a"
+    _assert_maps_equal(loaded.decode(data, _shapes(maps)), maps)
+
+
+def test_an_unknown_prior_kind_is_refused():
+    tensors = _prior([8, 16], kind="grid").to_tensors()
+    tensors[PRIOR_KIND] = np.array([7], np.int16)
+    with pytest.raises(ContainerError, match="prior kind"):
+        IndexPrior.from_tensors(tensors)
+    with pytest.raises(ValueError, match="kind"):
+        IndexPrior.fit([_random_maps(np.random.default_rng(0), (2, 2), [8])], [8], kind="quincunx")
+
+
+def _smooth_maps(rng, top_shape, sizes):
+    """Index maps with spatial structure but little across levels: each level piecewise
+    constant (3x3 blocks, 10 % noise) with codes of its own, as VQ maps of land cover look
+    within a level, so the parent tells little and the neighbours much."""
+    def level(h, w, k):
+        blocks = rng.integers(0, k, (-(-h // 3) + 1, -(-w // 3) + 1))
+        dr, dc = rng.integers(0, 3, 2)
+        m = np.repeat(np.repeat(blocks, 3, 0), 3, 1)[dr:dr + h, dc:dc + w]
+        return np.where(rng.random(m.shape) < 0.1, rng.integers(0, k, m.shape), m)
+
+    h, w = top_shape
+    return [level(2 * h, 2 * w, sizes[0]), level(h, w, sizes[1])]
+
+
+@functools.lru_cache(maxsize=None)
+def _smooth_priors():
+    rng = np.random.default_rng(8)
+    # enough symbols per table entry: with few images both priors learn the training maps'
+    # particular pairs of block codes, which no other map repeats
+    train = [_smooth_maps(rng, (16, 16), [16, 8]) for _ in range(60)]
+    return {kind: IndexPrior.fit(train, [16, 8], kind=kind) for kind in ("checkerboard", "grid")}
+
+
+def test_grid_prior_uses_neighbours_of_anchors_and_round_trips_structured_maps():
+    """On spatially smooth maps the grid prior (neighbours for three quarters of the anchors'
+    old share, uncles for all) codes well below the checkerboard prior."""
+    priors = _smooth_priors()
+    rng = np.random.default_rng(99)
+    maps = _smooth_maps(rng, (21, 18), [16, 8])
+    sizes = {kind: len(prior.encode(maps)) for kind, prior in priors.items()}
+    for prior in priors.values():
+        _assert_maps_equal(prior.decode(prior.encode(maps), _shapes(maps)), maps)
+    assert sizes["grid"] < 0.92 * sizes["checkerboard"], sizes   # about 0.87 measured
+
+
+def test_grid_prior_tables_are_integers_and_its_bytes_are_pinned():
+    """The grid prior's probabilities come from integer tables only: fixed integer tables and
+    maps give the same bytes on every machine (pinned), and an int8 table set round trips."""
+    import hashlib
+
+    from eoz.entropy import GridLevelModel
+
+    rng = np.random.default_rng(2027)
+
+    def level(k, kp):
+        bias = rng.integers(-40, 40, (4, k))
+        bias[:, 0] = 90
+        uncle = rng.integers(-8, 8, (4, kp + 1, k)) if kp else np.zeros((0, 1, k), np.int64)
+        return GridLevelModel(bias, rng.integers(-12, 12, (kp * 4 or 1, k)), uncle,
+                              rng.integers(-8, 8, (16, k + 1, k)), rng.integers(-30, 0, k))
+
+    prior = IndexPrior([level(8, 16), level(16, 0)])
+    maps = [rng.integers(0, 8, (10, 14)) * (rng.random((10, 14)) < 0.15),
+            rng.integers(0, 16, (5, 7)) * (rng.random((5, 7)) < 0.15)]
+    data = prior.encode(maps)
+    assert len(data) % 4 == 0
+    tensors = prior.to_tensors()
+    assert all(np.issubdtype(v.dtype, np.integer) for v in tensors.values())
+    assert tensors["prior.0.neighbour"].dtype == np.int8 and tensors["prior.1.uncle"].shape == (0, 1, 16)
+    loaded = IndexPrior.from_tensors(load_safetensors(save_safetensors(tensors)))
+    assert loaded.encode(maps) == data
+    _assert_maps_equal(loaded.decode(data, _shapes(maps)), maps)
+    assert hashlib.sha256(data).hexdigest() == GRID_GOLDEN_SHA256
+
+
+GRID_GOLDEN_SHA256 = "cba3890098ba75d8bf7517c0ca131a60da05dd23e5f68a6135490c87e4e5ce7e"
+
+
+def test_grid_prior_code_bits_follow_the_training_frequencies():
+    prior = _smooth_priors()["grid"]
+    bits = prior.code_bits()
+    assert [len(b) for b in bits] == [16, 8]
+    for b in bits:
+        assert np.isfinite(b).all() and (b > 0).all()
+        assert np.exp2(-b).sum() == pytest.approx(1.0, abs=0.01)
