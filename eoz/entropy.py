@@ -255,7 +255,7 @@ class IndexPrior:
 
     def __init__(self, levels: list[LevelModel] | list[GridLevelModel]):
         self.levels = levels
-        self.kind = "grid" if isinstance(levels[0], GridLevelModel) else "checkerboard"
+        self.kind = "grid" if levels and isinstance(levels[0], GridLevelModel) else "checkerboard"
 
     @classmethod
     def fit(cls, index_maps: list[list[np.ndarray]], codebook_sizes: list[int],
