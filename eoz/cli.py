@@ -227,7 +227,9 @@ def cmd_train(args) -> dict:
     import torch
 
     from eoz.progress import bar
-    from eoz.train import export, recipe, train
+    from eoz.train import export, recipe, snapshot, train
+    if args.snapshot:
+        return {"snapshot": str(snapshot(run_dir, Path(args.snapshot)))}
     from eoz.train_partition import export_partition, train_partition
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -380,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="torch device (default cuda when there is one, else cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--export", metavar="VERSION", help="publish to model_store as this version")
+    p.add_argument("--snapshot", metavar="DIR",
+                   help="copy the run without its optimizer state to DIR (to commit; --run-dir DIR resumes it)")
     p.add_argument("--description", default="", help="what the published model is for")
     _add_quiet(p)
     p.set_defaults(func=cmd_train)

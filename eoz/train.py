@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -200,7 +201,8 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu",
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:   # a snapshot has none: Adam's moments start again
+            optimizer.load_state_dict(state["optimizer"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
         if "torch_rng" in state:  # codebook restarts, noise and lambdas draw from it
             torch.set_rng_state(state["torch_rng"])
@@ -250,6 +252,20 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu",
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save()
     return checkpoint_path
+
+
+def snapshot(run_dir: Path, dest: Path) -> Path:
+    """A copy of a run without its optimizer state, which ``train`` resumes (Adam's moments
+    start again): a third of the checkpoint's size, small enough to commit, so a run spans
+    sessions on machines that do not keep runs/."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "log.jsonl", "warm_start.json"):
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, dest / name)
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state.pop("optimizer", None)
+    _atomic_save(state, dest / "checkpoint.pt")
+    return dest
 
 
 def _tiles(array: np.ndarray, size: int):

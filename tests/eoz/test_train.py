@@ -14,7 +14,7 @@ from eoz import datasets
 from eoz.errors import InputError
 from eoz.models.vqvae_fpn import VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
-from eoz.train import TrainConfig, brighten, learning_rate, train
+from eoz.train import TrainConfig, brighten, learning_rate, snapshot, train
 
 TRAIN_PATCH = "bigearthnet_s2_tiny/S2A_MSIL2A_20170617T113321_36_85_10m_B02-B03-B04-B08.tif"
 # validation crops are 128 px, larger than a 120 px BigEarthNet patch: use a small OSCD city
@@ -147,6 +147,23 @@ def test_brightness_scales_each_crop_by_one_factor_in_original_units():
     np.testing.assert_allclose(factors, per_crop[:, None, None, None] * np.ones_like(factors), rtol=1e-5)
     assert np.all((per_crop >= math.exp(-0.4) - 1e-6) & (per_crop <= math.exp(0.4) + 1e-6))
     assert per_crop.std() > 0.05
+
+
+def test_snapshot_drops_the_optimizer_and_resumes(tmp_path, tiny_split):
+    run_dir = train(tmp_path / "run", _config(2)).parent
+    snap = snapshot(run_dir, tmp_path / "snap")
+    state = _state(snap)
+    assert "optimizer" not in state and state["step"] == 2
+    assert (snap / "checkpoint.pt").stat().st_size < (run_dir / "checkpoint.pt").stat().st_size
+    assert (snap / "log.jsonl").read_text() == (run_dir / "log.jsonl").read_text()
+    config = json.loads((snap / "config.json").read_text())
+    config["steps"] = 4
+    (snap / "config.json").write_text(json.dumps(config))
+    train(snap)
+    assert _state(snap)["step"] == 4 and [line["step"] for line in _log(snap)] == [2, 4]
+    for key, value in state["model"].items():
+        if "quantizers" not in key:
+            assert not torch.equal(_state(snap)["model"][key], value) or value.numel() == 0 or "bias" in key
 
 
 def test_finished_run_started_again_does_nothing(tmp_path, tiny_split):
