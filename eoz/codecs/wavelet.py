@@ -498,7 +498,7 @@ def _finish_one(measure, seen: list, target_mse: float):
     for _ in range(3):
         if code >= TOP_CODE:
             break
-        up = min(max(math.floor(math.log2(target_mse / mse_value) / slope(code)), 0), TOP_CODE - code)
+        up = min(max(math.floor(math.log2(target_mse / max(mse_value, 1e-300)) / slope(code)), 0), TOP_CODE - code)
         if up < 1:
             break
         trial = measure_at(code + up)
