@@ -225,6 +225,25 @@ class GridLevelModel:
             probs[part] = LevelModel._normalised(scores)
         return probs
 
+    def choose(self, distances: np.ndarray, parent: np.ndarray | None, rate_weight: float) -> np.ndarray:
+        """The map minimizing distance + rate_weight x bits symbol by symbol in coding order,
+        each symbol's bits under the context its coded neighbours and parent give it: a
+        context-free price per code misjudges this prior, whose neighbours make a code cheap
+        or dear. ``distances``: (h, w, K)."""
+        shape = distances.shape[:2]
+        out = np.zeros(shape, np.int64)
+        for phase in range(4):
+            rows, cols = _grid_positions(shape, phase)
+            if not len(rows):
+                continue
+            pctx, uncles, neighbours = _grid_contexts(out, parent, self.size, self.parent_size, phase, rows, cols,
+                                                      len(self.uncle))
+            for start in range(0, len(rows), _CHUNK):
+                part = slice(start, start + _CHUNK)
+                bits = -np.log2(self.probabilities(phase, pctx[part], uncles[:, part], neighbours[:, part]))
+                out[rows[part], cols[part]] = (distances[rows[part], cols[part]] + rate_weight * bits).argmin(1)
+        return out
+
     def code(self, coder, codes: np.ndarray | None, parent: np.ndarray | None,
              shape: tuple[int, int], decode: bool) -> np.ndarray:
         """Encode ``codes`` or, with decode=True, decode a map of ``shape``; returns the map."""
@@ -326,6 +345,15 @@ class IndexPrior:
         if not decoder.maybe_exhausted():
             raise ContainerError("index stream does not end where its index maps do: "
                                  "it is truncated or has extra data")
+        return maps
+
+    def choose(self, distances: list[np.ndarray], rate_weight: float) -> list[np.ndarray]:
+        """Index maps (bottom first) chosen by distance + rate_weight x bits in context, top
+        level first as they are coded (a grid prior; ``distances``: (h, w, K) per level)."""
+        maps: list[np.ndarray] = [None] * len(self.levels)
+        for level in range(len(self.levels) - 1, -1, -1):
+            parent = maps[level + 1] if level + 1 < len(self.levels) else None
+            maps[level] = self.levels[level].choose(distances[level], parent, rate_weight)
         return maps
 
     def code_bits(self) -> list[np.ndarray]:

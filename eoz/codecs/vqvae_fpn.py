@@ -73,8 +73,11 @@ class VQVAECodec(Codec):
         """Index maps of each tile of a (B, bands, h, w) stack, in one network call."""
         with torch.inference_mode():
             x = torch.from_numpy(np.stack([self.normalizer.forward(t.astype(np.float64)) for t in tiles]))
-            costs = [self.rate_weight * b for b in self.code_bits] if self.rate_weight else None
             x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+            if self.rate_weight and self.prior.kind == "grid":   # prices in context, symbol by symbol
+                distances = [d.cpu().numpy() for d in self.model.distances(x)]
+                return [self.prior.choose([d[k] for d in distances], self.rate_weight) for k in range(len(tiles))]
+            costs = [self.rate_weight * b for b in self.code_bits] if self.rate_weight else None
             maps = [i.cpu().numpy() for i in self.model.encode(x, costs)]
         return [[m[k] for m in maps] for k in range(len(tiles))]
 

@@ -51,18 +51,24 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(num_codes))
         self.register_buffer("embedding_sum", embedding.clone())
 
+    def distances(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, K): each vector of z (B, D, H, W) against every code, squared distance
+        less |z|^2 (the same for every code of a vector, so the ranking is unchanged)."""
+        flat = z.permute(0, 2, 3, 1).reshape(-1, self.dim)
+        # |e|^2 - 2 z.e in one fused product
+        distances = torch.addmm(self.embedding.pow(2).sum(1)[None, :], flat, self.embedding.t(), alpha=-2)
+        return distances.view(z.shape[0], z.shape[2], z.shape[3], -1)
+
     def nearest(self, z: torch.Tensor, cost: torch.Tensor | None = None) -> torch.Tensor:
         """Index map (B, H, W) of the nearest code of each vector of z (B, D, H, W).
 
         With ``cost`` (one value per code) the choice minimizes squared distance + cost:
         entropy-constrained VQ, trading a little distortion for cheaper codes.
         """
-        flat = z.permute(0, 2, 3, 1).reshape(-1, self.dim)
-        # |e|^2 - 2 z.e in one fused product; |z|^2 is the same for every code of a vector
-        distances = torch.addmm(self.embedding.pow(2).sum(1)[None, :], flat, self.embedding.t(), alpha=-2)
+        distances = self.distances(z)
         if cost is not None:
-            distances = distances + cost[None, :]
-        return distances.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
+            distances = distances + cost
+        return distances.argmin(-1)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code vectors (B, D, H, W) for an index map (B, H, W)."""

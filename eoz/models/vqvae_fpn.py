@@ -127,6 +127,10 @@ class VQVAEFPN(nn.Module):
         costs = costs or [None] * self.config.levels
         return [q.nearest(z, c) for q, z, c in zip(self.quantizers, self._pyramid(x), costs)]
 
+    def distances(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each level's (B, H, W, K) distances to every code (VectorQuantizer.distances), bottom first."""
+        return [q.distances(z) for q, z in zip(self.quantizers, self._pyramid(x))]
+
     def decode(self, indices: list[torch.Tensor]) -> torch.Tensor:
         return self._decode([q.lookup(idx) for q, idx in zip(self.quantizers, indices)])
 

@@ -372,3 +372,21 @@ def test_grid_prior_code_bits_follow_the_training_frequencies():
     for b in bits:
         assert np.isfinite(b).all() and (b > 0).all()
         assert np.exp2(-b).sum() == pytest.approx(1.0, abs=0.01)
+
+
+def test_grid_prior_choice_prices_codes_in_context():
+    """Codes chosen by distance + weight x bits in context: weight 0 is the nearest code;
+    a weight changes some codes and makes the maps cheaper to code, still decodable."""
+    prior = _smooth_priors()["grid"]
+    rng = np.random.default_rng(5)
+    truth = _smooth_maps(rng, (12, 10), [16, 8])
+    # distances: the true code is near, every other code a little farther, with noise
+    distances = [rng.uniform(0.5, 1.5, m.shape + (k,)) for m, k in zip(truth, (16, 8))]
+    for d, m in zip(distances, truth):
+        np.put_along_axis(d, m[..., None], rng.uniform(0.0, 0.6, m.shape + (1,)), axis=-1)
+    nearest = [d.argmin(-1) for d in distances]
+    _assert_maps_equal(prior.choose(distances, 0.0), nearest)
+    chosen = prior.choose(distances, 0.5)
+    assert len(prior.encode(chosen)) < len(prior.encode(nearest))
+    _assert_maps_equal(prior.decode(prior.encode(chosen), _shapes(chosen)), chosen)
+    assert sum(int((c != n).sum()) for c, n in zip(chosen, nearest)) > 0
