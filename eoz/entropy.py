@@ -225,42 +225,40 @@ class GridLevelModel:
             probs[part] = LevelModel._normalised(scores)
         return probs
 
-    def choose(self, distances: np.ndarray, parent: np.ndarray | None, rate_weight: float) -> np.ndarray:
-        """The map minimizing distance + rate_weight x bits symbol by symbol in coding order,
-        each symbol's bits under the context its coded neighbours and parent give it: a
-        context-free price per code misjudges this prior, whose neighbours make a code cheap
-        or dear. ``distances``: (h, w, K)."""
-        shape = distances.shape[:2]
-        out = np.zeros(shape, np.int64)
+    def _chunks(self, out: np.ndarray, parent: np.ndarray | None):
+        """(rows, cols, probabilities) of each chunk of symbols in coding order. A phase's
+        contexts are read from ``out`` when the phase starts, so the caller must have filled
+        in every chunk yielded before."""
         for phase in range(4):
-            rows, cols = _grid_positions(shape, phase)
+            rows, cols = _grid_positions(out.shape, phase)
             if not len(rows):
                 continue
             pctx, uncles, neighbours = _grid_contexts(out, parent, self.size, self.parent_size, phase, rows, cols,
                                                       len(self.uncle))
             for start in range(0, len(rows), _CHUNK):
                 part = slice(start, start + _CHUNK)
-                bits = -np.log2(self.probabilities(phase, pctx[part], uncles[:, part], neighbours[:, part]))
-                out[rows[part], cols[part]] = (distances[rows[part], cols[part]] + rate_weight * bits).argmin(1)
+                yield rows[part], cols[part], self.probabilities(phase, pctx[part], uncles[:, part],
+                                                                 neighbours[:, part])
+
+    def choose(self, distances: np.ndarray, parent: np.ndarray | None, rate_weight: float) -> np.ndarray:
+        """The map minimizing distance + rate_weight x bits symbol by symbol in coding order,
+        each symbol's bits under the context its coded neighbours and parent give it: a
+        context-free price per code misjudges this prior, whose neighbours make a code cheap
+        or dear. ``distances``: (h, w, K)."""
+        out = np.zeros(distances.shape[:2], np.int64)
+        for rows, cols, probs in self._chunks(out, parent):
+            out[rows, cols] = (distances[rows, cols] - rate_weight * np.log2(probs)).argmin(1)
         return out
 
     def code(self, coder, codes: np.ndarray | None, parent: np.ndarray | None,
              shape: tuple[int, int], decode: bool) -> np.ndarray:
         """Encode ``codes`` or, with decode=True, decode a map of ``shape``; returns the map."""
         out = np.zeros(shape, np.int64) if decode else codes.astype(np.int64)
-        for phase in range(4):
-            rows, cols = _grid_positions(shape, phase)
-            if not len(rows):
-                continue
-            pctx, uncles, neighbours = _grid_contexts(out, parent, self.size, self.parent_size, phase, rows, cols,
-                                                      len(self.uncle))
-            for start in range(0, len(rows), _CHUNK):
-                part = slice(start, start + _CHUNK)
-                probs = self.probabilities(phase, pctx[part], uncles[:, part], neighbours[:, part])
-                if decode:
-                    out[rows[part], cols[part]] = coder.decode(_MODEL, probs)
-                else:
-                    coder.encode(out[rows[part], cols[part]].astype(np.int32), _MODEL, probs)
+        for rows, cols, probs in self._chunks(out, parent):
+            if decode:
+                out[rows, cols] = coder.decode(_MODEL, probs)
+            else:
+                coder.encode(out[rows, cols].astype(np.int32), _MODEL, probs)
         return out
 
     def code_bits(self) -> np.ndarray:
