@@ -540,19 +540,7 @@ def _finish(measure, codes: np.ndarray, mse: np.ndarray, target_mse: float, rais
         fragile = ~over & (mse > FRAGILE * target_mse) & _dilate(over)
         codes = np.where(over, np.maximum(codes - lower, 0), np.where(fragile, np.maximum(codes - 1, 0), codes))
         mse = measure(codes)
-    for step in raises:
-        raised = (mse * 2 ** (step / (CODE_STEPS / 2)) <= (1 if hopeful else AIM) * target_mse) & (codes < TOP_CODE)
-        for _ in range(trials):
-            if not raised.any():
-                break
-            trial = np.where(raised, np.minimum(codes + step, TOP_CODE), codes)
-            trial_mse = measure(trial)
-            over = trial_mse > target_mse
-            if not over.any():
-                codes, mse = trial, trial_mse
-                break
-            raised &= ~_dilate(over)
-    return codes, mse
+    return _raise(measure, codes, mse, target_mse, raises, 1 if hopeful else AIM, trials)
 
 
 def _settle(measure, codes: np.ndarray, target_mse: float, rounds: int, raises: tuple, mse=None):
@@ -577,9 +565,17 @@ def _settle(measure, codes: np.ndarray, target_mse: float, rounds: int, raises: 
         lower = np.maximum(np.ceil(CODE_STEPS / 2 * np.log2(mse / (AIM * target_mse))), 1).astype(np.int64)
         codes = np.where(over, np.maximum(codes - lower, 0), codes)
         mse = measure(codes)
+    return _raise(measure, codes, mse, target_mse, raises, AIM, 3)
+
+
+def _raise(measure, codes: np.ndarray, mse: np.ndarray, target_mse: float, raises: tuple, aim: float,
+           trials: int):
+    """Blocks with slack (the raise would keep them under aim x the target as MSE ~ step^2
+    has it) are raised by each of ``raises`` where the tile stays within target, a raise
+    that pushes a block over being undone with its neighbours' (``trials`` tries each)."""
     for step in raises:
-        raised = (mse * 2 ** (step / (CODE_STEPS / 2)) <= AIM * target_mse) & (codes < TOP_CODE)
-        for _ in range(3):
+        raised = (mse * 2 ** (step / (CODE_STEPS / 2)) <= aim * target_mse) & (codes < TOP_CODE)
+        for _ in range(trials):
             if not raised.any():
                 break
             trial = np.where(raised, np.minimum(codes + step, TOP_CODE), codes)
