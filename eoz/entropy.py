@@ -36,6 +36,7 @@ import decimal
 import math
 
 import constriction
+import numba
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -56,7 +57,6 @@ def _exp_table() -> np.ndarray:
 
 _EXP = _exp_table().astype(np.int32)   # at most 2^24
 _CHUNK = 8192            # symbols per batched coder call; bounds the (n, K) arrays
-_BLOCK = 1024            # rows of the grid prior's score arithmetic at a time
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 _DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))   # left, right, up, down
 _FIT_BATCH = 32768
@@ -185,6 +185,37 @@ def _grid_contexts(codes: np.ndarray, parent: np.ndarray | None, size: int, pare
     return pctx, uncles, _codes_around(padded, rows, cols, directions)
 
 
+@numba.njit(cache=True, nogil=True)
+def _grid_probabilities(parent, pctx, bias, uncle, uncles, neighbour, neighbours):
+    """(n, K) probabilities of the grid prior: each symbol's integer score is its parent
+    row + the bias + one row per uncle and per neighbour table; the gap to the best score
+    indexes the integer exp table and the frequencies are divided by their sum. The same
+    integers and the same one division as LevelModel._normalised, so the same floats, in
+    one compiled pass instead of a (n, K) array per table."""
+    n, size = len(pctx), bias.shape[0]
+    probs = np.empty((n, size))
+    scores = np.empty(size, np.int64)
+    for i in range(n):
+        for k in range(size):
+            scores[k] = np.int64(parent[pctx[i], k]) + bias[k]
+        for d in range(uncles.shape[0]):
+            row = uncle[d, uncles[d, i]]
+            for k in range(size):
+                scores[k] += row[k]
+        for d in range(neighbours.shape[0]):
+            row = neighbour[d, neighbours[d, i]]
+            for k in range(size):
+                scores[k] += row[k]
+        best = scores.max()
+        total = np.int64(0)
+        for k in range(size):
+            scores[k] = _EXP[min(best - scores[k], 255)]
+            total += scores[k]
+        for k in range(size):
+            probs[i, k] = scores[k] / total
+    return probs
+
+
 class GridLevelModel:
     """Integer score tables of one level of the grid prior: bias (4, K), parent (P, K),
     uncle (4, Kp + 1, K) (none at the top level), neighbour (16, K + 1, K): one table for
@@ -211,19 +242,9 @@ class GridLevelModel:
             # the top level's first phase: one distribution for every symbol
             distinct, inverse = np.unique(pctx, return_inverse=True)
             return LevelModel._normalised(self.bias[phase][None, :] + self.parent[distinct])[inverse]
-        probs = np.empty((len(pctx), self.size))
-        tables = [(self.uncle[d], uncles[d]) for d in range(uncles.shape[0])] + \
-            [(self.neighbour[_PHASE_TABLE[phase] + k], neighbours[k])
-             for k in range(len(_PHASE_DIRECTIONS[phase]))]
-        # blocks of rows that stay in cache: three times faster than whole (n, K) arrays
-        for start in range(0, len(pctx), _BLOCK):
-            part = slice(start, start + _BLOCK)
-            scores = np.take(self.parent, pctx[part], axis=0)
-            scores += self.bias[phase][None, :]
-            for table, codes in tables:
-                scores += np.take(table, codes[part], axis=0)
-            probs[part] = LevelModel._normalised(scores)
-        return probs
+        first = _PHASE_TABLE[phase]
+        return _grid_probabilities(self.parent, pctx, self.bias[phase], self.uncle, uncles,
+                                   self.neighbour[first:first + len(_PHASE_DIRECTIONS[phase])], neighbours)
 
     def _chunks(self, out: np.ndarray, parent: np.ndarray | None):
         """(rows, cols, probabilities) of each chunk of symbols in coding order. A phase's
