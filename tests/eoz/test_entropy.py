@@ -97,7 +97,7 @@ def test_codes_never_seen_in_training_still_encode(kind):
     # enough that the smoothed probability of an unseen code rounds to 0 in 2**20: only the
     # floor of 1 keeps it codable
     train = [[rng.integers(0, 4, (64, 64)), rng.integers(0, 2, (32, 32))] for _ in range(10)]
-    prior = IndexPrior.fit(train, sizes, kind=kind)
+    prior = IndexPrior.fit(train, sizes, kind=kind, steps=60)
     # an unseen top code (31) above unseen bottom codes (15): a context never counted
     maps = [np.full((8, 8), 15), np.full((4, 4), 31)]
     maps[0][0, 0] = 0
@@ -234,7 +234,7 @@ def test_a_tile_the_context_model_predicts_badly_falls_back_to_fixed_length_indi
     rng = np.random.default_rng(5)
     skewed = [[np.repeat(np.repeat(top, 2, 0), 2, 1) % 16, top]
               for top in (rng.integers(0, 4, (16, 16)) for _ in range(20))]
-    prior = IndexPrior.fit(skewed, [16, 8], kind=kind)
+    prior = IndexPrior.fit(skewed, [16, 8], kind=kind, steps=60)
     noise = [rng.integers(0, 16, (24, 20)), rng.integers(0, 8, (12, 10))]
     data = prior.encode(noise)
     assert len(data) % 4 == 1 and data[:1] == FIXED_MARKER
@@ -317,7 +317,9 @@ def _smooth_priors():
     # enough symbols per table entry: with few images both priors learn the training maps'
     # particular pairs of block codes, which no other map repeats
     train = [_smooth_maps(rng, (16, 16), [16, 8]) for _ in range(60)]
-    return {kind: IndexPrior.fit(train, [16, 8], kind=kind) for kind in ("checkerboard", "grid")}
+    # the grid prior at 120 steps (of its 300), enough on these maps; the checkerboard at its default
+    return {kind: IndexPrior.fit(train, [16, 8], kind=kind, steps=120 if kind == "grid" else None)
+            for kind in ("checkerboard", "grid")}
 
 
 def test_grid_prior_uses_neighbours_of_anchors_and_round_trips_structured_maps():
