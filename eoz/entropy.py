@@ -117,8 +117,7 @@ class LevelModel:
         Anchors (no neighbours) depend on the parent context alone: each distinct one is
         computed once."""
         if neighbours is None:
-            distinct, inverse = np.unique(parent_ctx, return_inverse=True)
-            return self._normalised(self.bias[phase][None, :] + self.parent[distinct])[inverse]
+            return _parent_only(self.bias[phase], self.parent, parent_ctx)
         scores = self.bias[phase][None, :] + self.parent[parent_ctx]
         for d in range(4):
             scores += self.neighbour[d][neighbours[d]]
@@ -150,9 +149,25 @@ class LevelModel:
         return flat.reshape(shape)
 
     def code_bits(self) -> np.ndarray:
-        scores = self.bias[0].astype(np.float64) / SCORE_UNITS
-        log_p = scores - scores.max() - np.log(np.exp(scores - scores.max()).sum())
-        return -log_p / math.log(2)
+        return _bits(self.bias[0])
+
+    def choose(self, distances: np.ndarray, parent: np.ndarray | None, rate_weight: float) -> np.ndarray:
+        """The map minimizing distance + rate_weight x bits, each code priced context-free
+        (the anchors' bias), in float32 as the network's distances. ``distances``: (h, w, K)."""
+        return (distances + rate_weight * self.code_bits().astype(np.float32)).argmin(-1)
+
+
+def _bits(scores: np.ndarray) -> np.ndarray:
+    """Bits of each code under the softmax of one row of integer scores."""
+    scores = scores.astype(np.float64) / SCORE_UNITS
+    log_p = scores - scores.max() - np.log(np.exp(scores - scores.max()).sum())
+    return -log_p / math.log(2)
+
+
+def _parent_only(bias: np.ndarray, parent: np.ndarray, pctx: np.ndarray) -> np.ndarray:
+    """Probabilities of symbols whose context is their parent alone: each distinct one once."""
+    distinct, inverse = np.unique(pctx, return_inverse=True)
+    return LevelModel._normalised(bias[None, :] + parent[distinct])[inverse]
 
 
 def _grid_positions(shape: tuple[int, int], phase: int) -> tuple[np.ndarray, np.ndarray]:
@@ -239,9 +254,7 @@ class GridLevelModel:
     def probabilities(self, phase: int, pctx: np.ndarray, uncles: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
         """(n, K) float64 probabilities from integer scores; exact and machine independent."""
         if not uncles.shape[0] and not neighbours.shape[0]:
-            # the top level's first phase: one distribution for every symbol
-            distinct, inverse = np.unique(pctx, return_inverse=True)
-            return LevelModel._normalised(self.bias[phase][None, :] + self.parent[distinct])[inverse]
+            return _parent_only(self.bias[phase], self.parent, pctx)   # the top level's first phase
         first = _PHASE_TABLE[phase]
         return _grid_probabilities(self.parent, pctx, self.bias[phase], self.uncle, uncles,
                                    self.neighbour[first:first + len(_PHASE_DIRECTIONS[phase])], neighbours)
@@ -283,9 +296,7 @@ class GridLevelModel:
         return out
 
     def code_bits(self) -> np.ndarray:
-        scores = self.marginal.astype(np.float64) / SCORE_UNITS
-        log_p = scores - scores.max() - np.log(np.exp(scores - scores.max()).sum())
-        return -log_p / math.log(2)
+        return _bits(self.marginal)
 
 
 class IndexPrior:
@@ -367,18 +378,14 @@ class IndexPrior:
         return maps
 
     def choose(self, distances: list[np.ndarray], rate_weight: float) -> list[np.ndarray]:
-        """Index maps (bottom first) chosen by distance + rate_weight x bits in context, top
-        level first as they are coded (a grid prior; ``distances``: (h, w, K) per level)."""
+        """Index maps (bottom first) chosen by distance + rate_weight x bits, top level first
+        as they are coded: each level prices its codes as its kind can (``distances``: (h, w, K)
+        per level, from VQVAEFPN.distances)."""
         maps: list[np.ndarray] = [None] * len(self.levels)
         for level in range(len(self.levels) - 1, -1, -1):
             parent = maps[level + 1] if level + 1 < len(self.levels) else None
             maps[level] = self.levels[level].choose(distances[level], parent, rate_weight)
         return maps
-
-    def code_bits(self) -> list[np.ndarray]:
-        """Bits of each code of each level under a context-free distribution: the anchors'
-        bias (checkerboard) or the training codes' frequencies (grid)."""
-        return [level.code_bits() for level in self.levels]
 
     def fixed_length_bytes(self, shapes: list[tuple[int, int]]) -> float:
         """Size of the same maps stored with fixed-length indices (w*h*log2(K)/8 per level)."""

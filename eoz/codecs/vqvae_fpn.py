@@ -46,7 +46,6 @@ class VQVAECodec(Codec):
         self.stride = self.config.factor
         self.bands = entry.bands
         self.codebook_sha256 = [q.codebook_sha256() for q in self.model.quantizers]
-        self.code_bits = [torch.from_numpy(b).float().to(self.device) for b in self.prior.code_bits()]
 
     def with_rate_weight(self, rate_weight: float | None) -> "VQVAECodec":
         """The same loaded model choosing codes by distance + rate_weight x bits (0: nearest code).
@@ -74,11 +73,10 @@ class VQVAECodec(Codec):
         with torch.inference_mode():
             x = torch.from_numpy(np.stack([self.normalizer.forward(t.astype(np.float64)) for t in tiles]))
             x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            if self.rate_weight and self.prior.kind == "grid":   # prices in context, symbol by symbol
+            if self.rate_weight:   # the prior prices the codes
                 distances = [d.cpu().numpy() for d in self.model.distances(x)]
                 return [self.prior.choose([d[k] for d in distances], self.rate_weight) for k in range(len(tiles))]
-            costs = [self.rate_weight * b for b in self.code_bits] if self.rate_weight else None
-            maps = [i.cpu().numpy() for i in self.model.encode(x, costs)]
+            maps = [i.cpu().numpy() for i in self.model.encode(x)]
         return [[m[k] for m in maps] for k in range(len(tiles))]
 
     def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:

@@ -59,16 +59,9 @@ class VectorQuantizer(nn.Module):
         distances = torch.addmm(self.embedding.pow(2).sum(1)[None, :], flat, self.embedding.t(), alpha=-2)
         return distances.view(z.shape[0], z.shape[2], z.shape[3], -1)
 
-    def nearest(self, z: torch.Tensor, cost: torch.Tensor | None = None) -> torch.Tensor:
-        """Index map (B, H, W) of the nearest code of each vector of z (B, D, H, W).
-
-        With ``cost`` (one value per code) the choice minimizes squared distance + cost:
-        entropy-constrained VQ, trading a little distortion for cheaper codes.
-        """
-        distances = self.distances(z)
-        if cost is not None:
-            distances = distances + cost
-        return distances.argmin(-1)
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index map (B, H, W) of the nearest code of each vector of z (B, D, H, W)."""
+        return self.distances(z).argmin(-1)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code vectors (B, D, H, W) for an index map (B, H, W)."""

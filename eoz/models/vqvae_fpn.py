@@ -122,10 +122,9 @@ class VQVAEFPN(nn.Module):
             commitment = commitment + loss
         return self._decode(quantized), commitment, indices
 
-    def encode(self, x: torch.Tensor, costs: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """Index maps (B, H/f_l, W/f_l), bottom level first; ``costs``: per-code cost of each level."""
-        costs = costs or [None] * self.config.levels
-        return [q.nearest(z, c) for q, z, c in zip(self.quantizers, self._pyramid(x), costs)]
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Index maps (B, H/f_l, W/f_l) of the nearest codes, bottom level first."""
+        return [q.nearest(z) for q, z in zip(self.quantizers, self._pyramid(x))]
 
     def distances(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each level's (B, H, W, K) distances to every code (VectorQuantizer.distances), bottom first."""

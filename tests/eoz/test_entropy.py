@@ -369,7 +369,7 @@ GRID_GOLDEN_SHA256 = "cba3890098ba75d8bf7517c0ca131a60da05dd23e5f68a6135490c87e4
 
 def test_grid_prior_code_bits_follow_the_training_frequencies():
     prior = _smooth_priors()["grid"]
-    bits = prior.code_bits()
+    bits = [level.code_bits() for level in prior.levels]
     assert [len(b) for b in bits] == [16, 8]
     for b in bits:
         assert np.isfinite(b).all() and (b > 0).all()
@@ -383,7 +383,7 @@ def test_grid_prior_choice_prices_codes_in_context():
     rng = np.random.default_rng(5)
     truth = _smooth_maps(rng, (12, 10), [16, 8])
     # distances: the true code is near, every other code a little farther, with noise
-    distances = [rng.uniform(0.5, 1.5, m.shape + (k,)) for m, k in zip(truth, (16, 8))]
+    distances = [rng.uniform(0.5, 1.5, m.shape + (k,)).astype(np.float32) for m, k in zip(truth, (16, 8))]
     for d, m in zip(distances, truth):
         np.put_along_axis(d, m[..., None], rng.uniform(0.0, 0.6, m.shape + (1,)), axis=-1)
     nearest = [d.argmin(-1) for d in distances]
@@ -392,3 +392,18 @@ def test_grid_prior_choice_prices_codes_in_context():
     assert len(prior.encode(chosen)) < len(prior.encode(nearest))
     _assert_maps_equal(prior.decode(prior.encode(chosen), _shapes(chosen)), chosen)
     assert sum(int((c != n).sum()) for c, n in zip(chosen, nearest)) > 0
+
+
+def test_checkerboard_prior_choice_prices_each_code_context_free():
+    """The checkerboard prior keeps the context-free price its models were published with:
+    distance + weight x the anchors' bits of each code, in float32 as the network's distances."""
+    prior = _smooth_priors()["checkerboard"]
+    rng = np.random.default_rng(6)
+    distances = [rng.uniform(0.0, 1.0, (6, 5, 16)).astype(np.float32),
+                 rng.uniform(0.0, 1.0, (3, 3, 8)).astype(np.float32)]
+    _assert_maps_equal(prior.choose(distances, 0.0), [d.argmin(-1) for d in distances])
+    chosen = prior.choose(distances, 0.5)
+    priced = [(d + np.float32(0.5) * level.code_bits().astype(np.float32)).argmin(-1)
+              for d, level in zip(distances, prior.levels)]
+    _assert_maps_equal(chosen, priced)
+    assert any((c != d.argmin(-1)).any() for c, d in zip(chosen, distances))

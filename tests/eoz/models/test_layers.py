@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pytest
 import torch
 
 from eoz.models.layers import ResidualBlock, VectorQuantizer
@@ -151,11 +152,13 @@ def test_residual_block_keeps_shape_and_adds_its_input():
     assert out.shape == x.shape and not torch.allclose(out, x)
 
 
-def test_a_cost_per_code_steers_the_choice_to_cheaper_codes():
+def test_distances_rank_codes_and_a_cost_per_code_steers_the_choice_to_cheaper_codes():
     from eoz.models.layers import VectorQuantizer
 
     vq = VectorQuantizer(2, 1)
     vq.embedding.copy_(torch.tensor([[0.0], [1.0]]))
     z = torch.tensor([0.6]).view(1, 1, 1, 1)               # nearer code 1 (0.16 vs 0.36)
     assert vq.nearest(z).item() == 1
-    assert vq.nearest(z, torch.tensor([0.0, 0.3])).item() == 0   # 0.36 < 0.16 + 0.3
+    distances = vq.distances(z)[0, 0, 0]                   # |z|^2 left out: the same for every code
+    assert (distances[0] - distances[1]).item() == pytest.approx(0.36 - 0.16)
+    assert (distances + torch.tensor([0.0, 0.3])).argmin().item() == 0   # 0.36 < 0.16 + 0.3
