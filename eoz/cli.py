@@ -227,7 +227,7 @@ def cmd_train(args) -> dict:
     import torch
 
     from eoz.progress import bar
-    from eoz.train import export, recipe, snapshot, train
+    from eoz.train import RECIPE_OPTIONS, export, recipe, snapshot, train
     if args.snapshot:
         return {"snapshot": str(snapshot(run_dir, Path(args.snapshot)))}
     from eoz.train_partition import export_partition, train_partition
@@ -235,7 +235,7 @@ def cmd_train(args) -> dict:
         torch.set_num_threads(args.threads)
     split, codec = TRAINABLE[args.model_id]
     cfg = recipe(args.model_id, split, codec)
-    for name in ("steps", "lr", "brightness", "init_from"):
+    for name in ("steps", *RECIPE_OPTIONS):
         if getattr(args, name):
             setattr(cfg, name, getattr(args, name))
     partition = codec == "spectral-partition"

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from eoz import datasets
 from eoz.errors import InputError
+from eoz.models import NETWORK_PREFIX, network_state
 from eoz.models.hyperprior import LAMBDA_MAX_LOG2, LAMBDA_MIN_LOG2, HyperpriorConfig, ModulatedHyperprior
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
@@ -107,9 +108,8 @@ def _warm_start(model: torch.nn.Module, spec: str) -> tuple[BandNormalizer, dict
 
     model_id, _, version = spec.partition("/")
     entry = ModelStore().get(model_id, version or None)
-    published = {k[len("model."):]: v for k, v in entry.load_weights().items() if k.startswith("model.")}
     own = model.state_dict()
-    loaded = {k: torch.from_numpy(v.copy()) for k, v in published.items() if k in own and own[k].shape == v.shape}
+    loaded = {k: v for k, v in network_state(entry.load_weights()).items() if k in own and own[k].shape == v.shape}
     if not loaded:
         raise InputError(f"{spec} shares no layer with this architecture")
     model.load_state_dict({**own, **loaded})
@@ -351,10 +351,14 @@ def training_curve(run_dir: Path) -> list[dict]:
             for line in log if "val_psnr" in line or line["step"] % 500 == 0]
 
 
+# settings `eoz train` may change from a recipe at a run's first start, besides its steps
+RECIPE_OPTIONS = ("lr", "brightness", "init_from")
+
+
 def train_command(cfg: TrainConfig, run_dir: Path) -> str:
     """The `eoz train` line that reproduces a run from scratch."""
     default = recipe(cfg.model_id, cfg.split, cfg.codec)
-    flags = [f"--{name.replace('_', '-')} {getattr(cfg, name)}" for name in ("lr", "brightness", "init_from")
+    flags = [f"--{name.replace('_', '-')} {getattr(cfg, name)}" for name in RECIPE_OPTIONS
              if getattr(cfg, name) != getattr(default, name)]
     return " ".join([f"eoz train {cfg.model_id} --run-dir {run_dir.name} --steps {cfg.steps}", *flags])
 
@@ -379,7 +383,7 @@ def export(run_dir: Path, version: str, store=None, description: str = "") -> di
 
     cfg, state, model, normalizer = load_run(run_dir)
     split = datasets.split_named(cfg.split)
-    tensors = {f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    tensors = {NETWORK_PREFIX + k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     hyperprior = cfg.codec == HyperpriorCodec.codec_id
     tensors.update(hyperprior_coding_tensors(model) if hyperprior else vq_coding_tensors(model, cfg, normalizer))
     weights = save_safetensors(tensors)

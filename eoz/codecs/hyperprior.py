@@ -15,6 +15,7 @@ from eoz import residual
 from eoz.codecs.base import Codec, _to_dtype, model_pins
 from eoz.errors import ContainerError, InputError
 from eoz.limits import inflate
+from eoz.models import network_state
 from eoz.models.entropy_models import SYMBOL_LIMIT, SymbolTables
 from eoz.models.hyperprior import HyperpriorConfig, IntegerHyperSynthesis, ModulatedHyperprior
 from eoz.normalization import BandNormalizer
@@ -45,8 +46,7 @@ class HyperpriorCodec(Codec):
         tensors = entry.load_weights()
         self.config = HyperpriorConfig(**entry.manifest["architecture"])
         model = ModulatedHyperprior(self.config).eval()
-        model.load_state_dict({k[len("model."):]: torch.from_numpy(v.copy()) for k, v in tensors.items()
-                               if k.startswith("model.")})
+        model.load_state_dict(network_state(tensors))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)
         self.hyper_synthesis = IntegerHyperSynthesis.from_tensors(tensors, "hyper_synthesis_int")

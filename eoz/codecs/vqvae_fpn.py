@@ -10,6 +10,7 @@ import torch
 from eoz.codecs.base import Codec, model_pins
 from eoz.entropy import IndexPrior
 from eoz.errors import InputError
+from eoz.models import network_state
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
 from eoz.registry import ModelEntry
@@ -34,9 +35,7 @@ class VQVAECodec(Codec):
         tensors = entry.load_weights()
         self.config = VQVAEFPNConfig(**entry.manifest["architecture"])
         self.model = VQVAEFPN(self.config).eval()
-        state = {k[len("model."):]: torch.from_numpy(v.copy()) for k, v in tensors.items()
-                 if k.startswith("model.")}
-        self.model.load_state_dict(state)
+        self.model.load_state_dict(network_state(tensors))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         # channels-last convolutions: about 15 % faster on the CPU, the same indices
         self.model.to(self.device, memory_format=torch.channels_last)
