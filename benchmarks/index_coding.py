@@ -43,30 +43,21 @@ from eoz import datasets  # noqa: E402
 from eoz.codecs.base import DEFAULT_TILE_SIZE  # noqa: E402
 from eoz.entropy import _GRID, IndexPrior, _grid_positions, _phases  # noqa: E402
 from eoz.registry import ModelStore  # noqa: E402
-from eoz.tiling import pad_to_multiple  # noqa: E402
 
 PHASE_NAMES = {"checkerboard": ["anchors (r+c even)", "others (r+c odd)"],
                "grid": [f"({r % 2 and 'odd' or 'even'}, {c % 2 and 'odd' or 'even'})" for r, c in _GRID]}
 
 
 def index_maps(entry, part: str) -> list[list[np.ndarray]]:
-    """Each 512 px tile's index maps (bottom first) of a split's part, as vq_coding_tensors
-    computes them."""
+    """Each 512 px tile's index maps (bottom first) of a split's part, as the export fits the
+    prior on them (eoz.train.vq_index_maps)."""
     from eoz.codecs.vqvae_fpn import VQVAECodec
+    from eoz.train import vq_index_maps
 
     codec = VQVAECodec(entry)
-    model = codec.model.cpu()
     split = datasets.split_named(entry.manifest["training"]["config"]["split"])
-    out = []
-    with torch.inference_mode():
-        for array in datasets.load_split(split, part):
-            for r in range(0, array.shape[1], DEFAULT_TILE_SIZE):
-                for c in range(0, array.shape[2], DEFAULT_TILE_SIZE):
-                    tile = pad_to_multiple(array[:, r:r + DEFAULT_TILE_SIZE, c:c + DEFAULT_TILE_SIZE],
-                                           codec.config.factor)
-                    x = torch.from_numpy(codec.normalizer.forward(tile))[None].float()
-                    out.append([m[0].numpy().astype(np.int16) for m in model.encode(x)])
-    return out
+    return [[m.astype(np.int16) for m in tile]
+            for tile in vq_index_maps(codec.model.cpu(), codec.normalizer, split, part)]
 
 
 def cached_maps(entry, cache: Path) -> dict[str, list[list[np.ndarray]]]:

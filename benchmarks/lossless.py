@@ -35,6 +35,7 @@ import numpy as np
 import lossless_transform
 from common import RESULTS_DIR, command_line, machine, provenance_md, table, write_outputs
 from eoz.limits import DecodeLimits
+from eoz.tiling import grid_tiles
 from eoz import datasets
 from eoz.codecs import codec_for_model
 from eoz.raster import RasterMeta
@@ -106,8 +107,7 @@ def run_baseline(name: str, array: np.ndarray, near: int = 0) -> dict:
 def run_transform(array: np.ndarray) -> dict:
     """The transform candidate over the same tiles as eoz's (tile streams only, no container)."""
     edge = DecodeLimits().tile_size_for(array.shape[0], 0, TILE)
-    tiles = [array[:, r:r + edge, c:c + edge] for r in range(0, array.shape[1], edge)
-             for c in range(0, array.shape[2], edge)]
+    tiles = list(grid_tiles(array, edge))
     coded, encode = _timed(lambda: sum(lossless_transform.coded_bytes(t) for t in tiles))
     return {"bytes": coded, "encode_s": encode, "decode_s": float("nan"), "max_error": 0.0}
 

@@ -14,6 +14,13 @@ from eoz.container import Header
 from eoz.errors import InputError
 
 
+def grid_tiles(array: np.ndarray, size: int):
+    """The (bands, <= size, <= size) tiles of an array in raster order, edge tiles smaller."""
+    for r in range(0, array.shape[1], size):
+        for c in range(0, array.shape[2], size):
+            yield array[:, r:r + size, c:c + size]
+
+
 def padded_shape(height: int, width: int, multiple: int) -> tuple[int, int]:
     """A tile's size once padded to multiples of the model's stride."""
     return height + -height % multiple, width + -width % multiple

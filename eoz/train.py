@@ -268,24 +268,27 @@ def snapshot(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def _tiles(array: np.ndarray, size: int):
-    for r in range(0, array.shape[1], size):
-        for c in range(0, array.shape[2], size):
-            yield array[:, r:r + size, c:c + size]
+def vq_index_maps(model: VQVAEFPN, normalizer: BandNormalizer, split: datasets.Split, part: str = "train"
+                  ) -> list[list[np.ndarray]]:
+    """Each DEFAULT_TILE_SIZE tile's index maps (bottom level first) of a split's part,
+    nearest codes: what the index prior is fitted on."""
+    from eoz.codecs import DEFAULT_TILE_SIZE
+    from eoz.tiling import grid_tiles, pad_to_multiple
+
+    maps = []
+    with torch.no_grad():
+        for array in datasets.load_split(split, part):
+            for tile in grid_tiles(array, DEFAULT_TILE_SIZE):
+                x = torch.from_numpy(normalizer.forward(pad_to_multiple(tile, model.config.factor)))[None]
+                maps.append([m[0].numpy() for m in model.encode(x)])
+    return maps
 
 
 def vq_coding_tensors(model: VQVAEFPN, cfg: TrainConfig, normalizer: BandNormalizer) -> dict:
     """The index prior (the grid kind, eoz.entropy), fitted on the training split's index maps."""
-    from eoz.codecs import DEFAULT_TILE_SIZE
     from eoz.entropy import IndexPrior
-    from eoz.tiling import pad_to_multiple
 
-    maps = []
-    with torch.no_grad():
-        for array in datasets.load_split(datasets.split_named(cfg.split), "train"):
-            for tile in _tiles(array, DEFAULT_TILE_SIZE):
-                x = torch.from_numpy(normalizer.forward(pad_to_multiple(tile, cfg.model.factor)))[None]
-                maps.append([m[0].numpy() for m in model.encode(x)])
+    maps = vq_index_maps(model, normalizer, datasets.split_named(cfg.split))
     return IndexPrior.fit(maps, cfg.model.codebook_sizes, kind="grid").to_tensors()
 
 
