@@ -72,12 +72,13 @@ WAVELET_BD_MARGIN = 0.5
 RATE_WEIGHTS = (0.6, 1.5, 3.0)
 
 
-def load_images(crop: int | None, only: list[str] | None) -> list[dict]:
-    """Validation rasters as uint16 (bands, h, w) with their meta, optionally centre-cropped."""
+def load_images(crop: int | None, only: list[str] | None, part: str = "validation") -> list[dict]:
+    """A part's rasters (validation unless told) as uint16 (bands, h, w) with their meta,
+    optionally centre-cropped."""
     root = datasets.data_dir()
     bands = datasets.S2_10M.bands
     images = []
-    for rel in datasets.S2_10M.validation:
+    for rel in getattr(datasets.S2_10M, part):
         name = Path(rel).stem
         if only and not any(o in name for o in only):
             continue
@@ -92,7 +93,7 @@ def load_images(crop: int | None, only: list[str] | None) -> list[dict]:
                            transform=window_transform(meta.transform, c0, r0))
         images.append({"name": name, "path": rel, "array": array, "meta": meta})
     if not images:
-        raise SystemExit(f"no validation image matches {only}")
+        raise SystemExit(f"no {part} image matches {only}")
     return images
 
 

@@ -17,38 +17,17 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from common import RESULTS_DIR, command_line, machine, provenance_md, table, write_outputs
-from eoz import datasets
+from rd_s2 import load_images
 from eoz.codecs import codec_for_model
 from eoz.evaluation import S2_PEAK, evaluate
-from eoz.raster import read_meta, window_transform
 from eoz.registry import ModelStore
 
 CROP = 768
 MODEL_ID = "vqvae-fpn-s2-10m"
-
-
-def _images(part: str, crop: int | None) -> list[dict]:
-    split = datasets.S2_10M
-    out = []
-    for rel in getattr(split, part):
-        path = datasets.data_dir() / rel
-        array = datasets.load_bands(path, split.bands).astype(np.uint16)
-        meta = replace(read_meta(path), count=len(split.bands), band_names=list(split.bands))
-        if crop:
-            _, h, w = array.shape
-            r0, c0 = max(h - crop, 0) // 2, max(w - crop, 0) // 2
-            array = np.ascontiguousarray(array[:, r0:r0 + crop, c0:c0 + crop])
-            meta = replace(meta, height=array.shape[1], width=array.shape[2],
-                           transform=window_transform(meta.transform, c0, r0) if meta.transform else None)
-        if min(array.shape[1:]) >= 64:
-            out.append({"name": Path(rel).stem, "array": array, "meta": meta})
-    return out
 
 
 def _pooled(rows: list[dict]) -> dict:
@@ -106,7 +85,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=CROP)
     parser.add_argument("--name", default="vq_generalization")
     args = parser.parse_args()
-    parts = {"train": _images("train", args.crop), "validation": _images("validation", None)}
+    parts = {"train": load_images(args.crop, None, "train"), "validation": load_images(None, None)}
     results = [measure(v, parts, w) for v in args.versions for w in args.rate_weights]
     info, command = machine(), command_line()
     write_outputs(RESULTS_DIR, args.name, report(results, command, info, args.crop),
