@@ -556,6 +556,17 @@ def _bump(table, row, symbol, n):
 
 
 @jit
+def _row_base(mag, i, j, w0, w1, w2, inter) -> int:
+    """Table row (for quantizer 0; + 1 for quantizer 1) of the detail coefficient (i, j) from
+    the magnitudes decoded before it, ``mag`` holding them padded by 2 rows and columns, and
+    its inter class: what _spatial_activity and code_detail compute, for the fast paths."""
+    pi, pj = i + 2, j + 2
+    a = (w0 * (mag[pi, pj - 1] + mag[pi - 1, pj]) + w1 * (mag[pi - 1, pj - 1] + mag[pi - 1, pj + 1])
+         + w2 * (mag[pi, pj - 2] + mag[pi - 2, pj]))
+    return (_class_of(a, SPATIAL_CLASSES) * INTER_CLASSES + inter) * 2
+
+
+@jit
 def encode_detail(q, inter, table, weights, state, out):
     """code_detail's encoder, the state kept in locals."""
     h, w = q.shape
@@ -566,14 +577,11 @@ def encode_detail(q, inter, table, weights, state, out):
     dq = 0
     for i in range(h):
         for j in range(w):
-            pi, pj = i + 2, j + 2
-            a = (w0 * (mag[pi, pj - 1] + mag[pi - 1, pj]) + w1 * (mag[pi - 1, pj - 1] + mag[pi - 1, pj + 1])
-                 + w2 * (mag[pi, pj - 2] + mag[pi - 2, pj]))
             quantizer = dq >> 1
-            row = (_class_of(a, SPATIAL_CLASSES) * INTER_CLASSES + inter[i, j]) * 2 + quantizer
+            row = _row_base(mag, i, j, w0, w1, w2, inter[i, j]) + quantizer
             v = q[i, j]
             level = abs(v)
-            mag[pi, pj] = level
+            mag[i + 2, j + 2] = level
             if level and (level & 1) != quantizer:
                 raise ValueError("a level the dependent quantizer's state does not allow")
             index = (level + quantizer) >> 1
@@ -613,11 +621,8 @@ def decode_detail(q, inter, table, weights, state, data):
     dq = 0
     for i in range(h):
         for j in range(w):
-            pi, pj = i + 2, j + 2
-            a = (w0 * (mag[pi, pj - 1] + mag[pi - 1, pj]) + w1 * (mag[pi - 1, pj - 1] + mag[pi - 1, pj + 1])
-                 + w2 * (mag[pi, pj - 2] + mag[pi - 2, pj]))
             quantizer = dq >> 1
-            row = (_class_of(a, SPATIAL_CLASSES) * INTER_CLASSES + inter[i, j]) * 2 + quantizer
+            row = _row_base(mag, i, j, w0, w1, w2, inter[i, j]) + quantizer
             total = table[row, n]
             r = rng // total
             target = code // r
@@ -651,7 +656,7 @@ def decode_detail(q, inter, table, weights, state, data):
                     value = (value << m) | t
                 index |= value
             level = 2 * index - 1 if quantizer and index else 2 * index
-            mag[pi, pj] = level
+            mag[i + 2, j + 2] = level
             if level:
                 rng >>= 1
                 if code >= rng:
@@ -717,10 +722,7 @@ def dependent_quantize(band, step, inter, weights, bits, kappa):
     for i in range(h):
         for j in range(w):
             x = u[i, j]
-            pi, pj = i + 2, j + 2
-            a = (w0 * (mag[pi, pj - 1] + mag[pi - 1, pj]) + w1 * (mag[pi - 1, pj - 1] + mag[pi - 1, pj + 1])
-                 + w2 * (mag[pi, pj - 2] + mag[pi - 2, pj]))
-            base = (_class_of(a, SPATIAL_CLASSES) * INTER_CLASSES + inter[i, j]) * 2
+            base = _row_base(mag, i, j, w0, w1, w2, inter[i, j])
             # _candidate's levels: x // 2 and (x - 1) // 2 are floor(x / 2), floor((x - 1) / 2) exactly
             below0 = 2 * int(math.floor(x * 0.5))
             below1 = max(2 * int(math.floor((x - 1.0) * 0.5)) + 1, 1)
