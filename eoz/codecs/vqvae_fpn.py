@@ -72,9 +72,10 @@ class VQVAECodec(Codec):
         with torch.inference_mode():
             x = torch.from_numpy(np.stack([self.normalizer.forward(t.astype(np.float64)) for t in tiles]))
             x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            if self.rate_weight:   # the prior prices the codes
-                distances = [d.cpu().numpy() for d in self.model.distances(x)]
-                return [self.prior.choose([d[k] for d in distances], self.rate_weight) for k in range(len(tiles))]
+            if self.rate_weight:   # the prior prices the codes; one tile's distances on the host at a time
+                distances = self.model.distances(x)
+                return [self.prior.choose([d[k].cpu().numpy() for d in distances], self.rate_weight)
+                        for k in range(len(tiles))]
             maps = [i.cpu().numpy() for i in self.model.encode(x)]
         return [[m[k] for m in maps] for k in range(len(tiles))]
 
