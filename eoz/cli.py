@@ -377,8 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate (first start only)")
     p.add_argument("--brightness", type=float,
                    help="augment: scale each crop by exp(U(-B, B)) in original units (first start only)")
-    p.add_argument("--init-from", metavar="MODEL/VERSION",
-                   help="start from a published model's weights and normalization (first start only)")
+    p.add_argument("--init-from", metavar="MODEL/VERSION|RUN_DIR",
+                   help="start from a published model's or a run's weights and normalization (first start only)")
+    p.add_argument("--ssim-weight", type=float,
+                   help="VQ models: add this x (1 - SSIM in original units) to the loss (first start only)")
     p.add_argument("--device", help="torch device (default cuda when there is one, else cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--export", metavar="VERSION", help="publish to model_store as this version")

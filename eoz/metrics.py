@@ -13,9 +13,9 @@ from scipy import ndimage
 
 from eoz.errors import InputError
 
-_SSIM_SIGMA = 1.5
-_SSIM_RADIUS = 5  # 11 x 11 window, as in Wang et al. (2004)
-_K1, _K2 = 0.01, 0.03
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = 5  # 11 x 11 window, as in Wang et al. (2004)
+SSIM_K1, SSIM_K2 = 0.01, 0.03
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -76,16 +76,16 @@ def _ssim_maps(x: np.ndarray, y: np.ndarray, data_range: float) -> tuple[np.ndar
     Gaussian-weighted moments without the sample-covariance correction, as in Wang et
     al.'s reference implementation.
     """
-    if min(x.shape) < 2 * _SSIM_RADIUS + 1:
+    if min(x.shape) < 2 * SSIM_RADIUS + 1:
         raise InputError(
-            f"SSIM needs at least {2 * _SSIM_RADIUS + 1} pixels per side, got {x.shape}"
+            f"SSIM needs at least {2 * SSIM_RADIUS + 1} pixels per side, got {x.shape}"
         )
-    c1 = (_K1 * data_range) ** 2
-    c2 = (_K2 * data_range) ** 2
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
 
     def blur(image: np.ndarray) -> np.ndarray:
-        out = ndimage.gaussian_filter(image, _SSIM_SIGMA, radius=_SSIM_RADIUS)
-        return out[_SSIM_RADIUS:-_SSIM_RADIUS, _SSIM_RADIUS:-_SSIM_RADIUS]
+        out = ndimage.gaussian_filter(image, SSIM_SIGMA, radius=SSIM_RADIUS)
+        return out[SSIM_RADIUS:-SSIM_RADIUS, SSIM_RADIUS:-SSIM_RADIUS]
 
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x * mu_x
@@ -134,7 +134,7 @@ def ms_ssim(original: np.ndarray, reconstruction: np.ndarray) -> float:
     contrast-structure means are clipped to 0, as a fractional power of them is undefined.
     """
     a, b = _bands(original, reconstruction)
-    window = 2 * _SSIM_RADIUS + 1
+    window = 2 * SSIM_RADIUS + 1
     smallest = min(a.shape[1:])
     if smallest < window:
         raise InputError(f"MS-SSIM needs at least {window} pixels per side, got {a.shape[1:]}")

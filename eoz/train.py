@@ -26,6 +26,7 @@ from eoz import datasets
 from eoz.errors import InputError
 from eoz.models import NETWORK_PREFIX, network_state
 from eoz.models.hyperprior import LAMBDA_MAX_LOG2, LAMBDA_MIN_LOG2, HyperpriorConfig, ModulatedHyperprior
+from eoz.models.ssim import ssim
 from eoz.models.vqvae_fpn import VQVAEFPN, VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
 
@@ -46,7 +47,9 @@ class TrainConfig:
     validate_every: int = 1000
     seed: int = 0
     brightness: float = 0.0           # crops scaled by exp(U(-b, b)) in original units
-    init_from: str = ""               # "model-id/version" in model_store: start from its weights
+    init_from: str = ""               # "model-id/version" in model_store, or a run folder: start from its weights
+    ssim_weight: float = 0.0          # vqvae-fpn only: the loss adds this x (1 - SSIM in original units)
+    ssim_range: float = 4000.0        # SSIM's data range in original units for that loss (a typical scene's)
     model: VQVAEFPNConfig | HyperpriorConfig = field(
         default_factory=lambda: VQVAEFPNConfig(codebook_sizes=[256, 512]))
 
@@ -100,22 +103,33 @@ def _normalizer_for(cfg: TrainConfig, train_arrays: list[np.ndarray]) -> BandNor
 
 
 def _warm_start(model: torch.nn.Module, spec: str) -> tuple[BandNormalizer, dict]:
-    """Load a published model's weights into ``model``, every tensor whose name and shape
-    match (a model of another architecture, e.g. a 4x stem on a 2x model, keeps its fresh
-    layers where they differ); its normalizer stays, so the network keeps seeing inputs on
-    the scale it learned. Returns the normalizer and which tensors were loaded or new."""
+    """Load a published model's weights (``model-id/version``) or a run's checkpoint (its
+    folder) into ``model``, every tensor whose name and shape match (a model of another
+    architecture, e.g. a 4x stem on a 2x model, keeps its fresh layers where they differ);
+    its normalizer stays, so the network keeps seeing inputs on the scale it learned. A run
+    as the source lets a run go on under another loss or schedule. Returns the normalizer
+    and which tensors were loaded or new, with where they came from."""
     from eoz.registry import ModelStore
 
-    model_id, _, version = spec.partition("/")
-    entry = ModelStore().get(model_id, version or None)
+    run = Path(spec)
+    if (run / "checkpoint.pt").is_file():
+        source_cfg, state, source, normalizer = load_run(run)
+        weights = source.state_dict()
+        origin = {"from": spec, "from_step": state["step"], "from_command": train_command(source_cfg, run)}
+        if (run / "warm_start.json").exists():
+            origin["from_warm_start"] = json.loads((run / "warm_start.json").read_text())["from"]
+    else:
+        model_id, _, version = spec.partition("/")
+        entry = ModelStore().get(model_id, version or None)
+        weights = network_state(entry.load_weights())
+        normalizer = BandNormalizer.from_dict(entry.manifest["normalization"])
+        origin = {"from": f"{entry.model_id}/{entry.version}"}
     own = model.state_dict()
-    loaded = {k: v for k, v in network_state(entry.load_weights()).items() if k in own and own[k].shape == v.shape}
+    loaded = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     if not loaded:
         raise InputError(f"{spec} shares no layer with this architecture")
     model.load_state_dict({**own, **loaded})
-    report = {"from": f"{entry.model_id}/{entry.version}", "loaded": sorted(loaded),
-              "new": sorted(set(own) - set(loaded))}
-    return BandNormalizer.from_dict(entry.manifest["normalization"]), report
+    return normalizer, {**origin, "loaded": sorted(loaded), "new": sorted(set(own) - set(loaded))}
 
 
 def brighten(batch: np.ndarray, normalizer: BandNormalizer, limit: float, rng: np.random.Generator) -> np.ndarray:
@@ -156,15 +170,29 @@ def validate(model, normalizer: BandNormalizer, crops: np.ndarray, split: datase
     return out
 
 
-def _vq_loss(model: VQVAEFPN, x: torch.Tensor, cfg: TrainConfig):
+def original_units(normalizer: BandNormalizer, y: torch.Tensor) -> torch.Tensor:
+    """BandNormalizer.inverse on (N, C, H, W) tensors, differentiable."""
+    off, p, mean, std = (torch.tensor(v, dtype=y.dtype, device=y.device).view(1, -1, 1, 1)
+                         for v in (normalizer.offset, normalizer.exponent, normalizer.mean, normalizer.std))
+    z = y * std + mean
+    return torch.where(p == 1.0, z, torch.clamp(z, min=1e-6) ** (1.0 / p)) - off
+
+
+def _vq_loss(model: VQVAEFPN, x: torch.Tensor, cfg: TrainConfig, normalizer: BandNormalizer):
+    """MSE in the normalized domain plus the commitment term, and with ``ssim_weight`` that
+    weight x (1 - SSIM) in original units."""
     recon, commitment, indices = model(x)
     distortion = F.mse_loss(recon, x)
+    loss = distortion + cfg.commitment * commitment
     stats = {"mse_normalized": distortion.item(), "commitment": commitment.item()}
-    return distortion + cfg.commitment * commitment, stats, lambda: {
-        "codes_in_batch": [int(torch.unique(i).numel()) for i in indices]}
+    if cfg.ssim_weight:
+        similarity = ssim(original_units(normalizer, x), original_units(normalizer, recon), cfg.ssim_range)
+        loss = loss + cfg.ssim_weight * (1 - similarity)
+        stats["ssim"] = similarity.item()
+    return loss, stats, lambda: {"codes_in_batch": [int(torch.unique(i).numel()) for i in indices]}
 
 
-def _hyperprior_loss(model: ModulatedHyperprior, x: torch.Tensor, cfg: TrainConfig):
+def _hyperprior_loss(model: ModulatedHyperprior, x: torch.Tensor, cfg: TrainConfig, normalizer: BandNormalizer):
     """Rate + lambda * MSE with lambda drawn log-uniformly per crop over the model's range."""
     lmbda = 2.0 ** torch.empty(len(x), device=x.device).uniform_(LAMBDA_MIN_LOG2, LAMBDA_MAX_LOG2)
     out = model(x, lmbda)
@@ -231,7 +259,7 @@ def train(run_dir: Path, cfg: TrainConfig | None = None, device: str = "cpu",
             if cfg.brightness:
                 batch = brighten(batch, normalizer, cfg.brightness, sampler.rng)
             x = torch.from_numpy(batch).to(device)
-            loss, stats, extra = loss_fn(model, x, cfg)
+            loss, stats, extra = loss_fn(model, x, cfg, normalizer)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -355,7 +383,7 @@ def training_curve(run_dir: Path) -> list[dict]:
 
 
 # settings `eoz train` may change from a recipe at a run's first start, besides its steps
-RECIPE_OPTIONS = ("lr", "brightness", "init_from")
+RECIPE_OPTIONS = ("lr", "brightness", "init_from", "ssim_weight")
 
 
 def train_command(cfg: TrainConfig, run_dir: Path) -> str:
@@ -407,6 +435,9 @@ def export(run_dir: Path, version: str, store=None, description: str = "") -> di
             "curve": training_curve(run_dir),
         },
     }
+    if (run_dir / "warm_start.json").exists():   # where the run began: the chain of runs behind it
+        start = json.loads((run_dir / "warm_start.json").read_text())
+        manifest["training"]["warm_start"] = {k: v for k, v in start.items() if k != "loaded"}
     if hyperprior:
         manifest["lambda_range"] = [LAMBDA_MIN_LOG2, LAMBDA_MAX_LOG2]
         manifest["quality_model"] = {"a": 0.0, "b": -1.0, "c": 0.0, "d": 0.0}   # refitted below

@@ -14,7 +14,7 @@ from eoz import datasets
 from eoz.errors import InputError
 from eoz.models.vqvae_fpn import VQVAEFPNConfig
 from eoz.normalization import BandNormalizer
-from eoz.train import TrainConfig, brighten, learning_rate, snapshot, train
+from eoz.train import TrainConfig, brighten, learning_rate, original_units, snapshot, train
 
 TRAIN_PATCH = "bigearthnet_s2_tiny/S2A_MSIL2A_20170617T113321_36_85_10m_B02-B03-B04-B08.tif"
 # validation crops are 128 px, larger than a 120 px BigEarthNet patch: use a small OSCD city
@@ -134,6 +134,29 @@ def test_warm_start_begins_from_the_published_weights_and_normalizer(tmp_path, t
     with pytest.raises(InputError, match="shares no layer"):
         train(tmp_path / "other", replace(cfg, model=VQVAEFPNConfig(in_channels=2, channels=[4], codebook_sizes=[8],
                                                                    embedding_dim=4, res_blocks=1)))
+
+
+def test_a_run_goes_on_from_another_run_under_an_ssim_loss(tmp_path, tiny_split):
+    first = tmp_path / "mse"
+    train(first, _config(2))
+    cfg = replace(_config(2), lr=0.0, init_from=str(first), ssim_weight=1.0)
+    state = _state(train(tmp_path / "ssim", cfg).parent)
+    source = _state(first)
+    assert state["normalizer"] == source["normalizer"]
+    for key, value in source["model"].items():
+        if "quantizers" not in key:   # lr 0: the layers are the first run's (codebooks move by EMA)
+            torch.testing.assert_close(state["model"][key], value, rtol=0, atol=0, msg=key)
+    report = json.loads((tmp_path / "ssim" / "warm_start.json").read_text())
+    assert report["from"] == str(first) and report["from_step"] == 2 and report["new"] == []
+    assert report["from_command"].startswith("eoz train tiny-test --run-dir mse --steps 2")
+    assert all(0.0 < line["ssim"] <= 1.0 for line in _log(tmp_path / "ssim"))
+
+
+def test_original_units_in_torch_is_the_normalizers_inverse():
+    normalizer = BandNormalizer(offset=[1.0, 0.0], exponent=[0.5, 1.0], mean=[40.0, -12.0], std=[10.0, 3.0])
+    y = np.random.default_rng(0).normal(0, 1, (3, 2, 5, 4))
+    expected = np.stack([normalizer.inverse(c) for c in y])
+    np.testing.assert_allclose(original_units(normalizer, torch.from_numpy(y)).numpy(), expected, rtol=1e-12)
 
 
 def test_brightness_scales_each_crop_by_one_factor_in_original_units():
