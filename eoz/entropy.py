@@ -63,7 +63,9 @@ _FIT_BATCH = 32768
 FIXED_MARKER = b"\xf1"   # first byte of a fixed-length index payload
 PRIOR_KIND = "prior.kind"   # tensor key: [GRID_KIND] for a grid prior; absent: the checkerboard
 GRID_KIND = 2
-KINDS = ("checkerboard", "grid")
+LOW_RANK_KIND = 3
+KINDS = ("checkerboard", "grid", "grid-lowrank")
+_KIND_MARKERS = {"grid": GRID_KIND, "grid-lowrank": LOW_RANK_KIND}
 # the grid prior's passes: phase k codes the positions with (row % 2, col % 2) == _GRID[k]
 _GRID = ((0, 0), (1, 1), (0, 1), (1, 0))
 # its neighbour directions: left, right, up, down, then the diagonals
@@ -238,7 +240,8 @@ class GridLevelModel:
     codes' log-frequencies, for the encoder's rate term only."""
 
     def __init__(self, bias: np.ndarray, parent: np.ndarray, uncle: np.ndarray, neighbour: np.ndarray,
-                 marginal: np.ndarray):
+                 marginal: np.ndarray, factors: dict[str, np.ndarray] | None = None):
+        self.factors = factors   # a low-rank prior's integer factors: what its file stores
         self.bias = bias.astype(np.int32)
         self.parent = parent.astype(np.int32)
         self.uncle = uncle.astype(np.int32)
@@ -248,8 +251,24 @@ class GridLevelModel:
         self.parent_size = self.uncle.shape[1] - 1 if len(self.uncle) else 0
 
     def tables(self) -> dict[str, np.ndarray]:
+        """What a file stores: the tables, or for a low-rank prior the free ones and the factors."""
+        if self.factors is not None:
+            return {"bias": self.bias, "marginal": self.marginal, **self.factors}
         return {"bias": self.bias, "parent": self.parent, "uncle": self.uncle,
                 "neighbour": self.neighbour, "marginal": self.marginal}
+
+    @classmethod
+    def from_factors(cls, bias: np.ndarray, marginal: np.ndarray, factors: dict[str, np.ndarray]) -> "GridLevelModel":
+        """A low-rank level from its stored integer factors, multiplied out exactly (_low_rank)."""
+        f = {k: np.asarray(v).astype(np.int64) for k, v in factors.items()}
+        e_nb, e_mix, e_out, e_un, e_umix, e_pa = f["exponents"].tolist()
+        k = f["out"].shape[1]
+        neighbour = _low_rank(f["nb_embed"], e_nb, f["nb_mix"], e_mix, f["out"], e_out) + \
+            f["copy"][:, None, :] * np.eye(k + 1, k, dtype=np.int64)
+        uncle = _low_rank(f["un_embed"], e_un, f["un_mix"], e_umix, f["out"], e_out) if len(f["un_mix"]) \
+            else np.zeros((0, 1, k), np.int64)
+        parent = _low_rank(f["pa_embed"], e_pa, None, 0, f["out"], e_out)
+        return cls(bias, parent, uncle, neighbour, marginal, factors)
 
     def probabilities(self, phase: int, pctx: np.ndarray, uncles: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
         """(n, K) float64 probabilities from integer scores; exact and machine independent."""
@@ -304,7 +323,8 @@ class IndexPrior:
 
     def __init__(self, levels: list[LevelModel] | list[GridLevelModel]):
         self.levels = levels
-        self.kind = "grid" if levels and isinstance(levels[0], GridLevelModel) else "checkerboard"
+        grid = bool(levels) and isinstance(levels[0], GridLevelModel)
+        self.kind = ("grid-lowrank" if levels[0].factors is not None else "grid") if grid else "checkerboard"
 
     @classmethod
     def fit(cls, index_maps: list[list[np.ndarray]], codebook_sizes: list[int],
@@ -317,8 +337,9 @@ class IndexPrior:
         """
         if kind not in KINDS:
             raise ValueError(f"no index prior kind {kind!r}; kinds: {KINDS}")
-        if kind == "grid":
-            return cls([_fit_grid_level(index_maps, codebook_sizes, level, steps or GRID_STEPS, seed)
+        if kind != "checkerboard":
+            return cls([_fit_grid_level(index_maps, codebook_sizes, level, steps or GRID_STEPS, seed,
+                                        low_rank=kind == "grid-lowrank")
                         for level in range(len(codebook_sizes))])
         return cls([_fit_level(index_maps, codebook_sizes, level, steps or 200, seed)
                     for level in range(len(codebook_sizes))])
@@ -394,18 +415,18 @@ class IndexPrior:
     def to_tensors(self) -> dict[str, np.ndarray]:
         """Tables as int16 (scores are a few hundred eighth-nats at most): half the bytes of
         int32; a grid prior's tables as int8 where they fit (its neighbour and uncle tables,
-        clipped when fitted), and its marker."""
+        clipped when fitted), a low-rank prior's factors, and the kind's marker."""
         out = {}
         for l, m in enumerate(self.levels):
-            named = m.tables() if self.kind == "grid" else \
+            named = m.tables() if self.kind != "checkerboard" else \
                 {"bias": m.bias, "parent": m.parent, "neighbour": m.neighbour}
             for name, table in named.items():
                 if table.size and np.abs(table).max() > np.iinfo(np.int16).max:
                     raise ValueError(f"prior level {l} {name} scores exceed int16")
-                small = self.kind == "grid" and (not table.size or np.abs(table).max() <= _INT8_LIMIT)
+                small = self.kind != "checkerboard" and (not table.size or np.abs(table).max() <= _INT8_LIMIT)
                 out[f"prior.{l}.{name}"] = table.astype(np.int8 if small else np.int16)
-        if self.kind == "grid":
-            out[PRIOR_KIND] = np.array([GRID_KIND], np.int16)
+        if self.kind != "checkerboard":
+            out[PRIOR_KIND] = np.array([_KIND_MARKERS[self.kind]], np.int16)
         return out
 
     @classmethod
@@ -416,9 +437,14 @@ class IndexPrior:
         if PRIOR_KIND not in tensors:
             return cls([LevelModel(tensors[f"prior.{l}.bias"], tensors[f"prior.{l}.parent"],
                                    tensors[f"prior.{l}.neighbour"]) for l in range(n)])
-        kind = np.asarray(tensors[PRIOR_KIND]).ravel()
-        if kind.tolist() != [GRID_KIND]:
-            raise ContainerError(f"index prior kind {kind.tolist()} is not one this build reads ({GRID_KIND})")
+        kind = np.asarray(tensors[PRIOR_KIND]).ravel().tolist()
+        if kind not in ([GRID_KIND], [LOW_RANK_KIND]):
+            raise ContainerError(f"index prior kind {kind} is not one this build reads "
+                                 f"({sorted(_KIND_MARKERS.values())})")
+        if kind == [LOW_RANK_KIND]:
+            return cls([GridLevelModel.from_factors(
+                tensors[f"prior.{l}.bias"], tensors[f"prior.{l}.marginal"],
+                {name: tensors[f"prior.{l}.{name}"] for name in _FACTOR_NAMES}) for l in range(n)])
         return cls([GridLevelModel(*(tensors[f"prior.{l}.{name}"]
                                      for name in ("bias", "parent", "uncle", "neighbour", "marginal")))
                     for l in range(n)])
@@ -514,7 +540,7 @@ def _grid_samples(index_maps, codebook_sizes, level):
             torch.from_numpy(np.concatenate(targets)), offsets)
 
 
-def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed) -> GridLevelModel:
+def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed, low_rank: bool = False) -> GridLevelModel:
     """Multinomial logistic regression on one-hot contexts (one embedding bag over all the
     tables), then rounding to score units; neighbour and uncle scores clipped to int8.
 
@@ -526,7 +552,12 @@ def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed) -> GridLevel
     GRID_RANK x GRID_RANK mixing matrix per table, and an output matrix shared with the
     uncles; plus, for neighbours, a per-table per-code bonus for repeating the neighbour's
     code (a diagonal the low rank cannot hold). Only the integer tables they multiply out
-    to are kept."""
+    to are kept.
+
+    ``low_rank`` (the grid-lowrank kind): the parent table is low rank too (an embedding of
+    each parent context times the shared output matrix: a free table has 4 Kp x K entries,
+    16 MB at 1024 codes a level), nothing is clipped, and the file keeps the factors as
+    integers (_integer_factor), from which the tables are multiplied out exactly."""
     k = codebook_sizes[level]
     kp = codebook_sizes[level + 1] if level + 1 < len(codebook_sizes) else 0
     rows, weights, targets, offsets = _grid_samples(index_maps, codebook_sizes, level)
@@ -535,9 +566,11 @@ def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed) -> GridLevel
     marginal = torch.log((counts + 0.5) / (counts.sum() + 0.5 * k)).float()
     r = GRID_RANK
     bias = marginal.repeat(4, 1).requires_grad_(True)
-    parent = torch.zeros(int(offsets[2] - offsets[1]), k, requires_grad=True)
     small = lambda *shape: (0.1 * torch.randn(*shape, generator=generator)).requires_grad_(True)
     out = small(r, k)
+    n_parent = int(offsets[2] - offsets[1])
+    free_parent = torch.zeros(n_parent, k, requires_grad=True)
+    pa_embed = small(n_parent, r) if low_rank else None
     nb_embed, nb_mix = small(k + 1, r), torch.eye(r).repeat(_NEIGHBOUR_TABLES, 1, 1).requires_grad_(True)
     copy = torch.zeros(_NEIGHBOUR_TABLES, k, requires_grad=True)
     un_embed, un_mix = small(kp + 1, r), torch.eye(r).repeat(_UNCLES, 1, 1).requires_grad_(True)
@@ -546,10 +579,11 @@ def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed) -> GridLevel
     def tables():
         neighbour = (nb_embed @ nb_mix) @ out + copy[:, None, :] * same   # (tables, k + 1, k)
         uncle = (un_embed @ un_mix) @ out                         # (4, kp + 1, k)
-        return bias, parent, uncle, neighbour
+        return bias, pa_embed @ out if low_rank else free_parent, uncle, neighbour
 
-    optimizer = torch.optim.Adam([{"params": [bias, parent], "lr": 0.05},
-                                  {"params": [out, nb_embed, nb_mix, copy, un_embed, un_mix], "lr": 0.02}])
+    factors = [out, nb_embed, nb_mix, copy, un_embed, un_mix] + ([pa_embed] if low_rank else [])
+    optimizer = torch.optim.Adam([{"params": [bias] + ([] if low_rank else [free_parent]), "lr": 0.05},
+                                  {"params": factors, "lr": 0.02}])
     for _ in range(steps):
         pick = torch.randint(0, len(targets), (min(_FIT_BATCH, len(targets)),), generator=generator)
         table = torch.cat([t.reshape(-1, k) for t in tables()])
@@ -558,9 +592,58 @@ def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed) -> GridLevel
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    scores = lambda t: np.rint(t.detach().numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64)   # noqa: E731
+    marginal_scores = scores(marginal)
+    if low_rank:
+        stored = {"out": out, "nb_embed": nb_embed, "nb_mix": nb_mix, "un_embed": un_embed[:kp + 1 if kp else 0],
+                  "un_mix": un_mix[:_UNCLES if kp else 0], "pa_embed": pa_embed}
+        ints = {name: _integer_factor(t) for name, t in stored.items()}
+        exponents = [ints[name][1] for name in ("nb_embed", "nb_mix", "out", "un_embed", "un_mix", "pa_embed")]
+        return GridLevelModel.from_factors(scores(bias), marginal_scores, {
+            **{name: v for name, (v, _) in ints.items()}, "copy": scores(copy),
+            "exponents": np.array(exponents, np.int64)})
     with torch.no_grad():
-        ints = [np.rint(t.numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64) for t in tables()]
+        ints = [scores(t) for t in tables()]
     clip = lambda t: np.clip(t, -_INT8_LIMIT, _INT8_LIMIT)
     uncle = clip(ints[2]) if kp else np.zeros((0, 1, k), np.int64)
-    return GridLevelModel(ints[0], ints[1], uncle, clip(ints[3]),
-                          np.rint(marginal.numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64))
+    return GridLevelModel(ints[0], ints[1], uncle, clip(ints[3]), marginal_scores)
+
+
+_FACTOR_NAMES = ("out", "nb_embed", "nb_mix", "un_embed", "un_mix", "pa_embed", "copy", "exponents")
+_FACTOR_BITS = 14        # a low-rank prior's integer factors lie within +-2^_FACTOR_BITS
+_PRODUCT_BITS = 20       # the first product is rounded to this many bits before the second
+
+
+def _integer_factor(t: torch.Tensor) -> tuple[np.ndarray, int]:
+    """(round(t x 2^e), e), e the largest with every value within +-2^_FACTOR_BITS."""
+    values = t.detach().numpy().astype(np.float64)
+    top = float(np.abs(values).max()) if values.size else 0.0
+    e = _FACTOR_BITS - 1 - math.ceil(math.log2(top)) if top > 0 else 0
+    return np.rint(values * 2.0 ** e).astype(np.int64), e
+
+
+def _shift_round(x: np.ndarray, s: int) -> np.ndarray:
+    """round(x / 2^s) (halves up) in integers; s <= 0 scales up."""
+    return x << -s if s <= 0 else (x + (1 << (s - 1))) >> s
+
+
+def _exact_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b of integer arrays through float64, exact on every machine and BLAS: each product
+    and every partial sum is an integer below 2^53 (checked), which float64 holds, so no
+    order of summation or fused multiply-add can round."""
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * a.shape[-1]
+    if bound >= 2.0 ** 52:
+        raise ValueError("low-rank prior factors too large for an exact product")
+    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+
+
+def _low_rank(embed, e_embed, mix, e_mix, out, e_out) -> np.ndarray:
+    """SCORE_UNITS x embed @ mix @ out rounded to integers, from integer factors scaled by
+    2^e: the same integers on every machine (_exact_product, integer shifts)."""
+    a, e_a = embed, e_embed
+    if mix is not None:
+        a = _exact_product(embed, mix)
+        e_a = e_embed + e_mix
+        extra = max(int(np.abs(a).max(initial=0)).bit_length() - _PRODUCT_BITS, 0)
+        a, e_a = _shift_round(a, extra), e_a - extra
+    return _shift_round(_exact_product(a, out), e_a + e_out - int(math.log2(SCORE_UNITS)))

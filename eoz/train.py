@@ -50,6 +50,7 @@ class TrainConfig:
     init_from: str = ""               # "model-id/version" in model_store, or a run folder: start from its weights
     ssim_weight: float = 0.0          # vqvae-fpn only: the loss adds this x (1 - SSIM in original units)
     ssim_range: float = 4000.0        # SSIM's data range in original units for that loss (a typical scene's)
+    index_prior: str = "grid"         # vqvae-fpn only: the kind of index prior the export fits (eoz.entropy.KINDS)
     model: VQVAEFPNConfig | HyperpriorConfig = field(
         default_factory=lambda: VQVAEFPNConfig(codebook_sizes=[256, 512]))
 
@@ -71,8 +72,8 @@ def recipe(model_id: str, split: str, codec: str) -> TrainConfig:
                                in_channels=1, channels=48, latent_channels=96, hyper_channels=48))
     bands = len(datasets.split_named(split).bands)
     if model_id.endswith("-x4"):   # levels at 4x and 8x, larger codebooks: ratios 50-100
-        return TrainConfig(model_id=model_id, split=split, codec=codec, model=VQVAEFPNConfig(
-            in_channels=bands, codebook_sizes=[1024, 1024], first_factor=4))
+        return TrainConfig(model_id=model_id, split=split, codec=codec, index_prior="grid-lowrank",
+                           model=VQVAEFPNConfig(in_channels=bands, codebook_sizes=[1024, 1024], first_factor=4))
     if codec == "hyperprior":
         return TrainConfig(model_id=model_id, split=split, codec=codec, steps=9000, batch_size=8, crop=96,
                            lr=2e-4, warmup=500, model=HyperpriorConfig(in_channels=bands, latent_channels=192))
@@ -313,11 +314,11 @@ def vq_index_maps(model: VQVAEFPN, normalizer: BandNormalizer, split: datasets.S
 
 
 def vq_coding_tensors(model: VQVAEFPN, cfg: TrainConfig, normalizer: BandNormalizer) -> dict:
-    """The index prior (the grid kind, eoz.entropy), fitted on the training split's index maps."""
+    """The index prior (of the run's kind, eoz.entropy), fitted on the training split's index maps."""
     from eoz.entropy import IndexPrior
 
     maps = vq_index_maps(model, normalizer, datasets.split_named(cfg.split))
-    return IndexPrior.fit(maps, cfg.model.codebook_sizes, kind="grid").to_tensors()
+    return IndexPrior.fit(maps, cfg.model.codebook_sizes, kind=cfg.index_prior).to_tensors()
 
 
 def hyperprior_coding_tensors(model: ModulatedHyperprior) -> dict:

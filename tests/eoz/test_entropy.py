@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from eoz.entropy import FIXED_MARKER, PRIOR_KIND, IndexPrior, LevelModel
+from eoz.entropy import FIXED_MARKER, PRIOR_KIND, IndexPrior, LevelModel, _low_rank
 from eoz.errors import ContainerError
 
 
@@ -33,10 +33,10 @@ def _fitted(sizes, seed, images, top_shape, kind):
     """Priors are only read by encode/decode, so tests share them."""
     rng = np.random.default_rng(seed)
     return IndexPrior.fit([_random_maps(rng, top_shape, sizes) for _ in range(images)], list(sizes),
-                          kind=kind, steps=40 if kind == "grid" else None)
+                          kind=kind, steps=40 if kind != "checkerboard" else None)
 
 
-KINDS = pytest.mark.parametrize("kind", ["checkerboard", "grid"])
+KINDS = pytest.mark.parametrize("kind", ["checkerboard", "grid", "grid-lowrank"])
 
 
 def _shapes(maps):
@@ -165,7 +165,7 @@ def test_tensors_round_trip_gives_identical_bytes(tmp_path, kind):
     path.write_bytes(save_safetensors({**tensors, "model.other": np.zeros(3, np.float32)}))
     loaded = IndexPrior.from_tensors(load_safetensors(path.read_bytes()))
     again = loaded.to_tensors()
-    assert loaded.kind == kind and (PRIOR_KIND in tensors) == (kind == "grid")
+    assert loaded.kind == kind and (PRIOR_KIND in tensors) == (kind != "checkerboard")
     assert set(again) == set(tensors)
     for key, value in tensors.items():
         assert again[key].dtype == value.dtype
@@ -407,3 +407,33 @@ def test_checkerboard_prior_choice_prices_each_code_context_free():
               for d, level in zip(distances, prior.levels)]
     _assert_maps_equal(chosen, priced)
     assert any((c != d.argmin(-1)).any() for c, d in zip(chosen, distances))
+
+
+def test_low_rank_tables_are_the_exact_integer_products_of_their_factors():
+    """The float64 products are exact: the same integers as Python's unbounded ones."""
+    rng = np.random.default_rng(5)
+    lim = 2 ** 14 - 1
+    embed, mix, out = (rng.integers(-lim, lim + 1, shape) for shape in ((9, 6), (3, 6, 6), (6, 7)))
+    got = _low_rank(embed, 11, mix, 12, out, 13)
+
+    def shift_round(x, s):
+        return x << -s if s <= 0 else (x + (1 << (s - 1))) >> s
+
+    first = [[[sum(int(embed[i, q]) * int(mix[t, q, c]) for q in range(6)) for c in range(6)]
+              for i in range(9)] for t in range(3)]
+    extra = max(max(abs(v) for plane in first for row in plane for v in row).bit_length() - 20, 0)
+    first = [[[shift_round(v, extra) for v in row] for row in plane] for plane in first]
+    expected = [[[shift_round(sum(first[t][i][q] * int(out[q, c]) for q in range(6)), 11 + 12 - extra + 13 - 3)
+                  for c in range(7)] for i in range(9)] for t in range(3)]
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, np.array(expected, np.int64))
+
+
+def test_a_low_rank_prior_stores_factors_far_smaller_than_its_tables():
+    sizes = [256, 256]
+    rng = np.random.default_rng(0)
+    train = [_random_maps(rng, (4, 4), sizes) for _ in range(2)]
+    tables = IndexPrior.fit(train, sizes, kind="grid", steps=5).to_tensors()
+    factors = IndexPrior.fit(train, sizes, kind="grid-lowrank", steps=5).to_tensors()
+    assert not any(k.endswith(".neighbour") for k in factors) and factors[PRIOR_KIND].tolist() == [3]
+    assert sum(v.nbytes for v in factors.values()) < sum(v.nbytes for v in tables.values()) / 4

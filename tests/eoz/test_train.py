@@ -261,16 +261,18 @@ def test_hyperprior_run_trains_resumes_and_exports_with_its_quality_model(tmp_pa
     assert main(["compress", str(src), str(tmp_path / "y.eoz"), "--model", "tiny-hp"]) == 2   # no target
 
 
-def test_vq_run_exports_with_a_grid_prior_that_codes_its_validation(tmp_path, tiny_split):
-    from eoz.entropy import GRID_KIND, PRIOR_KIND
+@pytest.mark.parametrize("kind", ["grid", "grid-lowrank"])
+def test_vq_run_exports_with_a_grid_prior_that_codes_its_validation(tmp_path, tiny_split, kind):
+    from eoz.entropy import GRID_KIND, LOW_RANK_KIND, PRIOR_KIND
     from eoz.registry import ModelStore
     from eoz.train import export
 
-    run_dir = train(tmp_path / "run", _config(2)).parent
+    run_dir = train(tmp_path / "run", replace(_config(2), index_prior=kind)).parent
     store = ModelStore(tmp_path / "store")
     manifest = export(run_dir, "1", store)
     assert manifest["codec"] == "vqvae-fpn" and len(manifest["codebook_sha256"]) == 2
-    assert list(store.get("tiny-test", "1").load_weights()[PRIOR_KIND]) == [GRID_KIND]
+    marker = GRID_KIND if kind == "grid" else LOW_RANK_KIND
+    assert list(store.get("tiny-test", "1").load_weights()[PRIOR_KIND]) == [marker]
     (figures,) = manifest["validation"]["files"].values()   # measured through the real codec
     # an untrained model's indices are near uniform: at worst a tile falls back to fixed length
     assert figures["compression_ratio"] > 0.99 * figures["compression_ratio_fixed_length"] > 1
