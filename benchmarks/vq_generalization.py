@@ -27,7 +27,6 @@ from eoz.evaluation import S2_PEAK, evaluate
 from eoz.registry import ModelStore
 
 CROP = 768
-MODEL_ID = "vqvae-fpn-s2-10m"
 
 
 def _pooled(rows: list[dict]) -> dict:
@@ -39,9 +38,9 @@ def _pooled(rows: list[dict]) -> dict:
             "psnr": 10 * math.log10(S2_PEAK ** 2 * samples / sse)}
 
 
-def measure(version: str, parts: dict[str, list[dict]], rate_weight: float) -> dict:
-    codec = codec_for_model(MODEL_ID, version, ModelStore(), rate_weight=rate_weight or None)
-    out = {"version": version, "rate_weight": rate_weight}
+def measure(model_id: str, version: str, parts: dict[str, list[dict]], rate_weight: float) -> dict:
+    codec = codec_for_model(model_id, version, ModelStore(), rate_weight=rate_weight or None)
+    out = {"model_id": model_id, "version": version, "rate_weight": rate_weight}
     for part, images in parts.items():
         rows = []
         for image in images:
@@ -56,10 +55,10 @@ def measure(version: str, parts: dict[str, list[dict]], rate_weight: float) -> d
     return out
 
 
-def report(results: list[dict], command: str, info: dict, crop: int) -> list[str]:
+def report(results: list[dict], command: str, info: dict, crop: int, model_id: str) -> list[str]:
     md = ["# VQVAE-FPN: training against validation rasters (the generalization gap)", ""]
     md += provenance_md(command, info)
-    md += [f"Model `{MODEL_ID}`; training = every S2 10 m training raster of the split (centre crop of at most "
+    md += [f"Model `{model_id}`; training = every S2 10 m training raster of the split (centre crop of at most "
            f"{crop} px), validation = the held-out OSCD cities, whole. Ratio pooled (raw / file bytes), SSIM the "
            "mean over images of each image's mean over bands, PSNR from the pooled MSE at peak 10000. "
            "Whole `.eoz` files, 512 px tiles.", ""]
@@ -80,15 +79,17 @@ def report(results: list[dict], command: str, info: dict, crop: int) -> list[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--versions", nargs="+", default=ModelStore().versions(MODEL_ID))
+    parser.add_argument("--model", default="vqvae-fpn-s2-10m")
+    parser.add_argument("--versions", nargs="+", help="default: every published version")
     parser.add_argument("--rate-weights", nargs="+", type=float, default=[0.0])
     parser.add_argument("--crop", type=int, default=CROP)
     parser.add_argument("--name", default="vq_generalization")
     args = parser.parse_args()
     parts = {"train": load_images(args.crop, None, "train"), "validation": load_images(None, None)}
-    results = [measure(v, parts, w) for v in args.versions for w in args.rate_weights]
+    versions = args.versions or ModelStore().versions(args.model)
+    results = [measure(args.model, v, parts, w) for v in versions for w in args.rate_weights]
     info, command = machine(), command_line()
-    write_outputs(RESULTS_DIR, args.name, report(results, command, info, args.crop),
+    write_outputs(RESULTS_DIR, args.name, report(results, command, info, args.crop, args.model),
                   {"machine": info, "command": command, "crop": args.crop, "results": results})
 
 
