@@ -263,8 +263,8 @@ class GridLevelModel:
         f = {k: np.asarray(v).astype(np.int64) for k, v in factors.items()}
         e_nb, e_mix, e_out, e_un, e_umix, e_pa = f["exponents"].tolist()
         k = f["out"].shape[1]
-        neighbour = _low_rank(f["nb_embed"], e_nb, f["nb_mix"], e_mix, f["out"], e_out) + \
-            f["copy"][:, None, :] * np.eye(k + 1, k, dtype=np.int64)
+        neighbour = _low_rank(f["nb_embed"], e_nb, f["nb_mix"], e_mix, f["out"], e_out)
+        neighbour[:, np.arange(k), np.arange(k)] += f["copy"]   # the bonus for repeating the neighbour's code
         uncle = _low_rank(f["un_embed"], e_un, f["un_mix"], e_umix, f["out"], e_out) if len(f["un_mix"]) \
             else np.zeros((0, 1, k), np.int64)
         parent = _low_rank(f["pa_embed"], e_pa, None, 0, f["out"], e_out)
@@ -646,4 +646,10 @@ def _low_rank(embed, e_embed, mix, e_mix, out, e_out) -> np.ndarray:
         e_a = e_embed + e_mix
         extra = max(int(np.abs(a).max(initial=0)).bit_length() - _PRODUCT_BITS, 0)
         a, e_a = _shift_round(a, extra), e_a - extra
-    return _shift_round(_exact_product(a, out), e_a + e_out - int(math.log2(SCORE_UNITS)))
+    shift = e_a + e_out - int(math.log2(SCORE_UNITS))
+    if a.ndim == 2:
+        return _shift_round(_exact_product(a, out), shift)
+    tables = np.empty(a.shape[:-1] + out.shape[1:], np.int64)
+    for t in range(len(a)):   # one table at a time: the float64 products of all would take GBs
+        tables[t] = _shift_round(_exact_product(a[t], out), shift)
+    return tables
