@@ -328,18 +328,20 @@ class IndexPrior:
 
     @classmethod
     def fit(cls, index_maps: list[list[np.ndarray]], codebook_sizes: list[int],
-            steps: int | None = None, seed: int = 0, kind: str = "checkerboard") -> "IndexPrior":
+            steps: int | None = None, seed: int = 0, kind: str = "checkerboard",
+            rank: int = 0) -> "IndexPrior":
         """Fit every level's tables on many images' index maps (each a list, bottom first).
 
         Each of the ``steps`` Adam steps (default 200 for the checkerboard, GRID_STEPS for
         the grid) sees a random batch of symbols, so the fit costs the same minutes on CPU
-        whatever the size of the training set.
+        whatever the size of the training set. ``rank``: the grid kinds' factor rank
+        (default GRID_RANK).
         """
         if kind not in KINDS:
             raise ValueError(f"no index prior kind {kind!r}; kinds: {KINDS}")
         if kind != "checkerboard":
             return cls([_fit_grid_level(index_maps, codebook_sizes, level, steps or GRID_STEPS, seed,
-                                        low_rank=kind == "grid-lowrank")
+                                        low_rank=kind == "grid-lowrank", rank=rank or GRID_RANK)
                         for level in range(len(codebook_sizes))])
         return cls([_fit_level(index_maps, codebook_sizes, level, steps or 200, seed)
                     for level in range(len(codebook_sizes))])
@@ -540,7 +542,8 @@ def _grid_samples(index_maps, codebook_sizes, level):
             torch.from_numpy(np.concatenate(targets)), offsets)
 
 
-def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed, low_rank: bool = False) -> GridLevelModel:
+def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed, low_rank: bool = False,
+                    rank: int = 0) -> GridLevelModel:
     """Multinomial logistic regression on one-hot contexts (one embedding bag over all the
     tables), then rounding to score units; neighbour and uncle scores clipped to int8.
 
@@ -548,8 +551,8 @@ def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed, low_rank: bo
     that they generalize beyond the training cities (free (K+1) x K tables learn the
     training maps' rare pairs: on the v2 maps 0.26 bits per index better on the training
     cities and 0.61 worse on the validation cities, benchmarks/results/index_coding.md): a
-    code embedding E (K+1, GRID_RANK) shared by every direction and phase, a
-    GRID_RANK x GRID_RANK mixing matrix per table, and an output matrix shared with the
+    code embedding E (K+1, rank) shared by every direction and phase, a
+    rank x rank mixing matrix per table, and an output matrix shared with the
     uncles; plus, for neighbours, a per-table per-code bonus for repeating the neighbour's
     code (a diagonal the low rank cannot hold). Only the integer tables they multiply out
     to are kept.
@@ -564,7 +567,7 @@ def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed, low_rank: bo
     generator = torch.Generator().manual_seed(seed)
     counts = torch.bincount(targets, minlength=k).double()
     marginal = torch.log((counts + 0.5) / (counts.sum() + 0.5 * k)).float()
-    r = GRID_RANK
+    r = rank or GRID_RANK
     bias = marginal.repeat(4, 1).requires_grad_(True)
     small = lambda *shape: (0.1 * torch.randn(*shape, generator=generator)).requires_grad_(True)
     out = small(r, k)

@@ -437,3 +437,5 @@ def test_a_low_rank_prior_stores_factors_far_smaller_than_its_tables():
     factors = IndexPrior.fit(train, sizes, kind="grid-lowrank", steps=5).to_tensors()
     assert not any(k.endswith(".neighbour") for k in factors) and factors[PRIOR_KIND].tolist() == [3]
     assert sum(v.nbytes for v in factors.values()) < sum(v.nbytes for v in tables.values()) / 4
+    narrow = IndexPrior.fit(train, sizes, kind="grid-lowrank", steps=2, rank=8).to_tensors()
+    assert narrow["prior.0.nb_embed"].shape == (257, 8) and factors["prior.0.nb_embed"].shape == (257, 32)
