@@ -53,10 +53,11 @@ def with_front(matrix: torch.Tensor) -> type[VQVAEFPN]:
     return SpectralFront
 
 
-def run(variant: str, cfg: training.TrainConfig, run_dir: Path) -> list[dict]:
+def run(cfg: training.TrainConfig, run_dir: Path, front: torch.Tensor | None = None) -> list[dict]:
+    """Train (or read) one run, with ``front`` (a matrix) before the encoder when given."""
     family = training.FAMILIES["vqvae-fpn"]
-    if variant == "klt":
-        training.FAMILIES["vqvae-fpn"] = (with_front(whitening_klt(cfg)[0]), family[1])
+    if front is not None:
+        training.FAMILIES["vqvae-fpn"] = (with_front(front), family[1])
     try:
         training.train(run_dir, cfg)
     finally:
@@ -75,8 +76,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = replace(training.recipe("vqvae-fpn-s2-10m", "s2-10m", "vqvae-fpn"), steps=args.steps, warmup=200,
                   validate_every=500, checkpoint_every=500)
-    curves = {variant: run(variant, cfg, args.runs / variant) for variant in ("plain", "klt")}
-    eigenvalues = whitening_klt(cfg)[1]
+    matrix, eigenvalues = whitening_klt(cfg)
+    curves = {"plain": run(cfg, args.runs / "plain"), "klt": run(cfg, args.runs / "klt", matrix)}
     info, command = machine(), command_line()
     md = ["# VQVAE-FPN with and without a spectral KLT front end (from scratch)", ""]
     md += provenance_md(command, info)

@@ -572,8 +572,9 @@ def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed, low_rank: bo
     small = lambda *shape: (0.1 * torch.randn(*shape, generator=generator)).requires_grad_(True)
     out = small(r, k)
     n_parent = int(offsets[2] - offsets[1])
-    free_parent = torch.zeros(n_parent, k, requires_grad=True)
+    # the parent table: free, or (low_rank) an embedding of each parent context times ``out``
     pa_embed = small(n_parent, r) if low_rank else None
+    free_parent = None if low_rank else torch.zeros(n_parent, k, requires_grad=True)
     nb_embed, nb_mix = small(k + 1, r), torch.eye(r).repeat(_NEIGHBOUR_TABLES, 1, 1).requires_grad_(True)
     copy = torch.zeros(_NEIGHBOUR_TABLES, k, requires_grad=True)
     un_embed, un_mix = small(kp + 1, r), torch.eye(r).repeat(_UNCLES, 1, 1).requires_grad_(True)
@@ -598,8 +599,8 @@ def _fit_grid_level(index_maps, codebook_sizes, level, steps, seed, low_rank: bo
     scores = lambda t: np.rint(t.detach().numpy().astype(np.float64) * SCORE_UNITS).astype(np.int64)   # noqa: E731
     marginal_scores = scores(marginal)
     if low_rank:
-        stored = {"out": out, "nb_embed": nb_embed, "nb_mix": nb_mix, "un_embed": un_embed[:kp + 1 if kp else 0],
-                  "un_mix": un_mix[:_UNCLES if kp else 0], "pa_embed": pa_embed}
+        stored = {"out": out, "nb_embed": nb_embed, "nb_mix": nb_mix, "pa_embed": pa_embed,   # no uncles at the top
+                  "un_embed": un_embed if kp else un_embed[:0], "un_mix": un_mix if kp else un_mix[:0]}
         ints = {name: _integer_factor(t) for name, t in stored.items()}
         exponents = [ints[name][1] for name in ("nb_embed", "nb_mix", "out", "un_embed", "un_mix", "pa_embed")]
         return GridLevelModel.from_factors(scores(bias), marginal_scores, {

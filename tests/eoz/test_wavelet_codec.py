@@ -105,7 +105,7 @@ def test_every_block_of_a_real_s2_crop_meets_the_target(s2_crop, wavelet_store, 
     # crop's 64 or 16 blocks of 32 or 64 px at 40 dB keep 0.36-0.43 dB after the one coded
     # secant round the encoder spends on slack (the benchmarks' medians: at most 0.25 dB on
     # whole images, 0.23 dB on 512 px crops; fixed_quality_wavelet*.md).
-    slack = {16: 0.6, 32: 0.45, 64: 0.45}.get(block, 0.3) if psnr == 40 else (0.6 if block == 16 else 0.3)
+    slack = 0.6 if block == 16 else 0.45 if psnr == 40 and block in (32, 64) else 0.3
     assert np.median(psnr_blocks) <= psnr + slack
     assert len(data) < array.nbytes / (8 if psnr == 40 else 2)
     with EozReader(data) as reader:
