@@ -45,8 +45,6 @@ outlive a change to the coder it inlines.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
@@ -677,27 +675,27 @@ def _pick(best, arg, c, code):
 
 
 @jit
+def _way(x, level, index, row, bits, kappa):
+    """(squared error, weighted bits) of coding x as a nonzero level of this index with table row ``row``."""
+    if index < DIRECT:
+        token, raw = index, 0
+    else:
+        token, raw = _token(index)
+    d = x - level
+    return d * d, kappa * (bits[row, token] + raw + 1)
+
+
+@jit
 def _ways(x, below, quantizer, row, bits, kappa):
-    """The two nonzero choices of one quantizer for x (levels below and below + 2; level 0 at
-    choice 1 is no way): (distortion, rate, choice) of the one of even index, then of the one
-    of odd index; an absent way has infinite distortion."""
-    ed, er, ec, od, orate, oc = np.inf, 0.0, 0, np.inf, 0.0, 0
-    for choice in range(1, 3):
-        level = below + 2 * (choice - 1)
-        if level == 0:
-            continue
-        index = (level + quantizer) >> 1
-        if index < DIRECT:
-            token, raw = index, 0
-        else:
-            token, raw = _token(index)
-        d = x - level
-        r = kappa * (bits[row, token] + raw + (index > 0))
-        if index & 1:
-            od, orate, oc = d * d, r, choice
-        else:
-            ed, er, ec = d * d, r, choice
-    return ed, er, ec, od, orate, oc
+    """The two nonzero choices of one quantizer for x >= 2 (levels below, choice 1, and below
+    + 2, choice 2, both nonzero): (distortion, rate, choice) of the one of even index, then
+    of the one of odd index."""
+    index = (below + quantizer) >> 1
+    d1, r1 = _way(x, below, index, row, bits, kappa)
+    d2, r2 = _way(x, below + 2, index + 1, row, bits, kappa)
+    if index & 1:
+        return d2, r2, 2, d1, r1, 1
+    return d1, r1, 1, d2, r2, 2
 
 
 @jit
@@ -723,14 +721,20 @@ def dependent_quantize(band, step, inter, weights, bits, kappa):
         for j in range(w):
             x = u[i, j]
             base = _row_base(mag, i, j, w0, w1, w2, inter[i, j])
-            # _candidate's levels: x // 2 and (x - 1) // 2 are floor(x / 2), floor((x - 1) / 2) exactly
-            below0 = 2 * int(math.floor(x * 0.5))
-            below1 = max(2 * int(math.floor((x - 1.0) * 0.5)) + 1, 1)
             zd = x * x
             zr0 = kappa * (bits[base, 0] + 0 + 0)
             zr1 = kappa * (bits[base + 1, 0] + 0 + 0)
-            ed0, er0, ec0, od0, or0, oc0 = _ways(x, below0, 0, base, bits, kappa)
-            ed1, er1, ec1, od1, or1, oc1 = _ways(x, below1, 1, base + 1, bits, kappa)
+            if x < 2.0:
+                # most coefficients: _candidate's levels are 0 and 2 (Q0, no way at choice 1), 1 and 3 (Q1)
+                ed0, er0, ec0 = inf, 0.0, 0
+                od0, or0 = _way(x, 2, 1, base, bits, kappa)
+                od1, or1 = _way(x, 1, 1, base + 1, bits, kappa)
+                ed1, er1 = _way(x, 3, 2, base + 1, bits, kappa)
+                oc0, oc1, ec1 = 2, 1, 2
+            else:
+                # _candidate's levels below x: floor(x / 2) and floor((x - 1) / 2), by truncation as x >= 2
+                ed0, er0, ec0, od0, or0, oc0 = _ways(x, 2 * int(x * 0.5), 0, base, bits, kappa)
+                ed1, er1, ec1, od1, or1, oc1 = _ways(x, 2 * int((x - 1.0) * 0.5) + 1, 1, base + 1, bits, kappa)
             # Q0 states 0, 1 lead to 0 (even from 0, odd from 1) and 2 (odd from 0, even from 1)
             n0, b0 = _pick(inf, 0, c0 + zd + zr0, 0)
             n0, b0 = _pick(n0, b0, c0 + ed0 + er0, ec0)
@@ -751,12 +755,12 @@ def dependent_quantize(band, step, inter, weights, bits, kappa):
     cost = np.array([c0, c1, c2, c3])
     out = np.empty((h, w), np.int64)
     s = int(np.argmin(cost))
-    for idx in range(h * w - 1, -1, -1):
-        i, j = idx // w, idx % w
-        b = back[idx, s]
-        s = b >> 2
-        level = _candidate(u[i, j], s >> 1, b & 3)
-        out[i, j] = -level if band[i, j] < 0 else level
+    for i in range(h - 1, -1, -1):
+        for j in range(w - 1, -1, -1):
+            b = back[i * w + j, s]
+            s = b >> 2
+            level = _candidate(u[i, j], s >> 1, b & 3)
+            out[i, j] = -level if band[i, j] < 0 else level
     return out
 
 
