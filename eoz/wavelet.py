@@ -168,37 +168,34 @@ def _lift_forward(x, low, high, along_rows):
 
 @_jit
 def _lift_inverse(low, high, out, along_rows):
-    """_synthesise of low and high (nd >= 1) into out: along axis 0 when along_rows, else axis 1."""
+    """_synthesise of low and high (nd >= 1) into out: along axis 0 when along_rows, else axis 1.
+    Along rows the lifting runs in out itself (s in its even rows, d in its odd ones): no
+    temporaries the size of the plane."""
     if along_rows:
         ns, m = low.shape
         nd = high.shape[0]
-        s = np.empty((ns, m))
-        d = np.empty((nd, m))
         for i in range(ns):
             for c in range(m):
-                s[i, c] = low[i, c] / _LOW_SCALE
+                out[2 * i, c] = low[i, c] / _LOW_SCALE
         for i in range(nd):
             for c in range(m):
-                d[i, c] = high[i, c] / _HIGH_SCALE
+                out[2 * i + 1, c] = high[i, c] / _HIGH_SCALE
         for i in range(ns):
-            a, b = max(i - 1, 0), min(i, nd - 1)
+            a, b = 2 * max(i - 1, 0) + 1, 2 * min(i, nd - 1) + 1
             for c in range(m):
-                s[i, c] = s[i, c] - DELTA * (d[a, c] + d[b, c])
+                out[2 * i, c] = out[2 * i, c] - DELTA * (out[a, c] + out[b, c])
         for i in range(nd):
-            b = min(i + 1, ns - 1)
+            b = 2 * min(i + 1, ns - 1)
             for c in range(m):
-                d[i, c] = d[i, c] - GAMMA * (s[i, c] + s[b, c])
+                out[2 * i + 1, c] = out[2 * i + 1, c] - GAMMA * (out[2 * i, c] + out[b, c])
         for i in range(ns):
-            a, b = max(i - 1, 0), min(i, nd - 1)
+            a, b = 2 * max(i - 1, 0) + 1, 2 * min(i, nd - 1) + 1
             for c in range(m):
-                s[i, c] = s[i, c] - BETA * (d[a, c] + d[b, c])
+                out[2 * i, c] = out[2 * i, c] - BETA * (out[a, c] + out[b, c])
         for i in range(nd):
-            b = min(i + 1, ns - 1)
+            b = 2 * min(i + 1, ns - 1)
             for c in range(m):
-                out[2 * i + 1, c] = d[i, c] - ALPHA * (s[i, c] + s[b, c])
-        for i in range(ns):
-            for c in range(m):
-                out[2 * i, c] = s[i, c]
+                out[2 * i + 1, c] = out[2 * i + 1, c] - ALPHA * (out[2 * i, c] + out[b, c])
     else:
         m, ns = low.shape
         nd = high.shape[1]

@@ -254,7 +254,8 @@ def _dequantize(q, step, offset, out):
 @_jit
 def _deadzone(band, step, rounding, out):
     """deadzone_levels(band, step, rounding) into out; returns the residue sum of the nonzero
-    levels (|band| / step - |level|) and their count, for the centroid offsets."""
+    levels (|band| / step - |level|) and their count, for the centroid offsets. Selects, not
+    branches (zero or not is a coin toss at high rates): adding 0.0 leaves the sum as it was."""
     h, w = band.shape
     residue, count = 0.0, 0
     for i in range(h):
@@ -262,25 +263,25 @@ def _deadzone(band, step, rounding, out):
             x = band[i, j]
             u = abs(x) / step[i, j]
             level = int(min(u, MAX_MAGNITUDE) + rounding)      # >= 0: truncation is the floor
-            if level != 0:
-                residue += u - level
-                count += 1
-                out[i, j] = -level if x < 0 else level
-            else:
-                out[i, j] = 0
+            nonzero = level != 0
+            residue += u - level if nonzero else 0.0
+            count += nonzero
+            out[i, j] = -level if x < 0 else level
     return residue, count
 
 
 @_jit
 def _residue(band, step, q):
-    """Residue sum (|band| / step - |q|) over the nonzero levels q, and their count."""
+    """Residue sum (|band| / step - |q|) over the nonzero levels q, and their count (selects,
+    as in _deadzone)."""
     h, w = band.shape
     residue, count = 0.0, 0
     for i in range(h):
         for j in range(w):
-            if q[i, j] != 0:
-                residue += abs(band[i, j]) / step[i, j] - abs(q[i, j])
-                count += 1
+            nonzero = q[i, j] != 0
+            r = abs(band[i, j]) / step[i, j] - abs(q[i, j])
+            residue += r if nonzero else 0.0
+            count += nonzero
     return residue, count
 
 
