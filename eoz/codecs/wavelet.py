@@ -202,26 +202,14 @@ def subband_steps(height: int, width: int, levels: int, log2_base: float, codes:
     block_steps = _exact(2.0 ** (log2_base + (codes.astype(np.float64) - MID_CODE) / CODE_STEPS))
     steps = []
     for k, (shape, gain) in enumerate(zip(shapes, gains)):
+        # per block first: the division and the rounding are monotone, so they commute with the minimum
+        subband_block_steps = _exact(block_steps / math.sqrt(float(np.float32(gain))))
         if block is None:
-            grid = np.full(shape, block_steps[0, 0])
+            steps.append(np.full(shape, subband_block_steps[0, 0]))
         else:
             scale = 1 << (levels if k == 0 else levels - (k - 1) // 3)   # pixels per coefficient
-            grid = _reach_min(_reach_min(block_steps, shape[0], scale, block).T, shape[1], scale, block).T
-        steps.append(np.ascontiguousarray(_exact(grid / math.sqrt(float(np.float32(gain))))))
+            steps.append(_reach_min(subband_block_steps, shape[0], shape[1], scale, block))
     return steps
-
-
-def _reach_min(values: np.ndarray, n: int, scale: int, block: int) -> np.ndarray:
-    """(n, ...) minimum of values' rows over the blocks that coefficient i's basis reaches:
-    pixels [(i - 1/2) scale, (i + 3/2) scale) along this axis."""
-    i = np.arange(n)
-    last = values.shape[0] - 1
-    first = np.clip((2 * i - 1) * scale // (2 * block), 0, last)
-    stop = np.clip(((2 * i + 3) * scale - 2) // (2 * block), 0, last)
-    out = values[first]
-    for offset in range(1, int((stop - first).max(initial=0)) + 1):
-        out = np.minimum(out, values[np.minimum(first + offset, stop)])
-    return out
 
 
 def dequantize(plane: list[np.ndarray], steps: list[np.ndarray], offsets: np.ndarray) -> list[np.ndarray]:
@@ -239,6 +227,41 @@ def dequantize(plane: list[np.ndarray], steps: list[np.ndarray], offsets: np.nda
 # --- compiled loops of the encoder's passes and the decoder's dequantization ----------------------
 
 _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+
+@_jit
+def _reach(i, scale, block, blocks):
+    """First and last of the blocks that coefficient i's basis reaches along one axis: pixels
+    [(i - 1/2) scale, (i + 3/2) scale), clipped to the grid's blocks."""
+    first = min(max((2 * i - 1) * scale // (2 * block), 0), blocks - 1)
+    stop = min(max(((2 * i + 3) * scale - 2) // (2 * block), 0), blocks - 1)
+    return first, stop
+
+
+@_jit
+def _reach_min(values, h, w, scale, block):
+    """(h, w) minimum of a block grid's values over the blocks each coefficient's basis
+    reaches (_reach along both axes): along columns, then along rows."""
+    rows, cols = values.shape
+    down = np.empty((h, cols))
+    for i in range(h):
+        first, stop = _reach(i, scale, block, rows)
+        for c in range(cols):
+            m = values[first, c]
+            for r in range(first + 1, stop + 1):
+                m = min(m, values[r, c])
+            down[i, c] = m
+    across = np.empty((w, 2), np.int64)
+    for j in range(w):
+        across[j, 0], across[j, 1] = _reach(j, scale, block, cols)
+    out = np.empty((h, w))
+    for i in range(h):
+        for j in range(w):
+            m = down[i, across[j, 0]]
+            for c in range(across[j, 0] + 1, across[j, 1] + 1):
+                m = min(m, down[i, c])
+            out[i, j] = m
+    return out
 
 
 @_jit
@@ -336,6 +359,7 @@ class Analysis:
         self.levels = wavelet.max_levels(self.height, self.width, LEVELS)
         self.subbands = [wavelet.flatten(wavelet.forward(c, LEVELS)) for c in transform.forward(tile)]
         self._last = None
+        self._components = np.empty((len(self.subbands), self.height, self.width))   # block_mse's, every pass
 
     def quantize(self, codes: np.ndarray, block: int | None, dependent: bool = True):
         """Signed levels and the centroid offsets (2 component groups x subbands, in 1/256
@@ -381,7 +405,7 @@ class Analysis:
         """Mean squared error per block of what the decoder outputs for these codes (as
         block_means((reconstruct(...) - tile) ** 2, valid, block), in one compiled pass)."""
         planes, offsets, steps = self.quantize(codes, block, dependent)
-        components = np.empty((len(planes), self.height, self.width))
+        components = self._components
         for c, p in enumerate(planes):
             components[c] = wavelet.inverse(wavelet.nest(dequantize(p, steps, offsets[_component_group(c)])))
         t = self.transform
