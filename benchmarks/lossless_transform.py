@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from eoz.codecs.predictive import _references
+from eoz.codecs.predictive import _reference_sets
 from eoz.predictive_coder import GAIN_BITS
 from eoz.predictive_coder import _encode_residual
 from eoz.subband_coder import TOKENS, WEIGHT_BITS, _log_class, encoder_state, finish, new_tables
@@ -136,6 +136,21 @@ def _unspectral(residuals: np.ndarray, refs) -> np.ndarray:
     for b, (ref, gain) in enumerate(refs):   # references come earlier in the order
         if ref >= 0:
             out[b] += (gain * out[ref] + (1 << (GAIN_BITS - 1))) >> GAIN_BITS
+    return out
+
+
+def _references(samples: np.ndarray) -> list[tuple[int, int]]:
+    """Per band: (its best reference band as the predictive codec ranks them, or -1; the
+    fixed-point least-squares gain of the band's horizontal gradients on the reference's)."""
+    gradients = np.diff(samples[:, ::4].astype(np.float64), axis=2).reshape(samples.shape[0], -1)
+    out = []
+    for band, refs in enumerate(_reference_sets(samples)):
+        if not refs:
+            out.append((-1, 0))
+            continue
+        ref = gradients[refs[0]]
+        gain = round(float(gradients[band] @ ref) / max(float(ref @ ref), 1e-12) * (1 << GAIN_BITS))
+        out.append((refs[0], int(np.clip(gain, -(1 << 15), (1 << 15) - 1))))
     return out
 
 

@@ -9,6 +9,16 @@ scaled by a per-band gain), each weighted by the inverse square of its recent er
 the causal neighbours: the predictor that worked here just now gets the say. A per-
 context bias correction (as JPEG-LS's) removes what the blend gets wrong on average.
 
+Format 2 replaces the blend with one least-squares predictor per band, fitted by the
+encoder on the tile and sent as integer weights: the ten causal neighbours of the sample
+in its own band, and a 3 x 3 window (centred on the sample: those bands are decoded whole)
+of up to MAX_REFS reference bands' values and of their coded residuals, plus a constant.
+The reference part is one exact integer plane per band (``reference_part``); only the
+ten causal taps run in the sequential loop. On the training rasters it codes lossless
+Sentinel-2 10 m 1 % and 20 m 2.7 % smaller than the blend: where the blend's one spectral
+gain per band is too coarse (20 m's six correlated bands), a sample's neighbours in
+several bands, and where they were mispredicted, carry what the blend cannot see.
+
 The quantized residual is coded with the wavelet codec's range coder and token scheme
 (``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
 level (errors of the final prediction around the sample, and at the same place in the
@@ -42,6 +52,12 @@ _BIAS_LIMIT = 256             # a bias context's count is halved past this
 ESCAPE = 1 << 24              # magnitudes from here on: this token, then the excess in raw bits
 ESCAPE_BITS = 40              # residuals of samples up to 32 bits (float32 bit patterns span 2^33)
 ESCAPE_TOKEN = DIRECT + 2 * (24 - 3)   # the token of ESCAPE = 2^24; larger tokens never occur
+# format 2's least-squares predictor: causal taps in the own band, windows in reference bands
+OWN_TAPS = np.array([(0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2), (-2, -1), (-2, 1), (-1, 2)])
+WINDOW = np.array([(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)])
+MAX_REFS = 3
+LS_FRAC = 14                  # fraction bits of the least-squares weights
+LS_WEIGHT_LIMIT = 1 << 20     # |weight| < 64: with samples below 2^33, every sum stays under 2^63
 
 
 @jit
@@ -56,6 +72,61 @@ def _neighbours(r, i, j, out):
     out[3] = r[i - 1, j + 1] if i > 0 and j + 1 < w else north
     out[4] = r[i, j - 2] if j > 1 else west
     out[5] = r[i - 2, j] if i > 1 else north
+
+
+@jit
+def causal_taps(r, i, j, start, out):
+    """The OWN_TAPS neighbours of (i, j) in the band r as decoded so far; a tap outside the
+    band or not yet decoded takes W (N in the first column, ``start`` at the first sample)."""
+    w = r.shape[1]
+    fallback = r[i, j - 1] if j > 0 else (r[i - 1, j] if i > 0 else start)
+    for k in range(OWN_TAPS.shape[0]):
+        ii, jj = i + OWN_TAPS[k, 0], min(max(j + OWN_TAPS[k, 1], 0), w - 1)
+        out[k] = fallback if ii < 0 or (ii == i and jj >= j) else r[ii, jj]
+
+
+@jit
+def own_features(x, start, rows, cols):
+    """causal_taps of every (rows[n], cols[n]) of x: the least-squares fit's own-band features."""
+    out = np.empty((rows.shape[0], OWN_TAPS.shape[0]), np.int64)
+    for n in range(rows.shape[0]):
+        causal_taps(x, rows[n], cols[n], start, out[n])
+    return out
+
+
+@jit
+def _window(planes, n, i, j, k) -> int:
+    """Plane n at WINDOW offset k from (i, j), edges replicated."""
+    h, w = planes.shape[1], planes.shape[2]
+    return planes[n, min(max(i + WINDOW[k, 0], 0), h - 1), min(max(j + WINDOW[k, 1], 0), w - 1)]
+
+
+@jit
+def window_features(planes, rows, cols):
+    """The WINDOW taps of every plane (n, h, w) at every (rows[s], cols[s]): the least-squares
+    fit's reference features, plane by plane."""
+    out = np.empty((rows.shape[0], planes.shape[0] * WINDOW.shape[0]), np.int64)
+    for s in range(rows.shape[0]):
+        for n in range(planes.shape[0]):
+            for k in range(WINDOW.shape[0]):
+                out[s, n * WINDOW.shape[0] + k] = _window(planes, n, rows[s], cols[s], k)
+    return out
+
+
+@jit
+def reference_part(weights, constant, planes, h, w):
+    """constant + the weighted WINDOW taps of every plane (reference values, then residuals),
+    exactly, in LS_FRAC fraction bits, per sample: the least-squares prediction less its
+    causal taps (h x w, the band's shape: with no planes, the constant)."""
+    out = np.full((h, w), constant, np.int64)
+    for i in range(h):
+        for j in range(w):
+            acc = out[i, j]
+            for n in range(planes.shape[0]):
+                for k in range(WINDOW.shape[0]):
+                    acc += weights[n * WINDOW.shape[0] + k] * _window(planes, n, i, j, k)
+            out[i, j] = acc
+    return out
 
 
 @jit
@@ -84,13 +155,13 @@ def _candidates(nb, rnb, ref_value, gain, has_ref, out):
 
 
 @jit
-def _rows_above(err, n_rings, rows, i, w, above):
+def _rows_above(err, rings, rows, i, w, above):
     """For row i, each ring's weighted errors from the rows above at every column: N (x2),
     NW, NE (columns clamped to the band) and NN; 0 before the band starts."""
     above[:, :] = 0
     if i == 0:
         return
-    for k in range(n_rings):
+    for k in rings:
         for j in range(w):
             a = 2 * err[k, rows[1], j] + err[k, rows[1], max(j - 1, 0)] + err[k, rows[1], min(j + 1, w - 1)]
             if i > 1:
@@ -144,19 +215,24 @@ def _decode_residual(state, buf, table, row) -> int:
 
 
 @jit
-def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, state, buf, decoding, counts):
+def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
+              decoding, counts):
     """Code (encoder) or decode (decoder) one band in raster order; returns the decoded band.
 
     x: the band (encoder; ignored when decoding); ref: the decoded reference band and its
-    final absolute errors stacked (2, h, w), read only when has_ref; bound: the error bound
+    final absolute errors stacked (2, h, w), read only when has_ref; own_weights: format 2's
+    least-squares weights of the causal taps, with ref_part the rest of its prediction per
+    sample (both in LS_FRAC fraction bits), or empty: format 1's blend; bound: the error bound
     N (0 = lossless); lo, hi: the value range decoded samples are clamped to; avoid: a value
     no decoded sample may take unless the original has it (nodata: a sample rounded onto it
-    gets its exact offset coded). Returns (decoded band, its absolute errors of prediction).
+    gets its exact offset coded). Returns (decoded band, its absolute errors of prediction,
+    its residuals v - p: format 2's bands that take it as a reference read them).
     """
     h, w = x.shape
     step = 2 * bound + 1
     rec = np.empty((h, w), np.int64)
     final_err = np.empty((h, w), np.int64)
+    residual = np.empty((h, w), np.int64)
     errs = np.zeros((PREDICTORS + 1, 3, w), np.int64)   # rings of the last 3 rows; the last: final errors
     rows = np.empty(3, np.int64)
     above = np.zeros((PREDICTORS + 1, w), np.int64)
@@ -167,22 +243,32 @@ def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, sta
     pred = np.empty(PREDICTORS, np.int64)
     recent = np.empty(PREDICTORS, np.int64)
     lms = np.zeros(PREDICTORS, np.int64)
-    n_pred = PREDICTORS if has_ref else SPATIAL
+    least_squares = own_weights.shape[0] > 0
+    n_pred = 1 if least_squares else (PREDICTORS if has_ref else SPATIAL)
+    rings = np.append(np.arange(n_pred), PREDICTORS)
+    taps = np.empty(OWN_TAPS.shape[0], np.int64)
+    start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
     offset_bits = _bit_length(2 * bound)
     for i in range(h):
         rows[0], rows[1], rows[2] = i % 3, (i + 2) % 3, (i + 1) % 3
-        _rows_above(errs, PREDICTORS + 1, rows, i, w, above)
+        _rows_above(errs, rings, rows, i, w, above)
         for j in range(w):
-            if i == 0 and j == 0:
-                start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
-                nb[:] = start
+            if least_squares:
+                causal_taps(rec, i, j, start, taps)
+                acc = ref_part[i, j]
+                for k in range(taps.shape[0]):
+                    acc += own_weights[k] * taps[k]
+                pred[0] = (acc + (1 << (LS_FRAC - 1))) >> LS_FRAC
             else:
-                _neighbours(rec, i, j, nb)
-            ref_value = 0
-            if has_ref:
-                _neighbours(ref[0], i, j, rnb)
-                ref_value = ref[0, i, j]
-            _candidates(nb, rnb, ref_value, gain, has_ref, pred)
+                if i == 0 and j == 0:
+                    nb[:] = start
+                else:
+                    _neighbours(rec, i, j, nb)
+                ref_value = 0
+                if has_ref:
+                    _neighbours(ref[0], i, j, rnb)
+                    ref_value = ref[0, i, j]
+                _candidates(nb, rnb, ref_value, gain, has_ref, pred)
             # blend: weights (1 + least recent error)^2 / (1 + recent error)^2, in 1/2^24
             least = -1
             for k in range(n_pred):
@@ -220,6 +306,7 @@ def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, sta
                     encode_bits(state, buf, x[i, j] - v + bound, offset_bits)
                     v = x[i, j]
             rec[i, j] = v
+            residual[i, j] = v - p
             final_err[i, j] = abs(v - blended)
             errs[PREDICTORS, rows[0], j] = abs(v - p)
             for k in range(n_pred):
@@ -235,4 +322,4 @@ def code_band(x, ref, has_ref, gain, bound, lo, hi, avoid, has_avoid, table, sta
             if bias_count[row] > _BIAS_LIMIT:
                 bias_sum[row] = bias_sum[row] // 2
                 bias_count[row] = (bias_count[row] + 1) // 2
-    return rec, final_err
+    return rec, final_err, residual

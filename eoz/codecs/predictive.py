@@ -6,15 +6,19 @@ and NaN keeps its exact bits), or with a bound e on a grid of step 2e (each valu
 nearest grid point, the grid's integers coded losslessly; the step is shrunk until the
 float32 values decode within e, rounding included).
 
-Each band of a tile is predicted from its own causal neighbours and from a reference band
-coded before it: the earlier band whose horizontal gradients correlate best with its own,
-with the least-squares gain between them (``eoz.predictive_coder``). Lossless tiles carry a
+Each band of a tile is predicted from its own causal neighbours and from reference bands
+coded before it: up to MAX_REFS earlier bands whose horizontal gradients correlate best
+with its own, best first. The encoder fits the band's least-squares predictor on the tile
+(``eoz.predictive_coder``, format 2) and sends its integer weights. Lossless tiles carry a
 sha256 of the samples they code; the decoder checks it and refuses a tile that differs.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
 bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, then per
-band u16 reference (0 = none, else its index + 1), i16 gain (1/256), u32 bound; the
-32-byte sha256 when the tile is lossless (every bound 0, not a grid); then the range-coded residuals.
+band: u8 reference count R, u32 bound, R u16 reference bands, the i32 weights (the ten
+causal taps, then per reference its 3 x 3 values and its 3 x 3 residuals) and the i64
+constant, in LS_FRAC fraction bits; the 32-byte sha256 when the tile is lossless (every
+bound 0, not a grid); then the range-coded residuals. Format 1 (still decoded) had per band
+u16 reference (0 = none, else its index + 1), i16 gain (1/256), u32 bound, and the blend.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
 from eoz.subband_coder import TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
-FORMAT = 1
+FORMAT = 2
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
-_BAND = struct.Struct("<HhI")
+_BAND_V1 = struct.Struct("<HhI")
+_BAND = struct.Struct("<BI")
+_CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum under 2^62
+_FIT_SAMPLES = 1 << 14        # the least-squares fit reads about this many samples of a band
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
 INTEGER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
@@ -96,70 +103,137 @@ class PredictiveCodec(Codec):
         kind, step, samples, int_bounds = _to_integers(tile, bounds)
         lo, hi = int(samples.min()), int(samples.max())
         avoid = _avoided(self.nodata, kind, step)
-        refs = _references(samples)
         table = new_tables(self.initial)
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
-        decoded, errors = [], []
-        for b, (ref, gain) in enumerate(refs):
-            r, e = pc.code_band(samples[b], _ref_planes(decoded, errors, ref), ref >= 0, gain, int_bounds[b],
-                                lo, hi, avoid if avoid is not None else 0, avoid is not None, table, state,
-                                buffer, False, counts)
-            decoded.append(r)
-            errors.append(e)
+        coded: list[tuple] = []
+        records = []
+        for b, refs in enumerate(_reference_sets(samples)):
+            planes = _planes(coded, refs)
+            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes)
+            coded.append(_code(samples[b], coded, refs, 0, weights, constant, planes, int_bounds[b], lo, hi, avoid,
+                               table, state, buffer, False, counts))
+            records.append(_BAND.pack(len(refs), int_bounds[b]) + struct.pack(f"<{len(refs)}H", *refs)
+                           + weights.astype("<i4").tobytes() + struct.pack("<q", constant))
         n = finish(state, buffer)
-        head = _HEAD.pack(FORMAT, kind, step, lo, hi) + b"".join(
-            _BAND.pack(ref + 1, gain, bound) for (ref, gain), bound in zip(refs, int_bounds))
+        head = _HEAD.pack(FORMAT, kind, step, lo, hi) + b"".join(records)
         digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
         return head + digest + buffer[:n].tobytes()
 
     # --- decoding -------------------------------------------------------------------------
 
     def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
-        head_size = _HEAD.size + bands * _BAND.size
-        if len(payload) < head_size:
+        if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
-        if version != FORMAT:
-            raise ContainerError(f"predictive tile format {version}; this build reads format {FORMAT}")
+        if version not in (1, FORMAT):
+            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 and {FORMAT}")
         if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0):
             raise ContainerError("predictive tile head is inconsistent")
-        refs = [_BAND.unpack_from(payload, _HEAD.size + b * _BAND.size) for b in range(bands)]
-        if any(ref > b for b, (ref, _, _) in enumerate(refs)):
-            raise ContainerError("a predictive tile's band refers to a band not yet decoded")
-        lossless = kind != FLOAT_GRID and not any(bound for _, _, bound in refs)
+        plans, head_size = (_band_plans_v1 if version == 1 else _band_plans)(payload, bands)
+        lossless = kind != FLOAT_GRID and not any(plan[4] for plan in plans)
         digest = payload[head_size:head_size + 32] if lossless else b""
+        if len(digest) < 32 * lossless:
+            raise ContainerError("predictive tile head is truncated")
         stream = np.frombuffer(payload, np.uint8, offset=head_size + len(digest)).copy()
         state = decoder_state(stream)
         table = new_tables(self.initial)
         avoid = _avoided(self.nodata, kind, step)
-        decoded, errors = [], []
+        coded: list[tuple] = []
         blank = np.zeros((height, width), np.int64)
-        for ref, gain, bound in refs:
-            r, e = pc.code_band(blank, _ref_planes(decoded, errors, ref - 1), ref > 0, gain, bound, lo, hi,
-                                avoid if avoid is not None else 0, avoid is not None, table, state, stream,
-                                True, _NO_COUNTS)
-            decoded.append(r)
-            errors.append(e)
+        for refs, gain, weights, constant, bound in plans:
+            coded.append(_code(blank, coded, refs, gain, weights, constant, _planes(coded, refs), bound, lo, hi,
+                               avoid, table, state, stream, True, _NO_COUNTS))
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
-        tile = _from_integers(np.stack(decoded), kind, step)
+        tile = _from_integers(np.stack([c[0] for c in coded]), kind, step)
         if lossless and _digest(tile) != digest:
             raise ContainerError("lossless check failed: the tile decodes to other samples than were coded")
         return tile
 
 
+def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, state, buffer, decoding,
+          counts) -> tuple:
+    """One band through the compiled loop: (decoded, absolute errors, residuals). ``weights``
+    None: format 1's blend, with ``gain`` for its one reference."""
+    if weights is None:
+        own, part = _NO_WEIGHTS, _NO_PART
+    else:
+        own = weights[:len(pc.OWN_TAPS)]
+        part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, planes, *x.shape)
+    return pc.code_band(x, _ref_planes(coded, refs[0] if refs else -1), bool(refs), gain, own, part, bound, lo, hi,
+                        avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts)
+
+
+def _band_plans(payload: bytes, bands: int) -> tuple[list[tuple], int]:
+    """Format 2's band records: ([references], 0, weights, constant, bound) each, and where they end."""
+    plans, pos = [], _HEAD.size
+    for b in range(bands):
+        n_refs, bound = _unpack(_BAND.format, payload, pos)
+        pos += _BAND.size
+        if n_refs > pc.MAX_REFS:
+            raise ContainerError(f"a predictive tile's band has {n_refs} references; at most {pc.MAX_REFS}")
+        refs = list(_unpack(f"<{n_refs}H", payload, pos))
+        pos += 2 * n_refs
+        n_weights = len(pc.OWN_TAPS) + 2 * len(pc.WINDOW) * n_refs
+        weights = np.array(_unpack(f"<{n_weights}i", payload, pos), np.int64)
+        pos += 4 * n_weights
+        (constant,) = _unpack("<q", payload, pos)
+        pos += 8
+        if any(ref >= b for ref in refs):
+            raise ContainerError("a predictive tile's band refers to a band not yet decoded")
+        if np.abs(weights).max(initial=0) >= pc.LS_WEIGHT_LIMIT or abs(constant) >= _CONSTANT_LIMIT:
+            raise ContainerError("a predictive tile's band has predictor weights out of range")
+        plans.append((refs, 0, weights, constant, bound))
+    return plans, pos
+
+
+def _unpack(fmt: str, payload: bytes, pos: int) -> tuple:
+    try:
+        return struct.unpack_from(fmt, payload, pos)
+    except struct.error:
+        raise ContainerError("predictive tile head is truncated") from None
+
+
+def _band_plans_v1(payload: bytes, bands: int) -> tuple[list[tuple], int]:
+    """Format 1's band records, as _band_plans gives them (no weights: the blend)."""
+    head_size = _HEAD.size + bands * _BAND_V1.size
+    if len(payload) < head_size:
+        raise ContainerError("predictive tile head is truncated")
+    records = [_BAND_V1.unpack_from(payload, _HEAD.size + b * _BAND_V1.size) for b in range(bands)]
+    if any(ref > b for b, (ref, _, _) in enumerate(records)):
+        raise ContainerError("a predictive tile's band refers to a band not yet decoded")
+    return [([ref - 1] if ref else [], gain, None, 0, bound) for ref, gain, bound in records], head_size
+
+
 _NO_COUNTS = np.zeros((0, TOKENS), np.int64)
 
 
-def _ref_planes(decoded: list, errors: list, ref: int) -> np.ndarray:
-    return np.stack([decoded[ref], errors[ref]]) if ref >= 0 else np.zeros((2, 1, 1), np.int64)
+_NO_WEIGHTS = np.zeros(0, np.int64)
+_NO_PART = np.zeros((1, 1), np.int64)
 
 
-def _references(samples: np.ndarray) -> list[tuple[int, int]]:
-    """Per band: (the earlier band whose horizontal gradients correlate best with its own,
-    fixed-point least-squares gain), or (-1, 0) when none reaches MIN_CORRELATION. Measured
-    on every 4th row: enough for a gain, a fraction of the memory for hundreds of bands."""
+def _ref_planes(coded: list, ref: int) -> np.ndarray:
+    return np.stack(coded[ref][:2]) if ref >= 0 else np.zeros((2, 1, 1), np.int64)
+
+
+def _planes(coded: list, refs: list[int]) -> np.ndarray:
+    """What a band's least-squares predictor reads of its references, stacked: their decoded
+    values, then their residuals."""
+    if not refs:
+        return np.zeros((0, 1, 1), np.int64)
+    return np.stack([coded[r][0] for r in refs] + [coded[r][2] for r in refs])
+
+
+def _start(coded: list, refs: list[int], lo: int, hi: int) -> int:
+    """The value the compiled loop gives the taps of a band's first sample (as code_band sets it)."""
+    return int(coded[refs[0]][0][0, 0]) if refs else (lo + hi) >> 1
+
+
+def _reference_sets(samples: np.ndarray) -> list[list[int]]:
+    """Per band: up to MAX_REFS earlier bands whose horizontal gradients correlate with its
+    own above MIN_CORRELATION, best first. Measured on every 4th row: enough to rank them, a
+    fraction of the memory for hundreds of bands."""
     gradients = np.diff(samples[:, ::4].astype(np.float64), axis=2).reshape(samples.shape[0], -1)
     gram = gradients @ gradients.T
     energy = np.diag(gram)
@@ -167,13 +241,33 @@ def _references(samples: np.ndarray) -> list[tuple[int, int]]:
     for band in range(samples.shape[0]):
         norms = np.sqrt(energy[band] * energy[:band])
         correlation = np.divide(gram[band, :band], norms, out=np.zeros(band), where=norms > 0)
-        if band == 0 or correlation.max() <= MIN_CORRELATION:
-            out.append((-1, 0))
-            continue
-        best = int(np.argmax(correlation))
-        gain = round(gram[band, best] / energy[best] * (1 << pc.GAIN_BITS))
-        out.append((best, int(np.clip(gain, -(1 << 15), (1 << 15) - 1))))
+        ranked = np.argsort(-correlation, kind="stable")[:pc.MAX_REFS]
+        out.append([int(r) for r in ranked if correlation[r] > MIN_CORRELATION])
     return out
+
+
+def _fit(band: np.ndarray, start: int, planes: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer least-squares weights (LS_FRAC fraction bits: causal taps, then each plane's
+    window) and constant predicting the band, fitted on an even grid of its samples. Features
+    are centred, so the constant carries the levels and the weights only the structure; a
+    small ridge keeps collinear taps (flat areas, duplicated bands) bounded."""
+    h, w = band.shape
+    stride = max(1, int(np.sqrt(h * w / _FIT_SAMPLES)))
+    rows, cols = np.meshgrid(np.arange(0, h, stride), np.arange(0, w, stride), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    features = np.concatenate([pc.own_features(band, start, rows, cols),
+                               pc.window_features(planes, rows, cols)], 1).astype(np.float64)
+    target = band[rows, cols].astype(np.float64)
+    means, target_mean = features.mean(0), target.mean()
+    centred = features - means
+    gram = centred.T @ centred
+    ridge = 1e-6 * np.trace(gram) / len(gram) + 1e-9
+    solution = np.linalg.solve(gram + ridge * np.eye(len(gram)), centred.T @ (target - target_mean))
+    scale = 1 << pc.LS_FRAC
+    limit = pc.LS_WEIGHT_LIMIT - 1
+    weights = np.clip(np.rint(solution * scale), -limit, limit).astype(np.int64)
+    constant = np.rint((target_mean - means @ (weights / scale)) * scale)
+    return weights, int(np.clip(constant, -_CONSTANT_LIMIT + 1, _CONSTANT_LIMIT - 1))
 
 
 def _ordered(bits: np.ndarray) -> np.ndarray:
