@@ -65,6 +65,19 @@ def test_lossless_is_exact_for_every_integer_dtype(codec, dtype, offset):
     assert EozReader(data).header.lossless
 
 
+@pytest.mark.parametrize("dtype", ["uint32", "int32"])
+@pytest.mark.parametrize("bound", [0, 1000])
+def test_full_range_32_bit_noise_round_trips(codec, dtype, bound):
+    """The least-squares sums stay exact in int64 at the extremes of 32-bit samples."""
+    rng = np.random.default_rng(12)
+    info = np.iinfo(dtype)
+    array = rng.integers(info.min, int(info.max) + 1, (3, 21, 19)).astype(dtype)
+    array[1] = array[0]                   # a duplicated band: collinear references
+    array[2, :, ::2] = info.max
+    decoded, _ = _round_trip(codec.with_bound(None, bound), array)
+    assert np.abs(decoded.astype(np.int64) - array.astype(np.int64)).max() <= bound
+
+
 def test_lossless_keeps_constant_bands_extremes_and_noise(codec):
     rng = np.random.default_rng(2)
     array = np.stack([np.full((40, 33), 7, np.uint16), rng.integers(0, 65536, (40, 33)).astype(np.uint16),
