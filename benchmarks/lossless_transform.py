@@ -140,18 +140,8 @@ def _unspectral(residuals: np.ndarray, refs) -> np.ndarray:
 
 
 def _references(samples: np.ndarray) -> list[tuple[int, int]]:
-    """Per band: (its best reference band as the predictive codec ranks them, or -1; the
-    fixed-point least-squares gain of the band's horizontal gradients on the reference's)."""
-    gradients = np.diff(samples[:, ::4].astype(np.float64), axis=2).reshape(samples.shape[0], -1)
-    out = []
-    for band, refs in enumerate(_reference_sets(samples)):
-        if not refs:
-            out.append((-1, 0))
-            continue
-        ref = gradients[refs[0]]
-        gain = round(float(gradients[band] @ ref) / max(float(ref @ ref), 1e-12) * (1 << GAIN_BITS))
-        out.append((refs[0], int(np.clip(gain, -(1 << 15), (1 << 15) - 1))))
-    return out
+    """Per band: (its best reference band as the predictive codec ranks them, or -1; the gain)."""
+    return [(refs[0] if refs else -1, gain) for refs, gain in _reference_sets(samples)]
 
 
 def coded_bytes(tile: np.ndarray) -> int:

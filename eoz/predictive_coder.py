@@ -9,15 +9,17 @@ scaled by a per-band gain), each weighted by the inverse square of its recent er
 the causal neighbours: the predictor that worked here just now gets the say. A per-
 context bias correction (as JPEG-LS's) removes what the blend gets wrong on average.
 
-Format 2 replaces the blend with one least-squares predictor per band, fitted by the
-encoder on the tile and sent as integer weights: the ten causal neighbours of the sample
-in its own band, and a 3 x 3 window (centred on the sample: those bands are decoded whole)
-of up to MAX_REFS reference bands' values and of their coded residuals, plus a constant.
-The reference part is one exact integer plane per band (``reference_part``); only the
-ten causal taps run in the sequential loop. On the training rasters it codes lossless
-Sentinel-2 10 m 1 % and 20 m 2.7 % smaller than the blend: where the blend's one spectral
-gain per band is too coarse (20 m's six correlated bands), a sample's neighbours in
-several bands, and where they were mispredicted, carry what the blend cannot see.
+Format 2 adds a ninth candidate to the blend in bands large enough to pay for it: one
+least-squares predictor per band, fitted by the encoder on the tile and sent as integer
+weights: the ten causal neighbours of the sample in its own band, and a 3 x 3 window
+(centred on the sample: those bands are decoded whole) of up to MAX_REFS reference bands'
+values and of their coded residuals, plus a constant. The reference part is one exact
+integer plane per band (``reference_part``); only the ten causal taps run in the
+sequential loop. Where the blend's one spectral gain per band is too coarse (Sentinel-2
+20 m's six correlated bands, Landsat), a sample's neighbours in several bands, and where
+they were mispredicted, carry what the blend cannot see; where one global fit is wrong
+(bands upsampled from coarser grids, whose exact repeats the W and N predictors catch),
+the blend weighs it down by its recent errors, as any other candidate.
 
 The quantized residual is coded with the wavelet codec's range coder and token scheme
 (``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
@@ -45,6 +47,8 @@ SPATIAL = 4
 LMS_BITS = 16
 LMS_RATE = 1
 PREDICTORS = 2 * SPATIAL      # spatial, and spectral
+LEAST_SQUARES = PREDICTORS    # format 2's least-squares prediction: one more candidate of the blend
+FINAL = PREDICTORS + 1        # the error ring of the final prediction
 CLASSES = 24                  # error-level classes of the magnitude tables
 ROWS = 2 * CLASSES            # x 2: with or without a reference band
 GAIN_BITS = 8                 # the spectral gain is fixed point with this many fraction bits
@@ -222,7 +226,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     x: the band (encoder; ignored when decoding); ref: the decoded reference band and its
     final absolute errors stacked (2, h, w), read only when has_ref; own_weights: format 2's
     least-squares weights of the causal taps, with ref_part the rest of its prediction per
-    sample (both in LS_FRAC fraction bits), or empty: format 1's blend; bound: the error bound
+    sample (both in LS_FRAC fraction bits): the blend's ninth candidate, or empty: none
+    (format 1, and small bands); bound: the error bound
     N (0 = lossless); lo, hi: the value range decoded samples are clamped to; avoid: a value
     no decoded sample may take unless the original has it (nodata: a sample rounded onto it
     gets its exact offset coded). Returns (decoded band, its absolute errors of prediction,
@@ -233,19 +238,21 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     rec = np.empty((h, w), np.int64)
     final_err = np.empty((h, w), np.int64)
     residual = np.empty((h, w), np.int64)
-    errs = np.zeros((PREDICTORS + 1, 3, w), np.int64)   # rings of the last 3 rows; the last: final errors
+    errs = np.zeros((FINAL + 1, 3, w), np.int64)   # rings of the last 3 rows, per candidate and FINAL
     rows = np.empty(3, np.int64)
-    above = np.zeros((PREDICTORS + 1, w), np.int64)
+    above = np.zeros((FINAL + 1, w), np.int64)
     bias_sum = np.zeros(ROWS, np.int64)
     bias_count = np.ones(ROWS, np.int64)
     nb = np.empty(6, np.int64)
     rnb = np.empty(6, np.int64)
-    pred = np.empty(PREDICTORS, np.int64)
-    recent = np.empty(PREDICTORS, np.int64)
-    lms = np.zeros(PREDICTORS, np.int64)
+    pred = np.empty(FINAL, np.int64)
+    recent = np.empty(FINAL, np.int64)
+    lms = np.zeros(FINAL, np.int64)
     least_squares = own_weights.shape[0] > 0
-    n_pred = 1 if least_squares else (PREDICTORS if has_ref else SPATIAL)
-    rings = np.append(np.arange(n_pred), PREDICTORS)
+    active = np.arange(PREDICTORS if has_ref else SPATIAL)
+    if least_squares:
+        active = np.append(active, LEAST_SQUARES)
+    rings = np.append(active, FINAL)
     taps = np.empty(OWN_TAPS.shape[0], np.int64)
     start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
     offset_bits = _bit_length(2 * bound)
@@ -253,41 +260,40 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
         rows[0], rows[1], rows[2] = i % 3, (i + 2) % 3, (i + 1) % 3
         _rows_above(errs, rings, rows, i, w, above)
         for j in range(w):
+            if i == 0 and j == 0:
+                nb[:] = start
+            else:
+                _neighbours(rec, i, j, nb)
+            ref_value = 0
+            if has_ref:
+                _neighbours(ref[0], i, j, rnb)
+                ref_value = ref[0, i, j]
+            _candidates(nb, rnb, ref_value, gain, has_ref, pred)
             if least_squares:
                 causal_taps(rec, i, j, start, taps)
                 acc = ref_part[i, j]
                 for k in range(taps.shape[0]):
                     acc += own_weights[k] * taps[k]
-                pred[0] = (acc + (1 << (LS_FRAC - 1))) >> LS_FRAC
-            else:
-                if i == 0 and j == 0:
-                    nb[:] = start
-                else:
-                    _neighbours(rec, i, j, nb)
-                ref_value = 0
-                if has_ref:
-                    _neighbours(ref[0], i, j, rnb)
-                    ref_value = ref[0, i, j]
-                _candidates(nb, rnb, ref_value, gain, has_ref, pred)
+                pred[LEAST_SQUARES] = (acc + (1 << (LS_FRAC - 1))) >> LS_FRAC
             # blend: weights (1 + least recent error)^2 / (1 + recent error)^2, in 1/2^24
             least = -1
-            for k in range(n_pred):
+            for k in active:
                 recent[k] = _recent_error(errs, above, k, rows[0], j)
                 if least < 0 or recent[k] < least:
                     least = recent[k]
             num = 0
             den = 0
-            for k in range(n_pred):
+            for k in active:
                 wk = ((1 + least) << 12) // (1 + recent[k])
                 wk *= wk
                 num += wk * pred[k]
                 den += wk
             blended = (2 * num + den) // (2 * den)
             corr = 0
-            for k in range(n_pred):
+            for k in active:
                 corr += lms[k] * (pred[k] - blended)
             blended += corr >> LMS_BITS
-            level = _recent_error(errs, above, PREDICTORS, rows[0], j) + least + (2 * ref[1, i, j] if has_ref else 0)
+            level = _recent_error(errs, above, FINAL, rows[0], j) + least + (2 * ref[1, i, j] if has_ref else 0)
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
@@ -308,13 +314,13 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
             rec[i, j] = v
             residual[i, j] = v - p
             final_err[i, j] = abs(v - blended)
-            errs[PREDICTORS, rows[0], j] = abs(v - p)
-            for k in range(n_pred):
+            errs[FINAL, rows[0], j] = abs(v - p)
+            for k in active:
                 errs[k, rows[0], j] = abs(v - pred[k])
             bias_sum[row] += v - blended
             sv = 1 if v > p else (-1 if v < p else 0)
             if sv != 0:
-                for k in range(n_pred):
+                for k in active:
                     d = pred[k] - blended
                     lms[k] += LMS_RATE * sv * (1 if d > 0 else (-1 if d < 0 else 0))
                     lms[k] = min(max(lms[k], -(1 << LMS_BITS)), 1 << LMS_BITS)

@@ -8,17 +8,21 @@ float32 values decode within e, rounding included).
 
 Each band of a tile is predicted from its own causal neighbours and from reference bands
 coded before it: up to MAX_REFS earlier bands whose horizontal gradients correlate best
-with its own, best first. The encoder fits the band's least-squares predictor on the tile
-(``eoz.predictive_coder``, format 2) and sends its integer weights. Lossless tiles carry a
-sha256 of the samples they code; the decoder checks it and refuses a tile that differs.
+with its own, best first; the blend's spectral predictors take the first, with the
+least-squares gain between the gradients. In bands of at least LEAST_SQUARES_SAMPLES, the
+encoder also fits the band's least-squares predictor on the tile and sends its integer
+weights (``eoz.predictive_coder``, format 2); below that its side information would cost
+more than it saves. Lossless tiles carry a sha256 of the samples they code; the decoder
+checks it and refuses a tile that differs.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
 bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, then per
-band: u8 reference count R, u32 bound, R u16 reference bands, the i32 weights (the ten
-causal taps, then per reference its 3 x 3 values and its 3 x 3 residuals) and the i64
-constant, in LS_FRAC fraction bits; the 32-byte sha256 when the tile is lossless (every
-bound 0, not a grid); then the range-coded residuals. Format 1 (still decoded) had per band
-u16 reference (0 = none, else its index + 1), i16 gain (1/256), u32 bound, and the blend.
+band: u8 reference count R, u8 least-squares flag, i16 gain (1/256), u32 bound, R u16
+reference bands, and with the flag the i32 weights (the ten causal taps, then per
+reference its 3 x 3 values and its 3 x 3 residuals) and the i64 constant, in LS_FRAC
+fraction bits; the 32-byte sha256 when the tile is lossless (every bound 0, not a grid);
+then the range-coded residuals. Format 1 (still decoded) had per band u16 reference (0 =
+none, else its index + 1), i16 gain, u32 bound, and no least-squares predictor.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ FORMAT = 2
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
 _BAND_V1 = struct.Struct("<HhI")
-_BAND = struct.Struct("<BI")
+_BAND = struct.Struct("<BBhI")
 _CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum under 2^62
 _FIT_SAMPLES = 1 << 14        # the least-squares fit reads about this many samples of a band
+LEAST_SQUARES_SAMPLES = 1 << 15   # smaller bands: the weights (about 2 kbit) would cost more than they save
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
 INTEGER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
@@ -108,13 +113,15 @@ class PredictiveCodec(Codec):
         state = encoder_state()
         coded: list[tuple] = []
         records = []
-        for b, refs in enumerate(_reference_sets(samples)):
+        least_squares = tile.shape[1] * tile.shape[2] >= LEAST_SQUARES_SAMPLES
+        for b, (refs, gain) in enumerate(_reference_sets(samples)):
             planes = _planes(coded, refs)
-            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes)
-            coded.append(_code(samples[b], coded, refs, 0, weights, constant, planes, int_bounds[b], lo, hi, avoid,
-                               table, state, buffer, False, counts))
-            records.append(_BAND.pack(len(refs), int_bounds[b]) + struct.pack(f"<{len(refs)}H", *refs)
-                           + weights.astype("<i4").tobytes() + struct.pack("<q", constant))
+            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares else (None, 0)
+            coded.append(_code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
+                               avoid, table, state, buffer, False, counts))
+            records.append(_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
+                           + struct.pack(f"<{len(refs)}H", *refs)
+                           + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b""))
         n = finish(state, buffer)
         head = _HEAD.pack(FORMAT, kind, step, lo, hi) + b"".join(records)
         digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
@@ -154,8 +161,9 @@ class PredictiveCodec(Codec):
 
 def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, state, buffer, decoding,
           counts) -> tuple:
-    """One band through the compiled loop: (decoded, absolute errors, residuals). ``weights``
-    None: format 1's blend, with ``gain`` for its one reference."""
+    """One band through the compiled loop: (decoded, absolute errors, residuals); ``gain``
+    for the blend's spectral predictors (from refs[0]), ``weights`` None: no least-squares
+    candidate."""
     if weights is None:
         own, part = _NO_WEIGHTS, _NO_PART
     else:
@@ -166,25 +174,28 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
 
 
 def _band_plans(payload: bytes, bands: int) -> tuple[list[tuple], int]:
-    """Format 2's band records: ([references], 0, weights, constant, bound) each, and where they end."""
+    """Format 2's band records: ([references], gain, weights or None, constant, bound) each,
+    and where they end."""
     plans, pos = [], _HEAD.size
     for b in range(bands):
-        n_refs, bound = _unpack(_BAND.format, payload, pos)
+        n_refs, least_squares, gain, bound = _unpack(_BAND.format, payload, pos)
         pos += _BAND.size
-        if n_refs > pc.MAX_REFS:
-            raise ContainerError(f"a predictive tile's band has {n_refs} references; at most {pc.MAX_REFS}")
+        if n_refs > pc.MAX_REFS or least_squares > 1:
+            raise ContainerError(f"a predictive tile's band has {n_refs} references (at most {pc.MAX_REFS}) "
+                                 f"and least-squares flag {least_squares}")
         refs = list(_unpack(f"<{n_refs}H", payload, pos))
         pos += 2 * n_refs
-        n_weights = len(pc.OWN_TAPS) + 2 * len(pc.WINDOW) * n_refs
-        weights = np.array(_unpack(f"<{n_weights}i", payload, pos), np.int64)
-        pos += 4 * n_weights
-        (constant,) = _unpack("<q", payload, pos)
-        pos += 8
         if any(ref >= b for ref in refs):
             raise ContainerError("a predictive tile's band refers to a band not yet decoded")
-        if np.abs(weights).max(initial=0) >= pc.LS_WEIGHT_LIMIT or abs(constant) >= _CONSTANT_LIMIT:
-            raise ContainerError("a predictive tile's band has predictor weights out of range")
-        plans.append((refs, 0, weights, constant, bound))
+        weights, constant = None, 0
+        if least_squares:
+            n_weights = len(pc.OWN_TAPS) + 2 * len(pc.WINDOW) * n_refs
+            weights = np.array(_unpack(f"<{n_weights}i", payload, pos), np.int64)
+            (constant,) = _unpack("<q", payload, pos + 4 * n_weights)
+            pos += 4 * n_weights + 8
+            if np.abs(weights).max(initial=0) >= pc.LS_WEIGHT_LIMIT or abs(constant) >= _CONSTANT_LIMIT:
+                raise ContainerError("a predictive tile's band has predictor weights out of range")
+        plans.append((refs, gain, weights, constant, bound))
     return plans, pos
 
 
@@ -230,9 +241,10 @@ def _start(coded: list, refs: list[int], lo: int, hi: int) -> int:
     return int(coded[refs[0]][0][0, 0]) if refs else (lo + hi) >> 1
 
 
-def _reference_sets(samples: np.ndarray) -> list[list[int]]:
-    """Per band: up to MAX_REFS earlier bands whose horizontal gradients correlate with its
-    own above MIN_CORRELATION, best first. Measured on every 4th row: enough to rank them, a
+def _reference_sets(samples: np.ndarray) -> list[tuple[list[int], int]]:
+    """Per band: (up to MAX_REFS earlier bands whose horizontal gradients correlate with its
+    own above MIN_CORRELATION, best first; the fixed-point least-squares gain of its
+    gradients on the first one's, or 0). Measured on every 4th row: enough to rank them, a
     fraction of the memory for hundreds of bands."""
     gradients = np.diff(samples[:, ::4].astype(np.float64), axis=2).reshape(samples.shape[0], -1)
     gram = gradients @ gradients.T
@@ -242,7 +254,9 @@ def _reference_sets(samples: np.ndarray) -> list[list[int]]:
         norms = np.sqrt(energy[band] * energy[:band])
         correlation = np.divide(gram[band, :band], norms, out=np.zeros(band), where=norms > 0)
         ranked = np.argsort(-correlation, kind="stable")[:pc.MAX_REFS]
-        out.append([int(r) for r in ranked if correlation[r] > MIN_CORRELATION])
+        refs = [int(r) for r in ranked if correlation[r] > MIN_CORRELATION]
+        gain = round(gram[band, refs[0]] / energy[refs[0]] * (1 << pc.GAIN_BITS)) if refs else 0
+        out.append((refs, int(np.clip(gain, -(1 << 15), (1 << 15) - 1))))
     return out
 
 
