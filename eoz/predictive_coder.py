@@ -47,8 +47,8 @@ SPATIAL = 4
 LMS_BITS = 16
 LMS_RATE = 1
 PREDICTORS = 2 * SPATIAL      # spatial, and spectral
-LEAST_SQUARES = PREDICTORS    # format 2's least-squares prediction: one more candidate of the blend
-FINAL = PREDICTORS + 1        # the error ring of the final prediction
+FINAL = PREDICTORS + 1        # the error ring of the final prediction (format 2's least-squares
+                              # candidate comes after the others, at most at index PREDICTORS)
 CLASSES = 24                  # error-level classes of the magnitude tables
 ROWS = 2 * CLASSES            # x 2: with or without a reference band
 GAIN_BITS = 8                 # the spectral gain is fixed point with this many fraction bits
@@ -83,6 +83,10 @@ def causal_taps(r, i, j, start, out):
     """The OWN_TAPS neighbours of (i, j) in the band r as decoded so far; a tap outside the
     band or not yet decoded takes W (N in the first column, ``start`` at the first sample)."""
     w = r.shape[1]
+    if i >= 2 and 2 <= j < w - 2:   # inside: every tap is in the band and decoded
+        for k in range(OWN_TAPS.shape[0]):
+            out[k] = r[i + OWN_TAPS[k, 0], j + OWN_TAPS[k, 1]]
+        return
     fallback = r[i, j - 1] if j > 0 else (r[i - 1, j] if i > 0 else start)
     for k in range(OWN_TAPS.shape[0]):
         ii, jj = i + OWN_TAPS[k, 0], min(max(j + OWN_TAPS[k, 1], 0), w - 1)
@@ -249,10 +253,9 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     recent = np.empty(FINAL, np.int64)
     lms = np.zeros(FINAL, np.int64)
     least_squares = own_weights.shape[0] > 0
-    active = np.arange(PREDICTORS if has_ref else SPATIAL)
-    if least_squares:
-        active = np.append(active, LEAST_SQUARES)
-    rings = np.append(active, FINAL)
+    n_base = PREDICTORS if has_ref else SPATIAL
+    n_pred = n_base + least_squares
+    rings = np.append(np.arange(n_pred), FINAL)
     taps = np.empty(OWN_TAPS.shape[0], np.int64)
     start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
     offset_bits = _bit_length(2 * bound)
@@ -274,23 +277,23 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
                 acc = ref_part[i, j]
                 for k in range(taps.shape[0]):
                     acc += own_weights[k] * taps[k]
-                pred[LEAST_SQUARES] = (acc + (1 << (LS_FRAC - 1))) >> LS_FRAC
+                pred[n_base] = (acc + (1 << (LS_FRAC - 1))) >> LS_FRAC
             # blend: weights (1 + least recent error)^2 / (1 + recent error)^2, in 1/2^24
             least = -1
-            for k in active:
+            for k in range(n_pred):
                 recent[k] = _recent_error(errs, above, k, rows[0], j)
                 if least < 0 or recent[k] < least:
                     least = recent[k]
             num = 0
             den = 0
-            for k in active:
+            for k in range(n_pred):
                 wk = ((1 + least) << 12) // (1 + recent[k])
                 wk *= wk
                 num += wk * pred[k]
                 den += wk
             blended = (2 * num + den) // (2 * den)
             corr = 0
-            for k in active:
+            for k in range(n_pred):
                 corr += lms[k] * (pred[k] - blended)
             blended += corr >> LMS_BITS
             level = _recent_error(errs, above, FINAL, rows[0], j) + least + (2 * ref[1, i, j] if has_ref else 0)
@@ -315,12 +318,12 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
             residual[i, j] = v - p
             final_err[i, j] = abs(v - blended)
             errs[FINAL, rows[0], j] = abs(v - p)
-            for k in active:
+            for k in range(n_pred):
                 errs[k, rows[0], j] = abs(v - pred[k])
             bias_sum[row] += v - blended
             sv = 1 if v > p else (-1 if v < p else 0)
             if sv != 0:
-                for k in active:
+                for k in range(n_pred):
                     d = pred[k] - blended
                     lms[k] += LMS_RATE * sv * (1 if d > 0 else (-1 if d < 0 else 0))
                     lms[k] = min(max(lms[k], -(1 << LMS_BITS)), 1 << LMS_BITS)
