@@ -304,8 +304,11 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
                 q = _decode_residual(state, buf, table, row)
             else:
                 e = x[i, j] - p
-                q = (abs(e) + bound) // step
-                q = -q if e < 0 else q
+                if bound == 0:   # lossless: no bins (and no integer division per sample)
+                    q = e
+                else:
+                    q = (abs(e) + bound) // step
+                    q = -q if e < 0 else q
                 _encode_residual(state, buf, table, row, q, counts)
             v = min(max(p + q * step, lo), hi)
             if has_avoid and v == avoid:
