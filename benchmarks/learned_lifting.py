@@ -182,13 +182,12 @@ def _as_tensor(a: np.ndarray) -> torch.Tensor:
 
 
 def apply_steps(steps: LearnedSteps, flat: list[np.ndarray], inverse: bool) -> list[np.ndarray]:
-    """The flat subbands (eoz.wavelet.flatten's layout) with the learned steps taken (forward:
-    LL and details as analysed) or undone (inverse: as decoded), in float64."""
+    """The flat subbands (eoz.wavelet.flatten's layout) with the learned steps (float64) taken
+    (forward: LL and details as analysed) or undone (inverse: as decoded)."""
     out = list(flat)
     n_levels = (len(flat) - 1) // 3
     learned = range(min(LEARNED_LEVELS, n_levels))
     with torch.no_grad():
-        model = steps.double()
         # forward finest level first (each level's LL from the analysed coarser bands), inverse
         # coarsest first (each level's LL from coarser bands already restored)
         for level in (reversed(learned) if inverse else learned):
@@ -197,9 +196,9 @@ def apply_steps(steps: LearnedSteps, flat: list[np.ndarray], inverse: bool) -> l
             details = [_as_tensor(b) for b in out[first:first + 3]]
             if inverse:   # each band restored before it predicts the next
                 for k in range(3):
-                    details[k] = details[k] + model.predict(level, k, ll, details[:k], details[k].shape[-2:])
+                    details[k] = details[k] + steps.predict(level, k, ll, details[:k], details[k].shape[-2:])
             else:
-                details = [d - p for d, p in zip(details, model.predictions(level, ll, details))]
+                details = [d - p for d, p in zip(details, steps.predictions(level, ll, details))]
             out[first:first + 3] = [d[0, 0].numpy() for d in details]
     return out
 
@@ -242,6 +241,7 @@ def main() -> None:
     print(f"{len(train_samples)} training and {len(val_samples)} validation components", flush=True)
     steps, curve = train(train_samples, val_samples, args.iterations, args.seed)
     train_seconds = time.time() - start
+    steps.double()   # measured in float64, as the codec's subbands
     parameters = sum(p.numel() for p in steps.parameters())
 
     model = codec_for_model(MODEL).model

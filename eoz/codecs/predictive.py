@@ -115,7 +115,7 @@ class PredictiveCodec(Codec):
         records = []
         least_squares = tile.shape[1] * tile.shape[2] >= LEAST_SQUARES_SAMPLES
         for b, (refs, gain) in enumerate(_reference_sets(samples)):
-            planes = _planes(coded, refs)
+            planes = _planes(coded, refs) if least_squares else None
             weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares else (None, 0)
             coded.append(_code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
                                avoid, table, state, buffer, False, counts))
@@ -149,7 +149,8 @@ class PredictiveCodec(Codec):
         coded: list[tuple] = []
         blank = np.zeros((height, width), np.int64)
         for refs, gain, weights, constant, bound in plans:
-            coded.append(_code(blank, coded, refs, gain, weights, constant, _planes(coded, refs), bound, lo, hi,
+            planes = _planes(coded, refs) if weights is not None else None
+            coded.append(_code(blank, coded, refs, gain, weights, constant, planes, bound, lo, hi,
                                avoid, table, state, stream, True, _NO_COUNTS))
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
@@ -163,7 +164,7 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
           counts) -> tuple:
     """One band through the compiled loop: (decoded, absolute errors, residuals); ``gain``
     for the blend's spectral predictors (from refs[0]), ``weights`` None: no least-squares
-    candidate."""
+    candidate (and no ``planes``: the references stacked for it, only read with weights)."""
     if weights is None:
         own, part = _NO_WEIGHTS, _NO_PART
     else:
