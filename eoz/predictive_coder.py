@@ -21,6 +21,15 @@ they were mispredicted, carry what the blend cannot see; where one global fit is
 (bands upsampled from coarser grids, whose exact repeats the W and N predictors catch),
 the blend weighs it down by its recent errors, as any other candidate.
 
+Format 3 adds copy flags. Rasters resampled by nearest neighbour (reprojected products,
+bands upsampled from a coarser grid) repeat samples: a column every few, on a slant from
+row to row, or every other sample. Where a sample's neighbourhood shows such a repeat (the
+sample above repeats its west neighbour, or the reference band repeats here: ``_copy_row``),
+one adaptive binary flag says whether the sample is its W (or N) neighbour, within the
+bound; a repeat then costs a fraction of a bit instead of a residual. A row whose flags
+rarely hit (natural images, where a sample equals its neighbour by chance) stops coding
+them, and keeps learning from the decoded samples whether it should start again.
+
 The quantized residual is coded with the wavelet codec's range coder and token scheme
 (``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
 level (errors of the final prediction around the sample, and at the same place in the
@@ -38,8 +47,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from eoz.subband_coder import DIRECT, WEIGHT_BITS, _bit_length, _log_class, _token, decode_adaptive, decode_bits, encode_adaptive, \
-    encode_bits
+from eoz.subband_coder import DIRECT, WEIGHT_BITS, _bit_length, _log_class, _token, _update, decode_adaptive, decode_bits, \
+    encode_adaptive, encode_bits
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 
@@ -51,6 +60,8 @@ FINAL = PREDICTORS + 1        # the error ring of the final prediction (format 2
                               # candidate comes after the others, at most at index PREDICTORS)
 CLASSES = 24                  # error-level classes of the magnitude tables
 ROWS = 2 * CLASSES            # x 2: with or without a reference band
+COPY_ROWS = 16                # format 3's copy flags: W or N, by which evidence, with or without a reference
+COPY_ODDS = 8                 # a flag is coded where its row has seen a copy at least once in this many
 GAIN_BITS = 8                 # the spectral gain is fixed point with this many fraction bits
 _BIAS_LIMIT = 256             # a bias context's count is halved past this
 ESCAPE = 1 << 24              # magnitudes from here on: this token, then the excess in raw bits
@@ -189,6 +200,33 @@ def _recent_error(err, above, k, row, j):
 
 
 @jit
+def _copy_row(rec, nb, ref, has_ref, i, j, bound) -> int:
+    """The copy flag's table row of (i, j), or -1: no flag. Resampled rasters repeat samples
+    (nearest-neighbour resampling to another grid repeats a column every few, on a slant
+    from row to row; an upsampled band repeats every other sample): where the sample above
+    repeats its west neighbour, or the reference band repeats here, the sample is likely W;
+    failing that, the same turned a quarter, N; failing both, weaker evidence: the repeat
+    one column (row) off, as on a slant. Rows: (W, N) x evidence (own, reference, both,
+    one off) x (without, with a reference). Near-lossless: "repeats" is within twice the
+    bound, as two decoded copies of one value are."""
+    if i == 0 or j == 0:
+        return -1
+    tolerance = 2 * bound
+    west = (abs(nb[1] - nb[2]) <= tolerance) + 2 * (has_ref and ref[0, i, j] == ref[0, i, j - 1])
+    if west:
+        return (west - 1) * 2 + has_ref
+    north = (abs(nb[0] - nb[2]) <= tolerance) + 2 * (has_ref and ref[0, i, j] == ref[0, i - 1, j])
+    if north:
+        return COPY_ROWS // 2 + (north - 1) * 2 + has_ref
+    if (j > 1 and abs(nb[2] - rec[i - 1, j - 2]) <= tolerance) or \
+            (j + 1 < rec.shape[1] and abs(nb[3] - nb[1]) <= tolerance):
+        return 3 * 2 + has_ref
+    if i > 1 and abs(nb[2] - rec[i - 2, j - 1]) <= tolerance:
+        return COPY_ROWS // 2 + 3 * 2 + has_ref
+    return -1
+
+
+@jit
 def _encode_residual(state, buf, table, row, q, counts):
     """q's magnitude token with table row ``row``, then in one equiprobable run its low bits
     (or, past ESCAPE, its excess) and its sign."""
@@ -224,7 +262,7 @@ def _decode_residual(state, buf, table, row) -> int:
 
 @jit
 def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-              decoding, counts):
+              decoding, counts, copies):
     """Code (encoder) or decode (decoder) one band in raster order; returns the decoded band.
 
     x: the band (encoder; ignored when decoding); ref: the decoded reference band and its
@@ -235,7 +273,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     N (0 = lossless); lo, hi: the value range decoded samples are clamped to; avoid: a value
     no decoded sample may take unless the original has it (nodata: a sample rounded onto it
     gets its exact offset coded). Returns (decoded band, its absolute errors of prediction,
-    its residuals v - p: format 2's bands that take it as a reference read them).
+    its residuals v - p: format 2's bands that take it as a reference read them). copies:
+    format 3's copy flags' adaptive tables (COPY_ROWS x 3), or empty: none (formats 1, 2).
     """
     h, w = x.shape
     step = 2 * bound + 1
@@ -259,6 +298,7 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     taps = np.empty(OWN_TAPS.shape[0], np.int64)
     start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
     offset_bits = _bit_length(2 * bound)
+    copy_flags = copies.shape[0] > 0
     for i in range(h):
         rows[0], rows[1], rows[2] = i % 3, (i + 2) % 3, (i + 1) % 3
         _rows_above(errs, rings, rows, i, w, above)
@@ -300,29 +340,47 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
-            if decoding:
-                q = _decode_residual(state, buf, table, row)
-            else:
-                e = x[i, j] - p
-                if bound == 0:   # lossless: no bins (and no integer division per sample)
-                    q = e
-                else:
-                    q = (abs(e) + bound) // step
-                    q = -q if e < 0 else q
-                _encode_residual(state, buf, table, row, q, counts)
-            v = min(max(p + q * step, lo), hi)
-            if has_avoid and v == avoid:
+            copy_row = _copy_row(rec, nb, ref, has_ref, i, j, bound) if copy_flags else -1
+            copied, flagged, source = False, False, 0
+            if copy_row >= 0:
+                source = nb[0] if copy_row < COPY_ROWS // 2 else nb[1]
+                flagged = copies[copy_row, 1] * COPY_ODDS >= copies[copy_row, 2]
+            if flagged:
                 if decoding:
-                    v += decode_bits(state, buf, offset_bits) - bound
+                    copied = decode_adaptive(state, buf, copies, copy_row) == 1
                 else:
-                    encode_bits(state, buf, x[i, j] - v + bound, offset_bits)
-                    v = x[i, j]
+                    copied = abs(x[i, j] - source) <= bound and (not has_avoid or source != avoid or x[i, j] == source)
+                    encode_adaptive(state, buf, copies, copy_row, 1 if copied else 0)
+            if copied:
+                v = source
+            else:
+                if decoding:
+                    q = _decode_residual(state, buf, table, row)
+                else:
+                    e = x[i, j] - p
+                    if bound == 0:   # lossless: no bins (and no integer division per sample)
+                        q = e
+                    else:
+                        q = (abs(e) + bound) // step
+                        q = -q if e < 0 else q
+                    _encode_residual(state, buf, table, row, q, counts)
+                v = min(max(p + q * step, lo), hi)
+                if has_avoid and v == avoid:
+                    if decoding:
+                        v += decode_bits(state, buf, offset_bits) - bound
+                    else:
+                        encode_bits(state, buf, x[i, j] - v + bound, offset_bits)
+                        v = x[i, j]
+            if copy_row >= 0 and not flagged:   # the row's odds still learn what a flag would have said
+                _update(copies[copy_row], 1 if abs(v - source) <= bound else 0)
             rec[i, j] = v
             residual[i, j] = v - p
             final_err[i, j] = abs(v - blended)
             errs[FINAL, rows[0], j] = abs(v - p)
             for k in range(n_pred):
                 errs[k, rows[0], j] = abs(v - pred[k])
+            if copied:   # the bias and the correction learn from the residuals coded, not from copies
+                continue
             bias_sum[row] += v - blended
             sv = 1 if v > p else (-1 if v < p else 0)
             if sv != 0:

@@ -12,7 +12,8 @@ with its own, best first; the blend's spectral predictors take the first, with t
 least-squares gain between the gradients. In bands of at least LEAST_SQUARES_SAMPLES, the
 encoder also fits the band's least-squares predictor on the tile and sends its integer
 weights (``eoz.predictive_coder``, format 2); below that its side information would cost
-more than it saves. Lossless tiles carry a sha256 of the samples they code; the decoder
+more than it saves. Format 3 adds the copy flags of resampled rasters' repeated samples
+(same head, in the residual stream). Lossless tiles carry a sha256 of the samples they code; the decoder
 checks it and refuses a tile that differs.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
@@ -21,7 +22,8 @@ band: u8 reference count R, u8 least-squares flag, i16 gain (1/256), u32 bound, 
 reference bands, and with the flag the i32 weights (the ten causal taps, then per
 reference its 3 x 3 values and its 3 x 3 residuals) and the i64 constant, in LS_FRAC
 fraction bits; the 32-byte sha256 when the tile is lossless (every bound 0, not a grid);
-then the range-coded residuals. Format 1 (still decoded) had per band u16 reference (0 =
+then the range-coded residuals (and format 3's copy flags). Formats 1 and 2 are still
+decoded; format 2 is format 3 without copy flags, and format 1 had per band u16 reference (0 =
 none, else its index + 1), i16 gain, u32 bound, and no least-squares predictor.
 """
 
@@ -40,7 +42,7 @@ from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
 from eoz.subband_coder import TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
-FORMAT = 2
+FORMAT = 3
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
 _BAND_V1 = struct.Struct("<HhI")
@@ -108,7 +110,7 @@ class PredictiveCodec(Codec):
         kind, step, samples, int_bounds = _to_integers(tile, bounds)
         lo, hi = int(samples.min()), int(samples.max())
         avoid = _avoided(self.nodata, kind, step)
-        table = new_tables(self.initial)
+        table, copies = new_tables(self.initial), new_tables(_COPY_COUNTS)
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
         coded: list[tuple] = []
@@ -118,7 +120,7 @@ class PredictiveCodec(Codec):
             planes = _planes(coded, refs) if least_squares else None
             weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares else (None, 0)
             coded.append(_code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
-                               avoid, table, state, buffer, False, counts))
+                               avoid, table, copies, state, buffer, False, counts))
             records.append(_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
                            + struct.pack(f"<{len(refs)}H", *refs)
                            + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b""))
@@ -133,8 +135,8 @@ class PredictiveCodec(Codec):
         if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
-        if version not in (1, FORMAT):
-            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 and {FORMAT}")
+        if version not in (1, 2, FORMAT):
+            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {FORMAT}")
         if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0):
             raise ContainerError("predictive tile head is inconsistent")
         plans, head_size = (_band_plans_v1 if version == 1 else _band_plans)(payload, bands)
@@ -145,13 +147,14 @@ class PredictiveCodec(Codec):
         stream = np.frombuffer(payload, np.uint8, offset=head_size + len(digest)).copy()
         state = decoder_state(stream)
         table = new_tables(self.initial)
+        copies = new_tables(_COPY_COUNTS) if version >= 3 else _NO_COPIES
         avoid = _avoided(self.nodata, kind, step)
         coded: list[tuple] = []
         blank = np.zeros((height, width), np.int64)
         for refs, gain, weights, constant, bound in plans:
             planes = _planes(coded, refs) if weights is not None else None
             coded.append(_code(blank, coded, refs, gain, weights, constant, planes, bound, lo, hi,
-                               avoid, table, state, stream, True, _NO_COUNTS))
+                               avoid, table, copies, state, stream, True, _NO_COUNTS))
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
         tile = _from_integers(np.stack([c[0] for c in coded]), kind, step)
@@ -160,8 +163,8 @@ class PredictiveCodec(Codec):
         return tile
 
 
-def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, state, buffer, decoding,
-          counts) -> tuple:
+def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, copies, state, buffer,
+          decoding, counts) -> tuple:
     """One band through the compiled loop: (decoded, absolute errors, residuals); ``gain``
     for the blend's spectral predictors (from refs[0]), ``weights`` None: no least-squares
     candidate (and no ``planes``: the references stacked for it, only read with weights)."""
@@ -171,7 +174,8 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
         own = weights[:len(pc.OWN_TAPS)]
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, planes, *x.shape)
     return pc.code_band(x, _ref_planes(coded, refs[0] if refs else -1), bool(refs), gain, own, part, bound, lo, hi,
-                        avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts)
+                        avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts,
+                        copies)
 
 
 def _band_plans(payload: bytes, bands: int) -> tuple[list[tuple], int]:
@@ -219,6 +223,8 @@ def _band_plans_v1(payload: bytes, bands: int) -> tuple[list[tuple], int]:
 
 
 _NO_COUNTS = np.zeros((0, TOKENS), np.int64)
+_NO_COPIES = np.zeros((0, 3), np.int64)
+_COPY_COUNTS = np.full((pc.COPY_ROWS, 2), 4)   # (no copy, copy): even odds, learned within a few samples
 
 
 _NO_WEIGHTS = np.zeros(0, np.int64)

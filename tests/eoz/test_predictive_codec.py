@@ -104,17 +104,26 @@ def test_lossless_keeps_integer_nodata(codec):
     np.testing.assert_array_equal(decoded, array)
 
 
-@settings(max_examples=25, deadline=None)
+def _resampled(array: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resampling onto an h x w grid at least as fine: samples repeat along
+    rows and columns, as in reprojected or upsampled products."""
+    return array[:, np.arange(h) * array.shape[1] // h][:, :, np.arange(w) * array.shape[2] // w]
+
+
+@settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2 ** 16), bound=st.integers(0, 40), dtype=st.sampled_from(["uint16", "int16", "uint8"]),
-       bands=st.integers(1, 4), h=st.integers(1, 40), w=st.integers(1, 40), noisy=st.booleans())
-def test_every_sample_is_within_the_bound(codec, seed, bound, dtype, bands, h, w, noisy):
+       bands=st.integers(1, 4), h=st.integers(1, 40), w=st.integers(1, 40),
+       layout=st.sampled_from(["smooth", "noisy", "resampled"]))
+def test_every_sample_is_within_the_bound(codec, seed, bound, dtype, bands, h, w, layout):
     rng = np.random.default_rng(seed)
-    if noisy:
+    if layout == "noisy":
         info = np.iinfo(dtype)
         array = rng.integers(info.min, int(info.max) + 1, (bands, h, w)).astype(dtype)
     else:
         array = _smooth(rng, (bands, h, w), dtype, scale=100 if dtype == "uint8" else 3000,
                         offset=0 if dtype != "int16" else -1500)
+    if layout == "resampled":   # the copy flags' case: repeated samples
+        array = _resampled(array[:, :max(1, 2 * h // 3), :w // 2 + 1], h, w)
     decoded, _ = _round_trip(codec.with_bound(None, bound), array, tile_size=32)
     error = np.abs(decoded.astype(np.int64) - array.astype(np.int64))
     assert error.max() <= bound
@@ -149,6 +158,31 @@ def test_a_valid_sample_never_decodes_to_nodata(codec):
     assert (decoded[~valid] == 10).all()
     assert (decoded[valid] != 10).all()
     assert np.abs(decoded.astype(np.int64) - array)[valid].max() <= 4
+
+
+def test_a_copy_never_decodes_a_valid_sample_to_nodata(codec):
+    """A column of nodata, then one within the bound of it that repeats down the rows: the
+    copy flag would take the west sample (nodata) for the valid one, and must not."""
+    array = np.full((1, 12, 6), 13, np.uint16)
+    array[:, :, :3] = 10
+    decoded, _ = _round_trip(codec.with_bound(None, 4), array, nodata=10)
+    assert (decoded[:, :, :3] == 10).all() and (decoded[:, :, 3:] != 10).all()
+    assert np.abs(decoded.astype(np.int64) - array).max() <= 4
+
+
+@pytest.mark.parametrize("rows, cols, limit", [(1, 1.12, 1.03), (2, 2, 1.15)])
+def test_repeated_samples_of_a_resampled_raster_code_almost_free(codec, rows, cols, limit):
+    """Nearest-neighbour resampling repeats samples (one column in nine here, or each sample
+    four times); format 3's copy flags code a repeat in a fraction of a bit, so the resampled
+    raster costs little more than its source (without them: 1.11 and 3.05 times as much)."""
+    rng = np.random.default_rng(13)
+    source = _smooth(rng, (3, 96, 96), "uint16", scale=3000)
+    source = source + rng.integers(0, 40, source.shape).astype(np.uint16)   # texture: repeats are the news
+    resampled = _resampled(source, round(96 * rows), round(96 * cols))
+    decoded, data = _round_trip(codec, resampled, tile_size=256)
+    np.testing.assert_array_equal(decoded, resampled)
+    _, alone = _round_trip(codec, source, tile_size=256)
+    assert len(data) < limit * len(alone)
 
 
 @pytest.mark.parametrize("bound", [0.01, 0.25, 1.0])
@@ -187,7 +221,7 @@ def test_a_band_that_is_a_window_of_its_reference_codes_almost_free(codec):
     assert len(both) - len(alone) < 0.3 * len(alone)
 
 
-HEAD, RECORD = 26, 8   # format 2: the tile head, and a band record before its references and weights
+HEAD, RECORD = 26, 8   # formats 2 and 3: the tile head, and a band record before its references and weights
 
 
 def _big_tile(seed: int) -> np.ndarray:

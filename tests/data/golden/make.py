@@ -50,9 +50,15 @@ CASES = {
                                             "predictive", {"max_error": [4]}, 512),
     "predictive_f2_s1_db_max_error_0.05": ("sen1floods11_sample/Spain_7370579_S1Hand_rows000-383.tif",
                                            (100, 100, 64, 64), "predictive", {"max_error": [0.05]}, 512),
+    # predictive format 3 (copy flags for resampled rasters' repeated samples: OSCD's columns
+    # repeat every few, the 13-band chip's 20 m and 60 m bands are upsampled)
+    "predictive_f3_oscd_s2_lossless": ("oscd_s2_l1c/milano/milano_imgs_1_10m_B02-B03-B04-B08.tif",
+                                       (200, 150, 192, 172), "predictive", {"lossless": True}, 512),
+    "predictive_f3_s2_13band_max_error_2": ("eolearn_s2_l1c_reference_scenes/REFERENCE_SCENE_0_13band_10m.tif",
+                                            (10, 20, 64, 48), "predictive", {"max_error": [2]}, 512),
 }
 VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
-CASE_VERSIONS = {name: "2" for name in CASES if name.startswith("predictive_f2_")}
+CASE_VERSIONS = {name: "2" for name in CASES if name.startswith(("predictive_f2_", "predictive_f3_"))}
 
 
 def codec(model: str, version: str | None, params: dict):
