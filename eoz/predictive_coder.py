@@ -29,6 +29,9 @@ one adaptive binary flag says whether the sample is its W (or N) neighbour, with
 bound; a repeat then costs a fraction of a bit instead of a residual. A row whose flags
 rarely hit (natural images, where a sample equals its neighbour by chance) stops coding
 them, and keeps learning from the decoded samples whether it should start again.
+Near-lossless, a copy decodes to its source (within the bound of the sample); flags need
+better odds there, as a residual costs fewer bits and a flag that misses wastes more, and
+none is coded where the source is in the prediction's own bin (a zero residual says it).
 
 The quantized residual is coded with the wavelet codec's range coder and token scheme
 (``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
@@ -61,7 +64,8 @@ FINAL = PREDICTORS + 1        # the error ring of the final prediction (format 2
 CLASSES = 24                  # error-level classes of the magnitude tables
 ROWS = 2 * CLASSES            # x 2: with or without a reference band
 COPY_ROWS = 16                # format 3's copy flags: W or N, by which evidence, with or without a reference
-COPY_ODDS = 8                 # a flag is coded where its row has seen a copy at least once in this many
+COPY_ODDS = 8                 # a flag is coded where its row has seen a copy at least once in this many,
+NEAR_LOSSLESS_COPY_ODDS = 4   # or this many near-lossless (a residual costs less there: a miss wastes more)
 GAIN_BITS = 8                 # the spectral gain is fixed point with this many fraction bits
 _BIAS_LIMIT = 256             # a bias context's count is halved past this
 ESCAPE = 1 << 24              # magnitudes from here on: this token, then the excess in raw bits
@@ -200,28 +204,26 @@ def _recent_error(err, above, k, row, j):
 
 
 @jit
-def _copy_row(rec, nb, ref, has_ref, i, j, bound) -> int:
+def _copy_row(rec, nb, ref, has_ref, i, j) -> int:
     """The copy flag's table row of (i, j), or -1: no flag. Resampled rasters repeat samples
     (nearest-neighbour resampling to another grid repeats a column every few, on a slant
     from row to row; an upsampled band repeats every other sample): where the sample above
     repeats its west neighbour, or the reference band repeats here, the sample is likely W;
     failing that, the same turned a quarter, N; failing both, weaker evidence: the repeat
     one column (row) off, as on a slant. Rows: (W, N) x evidence (own, reference, both,
-    one off) x (without, with a reference). Near-lossless: "repeats" is within twice the
-    bound, as two decoded copies of one value are."""
+    one off) x (without, with a reference). Repeats are exact among decoded samples: a copy
+    decodes to its source exactly, so near-lossless runs of copies keep their evidence."""
     if i == 0 or j == 0:
         return -1
-    tolerance = 2 * bound
-    west = (abs(nb[1] - nb[2]) <= tolerance) + 2 * (has_ref and ref[0, i, j] == ref[0, i, j - 1])
+    west = (nb[1] == nb[2]) + 2 * (has_ref and ref[0, i, j] == ref[0, i, j - 1])
     if west:
         return (west - 1) * 2 + has_ref
-    north = (abs(nb[0] - nb[2]) <= tolerance) + 2 * (has_ref and ref[0, i, j] == ref[0, i - 1, j])
+    north = (nb[0] == nb[2]) + 2 * (has_ref and ref[0, i, j] == ref[0, i - 1, j])
     if north:
         return COPY_ROWS // 2 + (north - 1) * 2 + has_ref
-    if (j > 1 and abs(nb[2] - rec[i - 1, j - 2]) <= tolerance) or \
-            (j + 1 < rec.shape[1] and abs(nb[3] - nb[1]) <= tolerance):
+    if (j > 1 and nb[2] == rec[i - 1, j - 2]) or (j + 1 < rec.shape[1] and nb[3] == nb[1]):
         return 3 * 2 + has_ref
-    if i > 1 and abs(nb[2] - rec[i - 2, j - 1]) <= tolerance:
+    if i > 1 and nb[2] == rec[i - 2, j - 1]:
         return COPY_ROWS // 2 + 3 * 2 + has_ref
     return -1
 
@@ -299,6 +301,7 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
     offset_bits = _bit_length(2 * bound)
     copy_flags = copies.shape[0] > 0
+    copy_odds = COPY_ODDS if bound == 0 else NEAR_LOSSLESS_COPY_ODDS
     for i in range(h):
         rows[0], rows[1], rows[2] = i % 3, (i + 2) % 3, (i + 1) % 3
         _rows_above(errs, rings, rows, i, w, above)
@@ -340,11 +343,14 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
-            copy_row = _copy_row(rec, nb, ref, has_ref, i, j, bound) if copy_flags else -1
+            copy_row = _copy_row(rec, nb, ref, has_ref, i, j) if copy_flags else -1
             copied, flagged, source = False, False, 0
             if copy_row >= 0:
                 source = nb[0] if copy_row < COPY_ROWS // 2 else nb[1]
-                flagged = copies[copy_row, 1] * COPY_ODDS >= copies[copy_row, 2]
+                if bound > 0 and abs(source - p) <= bound:   # near-lossless: a zero residual says as much
+                    copy_row = -1
+                else:
+                    flagged = copies[copy_row, 1] * copy_odds >= copies[copy_row, 2]
             if flagged:
                 if decoding:
                     copied = decode_adaptive(state, buf, copies, copy_row) == 1
