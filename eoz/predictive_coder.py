@@ -24,14 +24,16 @@ the blend weighs it down by its recent errors, as any other candidate.
 Format 3 adds copy flags. Rasters resampled by nearest neighbour (reprojected products,
 bands upsampled from a coarser grid) repeat samples: a column every few, on a slant from
 row to row, or every other sample. Where a sample's neighbourhood shows such a repeat (the
-sample above repeats its west neighbour, or the reference band repeats here: ``_copy_row``),
+sample above repeats its west neighbour, or the reference band repeats here: ``_copy_kind``),
 one adaptive binary flag says whether the sample is its W (or N) neighbour, within the
-bound; a repeat then costs a fraction of a bit instead of a residual. A row whose flags
-rarely hit (natural images, where a sample equals its neighbour by chance) stops coding
-them, and keeps learning from the decoded samples whether it should start again.
-Near-lossless, a copy decodes to its source (within the bound of the sample); flags need
-better odds there, as a residual costs fewer bits and a flag that misses wastes more, and
-none is coded where the source is in the prediction's own bin (a zero residual says it).
+bound; a repeat then costs a fraction of a bit instead of a residual. A flag is coded only
+where its row's odds pay for it: a row whose flags rarely hit (natural images, where a
+sample equals its neighbour by chance) stops coding them, and keeps learning from the
+decoded samples whether it should start again; where residuals are cheap (low error
+levels) or bins are wide (near-lossless), a miss wastes more and a hit saves less, so the
+odds must be better; near-lossless, none is coded where the source is in the prediction's
+own bin (a zero residual says it). A copy decodes to its source, within the bound of the
+sample.
 
 The quantized residual is coded with the wavelet codec's range coder and token scheme
 (``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
@@ -63,9 +65,12 @@ FINAL = PREDICTORS + 1        # the error ring of the final prediction (format 2
                               # candidate comes after the others, at most at index PREDICTORS)
 CLASSES = 24                  # error-level classes of the magnitude tables
 ROWS = 2 * CLASSES            # x 2: with or without a reference band
-COPY_ROWS = 16                # format 3's copy flags: W or N, by which evidence, with or without a reference
-COPY_ODDS = 8                 # a flag is coded where its row has seen a copy at least once in this many,
-NEAR_LOSSLESS_COPY_ODDS = 4   # or this many near-lossless (a residual costs less there: a miss wastes more)
+COPY_KINDS = 8                # format 3's copy flags: (W, N) x evidence (own, reference, both, one off)
+COPY_ROWS = 4 * COPY_KINDS    # x (without, with a reference band) x (costly, cheap residuals)
+CHEAP_CLASSES = 8             # error-level classes where a residual costs about 4 bits or less
+COPY_ODDS = 8                 # a flag is coded where its row has seen a copy at least once in this many;
+NEAR_LOSSLESS_COPY_ODDS = 4   # more often near-lossless,
+CHEAP_COPY_ODDS = 2           # and where residuals are cheap (a miss wastes more there, a hit saves less)
 GAIN_BITS = 8                 # the spectral gain is fixed point with this many fraction bits
 _BIAS_LIMIT = 256             # a bias context's count is halved past this
 ESCAPE = 1 << 24              # magnitudes from here on: this token, then the excess in raw bits
@@ -204,27 +209,27 @@ def _recent_error(err, above, k, row, j):
 
 
 @jit
-def _copy_row(rec, nb, ref, has_ref, i, j) -> int:
-    """The copy flag's table row of (i, j), or -1: no flag. Resampled rasters repeat samples
-    (nearest-neighbour resampling to another grid repeats a column every few, on a slant
-    from row to row; an upsampled band repeats every other sample): where the sample above
-    repeats its west neighbour, or the reference band repeats here, the sample is likely W;
-    failing that, the same turned a quarter, N; failing both, weaker evidence: the repeat
-    one column (row) off, as on a slant. Rows: (W, N) x evidence (own, reference, both,
-    one off) x (without, with a reference). Repeats are exact among decoded samples: a copy
-    decodes to its source exactly, so near-lossless runs of copies keep their evidence."""
+def _copy_kind(rec, nb, ref, has_ref, i, j) -> int:
+    """What says (i, j) may repeat a neighbour, or -1: nothing. Resampled rasters repeat
+    samples (nearest-neighbour resampling to another grid repeats a column every few, on a
+    slant from row to row; an upsampled band repeats every other sample): where the sample
+    above repeats its west neighbour (own evidence), or the reference band repeats here, or
+    both, the sample is likely W (kinds 0-2); failing that, the same turned a quarter, N
+    (4-6); failing both, the repeat one column (row) off, as on a slant (3, 7). Repeats are
+    exact among decoded samples: a copy decodes to its source exactly, so near-lossless
+    runs of copies keep their evidence."""
     if i == 0 or j == 0:
         return -1
     west = (nb[1] == nb[2]) + 2 * (has_ref and ref[0, i, j] == ref[0, i, j - 1])
     if west:
-        return (west - 1) * 2 + has_ref
+        return west - 1
     north = (nb[0] == nb[2]) + 2 * (has_ref and ref[0, i, j] == ref[0, i - 1, j])
     if north:
-        return COPY_ROWS // 2 + (north - 1) * 2 + has_ref
+        return 3 + north
     if (j > 1 and nb[2] == rec[i - 1, j - 2]) or (j + 1 < rec.shape[1] and nb[3] == nb[1]):
-        return 3 * 2 + has_ref
+        return 3
     if i > 1 and nb[2] == rec[i - 2, j - 1]:
-        return COPY_ROWS // 2 + 3 * 2 + has_ref
+        return 7
     return -1
 
 
@@ -343,14 +348,14 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
-            copy_row = _copy_row(rec, nb, ref, has_ref, i, j) if copy_flags else -1
-            copied, flagged, source = False, False, 0
-            if copy_row >= 0:
-                source = nb[0] if copy_row < COPY_ROWS // 2 else nb[1]
-                if bound > 0 and abs(source - p) <= bound:   # near-lossless: a zero residual says as much
-                    copy_row = -1
-                else:
-                    flagged = copies[copy_row, 1] * copy_odds >= copies[copy_row, 2]
+            kind = _copy_kind(rec, nb, ref, has_ref, i, j) if copy_flags else -1
+            copy_row, copied, flagged, source = -1, False, False, 0
+            if kind >= 0:
+                source = nb[0] if kind < COPY_KINDS // 2 else nb[1]
+                if bound == 0 or abs(source - p) > bound:   # near-lossless, a zero residual would say it
+                    cheap = row % CLASSES < CHEAP_CLASSES
+                    copy_row = 2 * kind + has_ref + (COPY_ROWS // 2 if cheap else 0)
+                    flagged = copies[copy_row, 1] * (CHEAP_COPY_ODDS if cheap else copy_odds) >= copies[copy_row, 2]
             if flagged:
                 if decoding:
                     copied = decode_adaptive(state, buf, copies, copy_row) == 1
