@@ -34,6 +34,7 @@ import hashlib
 import struct
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from eoz import predictive_coder as pc
 from eoz.codecs.base import Codec, model_pins
@@ -116,14 +117,17 @@ class PredictiveCodec(Codec):
         coded: list[tuple] = []
         records = []
         least_squares = tile.shape[1] * tile.shape[2] >= LEAST_SQUARES_SAMPLES
-        for b, (refs, gain) in enumerate(_reference_sets(samples)):
-            planes = _planes(coded, refs) if least_squares else None
-            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares else (None, 0)
-            coded.append(_code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
-                               avoid, table, copies, state, buffer, False, counts))
-            records.append(_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
-                           + struct.pack(f"<{len(refs)}H", *refs)
-                           + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b""))
+        with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
+            for b, (refs, gain) in enumerate(_reference_sets(samples)):
+                planes = _planes(coded, refs) if least_squares else None
+                weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares \
+                    else (None, 0)
+                coded.append(_code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
+                                   avoid, table, copies, state, buffer, False, counts))
+                records.append(_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
+                               + struct.pack(f"<{len(refs)}H", *refs)
+                               + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares
+                                  else b""))
         n = finish(state, buffer)
         head = _HEAD.pack(FORMAT, kind, step, lo, hi) + b"".join(records)
         digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
@@ -223,6 +227,7 @@ def _band_plans_v1(payload: bytes, bands: int) -> tuple[list[tuple], int]:
 
 
 _NO_COUNTS = np.zeros((0, TOKENS), np.int64)
+_BLAS = ThreadpoolController()
 _NO_COPIES = np.zeros((0, 3), np.int64)
 _COPY_COUNTS = np.full((pc.COPY_ROWS, 2), 4)   # (no copy, copy): even odds, learned within a few samples
 
