@@ -352,7 +352,7 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
             copy_row, copied, flagged, source = -1, False, False, 0
             if kind >= 0:
                 source = nb[0] if kind < COPY_KINDS // 2 else nb[1]
-                if bound == 0 or abs(source - p) > bound:   # near-lossless, a zero residual would say it
+                if bound == 0 or abs(source - p) > bound:   # a source in p's own bin: a zero residual says it
                     cheap = row % CLASSES < CHEAP_CLASSES
                     copy_row = 2 * kind + has_ref + (COPY_ROWS // 2 if cheap else 0)
                     flagged = copies[copy_row, 1] * (CHEAP_COPY_ODDS if cheap else copy_odds) >= copies[copy_row, 2]

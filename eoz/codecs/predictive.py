@@ -13,8 +13,8 @@ least-squares gain between the gradients. In bands of at least LEAST_SQUARES_SAM
 encoder also fits the band's least-squares predictor on the tile and sends its integer
 weights (``eoz.predictive_coder``, format 2); below that its side information would cost
 more than it saves. Format 3 adds the copy flags of resampled rasters' repeated samples
-(same head, in the residual stream). Lossless tiles carry a sha256 of the samples they code; the decoder
-checks it and refuses a tile that differs.
+(same head, in the residual stream). Lossless tiles carry a sha256 of the samples they
+code; the decoder checks it and refuses a tile that differs.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
 bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, then per
@@ -23,7 +23,7 @@ reference bands, and with the flag the i32 weights (the ten causal taps, then pe
 reference its 3 x 3 values and its 3 x 3 residuals) and the i64 constant, in LS_FRAC
 fraction bits; the 32-byte sha256 when the tile is lossless (every bound 0, not a grid);
 then the range-coded residuals (and format 3's copy flags). Formats 1 and 2 are still
-decoded; format 2 is format 3 without copy flags, and format 1 had per band u16 reference (0 =
+decoded: format 2 is format 3 without copy flags; format 1 had per band u16 reference (0 =
 none, else its index + 1), i16 gain, u32 bound, and no least-squares predictor.
 """
 
@@ -171,7 +171,8 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
           decoding, counts) -> tuple:
     """One band through the compiled loop: (decoded, absolute errors, residuals); ``gain``
     for the blend's spectral predictors (from refs[0]), ``weights`` None: no least-squares
-    candidate (and no ``planes``: the references stacked for it, only read with weights)."""
+    candidate (and no ``planes``: the references stacked for it, only read with weights);
+    ``copies`` the copy flags' tables (format 3), or empty."""
     if weights is None:
         own, part = _NO_WEIGHTS, _NO_PART
     else:
