@@ -209,21 +209,22 @@ def _recent_error(err, above, k, row, j):
 
 
 @jit
-def _copy_kind(rec, nb, ref, has_ref, i, j) -> int:
+def _copy_kind(rec, nb, ref, has_ref, i, j, tolerance) -> int:
     """What says (i, j) may repeat a neighbour, or -1: nothing. Resampled rasters repeat
     samples (nearest-neighbour resampling to another grid repeats a column every few, on a
     slant from row to row; an upsampled band repeats every other sample): where the sample
     above repeats its west neighbour (own evidence), or the reference band repeats here, or
     both, the sample is likely W (kinds 0-2); failing that, the same turned a quarter, N
-    (4-6); failing both, the repeat one column (row) off, as on a slant (3, 7). Repeats are
-    exact among decoded samples: a copy decodes to its source exactly, so near-lossless
-    runs of copies keep their evidence."""
+    (4-6); failing both, the repeat one column (row) off, as on a slant (3, 7). Near-
+    lossless, the sample above and the reference repeat within ``tolerance`` (twice the
+    bound: two decoded copies of one value are that close); a copy decodes to its source
+    exactly, so runs of copies keep their evidence."""
     if i == 0 or j == 0:
         return -1
-    west = (nb[1] == nb[2]) + 2 * (has_ref and ref[0, i, j] == ref[0, i, j - 1])
+    west = (abs(nb[1] - nb[2]) <= tolerance) + 2 * (has_ref and abs(ref[0, i, j] - ref[0, i, j - 1]) <= tolerance)
     if west:
         return west - 1
-    north = (nb[0] == nb[2]) + 2 * (has_ref and ref[0, i, j] == ref[0, i - 1, j])
+    north = (abs(nb[0] - nb[2]) <= tolerance) + 2 * (has_ref and abs(ref[0, i, j] - ref[0, i - 1, j]) <= tolerance)
     if north:
         return 3 + north
     if (j > 1 and nb[2] == rec[i - 1, j - 2]) or (j + 1 < rec.shape[1] and nb[3] == nb[1]):
@@ -348,7 +349,7 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
-            kind = _copy_kind(rec, nb, ref, has_ref, i, j) if copy_flags else -1
+            kind = _copy_kind(rec, nb, ref, has_ref, i, j, 2 * bound) if copy_flags else -1
             copy_row, copied, flagged, source = -1, False, False, 0
             if kind >= 0:
                 source = nb[0] if kind < COPY_KINDS // 2 else nb[1]
