@@ -123,7 +123,8 @@ def warm_up() -> None:
     cache) the compiled loops on their first call, a once-per-process cost that would
     otherwise fall on the first split's timings."""
     rng = np.random.default_rng(0)
-    for array in (rng.integers(0, 4000, (2, 256, 256)).astype(np.uint16), rng.normal(0, 5, (2, 64, 64)).astype(np.float32)):
+    integers, floats = rng.integers(0, 4000, (2, 256, 256)).astype(np.uint16), rng.normal(0, 5, (2, 64, 64))
+    for array in (integers, floats.astype(np.float32)):
         for max_error in (None, 1):
             run_eoz(array, None, max_error)
 
@@ -156,8 +157,9 @@ def measure(arrays: list[np.ndarray], nodata, max_errors) -> dict:
 
 
 def repeat_share(arrays: list[np.ndarray]) -> float:
-    """The share of samples equal to their west neighbour: about 1 % by chance in these
-    scenes, more where nearest-neighbour resampling repeated columns (the copy flags' case)."""
+    """The share of samples equal to their west neighbour: 1-2 % by chance in textured scenes,
+    more where nearest-neighbour resampling repeated columns (the copy flags' case) or in flat
+    and zero-filled areas."""
     return sum(int((a[:, :, 1:] == a[:, :, :-1]).sum()) for a in arrays) / sum(a[:, :, 1:].size for a in arrays)
 
 
@@ -195,13 +197,8 @@ def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict
            "Every decode was checked: lossless bit exact, near-lossless within its bound. "
            "Speeds in million samples per second of CPU time (process time), one thread each, same run.",
            "", "## Lossless", ""]
-    rows = []
-    for r in results:
-        ll = r["lossless"]
-        best = min(BASELINES, key=lambda c: ll[c]["bytes"])
-        rows.append([r["split"], r["dtype"], r["rasters"], f"{100 * r['repeats']:.1f} %"]
-                    + [f"{ll[c]['ratio']:.3f}" for c in ("eoz",) + BASELINES]
-                    + [f"{100 * (ll['eoz']['bytes'] / ll[best]['bytes'] - 1):+.1f} % ({best})"])
+    rows = [[r["split"], r["dtype"], r["rasters"], f"{100 * r['repeats']:.1f} %"] + _lossless_cells(r["lossless"])
+            for r in results]
     md += table(["split", "dtype", "rasters", "repeated samples", "eoz", "JPEG 2000", "JPEG-XL", "JPEG-LS",
                  "eoz vs best"], rows)
     md += ["Repeated samples: the share equal to their west neighbour. OSCD's scenes (the Sentinel-2 "
@@ -209,19 +206,15 @@ def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict
            "slant; format 3's copy flags code such repeats in a fraction of a bit. Without resampling the share "
            "is 1-2 % (Landsat, the scene below); Sentinel-1's and EnMAP's repeats are flat and zero-filled areas, "
            "where a residual is cheap anyway.", ""]
-    ll, nl = clean["lossless"], clean["near_lossless"]
-    best = min(BASELINES, key=lambda c: ll[c]["bytes"])
     md += ["## A Sentinel-2 scene without repeats", "",
            f"`{clean['file']}` ({' x '.join(map(str, clean['shape']))}, whole, {100 * clean['repeats']:.1f} % "
            "repeated samples): a *training* raster (the starting tables were counted on every split's training "
-           "part, this scene among them), here because it has no resampling repeats: what eoz gains where nothing repeats. The issue's held-out "
-           "Sentinel-2 anchor (1933 x 489) has this scene's width.", ""]
+           "part, this scene among them), here because it has no resampling repeats: what eoz gains where "
+           "nothing repeats. The issue's held-out Sentinel-2 anchor (1933 x 489) has this scene's width.", ""]
     md += table(["eoz", "JPEG 2000", "JPEG-XL", "JPEG-LS", "eoz vs best"]
                 + [f"max error {n}: eoz / JPEG-LS" for n in CLEAN_MAX_ERRORS],
-                [[f"{ll[c]['ratio']:.3f}" for c in ("eoz",) + BASELINES]
-                 + [f"{100 * (ll['eoz']['bytes'] / ll[best]['bytes'] - 1):+.1f} % ({best})"]
-                 + [f"{nl[n]['eoz']['ratio']:.2f} / {nl[n]['jpegls']['ratio']:.2f} "
-                    f"({100 * (nl[n]['eoz']['bytes'] / nl[n]['jpegls']['bytes'] - 1):+.1f} %)" for n in CLEAN_MAX_ERRORS]])
+                [_lossless_cells(clean["lossless"])
+                 + [_against_jpegls(clean["near_lossless"][n]) for n in CLEAN_MAX_ERRORS]])
     md += ["## The two designs (lossless)", "",
            "Predictive (the shipped codec, above) against the transform design: each band minus an integer-gain "
            "prediction from its reference band, the reversible 5/3 wavelet, and the subbands context-coded with "
@@ -232,9 +225,7 @@ def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict
                   f"{100 * (r['lossless']['transform']['bytes'] / r['lossless']['eoz']['bytes'] - 1):+.1f} %",
                   f"{r['lossless']['transform']['encode_msamples_s']:.2f}"] for r in results])
     md += ["## Near-lossless against JPEG-LS (NEAR = max error)", ""]
-    rows = [[r["split"]] + [f"{r['near_lossless'][n]['eoz']['ratio']:.2f} / {r['near_lossless'][n]['jpegls']['ratio']:.2f}"
-                            f" ({100 * (r['near_lossless'][n]['eoz']['bytes'] / r['near_lossless'][n]['jpegls']['bytes'] - 1):+.1f} %)"
-                            for n in MAX_ERRORS] for r in results]
+    rows = [[r["split"]] + [_against_jpegls(r["near_lossless"][n]) for n in MAX_ERRORS] for r in results]
     md += ["Cells: eoz ratio / JPEG-LS ratio (eoz bytes against JPEG-LS's).", ""]
     md += table(["split"] + [f"max error {n}" for n in MAX_ERRORS], rows)
     md += ["## Speed (million samples per second, encode / decode)", ""]
@@ -250,6 +241,19 @@ def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict
                 [[k, f"{v['ratio']:.3f}", f"{v['max_error']:.4g}",
                   f"{v['encode_msamples_s']:.2f} / {v['decode_msamples_s']:.2f}"] for k, v in sar["rows"].items()])
     return md
+
+
+def _lossless_cells(lossless: dict) -> list[str]:
+    """eoz's and each baseline's lossless ratio, then eoz's bytes against the smallest baseline's."""
+    best = min(BASELINES, key=lambda c: lossless[c]["bytes"])
+    return ([f"{lossless[c]['ratio']:.3f}" for c in ("eoz",) + BASELINES]
+            + [f"{100 * (lossless['eoz']['bytes'] / lossless[best]['bytes'] - 1):+.1f} % ({best})"])
+
+
+def _against_jpegls(near: dict) -> str:
+    """'eoz ratio / JPEG-LS ratio (eoz bytes against JPEG-LS's)' at one max error."""
+    eoz, jls = near["eoz"], near["jpegls"]
+    return f"{eoz['ratio']:.2f} / {jls['ratio']:.2f} ({100 * (eoz['bytes'] / jls['bytes'] - 1):+.1f} %)"
 
 
 def plot(results: list[dict], path) -> None:

@@ -52,6 +52,7 @@ _CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum u
 _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samples of a band (more: 0.02 % fewer bytes)
 LEAST_SQUARES_SAMPLES = 1 << 15   # smaller bands: the weights (about 2 kbit) would cost more than they save
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
+_BLAS = ThreadpoolController()   # what the encoder holds to one thread around its small least-squares products
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
 INTEGER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
 DTYPES = INTEGER_DTYPES + ("float32",)
@@ -228,11 +229,8 @@ def _band_plans_v1(payload: bytes, bands: int) -> tuple[list[tuple], int]:
 
 
 _NO_COUNTS = np.zeros((0, TOKENS), np.int64)
-_BLAS = ThreadpoolController()
 _NO_COPIES = np.zeros((0, 3), np.int64)
 _COPY_COUNTS = np.full((pc.COPY_ROWS, 2), 4)   # (no copy, copy): even odds, learned within a few samples
-
-
 _NO_WEIGHTS = np.zeros(0, np.int64)
 _NO_PART = np.zeros((1, 1), np.int64)
 
