@@ -56,6 +56,9 @@ from eoz.subband_coder import DIRECT, WEIGHT_BITS, _bit_length, _log_class, _tok
     encode_adaptive, encode_bits
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+# per-sample helpers are inlined by numba itself, into a loop compiled without reference counting:
+# a compiled helper counts references to the arrays it is passed, atomically, on every call
+inline = numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
 
 SPATIAL = 4
 LMS_BITS = 16
@@ -63,6 +66,8 @@ LMS_RATE = 1
 PREDICTORS = 2 * SPATIAL      # spatial, and spectral
 FINAL = PREDICTORS + 1        # the error ring of the final prediction (format 2's least-squares
                               # candidate comes after the others, at most at index PREDICTORS)
+SCRATCH = 7                   # the loop's small work vectors (rows, neighbours x 2, candidates, errors, LMS, taps)
+RING_PAD = 2                  # the error rings' zero columns before the band (W and WW of column 0)
 CLASSES = 24                  # error-level classes of the magnitude tables
 ROWS = 2 * CLASSES            # x 2: with or without a reference band
 COPY_KINDS = 8                # format 3's copy flags: (W, N) x evidence (own, reference, both, one off)
@@ -84,7 +89,7 @@ LS_FRAC = 14                  # fraction bits of the least-squares weights
 LS_WEIGHT_LIMIT = 1 << 20     # |weight| < 64: with samples below 2^33, every sum stays under 2^63
 
 
-@jit
+@inline
 def _neighbours(r, i, j, out):
     """W, N, NW, NE, WW, NN of (i, j) in the decoded band r, replicated at the edges."""
     w = r.shape[1]
@@ -98,7 +103,7 @@ def _neighbours(r, i, j, out):
     out[5] = r[i - 2, j] if i > 1 else north
 
 
-@jit
+@inline
 def causal_taps(r, i, j, start, out):
     """The OWN_TAPS neighbours of (i, j) in the band r as decoded so far; a tap outside the
     band or not yet decoded takes W (N in the first column, ``start`` at the first sample)."""
@@ -157,7 +162,7 @@ def reference_part(weights, constant, planes, h, w):
     return out
 
 
-@jit
+@inline
 def _spatial(nb, k) -> int:
     """Spatial predictor k from W, N, NW, NE, WW, NN."""
     if k == 0:
@@ -171,7 +176,7 @@ def _spatial(nb, k) -> int:
     return nb[0] + nb[3] - nb[1]
 
 
-@jit
+@inline
 def _candidates(nb, rnb, ref_value, gain, has_ref, out):
     """The spatial predictions, then (with a reference band) each plus the reference's
     own error of the same predictor, times the gain: the spectral ones."""
@@ -185,30 +190,28 @@ def _candidates(nb, rnb, ref_value, gain, has_ref, out):
 @jit
 def _rows_above(err, rings, rows, i, w, above):
     """For row i, each ring's weighted errors from the rows above at every column: N (x2),
-    NW, NE (columns clamped to the band) and NN; 0 before the band starts."""
+    NW, NE (columns clamped to the band) and NN; 0 before the band starts. The rings hold
+    column j at j + RING_PAD."""
     above[:, :] = 0
     if i == 0:
         return
     for k in rings:
         for j in range(w):
-            a = 2 * err[k, rows[1], j] + err[k, rows[1], max(j - 1, 0)] + err[k, rows[1], min(j + 1, w - 1)]
+            a = (2 * err[k, rows[1], j + RING_PAD] + err[k, rows[1], max(j - 1, 0) + RING_PAD]
+                 + err[k, rows[1], min(j + 1, w - 1) + RING_PAD])
             if i > 1:
-                a += err[k, rows[2], j]
+                a += err[k, rows[2], j + RING_PAD]
             above[k, j] = a
 
 
-@jit
+@inline
 def _recent_error(err, above, k, row, j):
-    """Weighted errors of ring k around (row, j): W (x2), WW, and what ``_rows_above`` summed."""
-    a = above[k, j]
-    if j > 0:
-        a += 2 * err[k, row, j - 1]
-        if j > 1:
-            a += err[k, row, j - 2]
-    return a
+    """Weighted errors of ring k around (row, j): W (x2), WW (the ring's zero padding before
+    the band), and what ``_rows_above`` summed."""
+    return above[k, j] + 2 * err[k, row, j + RING_PAD - 1] + err[k, row, j + RING_PAD - 2]
 
 
-@jit
+@inline
 def _copy_kind(rec, nb, ref, has_ref, i, j, tolerance) -> int:
     """What says (i, j) may repeat a neighbour, or -1: nothing. Resampled rasters repeat
     samples (nearest-neighbour resampling to another grid repeats a column every few, on a
@@ -234,7 +237,7 @@ def _copy_kind(rec, nb, ref, has_ref, i, j, tolerance) -> int:
     return -1
 
 
-@jit
+@inline
 def _encode_residual(state, buf, table, row, q, counts):
     """q's magnitude token with table row ``row``, then in one equiprobable run its low bits
     (or, past ESCAPE, its excess) and its sign."""
@@ -251,7 +254,7 @@ def _encode_residual(state, buf, table, row, q, counts):
         encode_bits(state, buf, (value << 1) | (q < 0), bits + 1)
 
 
-@jit
+@inline
 def _decode_residual(state, buf, table, row) -> int:
     token = decode_adaptive(state, buf, table, row)
     if token == 0:
@@ -285,28 +288,38 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     format 3's copy flags' adaptive tables (COPY_ROWS x 3), or empty: none (formats 1, 2).
     """
     h, w = x.shape
-    step = 2 * bound + 1
     rec = np.empty((h, w), np.int64)
     final_err = np.empty((h, w), np.int64)
     residual = np.empty((h, w), np.int64)
-    errs = np.zeros((FINAL + 1, 3, w), np.int64)   # rings of the last 3 rows, per candidate and FINAL
-    rows = np.empty(3, np.int64)
-    above = np.zeros((FINAL + 1, w), np.int64)
-    bias_sum = np.zeros(ROWS, np.int64)
-    bias_count = np.ones(ROWS, np.int64)
-    nb = np.empty(6, np.int64)
-    rnb = np.empty(6, np.int64)
-    pred = np.empty(FINAL, np.int64)
-    recent = np.empty(FINAL, np.int64)
-    lms = np.zeros(FINAL, np.int64)
+    n_pred = (PREDICTORS if has_ref else SPATIAL) + (own_weights.shape[0] > 0)
+    _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
+                  decoding, counts, copies, rec, final_err, residual, np.append(np.arange(n_pred), FINAL),
+                  np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
+                  np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64))
+    return rec, final_err, residual
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, _nrt=False)
+def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
+                  decoding, counts, copies, rec, final_err, residual, rings, errs, above, bias, scratch):
+    """code_band's loop, into rec, final_err and residual, on work arrays it is given zeroed:
+    the error rings of the last 3 rows (errs), their sums from the rows above (above), the
+    bias sums and counts (bias), and SCRATCH vectors. Compiled without numba's reference
+    counting: every array it reads is its caller's, and counting them (atomically, at each
+    helper and each branch) took half the loop's time."""
+    h, w = x.shape
+    step = 2 * bound + 1
+    rows, nb, rnb, pred, recent, lms, taps = scratch[0, :3], scratch[1, :6], scratch[2, :6], scratch[3, :FINAL], \
+        scratch[4, :FINAL], scratch[5, :FINAL], scratch[6]
+    bias_sum, bias_count = bias[0], bias[1]
+    bias_count[:] = 1
     least_squares = own_weights.shape[0] > 0
     n_base = PREDICTORS if has_ref else SPATIAL
     n_pred = n_base + least_squares
-    rings = np.append(np.arange(n_pred), FINAL)
-    taps = np.empty(OWN_TAPS.shape[0], np.int64)
     start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
     offset_bits = _bit_length(2 * bound)
     copy_flags = copies.shape[0] > 0
+    ref_values = ref[0]   # one view for the band
     copy_odds = COPY_ODDS if bound == 0 else NEAR_LOSSLESS_COPY_ODDS
     for i in range(h):
         rows[0], rows[1], rows[2] = i % 3, (i + 2) % 3, (i + 1) % 3
@@ -318,8 +331,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
                 _neighbours(rec, i, j, nb)
             ref_value = 0
             if has_ref:
-                _neighbours(ref[0], i, j, rnb)
-                ref_value = ref[0, i, j]
+                _neighbours(ref_values, i, j, rnb)
+                ref_value = ref_values[i, j]
             _candidates(nb, rnb, ref_value, gain, has_ref, pred)
             if least_squares:
                 causal_taps(rec, i, j, start, taps)
@@ -384,13 +397,13 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
                         encode_bits(state, buf, x[i, j] - v + bound, offset_bits)
                         v = x[i, j]
             if copy_row >= 0 and not flagged:   # the row's odds still learn what a flag would have said
-                _update(copies[copy_row], 1 if abs(v - source) <= bound else 0)
+                _update(copies, copy_row, 1 if abs(v - source) <= bound else 0)
             rec[i, j] = v
             residual[i, j] = v - p
             final_err[i, j] = abs(v - blended)
-            errs[FINAL, rows[0], j] = abs(v - p)
+            errs[FINAL, rows[0], j + RING_PAD] = abs(v - p)
             for k in range(n_pred):
-                errs[k, rows[0], j] = abs(v - pred[k])
+                errs[k, rows[0], j + RING_PAD] = abs(v - pred[k])
             if copied:   # the bias and the correction learn from the residuals coded, not from copies
                 continue
             bias_sum[row] += v - blended
@@ -404,4 +417,3 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
             if bias_count[row] > _BIAS_LIMIT:
                 bias_sum[row] = bias_sum[row] // 2
                 bias_count[row] = (bias_count[row] + 1) // 2
-    return rec, final_err, residual

@@ -49,6 +49,10 @@ import numba
 import numpy as np
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+# the range coder's per-symbol steps are inlined by numba itself: a compiled call counts
+# references to the arrays it is passed, atomically, before and after (the predictive loop,
+# compiled without reference counting, spent half its time there)
+inline = numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
 # next state of the dependent quantizer, by the parity of the coded index; state >> 1 is its quantizer
 TRANSITIONS = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64)
 
@@ -84,7 +88,7 @@ def encoder_state() -> np.ndarray:
     return state
 
 
-@jit
+@inline
 def _shift_low(state, out):
     low = state[_LOW]
     if low < 0xFF000000 or low >= (1 << 32):
@@ -102,13 +106,13 @@ def _shift_low(state, out):
     state[_LOW] = (low & 0x00FFFFFF) << 8
 
 
-@jit
+@inline
 def encode(state, out, cum, freq, total):
     """Code the interval [cum, cum + freq) of total (total < 2^16)."""
     _narrow(state, out, state[_RANGE] // total, cum, freq)
 
 
-@jit
+@inline
 def _narrow(state, out, r, cum, freq):
     """The encoder's step, given r = range // total."""
     state[_LOW] += r * cum
@@ -118,7 +122,7 @@ def _narrow(state, out, r, cum, freq):
         _shift_low(state, out)
 
 
-@jit
+@inline
 def encode_bits(state, out, value, bits):
     """Code ``bits`` raw bits of value (equiprobable), 16 at a time (total 2^n: a shift)."""
     while bits > 0:
@@ -135,7 +139,7 @@ def finish(state, out) -> int:
     return state[_POS]
 
 
-@jit
+@inline
 def _next_byte(state, data) -> int:
     pos = state[_POS]
     state[_POS] = pos + 1
@@ -157,7 +161,7 @@ def decode_target(state, total) -> int:
     return _target(state, state[_RANGE] // total, total)
 
 
-@jit
+@inline
 def _target(state, r, total) -> int:
     v = state[_LOW] // r
     return v if v < total else total - 1
@@ -168,7 +172,7 @@ def consume(state, data, cum, freq, total):
     _widen(state, data, state[_RANGE] // total, cum, freq)
 
 
-@jit
+@inline
 def _widen(state, data, r, cum, freq):
     """The decoder's step, given r = range // total."""
     state[_LOW] -= r * cum
@@ -178,7 +182,7 @@ def _widen(state, data, r, cum, freq):
         state[_LOW] = ((state[_LOW] << 8) | _next_byte(state, data)) & 0xFFFFFFFF
 
 
-@jit
+@inline
 def decode_bits(state, data, bits) -> int:
     value = 0
     while bits > 0:
@@ -197,45 +201,46 @@ def overrun(state, data) -> bool:
     return state[_POS] > data.shape[0]
 
 
-@jit
+@inline
 def encode_adaptive(state, out, table, row, symbol):
     """Code symbol with the adaptive frequencies of table[row], then update them."""
-    freqs = table[row]
-    n = freqs.shape[0] - 1
+    n = table.shape[1] - 1
     cum = 0
     for s in range(symbol):
-        cum += freqs[s]
-    encode(state, out, cum, freqs[symbol], freqs[n])
-    _update(freqs, symbol)
+        cum += table[row, s]
+    encode(state, out, cum, table[row, symbol], table[row, n])
+    _update(table, row, symbol)
 
 
-@jit
+@inline
 def decode_adaptive(state, data, table, row) -> int:
-    freqs = table[row]
-    n = freqs.shape[0] - 1
-    r = state[_RANGE] // freqs[n]
-    target = _target(state, r, freqs[n])
+    n = table.shape[1] - 1
+    r = state[_RANGE] // table[row, n]
+    target = _target(state, r, table[row, n])
     cum = 0
     symbol = 0
-    while symbol < n - 1 and cum + freqs[symbol] <= target:
-        cum += freqs[symbol]
+    while symbol < n - 1 and cum + table[row, symbol] <= target:
+        cum += table[row, symbol]
         symbol += 1
-    _widen(state, data, r, cum, freqs[symbol])
-    _update(freqs, symbol)
+    _widen(state, data, r, cum, table[row, symbol])
+    _update(table, row, symbol)
     return symbol
 
 
-@jit
-def _update(freqs, symbol):
-    n = freqs.shape[0] - 1
-    freqs[symbol] += INCREMENT
-    freqs[n] += INCREMENT
-    if freqs[n] > LIMIT:
+@inline
+def _update(table, row, symbol):
+    """Count symbol in table[row] (its last entry is the total), halving past LIMIT. Indexed
+    in place, never through a row view: a view is a reference-counted array, and its atomic
+    counting took most of the predictive loop's time."""
+    n = table.shape[1] - 1
+    table[row, symbol] += INCREMENT
+    table[row, n] += INCREMENT
+    if table[row, n] > LIMIT:
         total = 0
         for s in range(n):
-            freqs[s] = (freqs[s] + 1) >> 1
-            total += freqs[s]
-        freqs[n] = total
+            table[row, s] = (table[row, s] + 1) >> 1
+            total += table[row, s]
+        table[row, n] = total
 
 
 def new_tables(initial: np.ndarray) -> np.ndarray:
@@ -541,19 +546,6 @@ def _renorm_decoder(code, rng, pos, data):
 
 
 @jit
-def _bump(table, row, symbol, n):
-    """_update of table[row] (n symbols, the total in column n)."""
-    table[row, symbol] += INCREMENT
-    table[row, n] += INCREMENT
-    if table[row, n] > LIMIT:
-        total = 0
-        for s in range(n):
-            table[row, s] = (table[row, s] + 1) >> 1
-            total += table[row, s]
-        table[row, n] = total
-
-
-@jit
 def _row_base(mag, i, j, w0, w1, w2, inter) -> int:
     """Table row (for quantizer 0; + 1 for quantizer 1) of the detail coefficient (i, j) from
     the magnitudes decoded before it, ``mag`` holding them padded by 2 rows and columns, and
@@ -591,7 +583,7 @@ def encode_detail(q, inter, table, weights, state, out):
             low += r * cum
             rng = r * table[row, token]
             low, rng, cache, cache_size, pos = _renorm_encoder(low, rng, cache, cache_size, pos, out)
-            _bump(table, row, token, n)
+            _update(table, row, token)
             bits = raw
             while bits > 0:
                 m = min(bits, 16)
@@ -634,7 +626,7 @@ def decode_detail(q, inter, table, weights, state, data):
             code -= r * cum
             rng = r * table[row, token]
             code, rng, pos = _renorm_decoder(code, rng, pos, data)
-            _bump(table, row, token, n)
+            _update(table, row, token)
             if token < DIRECT:
                 index = token
             else:
