@@ -50,6 +50,7 @@ _BAND_V1 = struct.Struct("<HhI")
 _BAND = struct.Struct("<BBhI")
 _CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum under 2^62
 _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samples of a band (more: 0.02 % fewer bytes)
+_REWEIGHTS = 3                # refits of the least-squares predictor towards the least absolute error
 LEAST_SQUARES_SAMPLES = 1 << 15   # smaller bands: the weights (about 2 kbit) would cost more than they save
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
 _BLAS = ThreadpoolController()   # what the encoder holds to one thread around its small least-squares products
@@ -272,10 +273,14 @@ def _reference_sets(samples: np.ndarray) -> list[tuple[list[int], int]]:
 
 
 def _fit(band: np.ndarray, start: int, planes: np.ndarray) -> tuple[np.ndarray, int]:
-    """Integer least-squares weights (LS_FRAC fraction bits: causal taps, then each plane's
-    window) and constant predicting the band, fitted on an even grid of its samples. Features
-    are centred, so the constant carries the levels and the weights only the structure; a
-    small ridge keeps collinear taps (flat areas, duplicated bands) bounded."""
+    """Integer weights (LS_FRAC fraction bits: causal taps, then each plane's window) and
+    constant predicting the band, fitted on an even grid of its samples towards the least
+    absolute error: a residual's code grows with the log of its size, not its square, so a
+    plain least-squares fit gives the few large residuals of bright or textured areas the
+    say; each of _REWEIGHTS refits weighs a sample by the inverse of its last error (iteratively
+    reweighted least squares). Features are centred, so the constant carries the levels and
+    the weights only the structure; a small ridge keeps collinear taps (flat areas,
+    duplicated bands) bounded."""
     h, w = band.shape
     stride = max(1, int(np.sqrt(h * w / _FIT_SAMPLES)))
     rows, cols = np.meshgrid(np.arange(0, h, stride), np.arange(0, w, stride), indexing="ij")
@@ -283,11 +288,18 @@ def _fit(band: np.ndarray, start: int, planes: np.ndarray) -> tuple[np.ndarray, 
     features = np.concatenate([pc.own_features(band, start, rows, cols),
                                pc.window_features(planes, rows, cols)], 1).astype(np.float64)
     target = band[rows, cols].astype(np.float64)
-    means, target_mean = features.mean(0), target.mean()
-    centred = features - means
-    gram = centred.T @ centred
-    ridge = 1e-6 * np.trace(gram) / len(gram) + 1e-9
-    solution = np.linalg.solve(gram + ridge * np.eye(len(gram)), centred.T @ (target - target_mean))
+    weight = np.ones(len(target))
+    for refit in range(_REWEIGHTS + 1):
+        if refit:
+            error = np.abs(target - target_mean - centred @ solution)
+            weight = 1 / (error + max(np.median(error) / 2, 1))
+        share = weight / weight.sum()
+        means, target_mean = share @ features, share @ target
+        centred = features - means
+        weighted = centred * weight[:, None]
+        gram = weighted.T @ centred
+        ridge = 1e-6 * np.trace(gram) / len(gram) + 1e-9
+        solution = np.linalg.solve(gram + ridge * np.eye(len(gram)), weighted.T @ (target - target_mean))
     scale = 1 << pc.LS_FRAC
     limit = pc.LS_WEIGHT_LIMIT - 1
     weights = np.clip(np.rint(solution * scale), -limit, limit).astype(np.int64)
