@@ -35,6 +35,14 @@ odds must be better; near-lossless, none is coded where the source is in the pre
 own bin (a zero residual says it). A copy decodes to its source, within the bound of the
 sample.
 
+Format 4 adds a learned correction of the prediction, in the bands with the least-squares
+candidate: a network of LEARN_HIDDEN ReLUs on the sample's causal taps and its neighbours'
+residuals, and the reference band's window and residuals, all in units of the local error
+scale, trained by the loop itself as the band is coded (one gradient step per sample, on
+what the prediction left): it starts at nothing and learns what the linear candidates and
+the blend miss in this band, with no side information and no trained weights to ship. Its
+arithmetic is fixed point, so encoder and decoder learn the same weights on every machine.
+
 The quantized residual is coded with the wavelet codec's range coder and token scheme
 (``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
 level (errors of the final prediction around the sample, and at the same place in the
@@ -87,6 +95,30 @@ WINDOW = np.array([(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)])
 MAX_REFS = 3
 LS_FRAC = 14                  # fraction bits of the least-squares weights
 LS_WEIGHT_LIMIT = 1 << 20     # |weight| < 64: with samples below 2^33, every sum stays under 2^63
+# format 4's learned correction: a small network, trained as the band is coded, on the local error scale
+LEARN_HIDDEN = 4
+LEARN_OWN = 16                # own-band inputs: the ten causal taps less the prediction, six neighbours' residuals
+LEARN_INPUTS = LEARN_OWN + 2 * 9 + 1   # + the reference's 3 x 3 differences from its centre and residuals, + 1
+LEARN_FRAC = 8                # inputs, hidden units, target: this many fraction bits of the local error scale
+LEARN_WEIGHT_FRAC = 16        # weights' fraction bits
+LEARN_RATE_SHIFT = 8          # the learning rate, 2^-8
+LEARN_CLIP = 8 << LEARN_FRAC  # inputs and output clipped to 8 local error scales
+LEARN_WEIGHT_LIMIT = 1 << 24  # |weight| < 256
+LEARN_SCALE_LIMIT = 1 << 30   # no correction where the local errors are larger (products stay under 2^63)
+
+
+def _initial_learned_weights() -> np.ndarray:
+    """The learned correction's first-layer weights at the start of every band: fixed
+    pseudo-random values (an integer hash, the same on every machine) of variance 1/inputs;
+    the output weights start at zero, so the correction starts at nothing."""
+    unit, tap = np.meshgrid(np.arange(LEARN_HIDDEN, dtype=np.uint64), np.arange(LEARN_INPUTS, dtype=np.uint64),
+                            indexing="ij")
+    hashed = ((unit * np.uint64(7919) + tap * np.uint64(104729) + np.uint64(12345)) * np.uint64(2654435761)) \
+        % np.uint64(1 << 32)
+    return ((hashed.astype(np.int64) - (1 << 31)) * 19188) >> 31   # 19188 = sqrt(3 / LEARN_INPUTS) * 2^16
+
+
+LEARN_INITIAL = _initial_learned_weights()
 
 
 @inline
@@ -238,6 +270,67 @@ def _copy_kind(rec, nb, ref, has_ref, i, j, tolerance) -> int:
 
 
 @inline
+def _scaled(d, inv) -> int:
+    """d in LEARN_FRAC fraction bits of the local error scale (inv: 2^24 / the scale), clipped."""
+    return min(max((d * inv) >> 16, -LEARN_CLIP), LEARN_CLIP)
+
+
+@inline
+def _round_shift(v, s) -> int:
+    """v / 2^s rounded half away from zero: unbiased, so learned weights do not drift by rounding."""
+    r = (abs(v) + (1 << (s - 1))) >> s
+    return r if v >= 0 else -r
+
+
+@inline
+def _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs):
+    """The learned correction's inputs at (i, j), away from the band's edges: the causal taps
+    less the prediction, the residuals of W, N, NW, NE, WW and NN, the reference band's 3 x 3
+    window less its centre and its residuals there (decoded whole), and 1; in units of the
+    local error scale."""
+    for k in range(OWN_TAPS.shape[0]):
+        inputs[k] = _scaled(taps[k] - p, inv)
+    for k in range(LEARN_OWN - OWN_TAPS.shape[0]):
+        inputs[OWN_TAPS.shape[0] + k] = _scaled(residual[i + OWN_TAPS[k, 0], j + OWN_TAPS[k, 1]], inv)
+    for k in range(WINDOW.shape[0]):
+        n = LEARN_OWN + 2 * k
+        inputs[n], inputs[n + 1] = 0, 0
+        if has_ref:
+            inputs[n] = _scaled(ref[0, i + WINDOW[k, 0], j + WINDOW[k, 1]] - ref[0, i, j], inv)
+            inputs[n + 1] = _scaled(ref[2, i + WINDOW[k, 0], j + WINDOW[k, 1]], inv)
+    inputs[LEARN_INPUTS - 1] = 1 << LEARN_FRAC
+
+
+@inline
+def _learned_output(first, second, inputs, hidden) -> int:
+    """The network (one hidden layer of ReLUs) on its inputs, in LEARN_FRAC + LEARN_WEIGHT_FRAC
+    fraction bits of the local error scale, clipped; hidden keeps the units' values."""
+    y = 0
+    for u in range(LEARN_HIDDEN):
+        z = 0
+        for a in range(LEARN_INPUTS):
+            z += first[u, a] * inputs[a]
+        hidden[u] = max(z, 0) >> LEARN_WEIGHT_FRAC
+        y += second[u] * hidden[u]
+    return min(max(y, -LEARN_CLIP << LEARN_WEIGHT_FRAC), LEARN_CLIP << LEARN_WEIGHT_FRAC)
+
+
+@inline
+def _learn(first, second, inputs, hidden, y, target):
+    """One gradient step on the Huber loss (quadratic within one local error scale) of target
+    (LEARN_FRAC fraction bits) less the output y."""
+    g = min(max(target - (y >> LEARN_WEIGHT_FRAC), -(1 << LEARN_FRAC)), 1 << LEARN_FRAC)
+    for u in range(LEARN_HIDDEN):
+        if hidden[u] > 0:
+            gu = _round_shift(g * second[u], LEARN_WEIGHT_FRAC)
+            for a in range(LEARN_INPUTS):
+                first[u, a] = min(max(first[u, a] + _round_shift(gu * inputs[a], LEARN_RATE_SHIFT),
+                                      -LEARN_WEIGHT_LIMIT), LEARN_WEIGHT_LIMIT)
+        second[u] = min(max(second[u] + _round_shift(g * hidden[u], LEARN_RATE_SHIFT), -LEARN_WEIGHT_LIMIT),
+                        LEARN_WEIGHT_LIMIT)
+
+
+@inline
 def _encode_residual(state, buf, table, row, q, counts):
     """q's magnitude token with table row ``row``, then in one equiprobable run its low bits
     (or, past ESCAPE, its excess) and its sign."""
@@ -273,11 +366,11 @@ def _decode_residual(state, buf, table, row) -> int:
 
 @jit
 def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-              decoding, counts, copies):
+              decoding, counts, copies, learn):
     """Code (encoder) or decode (decoder) one band in raster order; returns the decoded band.
 
-    x: the band (encoder; ignored when decoding); ref: the decoded reference band and its
-    final absolute errors stacked (2, h, w), read only when has_ref; own_weights: format 2's
+    x: the band (encoder; ignored when decoding); ref: the decoded reference band, its final
+    absolute errors and its residuals stacked (3, h, w), read only when has_ref; own_weights: format 2's
     least-squares weights of the causal taps, with ref_part the rest of its prediction per
     sample (both in LS_FRAC fraction bits): the blend's ninth candidate, or empty: none
     (format 1, and small bands); bound: the error bound
@@ -286,6 +379,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     gets its exact offset coded). Returns (decoded band, its absolute errors of prediction,
     its residuals v - p: format 2's bands that take it as a reference read them). copies:
     format 3's copy flags' adaptive tables (COPY_ROWS x 3), or empty: none (formats 1, 2).
+    learn: format 4's learned correction of the prediction (in bands with the least-squares
+    candidate).
     """
     h, w = x.shape
     rec = np.empty((h, w), np.int64)
@@ -293,26 +388,31 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     residual = np.empty((h, w), np.int64)
     n_pred = (PREDICTORS if has_ref else SPATIAL) + (own_weights.shape[0] > 0)
     _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-                  decoding, counts, copies, rec, final_err, residual, np.append(np.arange(n_pred), FINAL),
-                  np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
-                  np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64))
+                  decoding, counts, copies, learn and own_weights.shape[0] > 0, rec, final_err, residual,
+                  np.append(np.arange(n_pred), FINAL), np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64),
+                  np.zeros((FINAL + 1, w), np.int64), np.zeros((2, ROWS), np.int64),
+                  np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), LEARN_INITIAL.copy(),
+                  np.zeros((3, LEARN_INPUTS), np.int64))
     return rec, final_err, residual
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, _nrt=False)
 def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-                  decoding, counts, copies, rec, final_err, residual, rings, errs, above, bias, scratch):
+                  decoding, counts, copies, learn, rec, final_err, residual, rings, errs, above, bias, scratch, first,
+                  learned):
     """code_band's loop, into rec, final_err and residual, on work arrays it is given zeroed:
     the error rings of the last 3 rows (errs), their sums from the rows above (above), the
-    bias sums and counts (bias), and SCRATCH vectors. Compiled without numba's reference
-    counting: every array it reads is its caller's, and counting them (atomically, at each
-    helper and each branch) took half the loop's time."""
+    bias sums and counts (bias), SCRATCH vectors, and the learned correction's first-layer
+    weights (first) and its output weights, inputs and hidden units (learned). Compiled
+    without numba's reference counting: every array it reads is its caller's, and counting
+    them (atomically, at each helper and each branch) took half the loop's time."""
     h, w = x.shape
     step = 2 * bound + 1
     rows, nb, rnb, pred, recent, lms, taps = scratch[0, :3], scratch[1, :6], scratch[2, :6], scratch[3, :FINAL], \
         scratch[4, :FINAL], scratch[5, :FINAL], scratch[6]
     bias_sum, bias_count = bias[0], bias[1]
     bias_count[:] = 1
+    second, inputs, hidden = learned[0, :LEARN_HIDDEN], learned[1], learned[2, :LEARN_HIDDEN]
     least_squares = own_weights.shape[0] > 0
     n_base = PREDICTORS if has_ref else SPATIAL
     n_pred = n_base + least_squares
@@ -362,6 +462,16 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
+            scale = 6 + abs(residual[i, j - 1]) + abs(residual[i - 1, j]) + abs(residual[i - 1, j - 1]) \
+                + abs(residual[i - 1, j + 1]) + abs(residual[i, j - 2]) + abs(residual[i - 2, j]) \
+                if learn and i >= 2 and i + 1 < h and 2 <= j < w - 2 else LEARN_SCALE_LIMIT   # 6 x the local scale
+            learning = scale < LEARN_SCALE_LIMIT
+            uncorrected, inv, y = p, 0, 0
+            if learning:
+                inv = (6 << 24) // scale
+                _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs)
+                y = _learned_output(first, second, inputs, hidden)
+                p = min(max(p + (y * scale + (3 << 24)) // (6 << 24), lo), hi)
             kind = _copy_kind(rec, nb, ref, has_ref, i, j, 2 * bound) if copy_flags else -1
             copy_row, copied, flagged, source = -1, False, False, 0
             if kind >= 0:
@@ -404,8 +514,10 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             errs[FINAL, rows[0], j + RING_PAD] = abs(v - p)
             for k in range(n_pred):
                 errs[k, rows[0], j + RING_PAD] = abs(v - pred[k])
-            if copied:   # the bias and the correction learn from the residuals coded, not from copies
+            if copied:   # the bias and the corrections learn from the residuals coded, not from copies
                 continue
+            if learning:
+                _learn(first, second, inputs, hidden, y, _scaled(v - uncorrected, inv))
             bias_sum[row] += v - blended
             sv = 1 if v > p else (-1 if v < p else 0)
             if sv != 0:

@@ -13,7 +13,9 @@ least-squares gain between the gradients. In bands of at least LEAST_SQUARES_SAM
 encoder also fits the band's least-squares predictor on the tile and sends its integer
 weights (``eoz.predictive_coder``, format 2); below that its side information would cost
 more than it saves. Format 3 adds the copy flags of resampled rasters' repeated samples
-(same head, in the residual stream). Lossless tiles carry a sha256 of the samples they
+(same head, in the residual stream); format 4 the learned correction of the prediction in
+the bands with least-squares weights (same head and stream, the decoder learns it as it
+decodes). Lossless tiles carry a sha256 of the samples they
 code; the decoder checks it and refuses a tile that differs.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
@@ -22,8 +24,9 @@ band: u8 reference count R, u8 least-squares flag, i16 gain (1/256), u32 bound, 
 reference bands, and with the flag the i32 weights (the ten causal taps, then per
 reference its 3 x 3 values and its 3 x 3 residuals) and the i64 constant, in LS_FRAC
 fraction bits; the 32-byte sha256 when the tile is lossless (every bound 0, not a grid);
-then the range-coded residuals (and format 3's copy flags). Formats 1 and 2 are still
-decoded: format 2 is format 3 without copy flags; format 1 had per band u16 reference (0 =
+then the range-coded residuals (and format 3's copy flags). Formats 1 to 3 are still
+decoded: format 3 is format 4 without the learned correction, format 2 is format 3 without
+copy flags; format 1 had per band u16 reference (0 =
 none, else its index + 1), i16 gain, u32 bound, and no least-squares predictor.
 """
 
@@ -43,7 +46,7 @@ from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
 from eoz.subband_coder import TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
-FORMAT = 3
+FORMAT = 4
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
 _BAND_V1 = struct.Struct("<HhI")
@@ -125,7 +128,7 @@ class PredictiveCodec(Codec):
                 weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares \
                     else (None, 0)
                 coded.append(_code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
-                                   avoid, table, copies, state, buffer, False, counts))
+                                   avoid, table, copies, True, state, buffer, False, counts))
                 records.append(_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
                                + struct.pack(f"<{len(refs)}H", *refs)
                                + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares
@@ -141,7 +144,7 @@ class PredictiveCodec(Codec):
         if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
-        if version not in (1, 2, FORMAT):
+        if version not in (1, 2, 3, FORMAT):
             raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {FORMAT}")
         if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0):
             raise ContainerError("predictive tile head is inconsistent")
@@ -160,7 +163,7 @@ class PredictiveCodec(Codec):
         for refs, gain, weights, constant, bound in plans:
             planes = _planes(coded, refs) if weights is not None else None
             coded.append(_code(blank, coded, refs, gain, weights, constant, planes, bound, lo, hi,
-                               avoid, table, copies, state, stream, True, _NO_COUNTS))
+                               avoid, table, copies, version >= 4, state, stream, True, _NO_COUNTS))
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
         tile = _from_integers(np.stack([c[0] for c in coded]), kind, step)
@@ -169,12 +172,13 @@ class PredictiveCodec(Codec):
         return tile
 
 
-def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, copies, state, buffer,
+def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, copies, learn, state, buffer,
           decoding, counts) -> tuple:
     """One band through the compiled loop: (decoded, absolute errors, residuals); ``gain``
     for the blend's spectral predictors (from refs[0]), ``weights`` None: no least-squares
     candidate (and no ``planes``: the references stacked for it, only read with weights);
-    ``copies`` the copy flags' tables (format 3), or empty."""
+    ``copies`` the copy flags' tables (format 3), or empty; ``learn``: format 4's learned
+    correction (in bands with weights)."""
     if weights is None:
         own, part = _NO_WEIGHTS, _NO_PART
     else:
@@ -182,7 +186,7 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, planes, *x.shape)
     return pc.code_band(x, _ref_planes(coded, refs[0] if refs else -1), bool(refs), gain, own, part, bound, lo, hi,
                         avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts,
-                        copies)
+                        copies, learn)
 
 
 def _band_plans(payload: bytes, bands: int) -> tuple[list[tuple], int]:
@@ -237,7 +241,7 @@ _NO_PART = np.zeros((1, 1), np.int64)
 
 
 def _ref_planes(coded: list, ref: int) -> np.ndarray:
-    return np.stack(coded[ref][:2]) if ref >= 0 else np.zeros((2, 1, 1), np.int64)
+    return np.stack(coded[ref]) if ref >= 0 else np.zeros((3, 1, 1), np.int64)
 
 
 def _planes(coded: list, refs: list[int]) -> np.ndarray:

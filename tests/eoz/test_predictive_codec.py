@@ -221,13 +221,54 @@ def test_a_band_that_is_a_window_of_its_reference_codes_almost_free(codec):
     assert len(both) - len(alone) < 0.3 * len(alone)
 
 
-HEAD, RECORD = 26, 8   # formats 2 and 3: the tile head, and a band record before its references and weights
+HEAD, RECORD = 26, 8   # formats 2 to 4: the tile head, and a band record before its references and weights
 
 
 def _big_tile(seed: int) -> np.ndarray:
     """Two bands with enough samples that the encoder sends least-squares weights."""
     return _smooth(np.random.default_rng(seed), (2, 192, 180), "uint16")
 
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int32", "uint32"])
+@pytest.mark.parametrize("amplitude", [3.0, 2.0 ** 20, None])   # None: full-range noise
+@pytest.mark.parametrize("bound", [0, 3])
+def test_the_learned_correction_keeps_every_bound_at_every_scale(codec, dtype, amplitude, bound):
+    """Format 4's fixed-point network learns in bands with least-squares weights: its sums must
+    stay exact from fine texture to full-range 32-bit noise (where it switches itself off)."""
+    rng = np.random.default_rng(13)
+    tile = _big_tile(14).astype(np.int64)
+    info = np.iinfo(dtype)
+    if amplitude is None:
+        tile[1] = rng.integers(info.min, int(info.max) + 1, tile.shape[1:])
+    else:
+        tile[1] += np.rint(rng.laplace(0, amplitude, tile.shape[1:])).astype(np.int64)
+    tile = np.clip(tile, info.min, info.max).astype(dtype)
+    decoded, _ = _round_trip(codec.with_bound(None, bound), tile, tile_size=192)
+    assert np.abs(decoded.astype(np.int64) - tile.astype(np.int64)).max() <= bound
+
+
+def _band_bytes(codec, band: np.ndarray, learn: bool) -> int:
+    """The bytes of one band coded alone with its least-squares weights, with or without the
+    learned correction."""
+    from eoz.codecs import predictive
+    from eoz.subband_coder import encoder_state, finish, new_tables
+
+    x = band.astype(np.int64)
+    lo, hi = int(x.min()), int(x.max())
+    planes = predictive._planes([], [])
+    weights, constant = predictive._fit(x, (lo + hi) >> 1, planes)
+    state, buffer = encoder_state(), np.zeros(x.size * 5 + 1024, np.uint8)
+    predictive._code(x, [], [], 0, weights, constant, planes, 0, lo, hi, None, new_tables(codec.initial),
+                     new_tables(predictive._COPY_COUNTS), learn, state, buffer, False, predictive._NO_COUNTS)
+    return finish(state, buffer)
+
+
+def test_the_learned_correction_saves_bits_on_real_data(codec, shared_data):
+    from eoz.datasets import S2_10M, load_split
+
+    band = load_split(S2_10M, "validation", shared_data)[0][3, :256, :256]
+    assert _band_bytes(codec, band, True) < 0.998 * _band_bytes(codec, band, False)
 
 def test_predictor_weights_out_of_range_are_a_container_error(codec):
     tile = _big_tile(10)
