@@ -37,8 +37,8 @@ sample.
 
 Format 4 adds a learned correction of the prediction, in the bands with the least-squares
 candidate: a network of LEARN_HIDDEN ReLUs on the sample's causal taps and its neighbours'
-residuals, and the reference band's window and residuals, all in units of the local error
-scale, trained by the loop itself as the band is coded (one gradient step per sample, on
+residuals, the reference band's window and residuals, and the blend's candidates, all in
+units of the local error scale, trained by the loop itself as the band is coded (one gradient step per sample, on
 what the prediction left): it starts at nothing and learns what the linear candidates and
 the blend miss in this band, with no side information and no trained weights to ship. Its
 arithmetic is fixed point, so encoder and decoder learn the same weights on every machine.
@@ -56,6 +56,8 @@ safe because that coder is frozen by the golden files (changing it changes the f
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -97,8 +99,9 @@ LS_FRAC = 14                  # fraction bits of the least-squares weights
 LS_WEIGHT_LIMIT = 1 << 20     # |weight| < 64: with samples below 2^33, every sum stays under 2^63
 # format 4's learned correction: a small network, trained as the band is coded, on the local error scale
 LEARN_HIDDEN = 4
-LEARN_OWN = 16                # own-band inputs: the ten causal taps less the prediction, six neighbours' residuals
-LEARN_INPUTS = LEARN_OWN + 2 * 9 + 1   # + the reference's 3 x 3 differences from its centre and residuals, + 1
+LEARN_OWN = 16                # inputs: the ten causal taps less the prediction, six neighbours' residuals,
+LEARN_REFERENCE = 2 * 9       # the reference's 3 x 3 differences from its centre and its residuals there,
+LEARN_INPUTS = LEARN_OWN + LEARN_REFERENCE + FINAL + 1   # the candidates less the prediction, and 1
 LEARN_FRAC = 8                # inputs, hidden units, target: this many fraction bits of the local error scale
 LEARN_WEIGHT_FRAC = 16        # weights' fraction bits
 LEARN_RATE_SHIFT = 8          # the learning rate, 2^-8
@@ -115,7 +118,7 @@ def _initial_learned_weights() -> np.ndarray:
                             indexing="ij")
     hashed = ((unit * np.uint64(7919) + tap * np.uint64(104729) + np.uint64(12345)) * np.uint64(2654435761)) \
         % np.uint64(1 << 32)
-    return ((hashed.astype(np.int64) - (1 << 31)) * 19188) >> 31   # 19188 = sqrt(3 / LEARN_INPUTS) * 2^16
+    return ((hashed.astype(np.int64) - (1 << 31)) * math.isqrt(3 * (1 << 32) // LEARN_INPUTS)) >> 31
 
 
 LEARN_INITIAL = _initial_learned_weights()
@@ -283,11 +286,11 @@ def _round_shift(v, s) -> int:
 
 
 @inline
-def _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs):
+def _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs, pred, n_pred):
     """The learned correction's inputs at (i, j), away from the band's edges: the causal taps
     less the prediction, the residuals of W, N, NW, NE, WW and NN, the reference band's 3 x 3
-    window less its centre and its residuals there (decoded whole), and 1; in units of the
-    local error scale."""
+    window less its centre and its residuals there (decoded whole), the blend's n_pred
+    candidates less the prediction, and 1; in units of the local error scale."""
     for k in range(OWN_TAPS.shape[0]):
         inputs[k] = _scaled(taps[k] - p, inv)
     for k in range(LEARN_OWN - OWN_TAPS.shape[0]):
@@ -298,6 +301,8 @@ def _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs):
         if has_ref:
             inputs[n] = _scaled(ref[0, i + WINDOW[k, 0], j + WINDOW[k, 1]] - ref[0, i, j], inv)
             inputs[n + 1] = _scaled(ref[2, i + WINDOW[k, 0], j + WINDOW[k, 1]], inv)
+    for k in range(FINAL):
+        inputs[LEARN_OWN + LEARN_REFERENCE + k] = _scaled(pred[k] - p, inv) if k < n_pred else 0
     inputs[LEARN_INPUTS - 1] = 1 << LEARN_FRAC
 
 
@@ -469,7 +474,7 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             uncorrected, inv, y = p, 0, 0
             if learning:
                 inv = (6 << 24) // scale
-                _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs)
+                _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs, pred, n_pred)
                 y = _learned_output(first, second, inputs, hidden)
                 p = min(max(p + (y * scale + (3 << 24)) // (6 << 24), lo), hi)
             kind = _copy_kind(rec, nb, ref, has_ref, i, j, 2 * bound) if copy_flags else -1
