@@ -61,6 +61,7 @@ import math
 
 import numba
 import numpy as np
+from numba.core.cpu import CPUTargetOptions
 
 from eoz.subband_coder import DIRECT, WEIGHT_BITS, _bit_length, _log_class, _token, _update, decode_adaptive, decode_bits, \
     encode_adaptive, encode_bits
@@ -69,6 +70,9 @@ jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 # per-sample helpers are inlined by numba itself, into a loop compiled without reference counting:
 # a compiled helper counts references to the arrays it is passed, atomically, on every call
 inline = numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+# numba's private option to compile without reference counting; where a numba lacks it, the
+# same loop compiles with counting: slower, the same bits
+_WITHOUT_REFERENCE_COUNTING = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
 
 SPATIAL = 4
 LMS_BITS = 16
@@ -401,7 +405,7 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     return rec, final_err, residual
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=False, _nrt=False)
+@numba.njit(cache=True, nogil=True, boundscheck=False, **_WITHOUT_REFERENCE_COUNTING)
 def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
                   decoding, counts, copies, learn, rec, final_err, residual, rings, errs, above, bias, scratch, first,
                   learned):
