@@ -35,13 +35,15 @@ odds must be better; near-lossless, none is coded where the source is in the pre
 own bin (a zero residual says it). A copy decodes to its source, within the bound of the
 sample.
 
-Format 4 adds a learned correction of the prediction, in the bands with the least-squares
-candidate: a network of LEARN_HIDDEN ReLUs on the sample's causal taps and its neighbours'
-residuals, the reference band's window and residuals, and the blend's candidates, all in
-units of the local error scale, trained by the loop itself as the band is coded (one gradient step per sample, on
-what the prediction left): it starts at nothing and learns what the linear candidates and
-the blend miss in this band, with no side information and no trained weights to ship. Its
-arithmetic is fixed point, so encoder and decoder learn the same weights on every machine.
+Format 4 adds a learned correction of the prediction, in every band: a network of
+LEARN_HIDDEN ReLUs on the sample's causal taps and its neighbours' residuals, the reference
+band's window and residuals, and the blend's candidates, all in units of the local error
+scale, trained by the loop itself as the tile is coded (one gradient step per sample, on
+what the prediction left, the weights carried from band to band): it starts at nothing and
+learns what the linear candidates and the blend miss in this tile, with no side information
+and no trained weights to ship. In bands too small for the least-squares candidate it
+stands in for it. Its arithmetic is fixed point, so encoder and decoder learn the same
+weights on every machine.
 
 The quantized residual is coded with the wavelet codec's range coder and token scheme
 (``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
@@ -101,7 +103,7 @@ WINDOW = np.array([(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)])
 MAX_REFS = 3
 LS_FRAC = 14                  # fraction bits of the least-squares weights
 LS_WEIGHT_LIMIT = 1 << 20     # |weight| < 64: with samples below 2^33, every sum stays under 2^63
-# format 4's learned correction: a small network, trained as the band is coded, on the local error scale
+# format 4's learned correction: a small network, trained as the tile is coded, on the local error scale
 LEARN_HIDDEN = 4
 LEARN_OWN = 16                # inputs: the ten causal taps less the prediction, six neighbours' residuals,
 LEARN_REFERENCE = 2 * 9       # the reference's 3 x 3 differences from its centre and its residuals there,
@@ -115,7 +117,7 @@ LEARN_SCALE_LIMIT = 1 << 30   # no correction where the local errors are larger 
 
 
 def _initial_learned_weights() -> np.ndarray:
-    """The learned correction's first-layer weights at the start of every band: fixed
+    """The learned correction's first-layer weights at the start of every tile: fixed
     pseudo-random values (an integer hash, the same on every machine) of variance 1/inputs;
     the output weights start at zero, so the correction starts at nothing."""
     unit, tap = np.meshgrid(np.arange(LEARN_HIDDEN, dtype=np.uint64), np.arange(LEARN_INPUTS, dtype=np.uint64),
@@ -126,6 +128,12 @@ def _initial_learned_weights() -> np.ndarray:
 
 
 LEARN_INITIAL = _initial_learned_weights()
+
+
+def new_learned() -> tuple[np.ndarray, np.ndarray]:
+    """The learned correction's state at the start of a tile: its first-layer weights, and its
+    output weights, inputs and hidden units (rows of one array)."""
+    return LEARN_INITIAL.copy(), np.zeros((3, LEARN_INPUTS), np.int64)
 
 
 @inline
@@ -375,7 +383,7 @@ def _decode_residual(state, buf, table, row) -> int:
 
 @jit
 def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-              decoding, counts, copies, learn):
+              decoding, counts, copies, learn, learned):
     """Code (encoder) or decode (decoder) one band in raster order; returns the decoded band.
 
     x: the band (encoder; ignored when decoding); ref: the decoded reference band, its final
@@ -388,8 +396,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     gets its exact offset coded). Returns (decoded band, its absolute errors of prediction,
     its residuals v - p: format 2's bands that take it as a reference read them). copies:
     format 3's copy flags' adaptive tables (COPY_ROWS x 3), or empty: none (formats 1, 2).
-    learn: format 4's learned correction of the prediction (in bands with the least-squares
-    candidate).
+    learn: format 4's learned correction of the prediction, its state (``new_learned``) in
+    learned, carried from band to band of a tile.
     """
     h, w = x.shape
     rec = np.empty((h, w), np.int64)
@@ -397,11 +405,10 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     residual = np.empty((h, w), np.int64)
     n_pred = (PREDICTORS if has_ref else SPATIAL) + (own_weights.shape[0] > 0)
     _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-                  decoding, counts, copies, learn and own_weights.shape[0] > 0, rec, final_err, residual,
-                  np.append(np.arange(n_pred), FINAL), np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64),
-                  np.zeros((FINAL + 1, w), np.int64), np.zeros((2, ROWS), np.int64),
-                  np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), LEARN_INITIAL.copy(),
-                  np.zeros((3, LEARN_INPUTS), np.int64))
+                  decoding, counts, copies, learn, rec, final_err, residual, np.append(np.arange(n_pred), FINAL),
+                  np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
+                  np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), learned[0],
+                  learned[1])
     return rec, final_err, residual
 
 
@@ -443,8 +450,9 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
                 _neighbours(ref_values, i, j, rnb)
                 ref_value = ref_values[i, j]
             _candidates(nb, rnb, ref_value, gain, has_ref, pred)
-            if least_squares:
+            if least_squares or learn:
                 causal_taps(rec, i, j, start, taps)
+            if least_squares:
                 acc = ref_part[i, j]
                 for k in range(taps.shape[0]):
                     acc += own_weights[k] * taps[k]

