@@ -11,8 +11,9 @@ coded before it: up to MAX_REFS earlier bands whose horizontal gradients correla
 with its own, best first; the blend's spectral predictors take the first, with the
 least-squares gain between the gradients. In bands of at least LEAST_SQUARES_SAMPLES, the
 encoder also fits the band's least-squares predictor on the tile and sends its integer
-weights (``eoz.predictive_coder``, format 2); below that its side information would cost
-more than it saves. Format 3 adds the copy flags of resampled rasters' repeated samples
+weights (``eoz.predictive_coder``, format 2); in smaller bands from TRIAL_SAMPLES up it codes
+the band with and without them and keeps the smaller (correlated bands pay for the weights,
+about 2 kbit, on less; one or two do not), and below that never sends them. Format 3 adds the copy flags of resampled rasters' repeated samples
 (same head, in the residual stream); format 4 the learned correction of the prediction
 (same head and stream, the decoder learns it as it decodes). Lossless tiles carry a sha256 of the samples they
 code; the decoder checks it and refuses a tile that differs.
@@ -43,7 +44,7 @@ from eoz.codecs.base import Codec, model_pins
 from eoz.errors import ContainerError, InputError
 from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
-from eoz.subband_coder import TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
+from eoz.subband_coder import _POS, TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
 FORMAT = 4
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
@@ -53,7 +54,8 @@ _BAND = struct.Struct("<BBhI")
 _CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum under 2^62
 _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samples of a band (more: 0.02 % fewer bytes)
 _REWEIGHTS = 3                # refits of the least-squares predictor towards the least absolute error
-LEAST_SQUARES_SAMPLES = 1 << 15   # smaller bands: the weights (about 2 kbit) would cost more than they save
+LEAST_SQUARES_SAMPLES = 1 << 15   # bands this large always take it: the weights (about 2 kbit) pay
+TRIAL_SAMPLES = 1 << 12          # bands from this size up are coded with and without it, the smaller kept
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
 _BLAS = ThreadpoolController()   # what the encoder holds to one thread around its small least-squares products
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
@@ -118,20 +120,35 @@ class PredictiveCodec(Codec):
         table, copies, learned = new_tables(self.initial), new_tables(_COPY_COUNTS), pc.new_learned()
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
+        adaptive = [table, copies, *learned, state, counts]   # what coding a band changes, besides the buffer
         coded: list[tuple] = []
         records = []
-        least_squares = tile.shape[1] * tile.shape[2] >= LEAST_SQUARES_SAMPLES
+        size = tile.shape[1] * tile.shape[2]
+        choices = (True,) if size >= LEAST_SQUARES_SAMPLES else (False, True) if size >= TRIAL_SAMPLES else (False,)
         with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
             for b, (refs, gain) in enumerate(_reference_sets(samples)):
-                planes = _planes(coded, refs) if least_squares else None
-                weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares \
-                    else (None, 0)
-                coded.append(_code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
-                                   avoid, table, copies, learned, state, buffer, False, counts))
-                records.append(_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
-                               + struct.pack(f"<{len(refs)}H", *refs)
-                               + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares
-                                  else b""))
+                before, start, best = [a.copy() for a in adaptive], state[_POS], None
+                for least_squares in choices:
+                    if best is not None:
+                        _restore(adaptive, before)
+                    planes = _planes(coded, refs) if least_squares else None
+                    weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares \
+                        else (None, 0)
+                    band = _code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
+                                 avoid, table, copies, learned, state, buffer, False, counts)
+                    record = (_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
+                              + struct.pack(f"<{len(refs)}H", *refs)
+                              + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares
+                                 else b""))
+                    cost = state[_POS] - start + len(record)
+                    if best is None or cost < best[0]:
+                        best = (cost, band, record, [a.copy() for a in adaptive], buffer[start:state[_POS]].copy())
+                _, band, record, after, written = best
+                if len(choices) > 1:   # the smaller way's state and bytes back (the other may have coded last)
+                    _restore(adaptive, after)
+                    buffer[start:start + len(written)] = written
+                coded.append(band)
+                records.append(record)
         n = finish(state, buffer)
         head = _HEAD.pack(FORMAT, kind, step, lo, hi) + b"".join(records)
         digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
@@ -239,6 +256,11 @@ _COPY_COUNTS = np.full((pc.COPY_ROWS, 2), 4)   # (no copy, copy): even odds, lea
 _NO_WEIGHTS = np.zeros(0, np.int64)
 _NO_PART = np.zeros((1, 1), np.int64)
 _NO_LEARNED = pc.new_learned()   # never read: formats 1 to 3 code without the learned correction
+
+
+def _restore(arrays: list[np.ndarray], saved: list[np.ndarray]) -> None:
+    for array, copy_of in zip(arrays, saved):
+        array[...] = copy_of
 
 
 def _ref_planes(coded: list, ref: int) -> np.ndarray:

@@ -273,6 +273,22 @@ def test_the_learned_correction_saves_bits_on_real_data(codec, shared_data):
     band = load_split(S2_10M, "validation", shared_data)[0][3, :256, :256]
     assert _band_bytes(codec, band, True) < 0.998 * _band_bytes(codec, band, False)
 
+
+def test_a_small_band_takes_least_squares_weights_only_where_they_pay(codec, shared_data, monkeypatch):
+    """Bands between TRIAL_SAMPLES and LEAST_SQUARES_SAMPLES are coded with and without the
+    weights, the smaller kept: Landsat's ten correlated bands pay for them even on 100 px."""
+    from eoz.codecs import predictive
+    from eoz.datasets import LANDSAT8, load_split
+
+    tile = np.ascontiguousarray(load_split(LANDSAT8, "validation", shared_data)[0][:, :100, :110].astype(np.uint16))
+    assert predictive.TRIAL_SAMPLES <= 100 * 110 < predictive.LEAST_SQUARES_SAMPLES
+    chosen = codec.encode_tile(tile, np.ones(tile.shape, bool))
+    np.testing.assert_array_equal(codec.decode_tile(chosen, *tile.shape), tile)
+    plans, _ = predictive._band_plans(chosen, tile.shape[0])
+    assert any(weights is not None for _, _, weights, _, _ in plans)
+    monkeypatch.setattr(predictive, "TRIAL_SAMPLES", predictive.LEAST_SQUARES_SAMPLES)   # never tried
+    assert len(chosen) < 0.995 * len(codec.encode_tile(tile, np.ones(tile.shape, bool)))
+
 def test_predictor_weights_out_of_range_are_a_container_error(codec):
     tile = _big_tile(10)
     payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
