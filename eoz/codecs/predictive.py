@@ -11,9 +11,10 @@ coded before it: up to MAX_REFS earlier bands whose horizontal gradients correla
 with its own, best first; the blend's spectral predictors take the first, with the
 least-squares gain between the gradients. In bands of at least LEAST_SQUARES_SAMPLES, the
 encoder also fits the band's least-squares predictor on the tile and sends its integer
-weights (``eoz.predictive_coder``, format 2); in smaller bands from TRIAL_SAMPLES up it codes
-the band with and without them and keeps the smaller (correlated bands pay for the weights,
-about 2 kbit, on less; one or two do not), and below that never sends them. Format 3 adds the copy flags of resampled rasters' repeated samples
+weights (``eoz.predictive_coder``, format 2); in smaller bands from TRIAL_SAMPLES up, with a
+reference, it codes the band with and without them and keeps the smaller (correlated
+references pay for the weights, about 2 kbit, on fewer samples), and otherwise never sends
+them. Format 3 adds the copy flags of resampled rasters' repeated samples
 (same head, in the residual stream); format 4 the learned correction of the prediction
 (same head and stream, the decoder learns it as it decodes). Lossless tiles carry a sha256 of the samples they
 code; the decoder checks it and refuses a tile that differs.
@@ -56,6 +57,7 @@ _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samp
 _REWEIGHTS = 3                # refits of the least-squares predictor towards the least absolute error
 LEAST_SQUARES_SAMPLES = 1 << 15   # bands this large always take it: the weights (about 2 kbit) pay
 TRIAL_SAMPLES = 1 << 12          # bands from this size up are coded with and without it, the smaller kept
+TRIAL_REFERENCES = 1            # ... and a reference (the weights of the own taps alone rarely pay there)
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
 _BLAS = ThreadpoolController()   # what the encoder holds to one thread around its small least-squares products
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
@@ -124,9 +126,10 @@ class PredictiveCodec(Codec):
         coded: list[tuple] = []
         records = []
         size = tile.shape[1] * tile.shape[2]
-        choices = (True,) if size >= LEAST_SQUARES_SAMPLES else (False, True) if size >= TRIAL_SAMPLES else (False,)
         with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
             for b, (refs, gain) in enumerate(_reference_sets(samples)):
+                choices = (True,) if size >= LEAST_SQUARES_SAMPLES else \
+                    (False, True) if size >= TRIAL_SAMPLES and len(refs) >= TRIAL_REFERENCES else (False,)
                 before, start, best = [a.copy() for a in adaptive], state[_POS], None
                 for least_squares in choices:
                     if best is not None:
@@ -309,7 +312,7 @@ def _fit(band: np.ndarray, start: int, planes: np.ndarray) -> tuple[np.ndarray, 
     the weights only the structure; a small ridge keeps collinear taps (flat areas,
     duplicated bands) bounded."""
     h, w = band.shape
-    stride = max(1, int(np.sqrt(h * w / _FIT_SAMPLES)))
+    stride = max(1, int(np.ceil(np.sqrt(h * w / _FIT_SAMPLES))))
     rows, cols = np.meshgrid(np.arange(0, h, stride), np.arange(0, w, stride), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
     features = np.concatenate([pc.own_features(band, start, rows, cols),
