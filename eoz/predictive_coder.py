@@ -479,11 +479,12 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
-            scale = 6 + abs(residual[i, j - 1]) + abs(residual[i - 1, j]) + abs(residual[i - 1, j - 1]) \
-                + abs(residual[i - 1, j + 1]) + abs(residual[i, j - 2]) + abs(residual[i - 2, j]) \
-                if learn and i >= 2 and i + 1 < h and 2 <= j < w - 2 else LEARN_SCALE_LIMIT   # 6 x the local scale
-            learning = scale < LEARN_SCALE_LIMIT
             uncorrected, inv, y = p, 0, 0
+            learning = learn and i >= 2 and i + 1 < h and 2 <= j < w - 2   # away from the band's edges
+            if learning:   # 6 x the local error scale
+                scale = 6 + abs(residual[i, j - 1]) + abs(residual[i - 1, j]) + abs(residual[i - 1, j - 1]) \
+                    + abs(residual[i - 1, j + 1]) + abs(residual[i, j - 2]) + abs(residual[i - 2, j])
+                learning = scale < LEARN_SCALE_LIMIT
             if learning:
                 inv = (6 << 24) // scale
                 _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs, pred, n_pred)

@@ -122,34 +122,37 @@ class PredictiveCodec(Codec):
         table, copies, learned = new_tables(self.initial), new_tables(_COPY_COUNTS), pc.new_learned()
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
-        adaptive = [table, copies, *learned, state, counts]   # what coding a band changes, besides the buffer
         coded: list[tuple] = []
         records = []
+
+        def code(b: int, refs: list[int], gain: int, least_squares: bool) -> tuple[tuple, bytes]:
+            """Band b through the loop, with or without least-squares weights: its results and record."""
+            planes = _planes(coded, refs) if least_squares else None
+            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares else (None, 0)
+            band = _code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi, avoid,
+                         table, copies, learned, state, buffer, False, counts)
+            return band, (_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
+                          + struct.pack(f"<{len(refs)}H", *refs)
+                          + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b""))
+
+        adaptive = [table, copies, *learned, state, counts]   # what coding a band changes, besides the buffer
         size = tile.shape[1] * tile.shape[2]
         with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
             for b, (refs, gain) in enumerate(_reference_sets(samples)):
-                choices = (True,) if size >= LEAST_SQUARES_SAMPLES else \
-                    (False, True) if size >= TRIAL_SAMPLES and len(refs) >= TRIAL_REFERENCES else (False,)
-                before, start, best = [a.copy() for a in adaptive], state[_POS], None
-                for least_squares in choices:
-                    if best is not None:
-                        _restore(adaptive, before)
-                    planes = _planes(coded, refs) if least_squares else None
-                    weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares \
-                        else (None, 0)
-                    band = _code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi,
-                                 avoid, table, copies, learned, state, buffer, False, counts)
-                    record = (_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
-                              + struct.pack(f"<{len(refs)}H", *refs)
-                              + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares
-                                 else b""))
-                    cost = state[_POS] - start + len(record)
-                    if best is None or cost < best[0]:
-                        best = (cost, band, record, [a.copy() for a in adaptive], buffer[start:state[_POS]].copy())
-                _, band, record, after, written = best
-                if len(choices) > 1:   # the smaller way's state and bytes back (the other may have coded last)
-                    _restore(adaptive, after)
-                    buffer[start:start + len(written)] = written
+                if TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
+                    # without the weights first; kept (its state and bytes) unless the weights pay
+                    before, start = [a.copy() for a in adaptive], state[_POS]
+                    plain = code(b, refs, gain, False)
+                    plain_cost = state[_POS] - start + len(plain[1])
+                    after, written = [a.copy() for a in adaptive], buffer[start:state[_POS]].copy()
+                    _restore(adaptive, before)
+                    band, record = code(b, refs, gain, True)
+                    if plain_cost <= state[_POS] - start + len(record):
+                        _restore(adaptive, after)
+                        buffer[start:start + len(written)] = written
+                        band, record = plain
+                else:
+                    band, record = code(b, refs, gain, size >= LEAST_SQUARES_SAMPLES)
                 coded.append(band)
                 records.append(record)
         n = finish(state, buffer)

@@ -229,7 +229,6 @@ def _big_tile(seed: int) -> np.ndarray:
     return _smooth(np.random.default_rng(seed), (2, 192, 180), "uint16")
 
 
-
 @pytest.mark.parametrize("dtype", ["uint16", "int32", "uint32"])
 @pytest.mark.parametrize("amplitude", [3.0, 2.0 ** 20, None])   # None: full-range noise
 @pytest.mark.parametrize("bound", [0, 3])
@@ -275,8 +274,9 @@ def test_the_learned_correction_saves_bits_on_real_data(codec, shared_data):
 
 
 def test_a_small_band_takes_least_squares_weights_only_where_they_pay(codec, shared_data, monkeypatch):
-    """Bands between TRIAL_SAMPLES and LEAST_SQUARES_SAMPLES are coded with and without the
-    weights, the smaller kept: Landsat's ten correlated bands pay for them even on 100 px."""
+    """Bands between TRIAL_SAMPLES and LEAST_SQUARES_SAMPLES with a reference are coded with and
+    without the weights, the smaller kept: Landsat's ten correlated bands pay for them even on
+    100 px."""
     from eoz.codecs import predictive
     from eoz.datasets import LANDSAT8, load_split
 
@@ -288,6 +288,7 @@ def test_a_small_band_takes_least_squares_weights_only_where_they_pay(codec, sha
     assert any(weights is not None for _, _, weights, _, _ in plans)
     monkeypatch.setattr(predictive, "TRIAL_SAMPLES", predictive.LEAST_SQUARES_SAMPLES)   # never tried
     assert len(chosen) < len(codec.encode_tile(tile, np.ones(tile.shape, bool)))
+
 
 def test_predictor_weights_out_of_range_are_a_container_error(codec):
     tile = _big_tile(10)
