@@ -47,7 +47,7 @@ from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
 from eoz.subband_coder import _POS, TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
-FORMAT = 4
+FORMAT = 5
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
 _BAND_V1 = struct.Struct("<HhI")
@@ -58,6 +58,8 @@ _REWEIGHTS = 3                # refits of the least-squares predictor towards th
 LEAST_SQUARES_SAMPLES = 1 << 15   # bands this large always take it: the weights (about 2 kbit) pay
 TRIAL_SAMPLES = 1 << 12          # bands from this size up are coded with and without it, the smaller kept
 TRIAL_REFERENCES = 1            # ... and a reference (the weights of the own taps alone rarely pay there)
+ORDER_TRIAL_SHARE = 8         # the encoder tries both band orders on a strip of this share of a tile's rows,
+ORDER_TRIAL_MIN_ROWS = 16     # ... at least this many (tiles of under twice as many: the whole tile, both ways)
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
 _BLAS = ThreadpoolController()   # what the encoder holds to one thread around its small least-squares products
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
@@ -119,6 +121,29 @@ class PredictiveCodec(Codec):
         kind, step, samples, int_bounds = _to_integers(tile, bounds)
         lo, hi = int(samples.min()), int(samples.max())
         avoid = _avoided(self.nodata, kind, step)
+        digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
+
+        def payload(rows: slice, reverse: bool, tally: np.ndarray) -> bytes:
+            order = slice(None, None, -1) if reverse else slice(None)
+            records, stream = self._code_bands(samples[order, rows], int_bounds[order], lo, hi, avoid, tally)
+            return _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse]) + records + digest + stream
+
+        if tile.shape[0] == 1:
+            return payload(slice(None), False, counts)
+        # which order pays, on a strip across the tile's middle (the whole tile if it is small)
+        height = tile.shape[1]
+        rows = min(height, max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE))
+        if rows * 2 > height:
+            both = [payload(slice(None), reverse, _NO_COUNTS) for reverse in (False, True)]
+            best = min(both, key=len)
+            return payload(slice(None), best is both[1], counts) if counts.size else best
+        strip = slice((height - rows) // 2, (height - rows) // 2 + rows)
+        natural, reverse = (len(payload(strip, reverse, _NO_COUNTS)) for reverse in (False, True))
+        return payload(slice(None), reverse < natural, counts)
+
+    def _code_bands(self, samples: np.ndarray, int_bounds: list[int], lo: int, hi: int, avoid: int | None,
+                    counts: np.ndarray) -> tuple[bytes, bytes]:
+        """The band records and the range-coded stream of the bands, in the order given."""
         table, copies, learned = new_tables(self.initial), new_tables(_COPY_COUNTS), pc.new_learned()
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
@@ -136,7 +161,7 @@ class PredictiveCodec(Codec):
                           + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b""))
 
         adaptive = [table, copies, *learned, state, counts]   # what coding a band changes, besides the buffer
-        size = tile.shape[1] * tile.shape[2]
+        size = samples.shape[1] * samples.shape[2]
         with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
             for b, (refs, gain) in enumerate(_reference_sets(samples)):
                 if TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
@@ -156,9 +181,7 @@ class PredictiveCodec(Codec):
                 coded.append(band)
                 records.append(record)
         n = finish(state, buffer)
-        head = _HEAD.pack(FORMAT, kind, step, lo, hi) + b"".join(records)
-        digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
-        return head + digest + buffer[:n].tobytes()
+        return b"".join(records), buffer[:n].tobytes()
 
     # --- decoding -------------------------------------------------------------------------
 
@@ -166,11 +189,13 @@ class PredictiveCodec(Codec):
         if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
-        if version not in (1, 2, 3, FORMAT):
+        if version not in (1, 2, 3, 4, FORMAT):
             raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {FORMAT}")
-        if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0):
+        (reverse,) = _unpack("<B", payload, _HEAD.size) if version >= 5 else (0,)
+        if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0) \
+                or reverse > 1:
             raise ContainerError("predictive tile head is inconsistent")
-        plans, head_size = (_band_plans_v1 if version == 1 else _band_plans)(payload, bands)
+        plans, head_size = (_band_plans_v1 if version == 1 else _band_plans)(payload, bands, _HEAD.size + (version >= 5))
         lossless = kind != FLOAT_GRID and not any(plan[4] for plan in plans)
         digest = payload[head_size:head_size + 32] if lossless else b""
         if len(digest) < 32 * lossless:
@@ -189,7 +214,7 @@ class PredictiveCodec(Codec):
                                avoid, table, copies, learned, state, stream, True, _NO_COUNTS))
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
-        tile = _from_integers(np.stack([c[0] for c in coded]), kind, step)
+        tile = _from_integers(np.stack([c[0] for c in coded])[::-1 if reverse else 1], kind, step)
         if lossless and _digest(tile) != digest:
             raise ContainerError("lossless check failed: the tile decodes to other samples than were coded")
         return tile
@@ -212,10 +237,10 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
                         copies, learned is not None, learned or _NO_LEARNED)
 
 
-def _band_plans(payload: bytes, bands: int) -> tuple[list[tuple], int]:
-    """Format 2's band records: ([references], gain, weights or None, constant, bound) each,
-    and where they end."""
-    plans, pos = [], _HEAD.size
+def _band_plans(payload: bytes, bands: int, pos: int) -> tuple[list[tuple], int]:
+    """Format 2's band records from ``pos`` on: ([references], gain, weights or None, constant,
+    bound) each, and where they end."""
+    plans = []
     for b in range(bands):
         n_refs, least_squares, gain, bound = _unpack(_BAND.format, payload, pos)
         pos += _BAND.size
@@ -245,12 +270,12 @@ def _unpack(fmt: str, payload: bytes, pos: int) -> tuple:
         raise ContainerError("predictive tile head is truncated") from None
 
 
-def _band_plans_v1(payload: bytes, bands: int) -> tuple[list[tuple], int]:
+def _band_plans_v1(payload: bytes, bands: int, pos: int) -> tuple[list[tuple], int]:
     """Format 1's band records, as _band_plans gives them (no weights: the blend)."""
-    head_size = _HEAD.size + bands * _BAND_V1.size
+    head_size = pos + bands * _BAND_V1.size
     if len(payload) < head_size:
         raise ContainerError("predictive tile head is truncated")
-    records = [_BAND_V1.unpack_from(payload, _HEAD.size + b * _BAND_V1.size) for b in range(bands)]
+    records = [_BAND_V1.unpack_from(payload, pos + b * _BAND_V1.size) for b in range(bands)]
     if any(ref > b for b, (ref, _, _) in enumerate(records)):
         raise ContainerError("a predictive tile's band refers to a band not yet decoded")
     return [([ref - 1] if ref else [], gain, None, 0, bound) for ref, gain, bound in records], head_size

@@ -221,7 +221,7 @@ def test_a_band_that_is_a_window_of_its_reference_codes_almost_free(codec):
     assert len(both) - len(alone) < 0.3 * len(alone)
 
 
-HEAD, RECORD = 26, 8   # formats 2 to 4: the tile head, and a band record before its references and weights
+HEAD, RECORD = 27, 8   # format 5: the tile head (with its band order), and a band record before its references and weights
 
 
 def _big_tile(seed: int) -> np.ndarray:
@@ -284,7 +284,7 @@ def test_a_small_band_takes_least_squares_weights_only_where_they_pay(codec, sha
     assert predictive.TRIAL_SAMPLES <= 100 * 110 < predictive.LEAST_SQUARES_SAMPLES
     chosen = codec.encode_tile(tile, np.ones(tile.shape, bool))
     np.testing.assert_array_equal(codec.decode_tile(chosen, *tile.shape), tile)
-    plans, _ = predictive._band_plans(chosen, tile.shape[0])
+    plans, _ = predictive._band_plans(chosen, tile.shape[0], HEAD)
     assert any(weights is not None for _, _, weights, _, _ in plans)
     monkeypatch.setattr(predictive, "TRIAL_SAMPLES", predictive.LEAST_SQUARES_SAMPLES)   # never tried
     assert len(chosen) < len(codec.encode_tile(tile, np.ones(tile.shape, bool)))
