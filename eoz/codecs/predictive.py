@@ -54,12 +54,13 @@ _BAND_V1 = struct.Struct("<HhI")
 _BAND = struct.Struct("<BBhI")
 _CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum under 2^62
 _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samples of a band (more: 0.02 % fewer bytes)
+_QUICK_FIT_SAMPLES = 1 << 10  # ... in the band-order trial, with no refits
 _REWEIGHTS = 3                # refits of the least-squares predictor towards the least absolute error
 LEAST_SQUARES_SAMPLES = 1 << 15   # bands this large always take it: the weights (about 2 kbit) pay
 TRIAL_SAMPLES = 1 << 12          # bands from this size up are coded with and without it, the smaller kept
 TRIAL_REFERENCES = 1            # ... and a reference (the weights of the own taps alone rarely pay there)
-ORDER_TRIAL_SHARE = 8         # the encoder tries both band orders on a strip of this share of a tile's rows,
-ORDER_TRIAL_MIN_ROWS = 16     # ... at least this many (tiles of under twice as many: the whole tile, both ways)
+ORDER_TRIAL_SHARE = 32        # the encoder tries both band orders on a strip of this share of a tile's rows,
+ORDER_TRIAL_MIN_ROWS = 8      # ... at least this many (tiles of under twice as many are coded first to last)
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
 _BLAS = ThreadpoolController()   # what the encoder holds to one thread around its small least-squares products
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
@@ -123,27 +124,23 @@ class PredictiveCodec(Codec):
         avoid = _avoided(self.nodata, kind, step)
         digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
 
-        def payload(rows: slice, reverse: bool, tally: np.ndarray) -> bytes:
-            order = slice(None, None, -1) if reverse else slice(None)
-            records, stream = self._code_bands(samples[order, rows], int_bounds[order], lo, hi, avoid, tally)
-            return _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse]) + records + digest + stream
-
-        if tile.shape[0] == 1:
-            return payload(slice(None), False, counts)
-        # which order pays, on a strip across the tile's middle (the whole tile if it is small)
+        reverse = False
         height = tile.shape[1]
-        rows = min(height, max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE))
-        if rows * 2 > height:
-            both = [payload(slice(None), reverse, _NO_COUNTS) for reverse in (False, True)]
-            best = min(both, key=len)
-            return payload(slice(None), best is both[1], counts) if counts.size else best
-        strip = slice((height - rows) // 2, (height - rows) // 2 + rows)
-        natural, reverse = (len(payload(strip, reverse, _NO_COUNTS)) for reverse in (False, True))
-        return payload(slice(None), reverse < natural, counts)
+        rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
+        if tile.shape[0] > 1 and 2 * rows <= height:   # which order pays, on a strip across the tile's middle
+            strip = samples[:, (height - rows) // 2:(height - rows) // 2 + rows]
+            natural, backwards = (sum(map(len, self._code_bands(s, b, lo, hi, avoid, _NO_COUNTS, True)))
+                                  for s, b in ((strip, int_bounds), (strip[::-1], int_bounds[::-1])))
+            reverse = backwards < natural
+        order = slice(None, None, -1) if reverse else slice(None)
+        records, stream = self._code_bands(samples[order], int_bounds[order], lo, hi, avoid, counts, False)
+        return _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse]) + records + digest + stream
 
     def _code_bands(self, samples: np.ndarray, int_bounds: list[int], lo: int, hi: int, avoid: int | None,
-                    counts: np.ndarray) -> tuple[bytes, bytes]:
-        """The band records and the range-coded stream of the bands, in the order given."""
+                    counts: np.ndarray, quick: bool) -> tuple[bytes, bytes]:
+        """The band records and the range-coded stream of the bands, in the order given;
+        ``quick`` (the band-order trial's estimate): bands from TRIAL_SAMPLES up take the
+        least-squares weights without a trial, fitted on fewer samples and without refits."""
         table, copies, learned = new_tables(self.initial), new_tables(_COPY_COUNTS), pc.new_learned()
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
@@ -153,18 +150,20 @@ class PredictiveCodec(Codec):
         def code(b: int, refs: list[int], gain: int, least_squares: bool) -> tuple[tuple, bytes]:
             """Band b through the loop, with or without least-squares weights: its results and record."""
             planes = _planes(coded, refs) if least_squares else None
-            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes) if least_squares else (None, 0)
+            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes, *fit) if least_squares \
+                else (None, 0)
             band = _code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi, avoid,
                          table, copies, learned, state, buffer, False, counts)
             return band, (_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
                           + struct.pack(f"<{len(refs)}H", *refs)
                           + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b""))
 
+        fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
         adaptive = [table, copies, *learned, state, counts]   # what coding a band changes, besides the buffer
         size = samples.shape[1] * samples.shape[2]
         with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
             for b, (refs, gain) in enumerate(_reference_sets(samples)):
-                if TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
+                if not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
                     # without the weights first; kept (its state and bytes) unless the weights pay
                     before, start = [a.copy() for a in adaptive], state[_POS]
                     plain = code(b, refs, gain, False)
@@ -177,7 +176,7 @@ class PredictiveCodec(Codec):
                         buffer[start:start + len(written)] = written
                         band, record = plain
                 else:
-                    band, record = code(b, refs, gain, size >= LEAST_SQUARES_SAMPLES)
+                    band, record = code(b, refs, gain, size >= (TRIAL_SAMPLES if quick else LEAST_SQUARES_SAMPLES))
                 coded.append(band)
                 records.append(record)
         n = finish(state, buffer)
@@ -330,24 +329,24 @@ def _reference_sets(samples: np.ndarray) -> list[tuple[list[int], int]]:
     return out
 
 
-def _fit(band: np.ndarray, start: int, planes: np.ndarray) -> tuple[np.ndarray, int]:
+def _fit(band: np.ndarray, start: int, planes: np.ndarray, samples: int, reweights: int) -> tuple[np.ndarray, int]:
     """Integer weights (LS_FRAC fraction bits: causal taps, then each plane's window) and
-    constant predicting the band, fitted on an even grid of its samples towards the least
-    absolute error: a residual's code grows with the log of its size, not its square, so a
-    plain least-squares fit gives the few large residuals of bright or textured areas the
-    say; each of _REWEIGHTS refits weighs a sample by the inverse of its last error (iteratively
+    constant predicting the band, fitted on an even grid of about ``samples`` of its samples towards
+    the least absolute error: a residual's code grows with the log of its size, not its square,
+    so a plain least-squares fit gives the few large residuals of bright or textured areas the
+    say; each of ``reweights`` refits weighs a sample by the inverse of its last error (iteratively
     reweighted least squares). Features are centred, so the constant carries the levels and
     the weights only the structure; a small ridge keeps collinear taps (flat areas,
     duplicated bands) bounded."""
     h, w = band.shape
-    stride = max(1, int(np.ceil(np.sqrt(h * w / _FIT_SAMPLES))))
+    stride = max(1, int(np.ceil(np.sqrt(h * w / samples))))
     rows, cols = np.meshgrid(np.arange(0, h, stride), np.arange(0, w, stride), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
     features = np.concatenate([pc.own_features(band, start, rows, cols),
                                pc.window_features(planes, rows, cols)], 1).astype(np.float64)
     target = band[rows, cols].astype(np.float64)
     weight = np.ones(len(target))
-    for refit in range(_REWEIGHTS + 1):
+    for refit in range(reweights + 1):
         if refit:
             error = np.abs(target - target_mean - centred @ solution)
             weight = 1 / (error + max(np.median(error) / 2, 1))

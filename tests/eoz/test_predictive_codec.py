@@ -258,7 +258,7 @@ def _band_bytes(codec, band: np.ndarray, learn: bool) -> int:
     x = band.astype(np.int64)
     lo, hi = int(x.min()), int(x.max())
     planes = predictive._planes([], [])
-    weights, constant = predictive._fit(x, (lo + hi) >> 1, planes)
+    weights, constant = predictive._fit(x, (lo + hi) >> 1, planes, predictive._FIT_SAMPLES, predictive._REWEIGHTS)
     state, buffer = encoder_state(), np.zeros(x.size * 5 + 1024, np.uint8)
     predictive._code(x, [], [], 0, weights, constant, planes, 0, lo, hi, None, new_tables(codec.initial),
                      new_tables(predictive._COPY_COUNTS), predictive_coder.new_learned() if learn else None, state,
@@ -288,6 +288,38 @@ def test_a_small_band_takes_least_squares_weights_only_where_they_pay(codec, sha
     assert any(weights is not None for _, _, weights, _, _ in plans)
     monkeypatch.setattr(predictive, "TRIAL_SAMPLES", predictive.LEAST_SQUARES_SAMPLES)   # never tried
     assert len(chosen) < len(codec.encode_tile(tile, np.ones(tile.shape, bool)))
+
+
+def test_the_encoder_codes_the_bands_in_the_order_that_pays(codec, shared_data):
+    """Landsat's bands cost less coded last to first (its long wavelengths are the sharper
+    references): the trial on a strip finds it, the order byte says so, and the decoder puts
+    the bands back in their order."""
+    from eoz.codecs import predictive
+    from eoz.datasets import LANDSAT8, load_split
+
+    tile = np.ascontiguousarray(load_split(LANDSAT8, "validation", shared_data)[0][:, :128, :192].astype(np.uint16))
+    payload = codec.encode_tile(tile, np.ones(tile.shape, bool))
+    assert payload[HEAD - 1] == 1
+    np.testing.assert_array_equal(codec.decode_tile(payload, *tile.shape), tile)
+    samples = tile.astype(np.int64)
+    lo, hi = int(samples.min()), int(samples.max())
+    natural, backwards = (sum(map(len, codec._code_bands(s, [0] * len(s), lo, hi, None, predictive._NO_COUNTS,
+                                                         False))) for s in (samples, samples[::-1]))
+    assert len(payload) == HEAD + 32 + backwards < HEAD + 32 + natural   # head, sha256, records and stream
+
+    bounds = list(range(tile.shape[0]))   # one bound per band goes with its band
+    payload = codec.with_bound(None, bounds).encode_tile(tile, np.ones(tile.shape, bool))
+    assert payload[HEAD - 1] == 1
+    error = np.abs(codec.decode_tile(payload, *tile.shape).astype(np.int64) - samples).max(axis=(1, 2))
+    assert (error <= bounds).all() and error[-1] > 0
+
+
+def test_a_band_order_byte_other_than_0_or_1_is_a_container_error(codec):
+    tile = _big_tile(3)
+    payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
+    payload[HEAD - 1] = 2
+    with pytest.raises(ContainerError, match="inconsistent"):
+        codec.decode_tile(bytes(payload), *tile.shape)
 
 
 def test_predictor_weights_out_of_range_are_a_container_error(codec):
