@@ -16,19 +16,25 @@ reference, it codes the band with and without them and keeps the smaller (correl
 references pay for the weights, about 2 kbit, on fewer samples), and otherwise never sends
 them. Format 3 adds the copy flags of resampled rasters' repeated samples
 (same head, in the residual stream); format 4 the learned correction of the prediction
-(same head and stream, the decoder learns it as it decodes). Lossless tiles carry a sha256 of the samples they
-code; the decoder checks it and refuses a tile that differs.
+(same head and stream, the decoder learns it as it decodes); format 5 the band order: the
+encoder codes a tile's bands first to last or last to first, whichever costs less on a
+strip across the tile (a linear predictor of a blurred or noisy band from a sharp one does
+better than the reverse: Landsat's and Sentinel-1's bands pay coded backwards, about 1 %).
+Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
+tile that differs.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
-bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, then per
-band: u8 reference count R, u8 least-squares flag, i16 gain (1/256), u32 bound, R u16
-reference bands, and with the flag the i32 weights (the ten causal taps, then per
-reference its 3 x 3 values and its 3 x 3 residuals) and the i64 constant, in LS_FRAC
-fraction bits; the 32-byte sha256 when the tile is lossless (every bound 0, not a grid);
-then the range-coded residuals (and format 3's copy flags). Formats 1 to 3 are still
-decoded: format 3 is format 4 without the learned correction, format 2 is format 3 without
-copy flags; format 1 had per band u16 reference (0 =
-none, else its index + 1), i16 gain, u32 bound, and no least-squares predictor.
+bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, u8 band
+order (0 first to last, 1 last to first), then per band in that order: u8 reference count
+R, u8 least-squares flag, i16 gain (1/256), u32 bound, R u16 reference bands (positions in
+that order), and with the flag the i32 weights (the ten causal taps, then per reference
+its 3 x 3 values and its 3 x 3 residuals) and the i64 constant, in LS_FRAC fraction bits;
+the 32-byte sha256 when the tile is lossless (every bound 0, not a grid); then the range-
+coded residuals (and format 3's copy flags). Formats 1 to 4 are still decoded: format 4
+is format 5 without the order byte (first to last), format 3 is format 4 without the
+learned correction, format 2 is format 3 without copy flags; format 1 had per band u16
+reference (0 = none, else its index + 1), i16 gain, u32 bound, and no least-squares
+predictor.
 """
 
 from __future__ import annotations
