@@ -66,7 +66,8 @@ LEAST_SQUARES_SAMPLES = 1 << 15   # bands this large always take it: the weights
 TRIAL_SAMPLES = 1 << 12          # bands from this size up are coded with and without it, the smaller kept
 TRIAL_REFERENCES = 1            # ... and a reference (the weights of the own taps alone rarely pay there)
 ORDER_TRIAL_SHARE = 32        # the encoder tries both band orders on a strip of this share of a tile's rows,
-ORDER_TRIAL_MIN_ROWS = 8      # ... at least this many (tiles of under twice as many are coded first to last)
+ORDER_TRIAL_MIN_ROWS = 8      # ... at least this many,
+ORDER_TRIAL_MIN_HEIGHT = 64   # in tiles this high or more (a quarter more encode at most); smaller: first to last
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
 _BLAS = ThreadpoolController()   # what the encoder holds to one thread around its small least-squares products
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
@@ -130,10 +131,9 @@ class PredictiveCodec(Codec):
         avoid = _avoided(self.nodata, kind, step)
         digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
 
-        reverse = False
-        height = tile.shape[1]
-        rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
-        if tile.shape[0] > 1 and 2 * rows <= height:   # which order pays, on a strip across the tile's middle
+        reverse, height = False, tile.shape[1]
+        if tile.shape[0] > 1 and height >= ORDER_TRIAL_MIN_HEIGHT:   # which order pays, on a strip across the middle
+            rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
             strip = samples[:, (height - rows) // 2:(height - rows) // 2 + rows]
             natural, backwards = (sum(map(len, self._code_bands(s, b, lo, hi, avoid, _NO_COUNTS, True)))
                                   for s, b in ((strip, int_bounds), (strip[::-1], int_bounds[::-1])))
