@@ -109,7 +109,7 @@ CAPABILITIES = {
     "hyperprior": Capability(_FIXED_QUALITY, GPU_QUEUE, _target),
     "spectral-partition": Capability(_FIXED_QUALITY + ("no_band_prediction",), GPU_QUEUE, _partition),
     "wavelet": Capability(("psnr", "mse", "block", "open_loop"), CPU_QUEUE, _target, 1.5e6),
-    "predictive": Capability(("lossless", "max_error"), CPU_QUEUE, _bounded, 2.8e6),
+    "predictive": Capability(("lossless", "max_error"), CPU_QUEUE, _bounded, 2.4e6),
 }
 
 
