@@ -439,7 +439,8 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
         scratch[4, :FINAL], scratch[5, :FINAL], scratch[6]
     bias_sum, bias_count = bias[0], bias[1]
     bias_count[:] = 1
-    second, inputs, hidden, linear_weights = learned[0, :LEARN_HIDDEN], learned[1], learned[2, :LEARN_HIDDEN], learned[3]
+    second, inputs, hidden = learned[0, :LEARN_HIDDEN], learned[1], learned[2, :LEARN_HIDDEN]
+    linear_weights = learned[3]
     least_squares = own_weights.shape[0] > 0
     n_base = PREDICTORS if has_ref else SPATIAL
     n_pred = n_base + least_squares

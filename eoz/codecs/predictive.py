@@ -201,7 +201,8 @@ class PredictiveCodec(Codec):
         if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0) \
                 or reverse > 1:
             raise ContainerError("predictive tile head is inconsistent")
-        plans, head_size = (_band_plans_v1 if version == 1 else _band_plans)(payload, bands, _HEAD.size + (version >= 5))
+        records_at = _HEAD.size + (version >= 5)   # after the order byte
+        plans, head_size = (_band_plans_v1 if version == 1 else _band_plans)(payload, bands, records_at)
         lossless = kind != FLOAT_GRID and not any(plan[4] for plan in plans)
         digest = payload[head_size:head_size + 32] if lossless else b""
         if len(digest) < 32 * lossless:

@@ -221,7 +221,7 @@ def test_a_band_that_is_a_window_of_its_reference_codes_almost_free(codec):
     assert len(both) - len(alone) < 0.3 * len(alone)
 
 
-HEAD, RECORD = 27, 8   # format 5: the tile head (with its band order), and a band record before its references and weights
+HEAD, RECORD = 27, 8   # format 5: the tile head (with its band order), a band record before its references and weights
 
 
 def _big_tile(seed: int) -> np.ndarray:
@@ -261,8 +261,8 @@ def _band_bytes(codec, band: np.ndarray, learn: bool, linear_path: bool = True) 
     weights, constant = predictive._fit(x, (lo + hi) >> 1, planes, predictive._FIT_SAMPLES, predictive._REWEIGHTS)
     state, buffer = encoder_state(), np.zeros(x.size * 5 + 1024, np.uint8)
     predictive._code(x, [], [], 0, weights, constant, planes, 0, lo, hi, None, new_tables(codec.initial),
-                     new_tables(predictive._COPY_COUNTS), predictive_coder.new_learned() if learn else None, linear_path, state,
-                     buffer, False, predictive._NO_COUNTS)
+                     new_tables(predictive._COPY_COUNTS), predictive_coder.new_learned() if learn else None,
+                     linear_path, state, buffer, False, predictive._NO_COUNTS)
     return finish(state, buffer)
 
 
