@@ -48,9 +48,10 @@ def _resolve(args, meta=None):
 
 
 def _add_codec_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
-                   help="model id from `eoz models`, jpeg2000, or auto (picked from the bands and dtype "
-                        "among the models that honour every option given; --lossless or --max-error: predictive)")
+    p.add_argument("--model", default="auto",
+                   help="model id from `eoz models`, jpeg2000, or auto, the default (picked from the bands and "
+                        "dtype among the models that honour every option given; --lossless or --max-error: "
+                        "predictive)")
     p.add_argument("--version", help="model version (default: the newest)")
     p.add_argument("--tile-size", type=int, help="tile edge in pixels (default 512; smaller for many bands, "
                                                  "so that a tile stays within the decode limits)")

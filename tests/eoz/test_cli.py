@@ -233,6 +233,9 @@ def test_auto_with_lossless_picks_the_predictive_model_and_verify_proves_it(caps
     assert back_meta == meta
     code, out, _ = run(capsys, "compress", src, tmp_path / "vq.eoz", "--model", "auto", "--tile-size", 64)
     assert code == 0 and out["model_id"] == "tiny-vq" and out["lossless"] is False
+    code, out, err = run(capsys, "compress", src, tmp_path / "default.eoz", "--lossless", "--tile-size", 64)
+    assert code == 0 and out["model_id"] == "tiny-predictive", "without --model, auto picks"
+    assert err == f"eoz: --model auto picked {out['picked']}\n"
 
 
 def test_max_error_holds_per_band_and_verify_fails_on_another_original(capsys, codec_env, scene, tmp_path):
