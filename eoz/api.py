@@ -52,7 +52,7 @@ def compress(src: PathLike, dst: PathLike, model: str = "auto", *, version: str 
              lossless: bool = False, max_error: float | list[float] | None = None,
              quality: float | None = None, klt: bool = False, rate_weight: float | None = None,
              no_band_prediction: bool = False, tile_size: int | None = None,
-             overlap: int | None = None) -> Compressed:
+             overlap: int | None = None, threads: int = 1) -> Compressed:
     """Compress the GeoTIFF ``src`` into the .eoz file ``dst``, as ``eoz compress`` does.
 
     ``model``: a model id from ``eoz models``, ``"jpeg2000"`` or ``"auto"`` (picked from the
@@ -60,7 +60,8 @@ def compress(src: PathLike, dst: PathLike, model: str = "auto", *, version: str 
     ``Compressed.picked``). The options are the CLI's flags (``lmbda`` is ``--lambda``;
     ``block`` is 16, 32, 64 or None for one target per tile). An option the model cannot
     honour raises :class:`eoz.InputError` naming the models that take it; it is never dropped.
-    Nothing appears at ``dst`` unless the whole file was written.
+    ``threads``: tiles coded at once (0: one per CPU core), the same bytes. Nothing appears at
+    ``dst`` unless the whole file was written.
     """
     from eoz.evaluation import size_figures
     from eoz.raster import read_meta
@@ -71,7 +72,7 @@ def compress(src: PathLike, dst: PathLike, model: str = "auto", *, version: str 
                "quality": quality, "lossless": lossless, "klt": klt, "rate_weight": rate_weight,
                "no_band_prediction": no_band_prediction, "max_error": max_error}
     resolved = resolve(model, version, options, read_meta(src))
-    header = compress_file(src, dst, resolved.codec(), tile_size=tile_size, overlap=overlap)
+    header = compress_file(src, dst, resolved.codec(), tile_size=tile_size, overlap=overlap, threads=threads)
     size = Path(dst).stat().st_size
     ratio = size_figures(header.height, header.width, len(header.bands), header.dtype, size)["compression_ratio"]
     return Compressed(path=Path(dst), bytes=size, ratio=ratio, model_id=header.model_id or header.codec,
@@ -79,12 +80,14 @@ def compress(src: PathLike, dst: PathLike, model: str = "auto", *, version: str 
                       picked=resolved.reason)
 
 
-def decompress(src: PathLike, dst: PathLike, window: Window | None = None, cog: bool = False) -> dict:
+def decompress(src: PathLike, dst: PathLike, window: Window | None = None, cog: bool = False,
+               threads: int = 1) -> dict:
     """Decode the .eoz file ``src`` (or a window of it) into the GeoTIFF ``dst``, georeferenced;
-    ``cog=True`` writes a Cloud-Optimized GeoTIFF. Returns the written raster's profile."""
+    ``cog=True`` writes a Cloud-Optimized GeoTIFF; ``threads`` tiles decode at once (0: one per
+    CPU core). Returns the written raster's profile."""
     from eoz.scene import decompress_file
 
-    return profile(decompress_file(src, dst, _window(window), cog))
+    return profile(decompress_file(src, dst, _window(window), cog, threads=threads))
 
 
 def open(path: PathLike) -> EozDataset:   # shadows the builtin inside eoz, as rasterio.open does

@@ -90,12 +90,14 @@ def cmd_compress(args) -> dict:
     _check_output_folder(args.output)
     resolved = _resolve(args)
     with bar("compress", quiet=args.quiet) as progress:
-        header = compress_file(args.input, args.output, resolved.codec(), args.tile_size, args.overlap, progress)
+        header = compress_file(args.input, args.output, resolved.codec(), args.tile_size, args.overlap, progress,
+                               args.threads)
     size = Path(args.output).stat().st_size
     quality = stated_quality(header)
     if args.measure:
         with bar("measure", quiet=args.quiet) as progress:
-            quality["measured"] = measure_file(args.output, args.input, resolved.peak, progress=progress)
+            quality["measured"] = measure_file(args.output, args.input, resolved.peak, progress=progress,
+                                               threads=args.threads)
     else:
         quality["measured"] = None
         if len(quality) == 1:
@@ -116,7 +118,7 @@ def cmd_decompress(args) -> dict:
     _check_output_folder(args.output)
     with bar("decompress", quiet=args.quiet) as progress:
         meta = decompress_file(args.input, args.output, tuple(args.window) if args.window else None, args.cog,
-                               progress=progress)
+                               progress=progress, threads=args.threads)
     return {"output": str(args.output), "width": meta.width, "height": meta.height,
             "bands": meta.band_names, "cog": args.cog}
 
@@ -302,6 +304,19 @@ def cmd_cleanup(args) -> dict:
         records.close()
 
 
+def _threads(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"0 (one per CPU core) or more, not {value}")
+    return value
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_threads, default=1, metavar="N",
+                   help="tiles coded at once on N threads, the same bytes (0: one per CPU core; default 1); "
+                        "predictive, wavelet and jpeg2000 (the networks use the cores already)")
+
+
 def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar (there is none anyway when stderr is not a terminal)")
@@ -327,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true",
                    help="decode the file once and report its PSNR and MSE (without it: what the encoder "
                         "guarantees, when it does)")
+    _add_threads(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_compress)
 
@@ -337,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode only this part: column and row of its top-left pixel, then its width and "
                         "height, in pixels of the image")
     p.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
+    _add_threads(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_decompress)
 

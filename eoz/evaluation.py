@@ -51,12 +51,13 @@ def stated_quality(header: Header) -> dict:
 
 
 def measure_file(eoz_path: str | Path, tif_path: str | Path, peak: float, limits: Limits = Limits(),
-                 store: ModelStore | None = None, progress: Progress | None = None) -> dict:
+                 store: ModelStore | None = None, progress: Progress | None = None,
+                 threads: int = 1) -> dict:
     """MSE and PSNR (at ``peak``) of an .eoz against its original GeoTIFF, decoded tile by
-    tile (bounded memory); PSNR None when exact."""
+    tile (bounded memory; ``threads``: as ``decode_scene``); PSNR None when exact."""
     squared, count = 0.0, 0
     with EozReader(eoz_path) as reader, RasterReader(tif_path, limits) as original_reader:
-        for piece, col, row in decode_scene(reader, store=store, progress=progress):
+        for piece, col, row in decode_scene(reader, store=store, progress=progress, threads=threads):
             original = original_reader.read((col, row, piece.shape[2], piece.shape[1]))[0]
             diff = original.astype(np.float64) - piece.astype(np.float64)
             squared += float(np.square(diff).sum())

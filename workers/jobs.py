@@ -84,10 +84,12 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
             codec = resolved.codec()
             start = time.perf_counter()
             header = encode_scene(lambda c, r, w, h: reader.read((c, r, w, h))[0], meta, codec, out, tile_size,
-                                  progress=lambda done, total: ctx.report_progress(0.75 * done / total))
+                                  progress=lambda done, total: ctx.report_progress(0.75 * done / total),
+                                  threads=ctx.settings.tile_threads)
         codec_seconds = time.perf_counter() - start
         quality = measure_file(encoded, source, resolved.peak, limits,
-                               progress=lambda done, total: ctx.report_progress(0.75 + 0.2 * done / total))
+                               progress=lambda done, total: ctx.report_progress(0.75 + 0.2 * done / total),
+                               threads=ctx.settings.tile_threads)
         if not isinstance(codec, JPEG2000Codec):
             with_backoff(lambda: archive_model(ctx.store, codec.entry))
         size = encoded.stat().st_size
@@ -121,7 +123,8 @@ def decompress(job_id: str, source_key: str, *, source_bucket: str | None = None
         start = time.perf_counter()
         with EozReader(source) as reader, RasterWriter(decoded, meta, cog=format == "cog") as writer:
             for piece, col, row in decode_scene(reader, box, models,
-                                                lambda done, total: ctx.report_progress(0.9 * done / total)):
+                                                lambda done, total: ctx.report_progress(0.9 * done / total),
+                                                ctx.settings.tile_threads):
                 writer.write(piece, col, row)
         codec_seconds = time.perf_counter() - start
         size = decoded.stat().st_size

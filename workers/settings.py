@@ -5,6 +5,7 @@
 | EOZ_DATA_DIR | ./eoz-data | filesystem object store (without S3), scratch files, model cache |
 | REDIS_URL | unset | set: jobs go to RQ queues served by `eoz worker`; unset: in-process threads |
 | EOZ_WORKERS | 1 | threads of the in-process runner |
+| EOZ_TILE_THREADS | 1 | tiles a job codes at once (predictive, wavelet, jpeg2000; 0: one per CPU core) |
 | EOZ_S3_ENDPOINT | unset | S3 API endpoint (MinIO, moto); unset with a bucket = AWS itself |
 | EOZ_S3_PUBLIC_ENDPOINT | EOZ_S3_ENDPOINT | host presigned result URLs name (clients may reach S3 elsewhere) |
 | EOZ_S3_BUCKET | unset | set: the object store is this bucket (credentials from the AWS_* variables) |
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("eoz-data")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
     workers: int = Field(1, ge=1)
+    tile_threads: int = Field(1, ge=0)
     s3_endpoint: str | None = None
     s3_public_endpoint: str | None = None
     s3_bucket: str | None = None

@@ -35,6 +35,7 @@ class Codec(ABC):
     codec_id: str
     stride: int = 1          # tiles are padded to multiples of this
     batch_tiles: int = 1     # tiles encode_scene hands to encode_tiles at once
+    parallel_tiles: bool = False   # tiles may code on threads at once (thread safe; the work frees the GIL)
     overlap: int = 0         # default context pixels coded around each tile (see encode_scene)
     bands: list[str] | None = None   # the bands a model expects, in order; None = any
 

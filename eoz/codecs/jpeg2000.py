@@ -16,6 +16,7 @@ class JPEG2000Codec(Codec):
     """OpenJPEG JPEG 2000 per tile; optional per-tile spectral KLT; lossless or lossy."""
 
     codec_id = "jpeg2000"
+    parallel_tiles = True   # OpenJPEG (one thread a tile) releases the GIL
 
     def __init__(self, quality: float | None = None, lossless: bool = False, klt: bool = False,
                  target_psnr: float | None = None, peak: float = 10000.0):

@@ -80,6 +80,7 @@ class PredictiveCodec(Codec):
     """CCSDS 123-style predictive coder with learned starting tables (model ``predictive``)."""
 
     codec_id = "predictive"
+    parallel_tiles = True   # the loop and the fits release the GIL: threads scale (benchmarks/tile_threads.py)
 
     def __init__(self, entry: ModelEntry, max_error: list[float] | None = None, nodata: float | None = None):
         self.entry, self.max_error, self.nodata = entry, max_error, nodata

@@ -62,6 +62,7 @@ class WaveletCodec(Codec):
     """Wavelet codec with a learned context model (model id ``wavelet-hyperprior``)."""
 
     codec_id = "wavelet"
+    parallel_tiles = True   # numba loops and numpy release the GIL: threads scale (benchmarks/tile_threads.py)
 
     def __init__(self, entry: ModelEntry, target: QualityTarget | None = None):
         self.entry, self.target = entry, target

@@ -238,6 +238,24 @@ def test_auto_with_lossless_picks_the_predictive_model_and_verify_proves_it(caps
     assert err == f"eoz: --model auto picked {out['picked']}\n"
 
 
+def test_threads_write_the_same_file_and_decode_the_same_raster(capsys, codec_env, scene, tmp_path):
+    src, array, meta = scene
+    files = []
+    for threads in (1, 3):
+        files.append(tmp_path / f"t{threads}.eoz")
+        code, out, _ = run(capsys, "compress", src, files[-1], "--max-error", 2, "--tile-size", 64,
+                           "--threads", threads, "--measure")
+        assert code == 0 and out["tiles"] == 4 and out["quality"]["measured"]["mse"] > 0
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert run(capsys, "decompress", files[1], tmp_path / "back.tif", "--threads", 0)[0] == 0
+    back, back_meta = read_raster(tmp_path / "back.tif")
+    assert back_meta == meta and np.abs(back.astype(int) - array).max() <= 2
+    with pytest.raises(SystemExit) as done:
+        main(["decompress", str(files[1]), str(tmp_path / "x.tif"), "--threads", "-1"])
+    assert done.value.code == 2 and not (tmp_path / "x.tif").exists()
+    assert "argument --threads: 0 (one per CPU core) or more, not -1" in capsys.readouterr().err
+
+
 def test_max_error_holds_per_band_and_verify_fails_on_another_original(capsys, codec_env, scene, tmp_path):
     src, array, meta = scene
     eoz_path = tmp_path / "bounded.eoz"

@@ -40,7 +40,7 @@ def test_import_loads_neither_torch_nor_gdal():
 def test_compress_keywords_are_the_resolver_options():
     """Every option the CLI and the service take is a keyword of eoz.compress (lambda as lmbda)."""
     keywords = set(inspect.signature(eoz.compress).parameters) - {"src", "dst", "model", "version",
-                                                                   "tile_size", "overlap"}
+                                                                   "tile_size", "overlap", "threads"}
     assert keywords == {"lmbda" if o == "lambda" else o for o in OPTIONS}
 
 

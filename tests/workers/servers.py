@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICE_VARIABLES = ("REDIS_URL", "EOZ_S3_ENDPOINT", "EOZ_S3_PUBLIC_ENDPOINT", "EOZ_S3_BUCKET",
                      "EOZ_S3_SOURCES", "EOZ_API_KEYS", "EOZ_MAX_UPLOAD_BYTES", "EOZ_MAX_PIXELS",
                      "EOZ_MAX_BANDS", "EOZ_WORKERS", "EOZ_JOB_TIMEOUT", "EOZ_HEARTBEAT_SECONDS",
-                     "EOZ_RETENTION_DAYS")
+                     "EOZ_RETENTION_DAYS", "EOZ_TILE_THREADS")
 
 
 def free_port() -> int:

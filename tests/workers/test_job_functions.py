@@ -110,6 +110,28 @@ def test_decompress_writes_a_georeferenced_cog_window(job_env, scene, tmp_path):
         assert ds.crs.to_wkt() == meta.crs
 
 
+def test_eoz_tile_threads_codes_a_jobs_tiles_at_once_to_the_same_bytes(job_env, scene, monkeypatch, tmp_path):
+    path, array, _ = scene
+    _, store, _ = job_env
+    store.put_file("uploads/t/input.tif", path)
+    monkeypatch.setenv("EOZ_TILE_THREADS", "3")
+    threaded = (Settings(), store, [])
+    assert threaded[0].tile_threads == 3
+    keys = [run(env, jobs.compress, job_id * 32, "uploads/t/input.tif", "jpeg2000", params={"lossless": True},
+                tile_size=64)["key"] for env, job_id in ((job_env, "s"), (threaded, "t"))]
+    files = [tmp_path / "serial.eoz", tmp_path / "threaded.eoz"]
+    for key, local in zip(keys, files):
+        store.get_file(key, local)
+    assert files[0].read_bytes() == files[1].read_bytes()
+    result = run(threaded, jobs.decompress, "u" * 32, keys[1])
+    store.get_file(result["key"], tmp_path / "back.tif")
+    with rasterio.open(tmp_path / "back.tif") as ds:
+        np.testing.assert_array_equal(ds.read(), array)
+    monkeypatch.setenv("EOZ_TILE_THREADS", "-1")
+    with pytest.raises(ValueError, match="tile_threads"):
+        Settings()
+
+
 def test_jobs_recheck_their_inputs(job_env, scene, monkeypatch):
     path, _, _ = scene
     job_env[1].put_file("uploads/h/input.tif", path)
