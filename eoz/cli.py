@@ -152,7 +152,7 @@ def cmd_eval(args) -> dict:
 def cmd_verify(args) -> dict:
     from eoz.verify import verify
 
-    return verify(args.input, args.original)
+    return verify(args.input, args.original, threads=args.threads)
 
 
 def cmd_features(args) -> dict:
@@ -371,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(or within the file's --max-error), 1 when not")
     p.add_argument("input", type=Path)
     p.add_argument("original", type=Path)
+    _add_threads(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("features", help="top-level VQVAE-FPN latents of a GeoTIFF as a georeferenced GeoTIFF")

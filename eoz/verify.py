@@ -21,16 +21,18 @@ from eoz.registry import ModelStore
 from eoz.scene import decode_scene
 
 
-def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | None = None) -> dict:
+def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | None = None,
+           threads: int = 1) -> dict:
     """{"verified", "exact", "max_error_per_band", "bound_per_band"}: verified when every sample is
-    exact (lossless files and files with no bound) or within the file's max_error."""
+    exact (lossless files and files with no bound) or within the file's max_error; ``threads``
+    tiles decode at once (as ``decode_scene``)."""
     with EozReader(eoz_path) as reader, RasterReader(original_path) as original:
         header, meta = reader.header, original.meta
         if (meta.count, meta.height, meta.width) != (len(header.bands), header.height, header.width):
             raise InputError(f"the original is {meta.count} x {meta.height} x {meta.width}, the file codes "
                              f"{len(header.bands)} x {header.height} x {header.width}")
         worst = np.zeros(meta.count)
-        for piece, col, row in decode_scene(reader, store=store):
+        for piece, col, row in decode_scene(reader, store=store, threads=threads):
             source = original.read((col, row, piece.shape[2], piece.shape[1]))[0]
             worst = np.maximum(worst, metrics.max_error_per_band(source, piece))
     bound = stated_quality(header).get("max_error_per_band", [0.0] * meta.count)

@@ -248,6 +248,8 @@ def test_threads_write_the_same_file_and_decode_the_same_raster(capsys, codec_en
         assert code == 0 and out["tiles"] == 4 and out["quality"]["measured"]["mse"] > 0
     assert files[0].read_bytes() == files[1].read_bytes()
     assert run(capsys, "decompress", files[1], tmp_path / "back.tif", "--threads", 0)[0] == 0
+    code, report, _ = run(capsys, "verify", files[1], src, "--threads", 2)
+    assert code == 0 and report["verified"] and report["bound_per_band"] == [2] * 4
     back, back_meta = read_raster(tmp_path / "back.tif")
     assert back_meta == meta and np.abs(back.astype(int) - array).max() <= 2
     with pytest.raises(SystemExit) as done:
