@@ -134,14 +134,15 @@ class PredictiveCodec(Codec):
         digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
 
         reverse, height = False, tile.shape[1]
-        if tile.shape[0] > 1 and height >= ORDER_TRIAL_MIN_HEIGHT:   # which order pays, on a strip across the middle
-            rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
-            strip = samples[:, (height - rows) // 2:(height - rows) // 2 + rows]
-            natural, backwards = (sum(map(len, self._code_bands(s, b, lo, hi, avoid, _NO_COUNTS, True)))
-                                  for s, b in ((strip, int_bounds), (strip[::-1], int_bounds[::-1])))
-            reverse = backwards < natural
-        order = slice(None, None, -1) if reverse else slice(None)
-        records, stream = self._code_bands(samples[order], int_bounds[order], lo, hi, avoid, counts, False)
+        with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
+            if tile.shape[0] > 1 and height >= ORDER_TRIAL_MIN_HEIGHT:   # the cheaper order, on a middle strip
+                rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
+                strip = samples[:, (height - rows) // 2:(height - rows) // 2 + rows]
+                natural, backwards = (sum(map(len, self._code_bands(s, b, lo, hi, avoid, _NO_COUNTS, True)))
+                                      for s, b in ((strip, int_bounds), (strip[::-1], int_bounds[::-1])))
+                reverse = backwards < natural
+            order = slice(None, None, -1) if reverse else slice(None)
+            records, stream = self._code_bands(samples[order], int_bounds[order], lo, hi, avoid, counts, False)
         return _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse]) + records + digest + stream
 
     def _code_bands(self, samples: np.ndarray, int_bounds: list[int], lo: int, hi: int, avoid: int | None,
@@ -169,24 +170,23 @@ class PredictiveCodec(Codec):
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
         adaptive = [table, copies, *learned, state, counts]   # what coding a band changes, besides the buffer
         size = samples.shape[1] * samples.shape[2]
-        with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
-            for b, (refs, gain) in enumerate(_reference_sets(samples)):
-                if not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
-                    # without the weights first; kept (its state and bytes) unless the weights pay
-                    before, start = [a.copy() for a in adaptive], state[_POS]
-                    plain = code(b, refs, gain, False)
-                    plain_cost = state[_POS] - start + len(plain[1])
-                    after, written = [a.copy() for a in adaptive], buffer[start:state[_POS]].copy()
-                    _restore(adaptive, before)
-                    band, record = code(b, refs, gain, True)
-                    if plain_cost <= state[_POS] - start + len(record):
-                        _restore(adaptive, after)
-                        buffer[start:start + len(written)] = written
-                        band, record = plain
-                else:
-                    band, record = code(b, refs, gain, size >= (TRIAL_SAMPLES if quick else LEAST_SQUARES_SAMPLES))
-                coded.append(band)
-                records.append(record)
+        for b, (refs, gain) in enumerate(_reference_sets(samples)):
+            if not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
+                # without the weights first; kept (its state and bytes) unless the weights pay
+                before, start = [a.copy() for a in adaptive], state[_POS]
+                plain = code(b, refs, gain, False)
+                plain_cost = state[_POS] - start + len(plain[1])
+                after, written = [a.copy() for a in adaptive], buffer[start:state[_POS]].copy()
+                _restore(adaptive, before)
+                band, record = code(b, refs, gain, True)
+                if plain_cost <= state[_POS] - start + len(record):
+                    _restore(adaptive, after)
+                    buffer[start:start + len(written)] = written
+                    band, record = plain
+            else:
+                band, record = code(b, refs, gain, size >= (TRIAL_SAMPLES if quick else LEAST_SQUARES_SAMPLES))
+            coded.append(band)
+            records.append(record)
         n = finish(state, buffer)
         return b"".join(records), buffer[:n].tobytes()
 
