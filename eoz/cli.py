@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -170,7 +172,7 @@ def cmd_features(args) -> dict:
             "quantized": not args.continuous}
 
 
-def cmd_models(args) -> list | None:
+def cmd_models(args) -> list | str:
     """A table, one row per model version; --json: the full records."""
     from eoz.registry import ModelStore
     from eoz.resolve import JPEG2000_DTYPES
@@ -180,8 +182,7 @@ def cmd_models(args) -> list | None:
         return [e.summary() for e in entries] + [
             {"model_id": "jpeg2000", "codec": "jpeg2000", "bands": "any", "dtype": list(JPEG2000_DTYPES),
              "description": JPEG2000_DESCRIPTION}]
-    print(_models_table(entries))
-    return None
+    return _models_table(entries)
 
 
 JPEG2000_DESCRIPTION = "OpenJPEG JPEG 2000 baseline: lossless, fixed quality or target PSNR, optional spectral KLT"
@@ -434,7 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eoz {args.command}: error: {e}", file=sys.stderr)
         return 2
     if result is not None:  # serve and worker run until stopped and print nothing
-        print(json.dumps(_finite(result), indent=2, default=str))
+        try:
+            print(result if isinstance(result, str) else json.dumps(_finite(result), indent=2, default=str),
+                  flush=True)
+        except BrokenPipeError:  # the reader stopped early (eoz info F | head): end quietly, as other tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # or the exit's own flush fails again
+            return 128 + signal.SIGPIPE
     return 1 if isinstance(result, dict) and result.get("verified") is False else 0
 
 

@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -65,6 +66,17 @@ def test_models_prints_one_table_row_per_model_and_json_on_request(capsys, codec
     code, models, _ = run(capsys, "models", "--json")
     assert code == 0 and [m["model_id"] for m in models][-1] == "jpeg2000"
     assert next(m for m in models if m["model_id"] == "tiny-vq")["bands"] == ["B02", "B03", "B04", "B08"]
+
+
+def test_a_reader_that_stops_early_ends_eoz_quietly(codec_env):
+    """`eoz models | head -1`: the reader is gone before eoz writes; no traceback, and the exit
+    status a shell gives a tool stopped by SIGPIPE."""
+    for args in (["models"], ["models", "--json"]):
+        process = subprocess.Popen([sys.executable, "-m", "eoz.cli", *args], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        process.stdout.close()
+        error = process.stderr.read()
+        assert process.wait() == 128 + signal.SIGPIPE and error == b"", error
 
 
 # --- item 3: progress -----------------------------------------------------------------------
