@@ -87,7 +87,7 @@ def _bounded(given: dict, peak: float) -> dict:
     if errors is not None:
         errors = [float(e) for e in (errors if isinstance(errors, (list, tuple)) else [errors])]
         if not errors or not all(math.isfinite(e) and 0 <= e <= MAX_ERROR for e in errors):
-            raise InputError(f"max_error must be one or more numbers between 0 and {MAX_ERROR:g}, not {errors}")
+            raise InputError(f"max_error must be one or more numbers between 0 and {MAX_ERROR:.0f}, not {errors}")
     return {"lossless": given.get("lossless"), "max_error": errors}
 
 

@@ -144,6 +144,8 @@ def test_auto_chooses_among_the_models_that_honour_every_option(codec_env):
     assert (bounded.model_id, bounded.codec_kwargs["max_error"]) == ("tiny-predictive", [2.0])
     with pytest.raises(InputError, match="max_error must be"):
         resolve("auto", None, {"max_error": [float("inf")]}, meta())
+    with pytest.raises(InputError, match=r"between 0 and 2147483648, not \[-1.0\]"):   # the exact limit, readably
+        resolve("auto", None, {"max_error": [-1.0]}, meta())
     assert resolve("auto", None, {"quality": 40.0, "klt": True}, meta()).model_id == "jpeg2000"
     with pytest.raises(UnknownModelError, match="no model fits"):   # no spectral-partition model takes S2
         resolve("auto", None, {"psnr": 40.0, "no_band_prediction": True}, meta())
