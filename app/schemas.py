@@ -8,7 +8,7 @@ from typing import Annotated, Literal, get_args
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from eoz.resolve import BOUNDS, MAX_ERROR, OPTIONS, given_options
+from eoz.resolve import AUTO, BOUNDS, MAX_ERROR, OPTIONS, given_options
 from workers.runner import JobRecord
 
 
@@ -50,9 +50,10 @@ class CompressOptions(FormNulls):
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    model: str = Field(description="model id from GET /v1/models, jpeg2000, or auto (picked from the raster's "
-                                   "bands and dtype among the models that honour every option given; with no "
-                                   "quality given, at the picked model's default)", examples=["jpeg2000"])
+    model: str = Field(AUTO, description="model id from GET /v1/models, jpeg2000, or auto (the default, as on "
+                                         "the command line: picked from the raster's bands and dtype among the "
+                                         "models that honour every option given; with no quality given, at the "
+                                         "picked model's default)", examples=["jpeg2000"])
     version: str | None = Field(None, description="model version; default (or null) the newest")
     psnr: float | None = _bounded("psnr", "target PSNR in dB at the peak")
     mse: float | None = Field(None, gt=0, allow_inf_nan=False,

@@ -36,11 +36,13 @@ def _finished(client, answer) -> dict:
     return job
 
 
-def test_an_upload_with_auto_and_no_target_gets_the_default_and_says_so(service_env, landsat_like):
+@pytest.mark.parametrize("model", [{"model": "auto"}, {}], ids=["auto", "no-model-field"])
+def test_an_upload_with_auto_and_no_target_gets_the_default_and_says_so(service_env, landsat_like, model):
+    """auto, asked for or by default (no model field: as the command line)."""
     path, array = landsat_like
     with TestClient(create_app()) as client:
         answer = client.post("/v1/compress", files={"file": ("l8.tif", path.read_bytes())},
-                             data={"model": "auto", "tile_size": "64"})
+                             data={**model, "tile_size": "64"})
         assert answer.json()["model"] == "tiny-wavelet" and answer.json()["queue"] == "cpu"
         job = _finished(client, answer)
         encoded = client.get(job["result_url"]).content
@@ -60,7 +62,7 @@ def test_an_s3_key_with_auto_is_picked_by_the_job(s3, service_env, scene):
     s3_client.put_object(Bucket=bucket, Key="incoming/scene.tif", Body=path.read_bytes())
     with TestClient(create_app()) as client:
         answer = client.post("/v1/compress", json={"source": {"bucket": bucket, "key": "incoming/scene.tif"},
-                                                   "model": "auto", "lossless": True, "tile_size": 64})
+                                                   "lossless": True, "tile_size": 64})   # no model: auto
         assert (answer.json()["model"], answer.json()["queue"]) == ("auto", "cpu")
         job = _finished(client, answer)
     result = job["result"]
