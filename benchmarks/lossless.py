@@ -283,6 +283,7 @@ def plot(results: list[dict], path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", nargs="+", default=[s.name for s in SPLITS])
+    parser.add_argument("--name", default="lossless", help="results file stem: NAME.{md,json,png}")
     args = parser.parse_args()
     info, command = machine(), command_line()
     warm_up()
@@ -293,9 +294,9 @@ def main() -> None:
     clean = measure_clean_scene()
     print("clean S2 scene", {c: round(v["ratio"], 3) for c, v in clean["lossless"].items()}, flush=True)
     sar = measure_float(datasets.S1_DB)
-    write_outputs(RESULTS_DIR, "lossless", report(results, clean, sar, command, info),
+    write_outputs(RESULTS_DIR, args.name, report(results, clean, sar, command, info),
                   {"machine": info, "command": command, "splits": results, "clean_s2_scene": clean, "s1_db": sar})
-    plot(results, RESULTS_DIR / "lossless.png")
+    plot(results, RESULTS_DIR / f"{args.name}.png")
 
 
 if __name__ == "__main__":
