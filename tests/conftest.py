@@ -158,10 +158,10 @@ def codec_env(codec_store, monkeypatch) -> ModelStore:
 _TARGET = {"psnr", "mse", "lambda", "block", "open_loop", "peak"}
 HONOURED = {"jpeg2000": {"psnr", "quality", "lossless", "klt", "peak"}, "tiny-vq": {"rate_weight", "peak"},
             "tiny-hp": _TARGET, "tiny-sar": _TARGET | {"no_band_prediction"},
-            "tiny-wavelet": _TARGET - {"lambda"}, "tiny-predictive": {"lossless", "max_error", "peak"}}
+            "tiny-wavelet": _TARGET - {"lambda"}, "tiny-predictive": {"lossless", "max_error", "fast", "peak"}}
 OPTION_VALUES = {"psnr": 40.0, "mse": 9.0, "lambda": 500.0, "block": 32, "peak": 255.0, "open_loop": True,
                  "quality": 40.0, "lossless": True, "klt": True, "rate_weight": 1.0, "no_band_prediction": True,
-                 "max_error": [2.0]}
+                 "max_error": [2.0], "fast": True}
 
 
 def with_option(model: str, option: str) -> dict:

@@ -25,7 +25,7 @@ LEARNED_CODECS = {
     "hyperprior": ("hyperprior", "HyperpriorCodec", "with_target", ("target",)),
     "spectral-partition": ("partition", "SpectralPartitionCodec", "with_options", ("target", "predict_bands")),
     "wavelet": ("wavelet", "WaveletCodec", "with_target", ("target",)),
-    "predictive": ("predictive", "PredictiveCodec", "with_bound", ("lossless", "max_error")),
+    "predictive": ("predictive", "PredictiveCodec", "with_bound", ("lossless", "max_error", "fast")),
 }
 
 

@@ -110,7 +110,8 @@ def test_features_job_returns_a_latent_geotiff(client, scene, tmp_path):
 
 
 @pytest.mark.parametrize("fields, bounds", [({"lossless": "true"}, [0, 0, 0, 0]),
-                                            ({"max_error": ["0", "3", "10", "30"]}, [0, 3, 10, 30])])
+                                            ({"max_error": ["0", "3", "10", "30"]}, [0, 3, 10, 30]),
+                                            ({"max_error": ["0", "3", "10", "30"], "fast": "true"}, [0, 3, 10, 30])])
 def test_lossless_and_bounded_error(client, scene, fields, bounds):
     path, array, _ = scene
     with open(path, "rb") as f:

@@ -294,6 +294,25 @@ def test_options_reach_the_codec_and_its_header(capsys, codec_env, scene, tmp_pa
         assert quality.items() <= header["quality"].items(), header["quality"]
 
 
+def test_fast_picks_the_predictive_model_and_writes_format_3_tiles(capsys, codec_env, scene, tmp_path,
+                                                                  monkeypatch):
+    """--fast alone: auto takes the predictive model, lossless, in the fast format; --max-error bounds it."""
+    from eoz.codecs.predictive import PredictiveCodec
+
+    src, array, _ = scene
+    formats, decode_tile = set(), PredictiveCodec.decode_tile
+    monkeypatch.setattr(PredictiveCodec, "decode_tile",
+                        lambda self, payload, *shape: formats.add(payload[0]) or decode_tile(self, payload, *shape))
+    for flags, bound in ((["--fast"], 0), (["--fast", "--max-error", "5"], 5)):
+        out = tmp_path / f"fast{bound}.eoz"
+        code, result, _ = run(capsys, "compress", src, out, *flags, "--tile-size", 64)
+        assert code == 0 and result["model_id"] == "tiny-predictive" and result["lossless"] == (bound == 0)
+        assert run(capsys, "decompress", out, tmp_path / f"fast{bound}.tif")[0] == 0
+        assert formats == {3}
+        decoded, _ = read_raster(tmp_path / f"fast{bound}.tif")
+        assert np.abs(decoded.astype(np.int64) - array.astype(np.int64)).max() <= bound
+
+
 def test_models_lists_the_store_and_jpeg2000(capsys, store_env):
     code, models, _ = run(capsys, "models", "--json")
     assert code == 0

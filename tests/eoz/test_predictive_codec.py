@@ -356,6 +356,42 @@ def test_tiles_coded_last_to_first_keep_bounds_nodata_and_nan(codec, monkeypatch
         assert same.all()
 
 
+@pytest.mark.parametrize("dtype, bound, nodata", [("uint16", 0, 0), ("int16", 3, -32768), ("float32", 0, "nan"),
+                                                   ("float32", 0.01, "nan")])
+def test_fast_writes_format_3_tiles_that_keep_bounds_nodata_and_nan(codec, monkeypatch, dtype, bound, nodata):
+    """fast: format 3 tiles (no learned correction, no band order byte, first to last) that
+    this build decodes with every guarantee of the default's: exact or within the bound,
+    nodata and NaN where they were."""
+    from eoz.codecs import predictive
+
+    rng = np.random.default_rng(22)
+    array = _smooth(rng, (3, 150, 140), "float64", scale=3000) / (100 if dtype == "float32" else 1)
+    array = array.astype(dtype) if dtype == "float32" else np.rint(array).astype(dtype)
+    array[:, :7, :9] = float(nodata)
+    formats, decode_tile = [], predictive.PredictiveCodec.decode_tile
+
+    def decode_noting_the_format(self, payload, *shape):
+        formats.append(payload[0])
+        return decode_tile(self, payload, *shape)
+
+    monkeypatch.setattr(predictive.PredictiveCodec, "decode_tile", decode_noting_the_format)
+    fast = codec.with_bound(None, bound or None, fast=True)
+    decoded, data = _round_trip(fast, array, nodata=float(nodata), tile_size=128)
+    assert formats == [predictive.FAST_FORMAT] * 4
+    same = (decoded == array) | (np.isnan(decoded) & np.isnan(array))
+    assert same[:, :7, :9].all() and (np.abs(decoded[~same] - array[~same]) <= bound).all()
+    assert same.all() or bound
+    formats.clear()
+    assert len(data) > len(_round_trip(codec.with_bound(None, bound or None), array, float(nodata), 128)[1])
+    assert formats == [predictive.FORMAT] * 4   # and without fast, format 5 (which the learned correction pays)
+
+
+def test_fast_is_kept_or_dropped_by_with_bound(codec):
+    """with_bound sets every setting each time: a codec made fast for one job is not fast for the next."""
+    fast = codec.with_bound(True, None, fast=True)
+    assert fast.fast and not fast.with_bound(True, None).fast and not codec.fast
+
+
 def test_a_band_order_byte_other_than_0_or_1_is_a_container_error(codec):
     tile = _big_tile(3)
     payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))

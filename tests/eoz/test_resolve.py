@@ -35,7 +35,7 @@ def _seen(resolved, option: str):
             "open_loop": target and not target.closed_loop, "quality": kwargs.get("quality"),
             "lossless": kwargs.get("lossless"), "klt": kwargs.get("klt"), "rate_weight": kwargs.get("rate_weight"),
             "no_band_prediction": kwargs.get("predict_bands") is False,
-            "max_error": kwargs.get("max_error")}[option]
+            "max_error": kwargs.get("max_error"), "fast": kwargs.get("fast")}[option]
 
 
 def test_every_codec_this_build_runs_has_a_row():
@@ -142,6 +142,11 @@ def test_auto_chooses_among_the_models_that_honour_every_option(codec_env):
     assert (lossless.model_id, lossless.codec_kwargs["lossless"], lossless.queue) == ("tiny-predictive", True, "cpu")
     bounded = resolve("auto", None, {"max_error": [2.0]}, meta(["VV_dB", "VH_dB"], "float32"))
     assert (bounded.model_id, bounded.codec_kwargs["max_error"]) == ("tiny-predictive", [2.0])
+    fast = resolve("auto", None, {"fast": True}, meta())   # fast alone: the predictive model, lossless
+    assert (fast.model_id, fast.codec_kwargs) == ("tiny-predictive", {"lossless": None, "max_error": None,
+                                                                      "fast": True})
+    with pytest.raises(InputError, match=r"cannot honour fast \(--fast\), which codec predictive takes"):
+        resolve("jpeg2000", None, {"lossless": True, "fast": True}, meta())
     with pytest.raises(InputError, match="max_error must be"):
         resolve("auto", None, {"max_error": [float("inf")]}, meta())
     with pytest.raises(InputError, match=r"between 0 and 2147483648, not \[-1.0\]"):   # the exact limit, readably
