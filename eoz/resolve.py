@@ -46,6 +46,9 @@ BOUNDS = {"psnr": (1.0, 150.0), "quality": (1.0, 1000.0), "rate_weight": (0.0, 1
           "lambda": (2 ** LAMBDA_MIN_LOG2, 2 ** LAMBDA_MAX_LOG2), "peak": (0.0, 3.4e38)}
 JPEG2000_DTYPES = ("uint8", "int8", "uint16", "int16")  # what OpenJPEG codes losslessly here (eoz/jpeg2000.py)
 MAX_ERROR = 2.0 ** 31   # a bound past the widest integer sample is no bound
+# the predictive codec's --fast encodes up to this many times as fast as its default (2.46x at most against
+# the default in the same run, benchmarks/results/lossless_slow_phase.md): its speed bound for fast jobs
+FAST_SPEEDUP = 2.5
 
 
 def _flag(option: str) -> str:
@@ -274,6 +277,8 @@ def _check_fits(entry: ModelEntry, meta: RasterMeta, store: ModelStore) -> None:
 def cpu_seconds(resolved: Resolved, meta: RasterMeta) -> float | None:
     """A lower bound of the seconds the encode takes on CPU: pixels x bands at the codec's measured speed."""
     speed = CAPABILITIES[resolved.codec_id].cpu_samples_per_second
+    if speed is not None and resolved.codec_kwargs.get("fast"):
+        speed *= FAST_SPEEDUP
     return None if speed is None else meta.height * meta.width * meta.count / speed
 
 

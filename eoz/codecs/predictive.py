@@ -23,8 +23,8 @@ strip across the tile (a linear predictor of a blurred or noisy band from a shar
 better than the reverse: Landsat's and Sentinel-1's bands pay coded backwards, about 1 %).
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
 tile that differs. ``fast`` writes format 3 tiles: no learned correction and no band-order
-trial, about twice the speed of encoding and decoding for 1-4.5 % more bytes
-(``benchmarks/results/lossless.md``); every decoder of format 5 reads them.
+trial, about twice the speed of encoding and decoding for 1-6 % more bytes
+(``benchmarks/results/lossless_slow_phase.md``); every decoder of format 5 reads them.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
 bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, u8 band

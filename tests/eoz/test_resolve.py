@@ -15,8 +15,8 @@ from eoz.codecs import LEARNED_CODECS
 from eoz.errors import InputError, UnknownModelError
 from eoz.raster import RasterMeta
 from eoz.registry import ModelStore
-from eoz.resolve import (BOUNDS, CAPABILITIES, DEFAULT_QUALITY, OPTIONS, check_cpu_work, cpu_seconds,
-                         default_quality, psnr_peak, resolve)
+from eoz.resolve import (BOUNDS, CAPABILITIES, DEFAULT_QUALITY, FAST_SPEEDUP, OPTIONS, check_cpu_work,
+                         cpu_seconds, default_quality, psnr_peak, resolve)
 from tests.conftest import HONOURED, OPTION_VALUES, with_option
 
 S2_BANDS = ["B02", "B03", "B04", "B08"]
@@ -316,6 +316,9 @@ def test_work_a_cpu_cannot_finish_in_time_is_refused(codec_env):
     check_cpu_work(resolve("tiny-vq", None, {}, meta()), meta(), 900)
     check_cpu_work(resolve("jpeg2000", None, {"quality": 40.0}, big), big, 900)   # OpenJPEG is fast enough
     assert cpu_seconds(resolve("tiny-hp", None, {"psnr": 40.0}, big), big) is None  # not measured: not bounded
+    default, fast = (cpu_seconds(resolve("tiny-predictive", None, options, big), big)
+                     for options in ({"lossless": True}, {"lossless": True, "fast": True}))
+    assert fast == pytest.approx(default / FAST_SPEEDUP)   # --fast: a bound at its own measured speed
 
 
 def test_the_cli_refuses_them_with_exit_2(codec_env, tmp_path, capsys):
