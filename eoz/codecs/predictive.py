@@ -160,7 +160,7 @@ class PredictiveCodec(Codec):
         ``quick`` (the band-order trial's estimate): bands from TRIAL_SAMPLES up take the
         least-squares weights without a trial, fitted on fewer samples and without refits."""
         table, copies = new_tables(self.initial), new_tables(_COPY_COUNTS)
-        learned = () if self.fast else pc.new_learned()   # fast: no learned correction
+        learned = None if self.fast else pc.new_learned()   # fast: no learned correction
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
         coded: list[tuple] = []
@@ -172,13 +172,13 @@ class PredictiveCodec(Codec):
             weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes, *fit) if least_squares \
                 else (None, 0)
             band = _code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi, avoid,
-                         table, copies, learned or None, True, state, buffer, False, counts)
+                         table, copies, learned, True, state, buffer, False, counts)
             return band, (_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
                           + struct.pack(f"<{len(refs)}H", *refs)
                           + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b""))
 
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
-        adaptive = [table, copies, *learned, state, counts]   # what coding a band changes, besides the buffer
+        adaptive = [table, copies, *(learned or ()), state, counts]   # what coding a band changes, besides the buffer
         size = samples.shape[1] * samples.shape[2]
         for b, (refs, gain) in enumerate(_reference_sets(samples)):
             if not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
