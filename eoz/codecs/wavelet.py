@@ -600,7 +600,9 @@ def _settle(measure, codes: np.ndarray, target_mse: float, rounds: int, raises: 
         if (codes[over] == 0).all():
             raise InputError(f"MSE {target_mse:g} is beyond the wavelet codec's finest step here "
                              f"(reached {mse.max():g}); ask for less, or lossless")
-        lower = np.maximum(np.ceil(CODE_STEPS / 2 * np.log2(mse / (AIM * target_mse))), 1).astype(np.int64)
+        # (blocks not over, perhaps at MSE 0, are left as they are; the floor keeps their log finite)
+        lower = np.maximum(np.ceil(CODE_STEPS / 2 * np.log2(np.maximum(mse, 1e-12) / (AIM * target_mse))),
+                           1).astype(np.int64)
         codes = np.where(over, np.maximum(codes - lower, 0), codes)
         mse = measure(codes)
     return _raise(measure, codes, mse, target_mse, raises, AIM, 3)
