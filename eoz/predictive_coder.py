@@ -307,17 +307,19 @@ def _learned_inputs(taps, residual, ref, has_ref, p, i, j, inv, inputs, pred, n_
     window less its centre and its residuals there (decoded whole), the blend's n_pred
     candidates less the prediction, and 1; in units of the local error scale."""
     for k in range(OWN_TAPS.shape[0]):
-        inputs[k] = _scaled(taps[k] - p, inv)
+        inputs[k] = taps[k] - p
     for k in range(LEARN_OWN - OWN_TAPS.shape[0]):
-        inputs[OWN_TAPS.shape[0] + k] = _scaled(residual[i + OWN_TAPS[k, 0], j + OWN_TAPS[k, 1]], inv)
+        inputs[OWN_TAPS.shape[0] + k] = residual[i + OWN_TAPS[k, 0], j + OWN_TAPS[k, 1]]
     for k in range(WINDOW.shape[0]):
         n = LEARN_OWN + 2 * k
         inputs[n], inputs[n + 1] = 0, 0
         if has_ref:
-            inputs[n] = _scaled(ref[0, i + WINDOW[k, 0], j + WINDOW[k, 1]] - ref[0, i, j], inv)
-            inputs[n + 1] = _scaled(ref[2, i + WINDOW[k, 0], j + WINDOW[k, 1]], inv)
+            inputs[n] = ref[0, i + WINDOW[k, 0], j + WINDOW[k, 1]] - ref[0, i, j]
+            inputs[n + 1] = ref[2, i + WINDOW[k, 0], j + WINDOW[k, 1]]
     for k in range(FINAL):
-        inputs[LEARN_OWN + LEARN_REFERENCE + k] = _scaled(pred[k] - p, inv) if k < n_pred else 0
+        inputs[LEARN_OWN + LEARN_REFERENCE + k] = pred[k] - p if k < n_pred else 0
+    for a in range(inputs.shape[0] - 1):   # scaled in one pass, which compiles to vector instructions
+        inputs[a] = _scaled(inputs[a], inv)
     inputs[LEARN_INPUTS - 1] = 1 << LEARN_FRAC
 
 
@@ -329,11 +331,12 @@ def _learned_output(first, second, linear_weights, inputs, hidden) -> int:
     y = 0
     for u in range(LEARN_HIDDEN):
         z = 0
-        for a in range(LEARN_INPUTS):
+        for a in range(inputs.shape[0]):   # a run-time count: LLVM vectorizes these sums, and unrolls
+                                           # them into scalar products with the constant LEARN_INPUTS
             z += first[u, a] * inputs[a]
         hidden[u] = max(z, 0) >> LEARN_WEIGHT_FRAC
         y += second[u] * hidden[u]
-    for a in range(LEARN_INPUTS):
+    for a in range(inputs.shape[0]):
         y += linear_weights[a] * inputs[a]
     return min(max(y, -LEARN_CLIP << LEARN_WEIGHT_FRAC), LEARN_CLIP << LEARN_WEIGHT_FRAC)
 
