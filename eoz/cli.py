@@ -151,7 +151,7 @@ def cmd_eval(args) -> dict:
     resolved = _resolve(args, meta)
     with bar("eval", quiet=args.quiet) as progress:
         return evaluate(array, meta, resolved.codec(), args.tile_size, resolved.peak, overlap=args.overlap,
-                        progress=progress)
+                        progress=progress, threads=args.threads)
 
 
 def cmd_verify(args) -> dict:
@@ -368,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="compress and decompress in memory; print size and quality")
     p.add_argument("input", type=Path)
     _add_codec_options(p)
+    _add_threads(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_eval)
 

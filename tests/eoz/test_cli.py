@@ -252,6 +252,10 @@ def test_threads_write_the_same_file_and_decode_the_same_raster(capsys, codec_en
     assert code == 0 and report["verified"] and report["bound_per_band"] == [2] * 4
     back, back_meta = read_raster(tmp_path / "back.tif")
     assert back_meta == meta and np.abs(back.astype(int) - array).max() <= 2
+    evaluated = [run(capsys, "eval", src, "--max-error", 2, "--tile-size", 64, "--threads", threads)[1]
+                 for threads in (1, 3)]
+    assert [e["bytes"] for e in evaluated] == [files[0].stat().st_size] * 2
+    assert evaluated[0]["psnr"] == evaluated[1]["psnr"] and max(evaluated[1]["max_error_per_band"]) <= 2
     with pytest.raises(SystemExit) as done:
         main(["decompress", str(files[1]), str(tmp_path / "x.tif"), "--threads", "-1"])
     assert done.value.code == 2 and not (tmp_path / "x.tif").exists()
