@@ -20,24 +20,30 @@ them. Format 3 adds the copy flags of resampled rasters' repeated samples
 the correction's hidden units (same stream) and the band order: the
 encoder codes a tile's bands first to last or last to first, whichever costs less on a
 strip across the tile (a linear predictor of a blurred or noisy band from a sharp one does
-better than the reverse: Landsat's and Sentinel-1's bands pay coded backwards, about 1 %).
+better than the reverse: Landsat's and Sentinel-1's bands pay coded backwards, about 1 %);
+format 6 the same in compact band records (a hyperspectral chip of 224 bands spent 2-3 % of
+its bytes on format 5's fixed-size records).
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
 tile that differs. ``fast`` writes format 3 tiles: no learned correction and no band-order
 trial, about twice the speed of encoding and decoding for 1-6 % more bytes
-(``benchmarks/results/lossless_slow_phase.md``); every decoder of format 5 reads them.
+(``benchmarks/results/lossless.md``); every decoder since format 3 reads them.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
 bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, u8 band
-order (0 first to last, 1 last to first), then per band in that order: u8 reference count
-R, u8 least-squares flag, i16 gain (1/256), u32 bound, R u16 reference bands (positions in
-that order), and with the flag the i32 weights (the ten causal taps, then per reference
-its 3 x 3 values and its 3 x 3 residuals) and the i64 constant, in LS_FRAC fraction bits;
-the 32-byte sha256 when the tile is lossless (every bound 0, not a grid); then the range-
-coded residuals (and format 3's copy flags). Formats 1 to 4 are still decoded: format 4
-is format 5 without the order byte (first to last), format 3 is format 4 without the
-learned correction, format 2 is format 3 without copy flags; format 1 had per band u16
-reference (0 = none, else its index + 1), i16 gain, u32 bound, and no least-squares
-predictor.
+order (0 first to last, 1 last to first), then per band in that order a record: u8 flags
+(bits 0-1 the reference count R, bit 2 the least-squares flag, bit 3 set when the band's
+bound differs from the band before's, or from 0 for the first; the other bits 0), with
+references the gain (1/256) less 256 as a zigzag varint (LEB128), with bit 3 the bound as a
+varint, R varints of each reference's distance back less one (the band before: 0;
+positions in that order), and with the flag the i32 weights (the ten causal taps, then
+per reference its 3 x 3 values and its 3 x 3 residuals) and the i64 constant, in LS_FRAC
+fraction bits; the 32-byte sha256 when the tile is lossless (every bound 0, not a grid);
+then the range-coded residuals (and format 3's copy flags). Formats 1 to 5 are still
+decoded: format 5 is format 6 with fixed records (u8 R, u8 least-squares flag, i16 gain,
+u32 bound, R u16 reference positions, then the weights), format 4 is format 5 without the
+order byte (first to last), format 3 is format 4 without the learned correction, format 2
+is format 3 without copy flags; format 1 had per band u16 reference (0 = none, else its
+index + 1), i16 gain, u32 bound, and no least-squares predictor.
 """
 
 from __future__ import annotations
@@ -56,12 +62,14 @@ from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
 from eoz.subband_coder import _POS, TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
-FORMAT = 5
-FAST_FORMAT = 3               # what ``fast`` writes: format 5 less the learned correction and the band order
+FORMAT = 6
+FAST_FORMAT = 3               # what ``fast`` writes: format 6 less the learned correction, band order, compact records
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
 _BAND_V1 = struct.Struct("<HhI")
-_BAND = struct.Struct("<BBhI")
+_BAND = struct.Struct("<BBhI")   # formats 2 to 5 (and ``fast``'s format 3)
+_GAIN_UNIT = 1 << pc.GAIN_BITS   # format 6 codes a gain as its difference from 1
+_MAX_BOUND = (1 << 32) - 1
 _CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum under 2^62
 _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samples of a band (more: 0.02 % fewer bytes)
 _QUICK_FIT_SAMPLES = 1 << 10  # ... in the band-order trial, with no refits
@@ -173,9 +181,10 @@ class PredictiveCodec(Codec):
                 else (None, 0)
             band = _code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi, avoid,
                          table, copies, learned, True, state, buffer, False, counts)
-            return band, (_BAND.pack(len(refs), least_squares, gain, int_bounds[b])
-                          + struct.pack(f"<{len(refs)}H", *refs)
-                          + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b""))
+            record = _fixed_record(refs, least_squares, gain, int_bounds[b]) if self.fast else \
+                _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
+            return band, record + (weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares
+                                   else b"")
 
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
         adaptive = [table, copies, *(learned or ()), state, counts]   # what coding a band changes, besides the buffer
@@ -206,14 +215,15 @@ class PredictiveCodec(Codec):
         if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
-        if version not in (1, 2, 3, 4, FORMAT):
+        if version not in (1, 2, 3, 4, 5, FORMAT):
             raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {FORMAT}")
         (reverse,) = _unpack("<B", payload, _HEAD.size) if version >= 5 else (0,)
         if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0) \
                 or reverse > 1:
             raise ContainerError("predictive tile head is inconsistent")
         records_at = _HEAD.size + (version >= 5)   # after the order byte
-        plans, head_size = (_band_plans_v1 if version == 1 else _band_plans)(payload, bands, records_at)
+        plans, head_size = _band_plans_v1(payload, bands, records_at) if version == 1 else \
+            _band_plans(payload, bands, records_at, compact=version >= 6)
         lossless = kind != FLOAT_GRID and not any(plan[4] for plan in plans)
         digest = payload[head_size:head_size + 32] if lossless else b""
         if len(digest) < 32 * lossless:
@@ -256,19 +266,97 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
                         copies, learned is not None, linear_path, learned or _NO_LEARNED)
 
 
-def _band_plans(payload: bytes, bands: int, pos: int) -> tuple[list[tuple], int]:
-    """Format 2's band records from ``pos`` on: ([references], gain, weights or None, constant,
-    bound) each, and where they end."""
+def _fixed_record(refs: list[int], least_squares: bool, gain: int, bound: int) -> bytes:
+    """A band's record in formats 2 to 5, before its least-squares weights."""
+    return _BAND.pack(len(refs), least_squares, gain, bound) + struct.pack(f"<{len(refs)}H", *refs)
+
+
+def _compact_record(b: int, refs: list[int], least_squares: bool, gain: int, bound: int, previous_bound: int) -> bytes:
+    """Band b's record in format 6, before its least-squares weights: a flags byte, then
+    varints of what differs from the usual (a gain of 1, the band before's bound, references
+    just before the band)."""
+    new_bound = bound != previous_bound
+    out = bytearray([len(refs) | least_squares << 2 | new_bound << 3])
+    if refs:
+        out += _varint(_zigzag(gain - _GAIN_UNIT))
+    if new_bound:
+        out += _varint(bound)
+    for ref in refs:
+        out += _varint(b - 1 - ref)
+    return bytes(out)
+
+
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def _varint(v: int) -> bytes:
+    """LEB128: seven bits a byte, low first, the high bit set on all but the last."""
+    out = bytearray()
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _read_varint(payload: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at pos; a value above ``limit`` or a varint
+    cut off by the end of the payload is a corrupt head."""
+    value, shift = 0, 0
+    while True:
+        if pos >= len(payload):
+            raise ContainerError("predictive tile head is truncated")
+        byte = payload[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if value > limit:
+            raise ContainerError("a predictive tile's band record is out of range")
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _compact_fields(payload: bytes, pos: int, b: int, previous_bound: int) -> tuple[int, int, int, int, list[int], int]:
+    """Format 6's record of band b at pos: (reference count, least-squares flag, gain, bound,
+    references, position after them)."""
+    (flags,) = _unpack("<B", payload, pos)
+    pos += 1
+    if flags >> 4:
+        raise ContainerError(f"a predictive tile's band record has unknown flags {flags:#x}")
+    n_refs, least_squares = flags & 3, flags >> 2 & 1
+    gain, bound = 0, previous_bound
+    if n_refs:
+        zigzag, pos = _read_varint(payload, pos, 2 * _GAIN_UNIT + (1 << 16))
+        gain = _GAIN_UNIT + (zigzag >> 1 if zigzag % 2 == 0 else -(zigzag + 1 >> 1))
+    if flags >> 3 & 1:
+        bound, pos = _read_varint(payload, pos, _MAX_BOUND)
+    refs = []
+    for _ in range(n_refs):
+        distance, pos = _read_varint(payload, pos, _MAX_BOUND)
+        refs.append(b - 1 - distance)
+    if not -(1 << 15) <= gain < 1 << 15:
+        raise ContainerError("a predictive tile's band record is out of range")
+    return n_refs, least_squares, gain, bound, refs, pos
+
+
+def _band_plans(payload: bytes, bands: int, pos: int, compact: bool) -> tuple[list[tuple], int]:
+    """Format 2's band records (``compact``: format 6's) from ``pos`` on: ([references], gain,
+    weights or None, constant, bound) each, and where they end."""
     plans = []
+    bound = 0
     for b in range(bands):
-        n_refs, least_squares, gain, bound = _unpack(_BAND.format, payload, pos)
-        pos += _BAND.size
-        if n_refs > pc.MAX_REFS or least_squares > 1:
-            raise ContainerError(f"a predictive tile's band has {n_refs} references (at most {pc.MAX_REFS}) "
-                                 f"and least-squares flag {least_squares}")
-        refs = list(_unpack(f"<{n_refs}H", payload, pos))
-        pos += 2 * n_refs
-        if any(ref >= b for ref in refs):
+        if compact:
+            n_refs, least_squares, gain, bound, refs, pos = _compact_fields(payload, pos, b, bound)
+        else:
+            n_refs, least_squares, gain, bound = _unpack(_BAND.format, payload, pos)
+            pos += _BAND.size
+            if n_refs > pc.MAX_REFS or least_squares > 1:
+                raise ContainerError(f"a predictive tile's band has {n_refs} references (at most {pc.MAX_REFS}) "
+                                     f"and least-squares flag {least_squares}")
+            refs = list(_unpack(f"<{n_refs}H", payload, pos))
+            pos += 2 * n_refs
+        if any(not 0 <= ref < b for ref in refs):
             raise ContainerError("a predictive tile's band refers to a band not yet decoded")
         weights, constant = None, 0
         if least_squares:

@@ -221,7 +221,8 @@ def test_a_band_that_is_a_window_of_its_reference_codes_almost_free(codec):
     assert len(both) - len(alone) < 0.3 * len(alone)
 
 
-HEAD, RECORD = 27, 8   # format 5: the tile head (with its band order), a band record before its references and weights
+HEAD = 27             # the tile head, with format 5's band order byte
+FIXED_HEAD, FIXED_RECORD = 26, 8   # fast's format 3: its head, and a band record before its references and weights
 
 
 def _big_tile(seed: int) -> np.ndarray:
@@ -296,7 +297,7 @@ def test_a_small_band_takes_least_squares_weights_only_where_they_pay(codec, sha
     assert predictive.TRIAL_SAMPLES <= 100 * 110 < predictive.LEAST_SQUARES_SAMPLES
     chosen = codec.encode_tile(tile, np.ones(tile.shape, bool))
     np.testing.assert_array_equal(codec.decode_tile(chosen, *tile.shape), tile)
-    plans, _ = predictive._band_plans(chosen, tile.shape[0], HEAD)
+    plans, _ = predictive._band_plans(chosen, tile.shape[0], HEAD, compact=True)
     assert any(weights is not None for _, _, weights, _, _ in plans)
     monkeypatch.setattr(predictive, "TRIAL_SAMPLES", predictive.LEAST_SQUARES_SAMPLES)   # never tried
     assert len(chosen) < len(codec.encode_tile(tile, np.ones(tile.shape, bool)))
@@ -383,7 +384,7 @@ def test_fast_writes_format_3_tiles_that_keep_bounds_nodata_and_nan(codec, monke
     assert same.all() or bound
     formats.clear()
     assert len(data) > len(_round_trip(codec.with_bound(None, bound or None), array, float(nodata), 128)[1])
-    assert formats == [predictive.FORMAT] * 4   # and without fast, format 5 (which the learned correction pays)
+    assert formats == [predictive.FORMAT] * 4   # and without fast, format 6 (which the learned correction pays)
 
 
 def test_fast_is_kept_or_dropped_by_with_bound(codec):
@@ -400,23 +401,72 @@ def test_a_band_order_byte_other_than_0_or_1_is_a_container_error(codec):
         codec.decode_tile(bytes(payload), *tile.shape)
 
 
-def test_predictor_weights_out_of_range_are_a_container_error(codec):
+@pytest.mark.parametrize("fast", [False, True])   # format 6's compact records, format 3's fixed ones
+def test_predictor_weights_out_of_range_are_a_container_error(codec, fast):
     tile = _big_tile(10)
-    payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
-    assert payload[HEAD + 1] == 1                    # band 0 has least-squares weights, and no reference
-    payload[HEAD + RECORD:HEAD + RECORD + 4] = (1 << 25).to_bytes(4, "little")
+    payload = bytearray(codec.with_bound(True, None, fast=fast).encode_tile(tile, np.ones(tile.shape, bool)))
+    if fast:
+        assert payload[FIXED_HEAD + 1] == 1          # band 0 has least-squares weights, and no reference
+        weights = FIXED_HEAD + FIXED_RECORD
+    else:
+        assert payload[HEAD] == 0b100                # the same in format 6's flags; its bound is 0, as before it
+        weights = HEAD + 1
+    payload[weights:weights + 4] = (1 << 25).to_bytes(4, "little")
     with pytest.raises(ContainerError, match="weights out of range"):
         codec.decode_tile(bytes(payload), 2, 192, 180)
 
 
-def test_a_reference_to_a_band_not_yet_decoded_is_a_container_error(codec):
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_reference_to_a_band_not_yet_decoded_is_a_container_error(codec, fast):
+    from eoz.codecs import predictive
+
+    rng = np.random.default_rng(11)
+    tile = _smooth(rng, (2, 24, 24), "uint16")
+    payload = bytearray(codec.with_bound(True, None, fast=fast).encode_tile(tile, np.ones(tile.shape, bool)))
+    if fast:
+        record = FIXED_HEAD + FIXED_RECORD           # band 1's (the tile is too small for weights)
+        assert payload[record] == 1 and payload[record + 1] == 0   # one reference (band 0), no weights
+        payload[record + FIXED_RECORD:record + FIXED_RECORD + 2] = (1).to_bytes(2, "little")   # band 1 itself
+    else:
+        record = HEAD + 1                            # band 1's, after band 0's flags alone
+        assert payload[record] == 1                  # one reference, no weights, the same bound
+        (_, gain, _, _, _), = predictive._band_plans(bytes(payload), 2, HEAD, compact=True)[0][1:]
+        distance = record + 1 + len(predictive._varint(predictive._zigzag(gain - 256)))
+        assert payload[distance] == 0                # band 0: the band just before
+        payload[distance] = 1                        # two bands back: before the first
+    with pytest.raises(ContainerError, match="not yet decoded"):
+        codec.decode_tile(bytes(payload), 2, 24, 24)
+
+
+def test_format_6_band_records_take_a_few_bytes_and_keep_each_band_s_bound(codec):
+    """A hyperspectral chip's records cost a few bytes a band (format 5's took 14: 2-3 % of the
+    file), and a bound that changes from band to band is written where it changes."""
+    from eoz.codecs import predictive
+
+    rng = np.random.default_rng(12)
+    base = _smooth(rng, (1, 24, 20), "uint16").astype(np.int64)
+    tile = np.clip(base + np.arange(60)[:, None, None] * 40 + rng.integers(-3, 4, (60, 24, 20)), 0, 65535)
+    tile = tile.astype(np.uint16)
+    bounds = [0] * 20 + [2] * 20 + [0, 5] * 10
+    bounded = codec.with_bound(None, bounds)
+    payload = bounded.encode_tile(tile, np.ones(tile.shape, bool))
+    plans, end = predictive._band_plans(payload, 60, HEAD, compact=True)
+    assert [plan[4] for plan in plans] == bounds
+    assert end - HEAD < 6 * 60
+    decoded = bounded.decode_tile(payload, *tile.shape)
+    assert (np.abs(decoded.astype(np.int64) - tile).max(axis=(1, 2)) <= bounds).all()
+
+
+@pytest.mark.parametrize("flags, message", [(0b10000, "unknown flags"), (0b1001, "out of range")])
+def test_a_corrupt_format_6_record_is_a_container_error(codec, flags, message):
+    """Flag bits no format gives, or a bound past 32 bits."""
     rng = np.random.default_rng(11)
     tile = _smooth(rng, (2, 24, 24), "uint16")
     payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
-    record = HEAD + RECORD                           # band 1's (the tile is too small for weights)
-    assert payload[record] == 1 and payload[record + 1] == 0   # one reference (band 0), no weights
-    payload[record + RECORD:record + RECORD + 2] = (1).to_bytes(2, "little")
-    with pytest.raises(ContainerError, match="not yet decoded"):
+    band_1 = HEAD + 1
+    payload[band_1] = flags    # one reference and a new bound: its varints (gain, bound) read on
+    payload[band_1 + 1:band_1 + 1] = bytes([0, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]) if flags & 8 else b""
+    with pytest.raises(ContainerError, match=message):
         codec.decode_tile(bytes(payload), 2, 24, 24)
 
 

