@@ -2,8 +2,8 @@
 
 Layout of format version 1 (all integers little-endian)::
 
-    magic b"\\x89EOZ\\r\\n\\x1a\\n" | u16 version | u16 flags (0) | u32 header length N
-    N bytes of JSON header | u32 crc32(header)
+    magic b"\\x89EOZ\\r\\n\\x1a\\n" | u16 version | u16 flags | u32 header length N
+    N bytes of JSON header (flag bit 0: zlib-deflated JSON) | u32 crc32(those N bytes)
     tile payloads, row-major over the tile grid
     tile table: per tile u64 absolute offset, u32 length, u32 crc32(payload)
     u32 crc32(table)
@@ -11,8 +11,12 @@ Layout of format version 1 (all integers little-endian)::
 
 The table sits at the end so a writer can stream tiles out one at a time (scenes larger
 than memory, non-seekable outputs) and a reader can decode a window by reading only the
-header, the trailer, the table and the tiles it needs. Every byte is covered by a check
-(magic, version, zero flags, crcs, end magic, offsets against sizes), so a damaged byte
+header, the trailer, the table and the tiles it needs. A header longer than
+DEFLATE_HEADER_FROM bytes as JSON is stored deflated: a hyperspectral chip's band names
+(EnMAP's "band 1 (418.24 Nanometers)", 224 of them) took 7 kB, 4 % of its lossless file;
+shorter headers stay plain JSON, which readers from before the flag also read. Every byte
+is covered by a check (magic, version, known flags, crcs, end magic, offsets against
+sizes), so a damaged byte
 anywhere is reported, and a file cut short anywhere reads as truncated rather than as a
 smaller valid file. A damaged tile is reported on its own; the other tiles stay readable.
 
@@ -53,6 +57,8 @@ MAX_TILE_COUNT = 2**32 - 1  # the trailer stores the count as u32
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 _PREFIX = struct.Struct("<8sHHI")  # magic, version, flags, header length
+HEADER_DEFLATED = 1                # the flag: the header's bytes are zlib-deflated JSON
+DEFLATE_HEADER_FROM = 1024         # JSON headers this long or longer are stored deflated
 _CRC = struct.Struct("<I")
 _ENTRY = struct.Struct("<QII")  # offset, length, crc32
 _TRAILER = struct.Struct("<QI4s")  # table offset, tile count, end magic
@@ -187,12 +193,15 @@ class EozWriter:
 
     def __init__(self, fileobj: BinaryIO, header: Header):
         header_bytes = _encode_header(header)
+        flags = 0
+        if len(header_bytes) >= DEFLATE_HEADER_FROM:
+            header_bytes, flags = zlib.compress(header_bytes, 9), HEADER_DEFLATED
         self._file = fileobj
         self._tile_count = header.tile_count
         self._entries: list[TileEntry] = []
         self._pos = 0
         self._closed = False
-        self._write(_PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header_bytes)))
+        self._write(_PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(header_bytes)))
         self._write(header_bytes)
         self._write(_CRC.pack(zlib.crc32(header_bytes)))
 
@@ -359,8 +368,9 @@ def _parse_header(src: _Source) -> tuple[Header, int]:
             f"unsupported .eoz format version {version}; this eoz reads version "
             f"{FORMAT_VERSION} (a newer eoz may read it)"
         )
-    if flags:
-        raise ContainerError(f"unknown .eoz flags 0x{flags:04x}; format version 1 defines none")
+    if flags & ~HEADER_DEFLATED:
+        raise ContainerError(f"unknown .eoz flags 0x{flags:04x}; format version 1 defines only "
+                             f"0x{HEADER_DEFLATED:04x} (a newer eoz may read it)")
     if header_length > MAX_HEADER_BYTES:
         raise ContainerError(
             f"header length {header_length} bytes exceeds the limit of {MAX_HEADER_BYTES}"
@@ -377,6 +387,8 @@ def _parse_header(src: _Source) -> tuple[Header, int]:
     crc = zlib.crc32(header_bytes)
     if crc != stored_crc:
         raise ContainerError(f"header is corrupt: crc32 0x{crc:08x} != stored 0x{stored_crc:08x}")
+    if flags & HEADER_DEFLATED:
+        header_bytes = _inflate_header(header_bytes)
     try:
         d = json.loads(header_bytes.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
@@ -387,6 +399,21 @@ def _parse_header(src: _Source) -> tuple[Header, int]:
         except InputError as e:
             raise ContainerError(str(e)) from None
     return Header.from_dict(d), header_end + _CRC.size
+
+
+def _inflate_header(data: bytes) -> bytes:
+    """A deflated header's JSON bytes, never more than MAX_HEADER_BYTES of them (a few bytes
+    of deflate can stand for gigabytes)."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, MAX_HEADER_BYTES + 1)
+    except zlib.error as exc:
+        raise ContainerError(f"header is not valid deflate data: {exc}") from None
+    if len(text) > MAX_HEADER_BYTES:
+        raise ContainerError(f"header inflates to more than the limit of {MAX_HEADER_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise ContainerError("header's deflate data is cut short or followed by other bytes")
+    return text
 
 
 def _parse_table(src: _Source, header: Header, payload_start: int, limits: DecodeLimits) -> list[TileEntry]:

@@ -50,6 +50,7 @@ def make_header(**overrides) -> Header:
 
 
 TILES = [b"first tile", b"", b"\x00" * 1000, b"x", bytes(range(256)), b"last"]
+CHIP = {"normalization": {}, "height": 32, "width": 48, "tile_size": 16}   # a hyperspectral chip: 2 x 3 tiles
 
 
 def layout(data: bytes) -> dict[str, int]:
@@ -403,8 +404,63 @@ def test_future_version_names_both_versions():
 def test_unknown_flags_are_refused():
     data = bytearray(pack(make_header(), TILES))
     struct.pack_into("<H", data, 10, 4)
-    with pytest.raises(ContainerError, match="flags 0x0004"):
+    with pytest.raises(ContainerError, match="flags 0x0004; format version 1 defines only 0x0001"):
         EozReader(bytes(data))
+
+
+ENMAP_NAMES = [f"band {i} ({400 + 5.631 * i:.3f} Nanometers)" for i in range(1, 225)]   # as EnMAP's GeoTIFFs
+
+
+def _with_header(data: bytes, header_bytes: bytes, flags: int) -> bytes:
+    """data with its header replaced (crc and offsets made right): a crafted file."""
+    parts = layout(data)
+    body = data[parts["payloads"]:parts["table"]]
+    table = data[parts["table"]:parts["trailer"]]
+    start = 20 + len(header_bytes)
+    shift = start - parts["payloads"]
+    offsets = [struct.unpack_from("<QII", table, 16 * i) for i in range((len(table) - 4) // 16)]
+    entries = b"".join(struct.pack("<QII", o + shift, n, c) for o, n, c in offsets)
+    trailer = struct.pack("<QI4s", parts["table"] + shift, len(offsets), b"EOZE")
+    return (MAGIC + struct.pack("<HHI", FORMAT_VERSION, flags, len(header_bytes)) + header_bytes
+            + struct.pack("<I", zlib.crc32(header_bytes)) + body + entries + struct.pack("<I", zlib.crc32(entries))
+            + trailer)
+
+
+def test_a_long_header_is_stored_deflated_and_reads_back():
+    """224 band names with their wavelengths: 7 kB of JSON, stored in a quarter of that; a
+    short header stays plain JSON (flags 0), which readers from before the flag read too."""
+    header = make_header(**{**CHIP, "bands": ENMAP_NAMES})
+    data = pack(header, TILES)
+    assert struct.unpack_from("<H", data, 10) == (1,)
+    (stored,) = struct.unpack_from("<I", data, 12)
+    plain = len(json.dumps(header.to_dict()))
+    assert plain > 6000 and stored < plain / 3
+    with EozReader(data) as reader:
+        assert reader.header == header
+        assert [reader.read_tile(i) for i in range(len(TILES))] == TILES
+    assert struct.unpack_from("<H", pack(make_header(), TILES), 10) == (0,)
+
+
+@pytest.mark.parametrize("header_bytes, message", [
+    (b"not deflate at all", "not valid deflate data"),
+    (zlib.compress(b'{"codec":')[:-6], "cut short"),
+    (zlib.compress(b"{}") + b"extra", "followed by other bytes"),
+])
+def test_a_bad_deflated_header_is_a_container_error(header_bytes, message):
+    data = _with_header(pack(make_header(**{**CHIP, "bands": ENMAP_NAMES}), TILES), header_bytes, 1)
+    with pytest.raises(ContainerError, match=message):
+        EozReader(data)
+
+
+def test_a_deflated_header_that_inflates_past_the_limit_is_refused(monkeypatch):
+    """A few kB of deflate can stand for gigabytes: inflating stops at the limit."""
+    import eoz.container as container
+
+    monkeypatch.setattr(container, "MAX_HEADER_BYTES", 100_000)
+    bomb = zlib.compress(b" " * 1_000_000, 9)
+    data = _with_header(pack(make_header(**{**CHIP, "bands": ENMAP_NAMES}), TILES), bomb, 1)
+    with pytest.raises(ContainerError, match="inflates to more than the limit of 100000"):
+        EozReader(data)
 
 
 def test_oversized_header_length_is_refused_before_reading():
