@@ -408,10 +408,14 @@ def test_predictor_weights_out_of_range_are_a_container_error(codec, fast):
     if fast:
         assert payload[FIXED_HEAD + 1] == 1          # band 0 has least-squares weights, and no reference
         weights = FIXED_HEAD + FIXED_RECORD
+        payload[weights:weights + 4] = (1 << 25).to_bytes(4, "little")
     else:
+        from eoz.codecs import predictive
+
         assert payload[HEAD] == 0b100                # the same in format 6's flags; its bound is 0, as before it
-        weights = HEAD + 1
-    payload[weights:weights + 4] = (1 << 25).to_bytes(4, "little")
+        weights = HEAD + 1                           # the first weight's varint: replaced by one past the limit
+        end = next(i for i in range(weights, len(payload)) if payload[i] < 0x80) + 1
+        payload[weights:end] = predictive._varint(predictive._zigzag(-(1 << 20)))
     with pytest.raises(ContainerError, match="weights out of range"):
         codec.decode_tile(bytes(payload), 2, 192, 180)
 
