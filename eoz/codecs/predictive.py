@@ -26,7 +26,7 @@ its bytes on format 5's fixed-size records, a Landsat tile 0.3 % on its least-sq
 weights).
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
 tile that differs. ``fast`` writes format 3 tiles: no learned correction and no band-order
-trial, about twice the speed of encoding and decoding for 1-6 % more bytes
+trial, about twice the speed of encoding and decoding for 1-9 % more bytes
 (``benchmarks/results/lossless.md``); every decoder since format 3 reads them.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
@@ -321,7 +321,7 @@ def _read_varint(payload: bytes, pos: int, limit: int) -> tuple[int, int]:
         byte = payload[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
-        if value > limit:
+        if value > limit or shift > 63:   # past the limit, or padded with empty bytes
             raise ContainerError("a predictive tile's band record is out of range")
         if byte < 0x80:
             return value, pos

@@ -461,15 +461,19 @@ def test_format_6_band_records_take_a_few_bytes_and_keep_each_band_s_bound(codec
     assert (np.abs(decoded.astype(np.int64) - tile).max(axis=(1, 2)) <= bounds).all()
 
 
-@pytest.mark.parametrize("flags, message", [(0b10000, "unknown flags"), (0b1001, "out of range")])
-def test_a_corrupt_format_6_record_is_a_container_error(codec, flags, message):
-    """Flag bits no format gives, or a bound past 32 bits."""
+@pytest.mark.parametrize("flags, varints, message", [
+    (0b10000, b"", "unknown flags"),
+    (0b1001, bytes([0, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]), "out of range"),   # a gain of 1, a bound past 32 bits
+    (0b1001, bytes([0] + [0x80] * 12 + [0]), "out of range"),             # a bound padded past 64 bits
+])
+def test_a_corrupt_format_6_record_is_a_container_error(codec, flags, varints, message):
+    """Flag bits no format gives, or a varint past its limit."""
     rng = np.random.default_rng(11)
     tile = _smooth(rng, (2, 24, 24), "uint16")
     payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
     band_1 = HEAD + 1
     payload[band_1] = flags    # one reference and a new bound: its varints (gain, bound) read on
-    payload[band_1 + 1:band_1 + 1] = bytes([0, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]) if flags & 8 else b""
+    payload[band_1 + 1:band_1 + 1] = varints
     with pytest.raises(ContainerError, match=message):
         codec.decode_tile(bytes(payload), 2, 24, 24)
 
