@@ -11,14 +11,13 @@ Layout of format version 1 (all integers little-endian)::
 
 The table sits at the end so a writer can stream tiles out one at a time (scenes larger
 than memory, non-seekable outputs) and a reader can decode a window by reading only the
-header, the trailer, the table and the tiles it needs. A header longer than
-DEFLATE_HEADER_FROM bytes as JSON is stored deflated: a hyperspectral chip's band names
-(EnMAP's "band 1 (418.24 Nanometers)", 224 of them) took 7 kB, 4 % of its lossless file;
-shorter headers stay plain JSON, which readers from before the flag also read. Every byte
-is covered by a check (magic, version, known flags, crcs, end magic, offsets against
-sizes), so a damaged byte
-anywhere is reported, and a file cut short anywhere reads as truncated rather than as a
-smaller valid file. A damaged tile is reported on its own; the other tiles stay readable.
+header, the trailer, the table and the tiles it needs. A header of DEFLATE_HEADER_FROM
+bytes or more as JSON is stored deflated: a hyperspectral chip's band names (EnMAP's
+"band 1 (418.24 Nanometers)", 224 of them) took 7 kB, 4 % of its lossless file; shorter
+headers stay plain JSON, which readers from before the flag also read. Every byte is
+covered by a check (magic, version, known flags, crcs, end magic, offsets against sizes),
+so a damaged byte anywhere is reported, and a file cut short anywhere reads as truncated
+rather than as a smaller valid file. A damaged tile is reported on its own; the other tiles stay readable.
 
 The parser checks every length against the file size before reading, and raises nothing
 but ``ContainerError`` (or a subclass) for any input bytes. A reader also holds a file to
