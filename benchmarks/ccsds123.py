@@ -137,15 +137,15 @@ def _code(x, buf, decoding, depth, signed, prediction_bands, max_error, gamma_st
                 high_room = (s_max - predicted + m) // step
                 theta = min(low_room, high_room)
                 flip = double & 1   # (-1)^double: which sign the even mapped indices take
+                k = 0               # the Golomb code's index, from the band's accumulator (t > 0)
+                if t > 0 and 2 * counter <= accumulator + ((49 * counter) >> 7):
+                    while k < k_limit and counter << (k + 1) <= accumulator + ((49 * counter) >> 7):
+                        k += 1
                 # the mapped quantizer index: coded, or decoded
                 if decoding:
                     if t == 0:
                         delta, pos = _get(buf, pos, depth)
                     else:
-                        k = 0
-                        if 2 * counter <= accumulator + ((49 * counter) >> 7):
-                            while k < k_limit and counter << (k + 1) <= accumulator + ((49 * counter) >> 7):
-                                k += 1
                         u = 0
                         bit = 0
                         while u < U_MAX:
@@ -177,10 +177,6 @@ def _code(x, buf, decoding, depth, signed, prediction_bands, max_error, gamma_st
                     if t == 0:
                         pos = _put(buf, pos, delta, depth)
                     else:
-                        k = 0
-                        if 2 * counter <= accumulator + ((49 * counter) >> 7):
-                            while k < k_limit and counter << (k + 1) <= accumulator + ((49 * counter) >> 7):
-                                k += 1
                         u = delta >> k
                         if u < U_MAX:
                             pos = _put(buf, pos, 1, u + 1)
