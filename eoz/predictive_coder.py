@@ -169,12 +169,14 @@ def causal_taps(r, i, j, start, out):
 
 
 @jit
-def own_features(x, start, rows, cols):
-    """causal_taps of every (rows[n], cols[n]) of x: the least-squares fit's own-band features."""
-    out = np.empty((rows.shape[0], OWN_TAPS.shape[0]), np.int64)
+def own_features(x, start, rows, cols, out):
+    """causal_taps of every (rows[n], cols[n]) of x into out (n x taps, any number type): the
+    least-squares fit's own-band features."""
+    taps = np.empty(OWN_TAPS.shape[0], np.int64)
     for n in range(rows.shape[0]):
-        causal_taps(x, rows[n], cols[n], start, out[n])
-    return out
+        causal_taps(x, rows[n], cols[n], start, taps)
+        for k in range(taps.shape[0]):
+            out[n, k] = taps[k]
 
 
 @jit
@@ -185,15 +187,13 @@ def _window(planes, n, i, j, k) -> int:
 
 
 @jit
-def window_features(planes, rows, cols):
-    """The WINDOW taps of every plane (n, h, w) at every (rows[s], cols[s]): the least-squares
-    fit's reference features, plane by plane."""
-    out = np.empty((rows.shape[0], planes.shape[0] * WINDOW.shape[0]), np.int64)
+def window_features(planes, rows, cols, out):
+    """The WINDOW taps of every plane (n, h, w) at every (rows[s], cols[s]) into out (s x
+    taps, any number type): the least-squares fit's reference features, plane by plane."""
     for s in range(rows.shape[0]):
         for n in range(planes.shape[0]):
             for k in range(WINDOW.shape[0]):
                 out[s, n * WINDOW.shape[0] + k] = _window(planes, n, rows[s], cols[s], k)
-    return out
 
 
 @jit

@@ -461,32 +461,41 @@ def _fit(band: np.ndarray, start: int, planes: np.ndarray, samples: int, reweigh
     the least absolute error: a residual's code grows with the log of its size, not its square,
     so a plain least-squares fit gives the few large residuals of bright or textured areas the
     say; each of ``reweights`` refits weighs a sample by the inverse of its last error (iteratively
-    reweighted least squares). Features are centred, so the constant carries the levels and
-    the weights only the structure; a small ridge keeps collinear taps (flat areas,
+    reweighted least squares). One matrix holds the centred features, a column of ones (the
+    constant, free of the ridge) and the centred target, so each fit is one symmetric product
+    of it, rows scaled by the weights' roots; a small ridge keeps collinear taps (flat areas,
     duplicated bands) bounded."""
     h, w = band.shape
     stride = max(1, int(np.ceil(np.sqrt(h * w / samples))))
     rows, cols = np.meshgrid(np.arange(0, h, stride), np.arange(0, w, stride), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
-    features = np.concatenate([pc.own_features(band, start, rows, cols),
-                               pc.window_features(planes, rows, cols)], 1).astype(np.float64)
-    target = band[rows, cols].astype(np.float64)
-    weight = np.ones(len(target))
+    taps = len(pc.OWN_TAPS)
+    m = taps + planes.shape[0] * len(pc.WINDOW)
+    design = np.empty((len(rows), m + 2))   # filled in place, and scaled into one other array: at these
+                                            # sizes fresh arrays cost more in page faults than the products
+    pc.own_features(band, start, rows, cols, design[:, :taps])
+    pc.window_features(planes, rows, cols, design[:, taps:m])
+    design[:, m] = 1.0
+    design[:, m + 1] = band[rows, cols]
+    means = design.mean(0)
+    design[:, :m] -= means[:m]
+    design[:, m + 1] -= means[m + 1]
+    root, scaled = np.ones(len(rows)), np.empty_like(design)
     for refit in range(reweights + 1):
         if refit:
-            error = np.abs(target - target_mean - centred @ solution)
-            weight = 1 / (error + max(np.median(error) / 2, 1))
-        share = weight / weight.sum()
-        means, target_mean = share @ features, share @ target
-        centred = features - means
-        weighted = centred * weight[:, None]
-        gram = weighted.T @ centred
-        ridge = 1e-6 * np.trace(gram) / len(gram) + 1e-9
-        solution = np.linalg.solve(gram + ridge * np.eye(len(gram)), weighted.T @ (target - target_mean))
+            error = np.abs(design[:, m + 1] - design[:, :m + 1] @ solution)
+            root = 1 / np.sqrt(error + max(np.median(error) / 2, 1))
+        np.multiply(design, root[:, None], out=scaled)
+        gram = scaled.T @ scaled
+        normal = gram[:m + 1, :m + 1]
+        # the ridge scales with the gram of the features centred on their weighted means
+        centred_trace = np.trace(normal[:m, :m]) - normal[:m, m] @ normal[:m, m] / normal[m, m]
+        ridge = 1e-6 * centred_trace / m + 1e-9
+        solution = np.linalg.solve(normal + np.diag(np.r_[np.full(m, ridge), 0.0]), gram[:m + 1, m + 1])
     scale = 1 << pc.LS_FRAC
     limit = pc.LS_WEIGHT_LIMIT - 1
-    weights = np.clip(np.rint(solution * scale), -limit, limit).astype(np.int64)
-    constant = np.rint((target_mean - means @ (weights / scale)) * scale)
+    weights = np.clip(np.rint(solution[:m] * scale), -limit, limit).astype(np.int64)
+    constant = np.rint((means[m + 1] + solution[m] - means[:m] @ (weights / scale)) * scale)
     return weights, int(np.clip(constant, -_CONSTANT_LIMIT + 1, _CONSTANT_LIMIT - 1))
 
 
