@@ -179,36 +179,47 @@ def own_features(x, start, rows, cols, out):
             out[n, k] = taps[k]
 
 
-@jit
-def _window(planes, n, i, j, k) -> int:
-    """Plane n at WINDOW offset k from (i, j), edges replicated."""
-    h, w = planes.shape[1], planes.shape[2]
-    return planes[n, min(max(i + WINDOW[k, 0], 0), h - 1), min(max(j + WINDOW[k, 1], 0), w - 1)]
+@inline
+def _plane(coded, refs, n):
+    """Plane n of what a band's least-squares predictor reads of its references (coded: the
+    tile's bands, each decoded values, absolute errors, residuals): the references' decoded
+    values, then their residuals."""
+    r = refs.shape[0]
+    return coded[refs[n % r], 0 if n < r else 2]
 
 
 @jit
-def window_features(planes, rows, cols, out):
-    """The WINDOW taps of every plane (n, h, w) at every (rows[s], cols[s]) into out (s x
-    taps, any number type): the least-squares fit's reference features, plane by plane."""
-    for s in range(rows.shape[0]):
-        for n in range(planes.shape[0]):
+def window_features(coded, refs, rows, cols, out):
+    """The WINDOW taps of every reference plane (``_plane``) at every (rows[s], cols[s]) into
+    out (s x taps, any number type): the least-squares fit's reference features, plane by plane."""
+    for n in range(2 * refs.shape[0]):
+        plane = _plane(coded, refs, n)
+        h, w = plane.shape
+        for s in range(rows.shape[0]):
             for k in range(WINDOW.shape[0]):
-                out[s, n * WINDOW.shape[0] + k] = _window(planes, n, rows[s], cols[s], k)
+                out[s, n * WINDOW.shape[0] + k] = plane[min(max(rows[s] + WINDOW[k, 0], 0), h - 1),
+                                                        min(max(cols[s] + WINDOW[k, 1], 0), w - 1)]
 
 
 @jit
-def reference_part(weights, constant, planes, h, w):
-    """constant + the weighted WINDOW taps of every plane (reference values, then residuals),
-    exactly, in LS_FRAC fraction bits, per sample: the least-squares prediction less its
-    causal taps (h x w, the band's shape: with no planes, the constant)."""
+def reference_part(weights, constant, coded, refs, h, w):
+    """constant + the weighted WINDOW taps of every reference plane (``_plane``; edges
+    replicated), exactly, in LS_FRAC fraction bits, per sample: the least-squares prediction
+    less its causal taps (h x w, the band's shape: with no references, the constant). Row by
+    row, tap by tap, so the inner sums run over contiguous columns and vectorize."""
     out = np.full((h, w), constant, np.int64)
     for i in range(h):
-        for j in range(w):
-            acc = out[i, j]
-            for n in range(planes.shape[0]):
-                for k in range(WINDOW.shape[0]):
-                    acc += weights[n * WINDOW.shape[0] + k] * _window(planes, n, i, j, k)
-            out[i, j] = acc
+        row = out[i]
+        for n in range(2 * refs.shape[0]):
+            plane = _plane(coded, refs, n)
+            for k in range(WINDOW.shape[0]):
+                weight, dj = weights[n * WINDOW.shape[0] + k], WINDOW[k, 1]
+                source = plane[min(max(i + WINDOW[k, 0], 0), h - 1)]
+                row[0] += weight * source[min(max(dj, 0), w - 1)]
+                for j in range(1, w - 1):
+                    row[j] += weight * source[j + dj]
+                if w > 1:
+                    row[w - 1] += weight * source[min(w - 1 + dj, w - 1)]
     return out
 
 
@@ -396,34 +407,31 @@ def _decode_residual(state, buf, table, row) -> int:
 
 @jit
 def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-              decoding, counts, copies, learn, linear_path, learned):
-    """Code (encoder) or decode (decoder) one band in raster order; returns the decoded band.
+              decoding, counts, copies, learn, linear_path, learned, out):
+    """Code (encoder) or decode (decoder) one band in raster order, into out (3, h, w): the
+    decoded band, its absolute errors of prediction, and its residuals v - p (format 2's
+    bands that take it as a reference read them).
 
-    x: the band (encoder; ignored when decoding); ref: the decoded reference band, its final
-    absolute errors and its residuals stacked (3, h, w), read only when has_ref; own_weights: format 2's
+    x: the band (encoder; ignored when decoding); ref: the reference band's out, read only
+    when has_ref; own_weights: format 2's
     least-squares weights of the causal taps, with ref_part the rest of its prediction per
     sample (both in LS_FRAC fraction bits): the blend's ninth candidate, or empty: none
     (format 1, and small bands); bound: the error bound
     N (0 = lossless); lo, hi: the value range decoded samples are clamped to; avoid: a value
     no decoded sample may take unless the original has it (nodata: a sample rounded onto it
-    gets its exact offset coded). Returns (decoded band, its absolute errors of prediction,
-    its residuals v - p: format 2's bands that take it as a reference read them). copies:
+    gets its exact offset coded). copies:
     format 3's copy flags' adaptive tables (COPY_ROWS x 3), or empty: none (formats 1, 2).
     learn: format 4's learned correction of the prediction, its state (``new_learned``) in
     learned, carried from band to band of a tile; linear_path: with format 5's linear path.
     """
-    h, w = x.shape
-    rec = np.empty((h, w), np.int64)
-    final_err = np.empty((h, w), np.int64)
-    residual = np.empty((h, w), np.int64)
+    w = x.shape[1]
     n_pred = (PREDICTORS if has_ref else SPATIAL) + (own_weights.shape[0] > 0)
     _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-                  decoding, counts, copies, learn, linear_path, rec, final_err, residual,
+                  decoding, counts, copies, learn, linear_path, out[0], out[1], out[2],
                   np.append(np.arange(n_pred), FINAL),
                   np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
                   np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), learned[0],
                   learned[1])
-    return rec, final_err, residual
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, **_WITHOUT_REFERENCE_COUNTING)

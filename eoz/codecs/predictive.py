@@ -173,16 +173,15 @@ class PredictiveCodec(Codec):
         learned = None if self.fast else pc.new_learned()   # fast: no learned correction
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
-        coded: list[tuple] = []
+        coded = np.empty((samples.shape[0], 3, *samples.shape[1:]), np.int64)   # what code_band gives each band
         records = []
 
-        def code(b: int, refs: list[int], gain: int, least_squares: bool) -> tuple[tuple, bytes]:
-            """Band b through the loop, with or without least-squares weights: its results and record."""
-            planes = _planes(coded, refs) if least_squares else None
-            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), planes, *fit) if least_squares \
+        def code(b: int, refs: list[int], gain: int, least_squares: bool) -> bytes:
+            """Band b through the loop (into coded[b]), with or without least-squares weights: its record."""
+            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), coded, refs, *fit) if least_squares \
                 else (None, 0)
-            band = _code(samples[b], coded, refs, gain, weights, constant, planes, int_bounds[b], lo, hi, avoid,
-                         table, copies, learned, True, state, buffer, False, counts)
+            _code(samples[b], coded, b, refs, gain, weights, constant, int_bounds[b], lo, hi, avoid,
+                  table, copies, learned, True, state, buffer, False, counts)
             if self.fast:
                 record = _fixed_record(refs, least_squares, gain, int_bounds[b]) + (
                     weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b"")
@@ -190,7 +189,7 @@ class PredictiveCodec(Codec):
                 record = _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
                 if least_squares:
                     record += b"".join(_varint(_zigzag(int(v))) for v in [*weights, constant])
-            return band, record
+            return record
 
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
         adaptive = [table, copies, *(learned or ()), state, counts]   # what coding a band changes, besides the buffer
@@ -200,17 +199,16 @@ class PredictiveCodec(Codec):
                 # without the weights first; kept (its state and bytes) unless the weights pay
                 before, start = [a.copy() for a in adaptive], state[_POS]
                 plain = code(b, refs, gain, False)
-                plain_cost = state[_POS] - start + len(plain[1])
-                after, written = [a.copy() for a in adaptive], buffer[start:state[_POS]].copy()
+                plain_cost = state[_POS] - start + len(plain)
+                after, written = [a.copy() for a in (*adaptive, coded[b])], buffer[start:state[_POS]].copy()
                 _restore(adaptive, before)
-                band, record = code(b, refs, gain, True)
+                record = code(b, refs, gain, True)
                 if plain_cost <= state[_POS] - start + len(record):
-                    _restore(adaptive, after)
+                    _restore([*adaptive, coded[b]], after)
                     buffer[start:start + len(written)] = written
-                    band, record = plain
+                    record = plain
             else:
-                band, record = code(b, refs, gain, size >= (TRIAL_SAMPLES if quick else LEAST_SQUARES_SAMPLES))
-            coded.append(band)
+                record = code(b, refs, gain, size >= (TRIAL_SAMPLES if quick else LEAST_SQUARES_SAMPLES))
             records.append(record)
         n = finish(state, buffer)
         return b"".join(records), buffer[:n].tobytes()
@@ -240,25 +238,24 @@ class PredictiveCodec(Codec):
         copies = new_tables(_COPY_COUNTS) if version >= 3 else _NO_COPIES
         learned = pc.new_learned() if version >= 4 else None
         avoid = _avoided(self.nodata, kind, step)
-        coded: list[tuple] = []
+        coded = np.empty((bands, 3, height, width), np.int64)
         blank = np.zeros((height, width), np.int64)
-        for refs, gain, weights, constant, bound in plans:
-            planes = _planes(coded, refs) if weights is not None else None
-            coded.append(_code(blank, coded, refs, gain, weights, constant, planes, bound, lo, hi,
-                               avoid, table, copies, learned, version >= 5, state, stream, True, _NO_COUNTS))
+        for b, (refs, gain, weights, constant, bound) in enumerate(plans):
+            _code(blank, coded, b, refs, gain, weights, constant, bound, lo, hi,
+                  avoid, table, copies, learned, version >= 5, state, stream, True, _NO_COUNTS)
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
-        tile = _from_integers(np.stack([c[0] for c in coded])[::-1 if reverse else 1], kind, step)
+        tile = _from_integers(coded[::-1 if reverse else 1, 0], kind, step)
         if lossless and _digest(tile) != digest:
             raise ContainerError("lossless check failed: the tile decodes to other samples than were coded")
         return tile
 
 
-def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid, table, copies, learned, linear_path,
-          state, buffer, decoding, counts) -> tuple:
-    """One band through the compiled loop: (decoded, absolute errors, residuals); ``gain``
-    for the blend's spectral predictors (from refs[0]), ``weights`` None: no least-squares
-    candidate (and no ``planes``: the references stacked for it, only read with weights);
+def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, table, copies, learned, linear_path,
+          state, buffer, decoding, counts) -> None:
+    """Band b through the compiled loop, into coded[b] (decoded, absolute errors, residuals);
+    ``gain`` for the blend's spectral predictors (from refs[0]), ``weights`` None: no
+    least-squares candidate (it reads the references' values and residuals in ``coded``);
     ``copies`` the copy flags' tables (format 3), or empty; ``learned`` format 4's learned
     correction (``pc.new_learned``, carried through a tile's bands), or None: none;
     ``linear_path``: with format 5's linear path beside its hidden units."""
@@ -266,10 +263,10 @@ def _code(x, coded, refs, gain, weights, constant, planes, bound, lo, hi, avoid,
         own, part = _NO_WEIGHTS, _NO_PART
     else:
         own = weights[:len(pc.OWN_TAPS)]
-        part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, planes, *x.shape)
-    return pc.code_band(x, _ref_planes(coded, refs[0] if refs else -1), bool(refs), gain, own, part, bound, lo, hi,
-                        avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts,
-                        copies, learned is not None, linear_path, learned or _NO_LEARNED)
+        part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, coded, np.asarray(refs, np.int64), *x.shape)
+    pc.code_band(x, coded[refs[0]] if refs else _NO_REFERENCE, bool(refs), gain, own, part, bound, lo, hi,
+                 avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts,
+                 copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
 
 
 def _fixed_record(refs: list[int], least_squares: bool, gain: int, bound: int) -> bytes:
@@ -411,6 +408,7 @@ _NO_COPIES = np.zeros((0, 3), np.int64)
 _COPY_COUNTS = np.full((pc.COPY_ROWS, 2), 4)   # (no copy, copy): even odds, learned within a few samples
 _NO_WEIGHTS = np.zeros(0, np.int64)
 _NO_PART = np.zeros((1, 1), np.int64)
+_NO_REFERENCE = np.zeros((3, 1, 1), np.int64)   # never read: a band without a reference
 _NO_LEARNED = pc.new_learned()   # never read: formats 1 to 3 code without the learned correction
 
 
@@ -419,21 +417,9 @@ def _restore(arrays: list[np.ndarray], saved: list[np.ndarray]) -> None:
         array[...] = copy_of
 
 
-def _ref_planes(coded: list, ref: int) -> np.ndarray:
-    return np.stack(coded[ref]) if ref >= 0 else np.zeros((3, 1, 1), np.int64)
-
-
-def _planes(coded: list, refs: list[int]) -> np.ndarray:
-    """What a band's least-squares predictor reads of its references, stacked: their decoded
-    values, then their residuals."""
-    if not refs:
-        return np.zeros((0, 1, 1), np.int64)
-    return np.stack([coded[r][0] for r in refs] + [coded[r][2] for r in refs])
-
-
-def _start(coded: list, refs: list[int], lo: int, hi: int) -> int:
+def _start(coded: np.ndarray, refs: list[int], lo: int, hi: int) -> int:
     """The value the compiled loop gives the taps of a band's first sample (as code_band sets it)."""
-    return int(coded[refs[0]][0][0, 0]) if refs else (lo + hi) >> 1
+    return int(coded[refs[0], 0, 0, 0]) if refs else (lo + hi) >> 1
 
 
 def _reference_sets(samples: np.ndarray) -> list[tuple[list[int], int]]:
@@ -455,8 +441,10 @@ def _reference_sets(samples: np.ndarray) -> list[tuple[list[int], int]]:
     return out
 
 
-def _fit(band: np.ndarray, start: int, planes: np.ndarray, samples: int, reweights: int) -> tuple[np.ndarray, int]:
-    """Integer weights (LS_FRAC fraction bits: causal taps, then each plane's window) and
+def _fit(band: np.ndarray, start: int, coded: np.ndarray, refs: list[int], samples: int,
+         reweights: int) -> tuple[np.ndarray, int]:
+    """Integer weights (LS_FRAC fraction bits: causal taps, then the window of each of the
+    references' planes in ``coded``, values then residuals) and
     constant predicting the band, fitted on an even grid of about ``samples`` of its samples towards
     the least absolute error: a residual's code grows with the log of its size, not its square,
     so a plain least-squares fit gives the few large residuals of bright or textured areas the
@@ -470,11 +458,11 @@ def _fit(band: np.ndarray, start: int, planes: np.ndarray, samples: int, reweigh
     rows, cols = np.meshgrid(np.arange(0, h, stride), np.arange(0, w, stride), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
     taps = len(pc.OWN_TAPS)
-    m = taps + planes.shape[0] * len(pc.WINDOW)
+    m = taps + 2 * len(refs) * len(pc.WINDOW)
     design = np.empty((len(rows), m + 2))   # filled in place, and scaled into one other array: at these
                                             # sizes fresh arrays cost more in page faults than the products
     pc.own_features(band, start, rows, cols, design[:, :taps])
-    pc.window_features(planes, rows, cols, design[:, taps:m])
+    pc.window_features(coded, np.asarray(refs, np.int64), rows, cols, design[:, taps:m])
     design[:, m] = 1.0
     design[:, m + 1] = band[rows, cols]
     means = design.mean(0)

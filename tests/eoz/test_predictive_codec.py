@@ -258,10 +258,10 @@ def _band_bytes(codec, band: np.ndarray, learn: bool, linear_path: bool = True) 
 
     x = band.astype(np.int64)
     lo, hi = int(x.min()), int(x.max())
-    planes = predictive._planes([], [])
-    weights, constant = predictive._fit(x, (lo + hi) >> 1, planes, predictive._FIT_SAMPLES, predictive._REWEIGHTS)
+    coded = np.empty((1, 3, *x.shape), np.int64)
+    weights, constant = predictive._fit(x, (lo + hi) >> 1, coded, [], predictive._FIT_SAMPLES, predictive._REWEIGHTS)
     state, buffer = encoder_state(), np.zeros(x.size * 5 + 1024, np.uint8)
-    predictive._code(x, [], [], 0, weights, constant, planes, 0, lo, hi, None, new_tables(codec.initial),
+    predictive._code(x, coded, 0, [], 0, weights, constant, 0, lo, hi, None, new_tables(codec.initial),
                      new_tables(predictive._COPY_COUNTS), predictive_coder.new_learned() if learn else None,
                      linear_path, state, buffer, False, predictive._NO_COUNTS)
     return finish(state, buffer)
