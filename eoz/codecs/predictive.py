@@ -72,6 +72,7 @@ _BAND_V1 = struct.Struct("<HhI")
 _BAND = struct.Struct("<BBhI")   # formats 2 to 5 (and ``fast``'s format 3)
 _GAIN_UNIT = 1 << pc.GAIN_BITS   # format 6 codes a gain as its difference from 1
 _MAX_BOUND = (1 << 32) - 1
+_VARINT_GROUPS = 10           # seven bits each: a varint of up to 2^64
 _CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum under 2^62
 _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samples of a band (more: 0.02 % fewer bytes)
 _QUICK_FIT_SAMPLES = 1 << 10  # ... in the band-order trial, with no refits
@@ -188,7 +189,7 @@ class PredictiveCodec(Codec):
             else:
                 record = _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
                 if least_squares:
-                    record += b"".join(_varint(_zigzag(int(v))) for v in [*weights, constant])
+                    record += _zigzag_varints(np.append(weights, constant))
             return record
 
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
@@ -306,6 +307,18 @@ def _varint(v: int) -> bytes:
         v >>= 7
     out.append(v)
     return bytes(out)
+
+
+def _zigzag_varints(values: np.ndarray) -> bytes:
+    """``b"".join(_varint(_zigzag(v)) for v in values)`` for int64 values under 2^62 in
+    magnitude, without a Python step per value: a band's weights are up to 65 of them, and the
+    band-order trial writes every band's record twice."""
+    zigzag = np.where(values >= 0, 2 * values, -2 * values - 1).astype(np.uint64)
+    groups = zigzag[:, None] >> (np.uint64(7) * np.arange(_VARINT_GROUPS, dtype=np.uint64))
+    count = np.maximum(1, (groups > 0).sum(1))   # the groups up to the highest non-zero one
+    used = np.arange(_VARINT_GROUPS) < count[:, None]
+    more = np.arange(_VARINT_GROUPS) < count[:, None] - 1
+    return ((groups & np.uint64(0x7F)) | (more * np.uint64(0x80))).astype(np.uint8)[used].tobytes()
 
 
 def _read_varint(payload: bytes, pos: int, limit: int) -> tuple[int, int]:

@@ -461,6 +461,23 @@ def test_format_6_band_records_take_a_few_bytes_and_keep_each_band_s_bound(codec
     assert (np.abs(decoded.astype(np.int64) - tile).max(axis=(1, 2)) <= bounds).all()
 
 
+def test_weights_are_written_as_the_zigzag_varints_the_decoder_reads():
+    """The records' weights, coded for a whole band at once, are the varints read one by one:
+    every length from one byte to nine (the constant reaches 2^60), signs, powers of two."""
+    from eoz.codecs import predictive
+
+    rng = np.random.default_rng(3)
+    edges = [0, -1, 1, 63, -64, 64, -65, 8191, 8192, (1 << 20) - 1, -(1 << 20) + 1, (1 << 60) - 1, -(1 << 60) + 1]
+    values = np.concatenate([edges, rng.integers(-(1 << 20), 1 << 20, 300), rng.integers(-(1 << 60), 1 << 60, 50)])
+    data = predictive._zigzag_varints(values.astype(np.int64))
+    assert data == b"".join(predictive._varint(predictive._zigzag(int(v))) for v in values)
+    pos, read = 0, []
+    while pos < len(data):
+        z, pos = predictive._read_varint(data, pos, 1 << 62)
+        read.append(predictive._unzigzag(z))
+    assert read == values.tolist()
+
+
 @pytest.mark.parametrize("flags, varints, message", [
     (0b10000, b"", "unknown flags"),
     (0b1001, bytes([0, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]), "out of range"),   # a gain of 1, a bound past 32 bits
