@@ -461,6 +461,32 @@ def test_format_6_band_records_take_a_few_bytes_and_keep_each_band_s_bound(codec
     assert (np.abs(decoded.astype(np.int64) - tile).max(axis=(1, 2)) <= bounds).all()
 
 
+@pytest.mark.parametrize("shape, refs", [((2, 1, 1), [1]), ((3, 1, 7), [0, 2]), ((3, 7, 1), [2]),
+                                         ((4, 2, 2), [3, 0, 1]), ((4, 33, 17), [1, 2]), ((2, 5, 6), [])])
+def test_the_reference_window_reads_the_planes_edges_replicated(shape, refs):
+    """What the least-squares candidate reads of its references (their values, then their
+    residuals, in 3 x 3 windows with the edges replicated), both as the fit's features and as
+    the per-sample sum the loop adds, against numpy on odd shapes, a row or a column alone."""
+    from eoz import predictive_coder as pc
+
+    rng = np.random.default_rng(sum(shape) + len(refs))
+    coded = rng.integers(-5000, 5000, (shape[0], 3, *shape[1:]))
+    h, w = shape[1:]
+    planes = [coded[r, 0] for r in refs] + [coded[r, 2] for r in refs]
+    padded = [np.pad(p, 1, mode="edge") for p in planes]
+    windows = np.array([q[1 + di:1 + di + h, 1 + dj:1 + dj + w] for q in padded for di, dj in pc.WINDOW],
+                       np.int64).reshape(-1, h, w)
+    weights = rng.integers(-(1 << 19), 1 << 19, len(windows))
+    expected = 12345 + np.einsum("k,khw->hw", weights, windows)
+    part = pc.reference_part(weights, 12345, coded, np.array(refs, np.int64), h, w)
+    np.testing.assert_array_equal(part, expected)
+
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    features = np.zeros((h * w, len(windows)))
+    pc.window_features(coded, np.array(refs, np.int64), rows.ravel(), cols.ravel(), features)
+    np.testing.assert_array_equal(features, windows.reshape(len(windows), h * w).T)
+
+
 def test_weights_are_written_as_the_zigzag_varints_the_decoder_reads():
     """The records' weights, coded for a whole band at once, are the varints read one by one:
     every length from one byte to nine (the constant reaches 2^60), signs, powers of two."""
