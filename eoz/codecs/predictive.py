@@ -23,15 +23,18 @@ strip across the tile (a linear predictor of a blurred or noisy band from a shar
 better than the reverse: Landsat's and Sentinel-1's bands pay coded backwards, about 1 %);
 format 6 the same in compact band records (a hyperspectral chip of 224 bands spent 2-3 % of
 its bytes on format 5's fixed-size records, a Landsat tile 0.3 % on its least-squares
-weights).
+weights); format 7 is format 6 whose order byte is a flags byte, bit 1 set where the tile
+codes without the learned correction.
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
-tile that differs. ``fast`` writes format 3 tiles: no learned correction and no band-order
-trial, about twice the speed of encoding and decoding for 1-9 % more bytes
-(``benchmarks/results/lossless.md``); every decoder since format 3 reads them.
+tile that differs. ``fast`` writes format 7 tiles without the learned correction and the
+band-order trial, about twice the speed of encoding and decoding for a few per cent more
+bytes (``benchmarks/results/lossless.md``); the default writes format 6, which the builds
+before format 7 read too.
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
-bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, u8 band
-order (0 first to last, 1 last to first), then per band in that order a record: u8 flags
+bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, u8 flags
+(bit 0: the band order, 0 first to last, 1 last to first; format 7, bit 1: without the learned
+correction; the other bits 0), then per band in that order a record: u8 flags
 (bits 0-1 the reference count R, bit 2 the least-squares flag, bit 3 set when the band's
 bound differs from the band before's, or from 0 for the first; the other bits 0), with
 references the gain (1/256) less 256 as a zigzag varint (LEB128), with bit 3 the bound as a
@@ -65,11 +68,12 @@ from eoz.registry import ModelEntry
 from eoz.subband_coder import _POS, TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
 FORMAT = 6
-FAST_FORMAT = 3               # what ``fast`` writes: format 6 less the learned correction, band order, compact records
+FAST_FORMAT = 7               # what ``fast`` writes: format 6 whose flags byte can turn the learned correction off
+REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED alone)
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
 _BAND_V1 = struct.Struct("<HhI")
-_BAND = struct.Struct("<BBhI")   # formats 2 to 5 (and ``fast``'s format 3)
+_BAND = struct.Struct("<BBhI")   # formats 2 to 5
 _GAIN_UNIT = 1 << pc.GAIN_BITS   # format 6 codes a gain as its difference from 1
 _MAX_BOUND = (1 << 32) - 1
 _VARINT_GROUPS = 10           # seven bits each: a varint of up to 2^64
@@ -107,7 +111,7 @@ class PredictiveCodec(Codec):
     def with_bound(self, lossless: bool | None, max_error: list[float] | float | None,
                    fast: bool | None = None) -> "PredictiveCodec":
         """The same tables with an error bound: one for every band, or one per band; neither
-        given means lossless (the codec's default, and all a decoder needs). ``fast``: format 3
+        given means lossless (the codec's default, and all a decoder needs). ``fast``: format 7
         tiles, for about twice the speed."""
         if lossless and max_error is not None:
             raise InputError("the predictive codec takes one of lossless or max_error, not both")
@@ -161,7 +165,7 @@ class PredictiveCodec(Codec):
                 reverse = backwards < natural
             order = slice(None, None, -1) if reverse else slice(None)
             records, stream = self._code_bands(samples[order], int_bounds[order], lo, hi, avoid, counts, False)
-        head = _HEAD.pack(FAST_FORMAT, kind, step, lo, hi) if self.fast else \
+        head = _HEAD.pack(FAST_FORMAT, kind, step, lo, hi) + bytes([reverse | UNLEARNED]) if self.fast else \
             _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse])
         return head + records + digest + stream
 
@@ -183,14 +187,8 @@ class PredictiveCodec(Codec):
                 else (None, 0)
             _code(samples[b], coded, b, refs, gain, weights, constant, int_bounds[b], lo, hi, avoid,
                   table, copies, learned, True, state, buffer, False, counts)
-            if self.fast:
-                record = _fixed_record(refs, least_squares, gain, int_bounds[b]) + (
-                    weights.astype("<i4").tobytes() + struct.pack("<q", constant) if least_squares else b"")
-            else:
-                record = _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
-                if least_squares:
-                    record += _zigzag_varints(np.append(weights, constant))
-            return record
+            record = _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
+            return record + (_zigzag_varints(np.append(weights, constant)) if least_squares else b"")
 
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
         adaptive = [table, copies, *(learned or ()), state, counts]   # what coding a band changes, besides the buffer
@@ -220,13 +218,14 @@ class PredictiveCodec(Codec):
         if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
-        if version not in (1, 2, 3, 4, 5, FORMAT):
-            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {FORMAT}")
-        (reverse,) = _unpack("<B", payload, _HEAD.size) if version >= 5 else (0,)
+        if not 1 <= version <= FAST_FORMAT:
+            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {FAST_FORMAT}")
+        (flags,) = _unpack("<B", payload, _HEAD.size) if version >= 5 else (0,)
         if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0) \
-                or reverse > 1:
+                or flags & ~(REVERSED | (UNLEARNED if version >= 7 else 0)):
             raise ContainerError("predictive tile head is inconsistent")
-        records_at = _HEAD.size + (version >= 5)   # after the order byte
+        reverse = flags & REVERSED
+        records_at = _HEAD.size + (version >= 5)   # after the flags byte
         plans, head_size = _band_plans_v1(payload, bands, records_at) if version == 1 else \
             _band_plans(payload, bands, records_at, compact=version >= 6)
         lossless = kind != FLOAT_GRID and not any(plan[4] for plan in plans)
@@ -237,7 +236,7 @@ class PredictiveCodec(Codec):
         state = decoder_state(stream)
         table = new_tables(self.initial)
         copies = new_tables(_COPY_COUNTS) if version >= 3 else _NO_COPIES
-        learned = pc.new_learned() if version >= 4 else None
+        learned = pc.new_learned() if version >= 4 and not flags & UNLEARNED else None
         avoid = _avoided(self.nodata, kind, step)
         coded = np.empty((bands, 3, height, width), np.int64)
         blank = np.zeros((height, width), np.int64)
@@ -268,11 +267,6 @@ def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, tabl
     pc.code_band(x, coded[refs[0]] if refs else _NO_REFERENCE, bool(refs), gain, own, part, bound, lo, hi,
                  avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts,
                  copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
-
-
-def _fixed_record(refs: list[int], least_squares: bool, gain: int, bound: int) -> bytes:
-    """A band's record in formats 2 to 5, before its least-squares weights."""
-    return _BAND.pack(len(refs), least_squares, gain, bound) + struct.pack(f"<{len(refs)}H", *refs)
 
 
 def _compact_record(b: int, refs: list[int], least_squares: bool, gain: int, bound: int, previous_bound: int) -> bytes:

@@ -221,8 +221,25 @@ def test_a_band_that_is_a_window_of_its_reference_codes_almost_free(codec):
     assert len(both) - len(alone) < 0.3 * len(alone)
 
 
-HEAD = 27             # the tile head, with format 5's band order byte
-FIXED_HEAD, FIXED_RECORD = 26, 8   # fast's format 3: its head, and a band record before its references and weights
+HEAD = 27             # the tile head, with format 5's band order byte (format 7's flags byte)
+FIXED_RECORD = 8      # formats 2 to 5: a band record before its references and weights
+
+
+def _as_format_5(payload: bytes, bands: int) -> bytearray:
+    """A format 6 tile as format 5 wrote it (the same head and stream, fixed-size band records),
+    for the decoder's checks of the fixed records older archives hold."""
+    import struct
+
+    from eoz.codecs import predictive
+
+    plans, end = predictive._band_plans(payload, bands, HEAD, compact=True)
+    records = b""
+    for refs, gain, weights, constant, bound in plans:
+        records += struct.pack("<BBhI", len(refs), weights is not None, gain, bound)
+        records += struct.pack(f"<{len(refs)}H", *refs)
+        if weights is not None:
+            records += weights.astype("<i4").tobytes() + struct.pack("<q", constant)
+    return bytearray(bytes([5]) + payload[1:HEAD] + records + payload[end:])
 
 
 def _big_tile(seed: int) -> np.ndarray:
@@ -359,8 +376,8 @@ def test_tiles_coded_last_to_first_keep_bounds_nodata_and_nan(codec, monkeypatch
 
 @pytest.mark.parametrize("dtype, bound, nodata", [("uint16", 0, 0), ("int16", 3, -32768), ("float32", 0, "nan"),
                                                    ("float32", 0.01, "nan")])
-def test_fast_writes_format_3_tiles_that_keep_bounds_nodata_and_nan(codec, monkeypatch, dtype, bound, nodata):
-    """fast: format 3 tiles (no learned correction, no band order byte, first to last) that
+def test_fast_writes_format_7_tiles_that_keep_bounds_nodata_and_nan(codec, monkeypatch, dtype, bound, nodata):
+    """fast: format 7 tiles (their flags byte says: no learned correction, first to last) that
     this build decodes with every guarantee of the default's: exact or within the bound,
     nodata and NaN where they were."""
     from eoz.codecs import predictive
@@ -372,19 +389,19 @@ def test_fast_writes_format_3_tiles_that_keep_bounds_nodata_and_nan(codec, monke
     formats, decode_tile = [], predictive.PredictiveCodec.decode_tile
 
     def decode_noting_the_format(self, payload, *shape):
-        formats.append(payload[0])
+        formats.append((payload[0], payload[HEAD - 1]))
         return decode_tile(self, payload, *shape)
 
     monkeypatch.setattr(predictive.PredictiveCodec, "decode_tile", decode_noting_the_format)
     fast = codec.with_bound(None, bound or None, fast=True)
     decoded, data = _round_trip(fast, array, nodata=float(nodata), tile_size=128)
-    assert formats == [predictive.FAST_FORMAT] * 4
+    assert formats == [(predictive.FAST_FORMAT, predictive.UNLEARNED)] * 4
     same = (decoded == array) | (np.isnan(decoded) & np.isnan(array))
     assert same[:, :7, :9].all() and (np.abs(decoded[~same] - array[~same]) <= bound).all()
     assert same.all() or bound
     formats.clear()
     assert len(data) > len(_round_trip(codec.with_bound(None, bound or None), array, float(nodata), 128)[1])
-    assert formats == [predictive.FORMAT] * 4   # and without fast, format 6 (which the learned correction pays)
+    assert [f for f, _ in formats] == [predictive.FORMAT] * 4   # without fast, format 6 (the learned correction pays)
 
 
 def test_fast_is_kept_or_dropped_by_with_bound(codec):
@@ -393,21 +410,26 @@ def test_fast_is_kept_or_dropped_by_with_bound(codec):
     assert fast.fast and not fast.with_bound(True, None).fast and not codec.fast
 
 
-def test_a_band_order_byte_other_than_0_or_1_is_a_container_error(codec):
+@pytest.mark.parametrize("fast, flags", [(False, 2), (False, 3), (True, 4), (True, 6)])
+def test_flags_a_format_does_not_have_are_a_container_error(codec, fast, flags):
+    """Format 6's order byte takes 0 or 1, format 7's flags bits 0 and 1 alone."""
     tile = _big_tile(3)
-    payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
-    payload[HEAD - 1] = 2
+    payload = bytearray(codec.with_bound(True, None, fast=fast).encode_tile(tile, np.ones(tile.shape, bool)))
+    assert payload[0] == (7 if fast else 6)
+    payload[HEAD - 1] = flags
     with pytest.raises(ContainerError, match="inconsistent"):
         codec.decode_tile(bytes(payload), *tile.shape)
 
 
-@pytest.mark.parametrize("fast", [False, True])   # format 6's compact records, format 3's fixed ones
-def test_predictor_weights_out_of_range_are_a_container_error(codec, fast):
+@pytest.mark.parametrize("fixed", [False, True])   # format 6's compact records, format 5's fixed ones
+def test_predictor_weights_out_of_range_are_a_container_error(codec, fixed):
     tile = _big_tile(10)
-    payload = bytearray(codec.with_bound(True, None, fast=fast).encode_tile(tile, np.ones(tile.shape, bool)))
-    if fast:
-        assert payload[FIXED_HEAD + 1] == 1          # band 0 has least-squares weights, and no reference
-        weights = FIXED_HEAD + FIXED_RECORD
+    payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
+    if fixed:
+        payload = _as_format_5(bytes(payload), 2)
+        np.testing.assert_array_equal(codec.decode_tile(bytes(payload), 2, 192, 180), tile)   # as format 6's
+        assert payload[HEAD] == 0 and payload[HEAD + 1] == 1   # the first band: weights, and no reference
+        weights = HEAD + FIXED_RECORD
         payload[weights:weights + 4] = (1 << 25).to_bytes(4, "little")
     else:
         from eoz.codecs import predictive
@@ -420,15 +442,16 @@ def test_predictor_weights_out_of_range_are_a_container_error(codec, fast):
         codec.decode_tile(bytes(payload), 2, 192, 180)
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_a_reference_to_a_band_not_yet_decoded_is_a_container_error(codec, fast):
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_reference_to_a_band_not_yet_decoded_is_a_container_error(codec, fixed):
     from eoz.codecs import predictive
 
     rng = np.random.default_rng(11)
     tile = _smooth(rng, (2, 24, 24), "uint16")
-    payload = bytearray(codec.with_bound(True, None, fast=fast).encode_tile(tile, np.ones(tile.shape, bool)))
-    if fast:
-        record = FIXED_HEAD + FIXED_RECORD           # band 1's (the tile is too small for weights)
+    payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
+    if fixed:
+        payload = _as_format_5(bytes(payload), 2)
+        record = HEAD + FIXED_RECORD                 # band 1's (the tile is too small for weights)
         assert payload[record] == 1 and payload[record + 1] == 0   # one reference (band 0), no weights
         payload[record + FIXED_RECORD:record + FIXED_RECORD + 2] = (1).to_bytes(2, "little")   # band 1 itself
     else:

@@ -85,11 +85,17 @@ CASES = {
     "predictive_f6_enmap_224_per_band": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif", (4, 4, 24, 20),
                                          "predictive", {"max_error": [0, 0, 1, 3, 3, 3, 8, 2] * 28}, 512),
     "predictive_f6_s2_max_error_2": (S2, (600, 400, 192, 172), "predictive", {"max_error": [2]}, 512),
+    # predictive format 7 (--fast: format 6 whose flags byte turns the learned correction off;
+    # a hyperspectral chip at a bound, and S2 with the least-squares weights)
+    "predictive_f7_fast_enmap_224_max_error_4": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif",
+                                                 (4, 4, 24, 20), "predictive", {"max_error": [4], "fast": True}, 512),
+    "predictive_f7_fast_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True, "fast": True},
+                                       512),
 }
 VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
 CASE_VERSIONS = {name: "2" for name in CASES if name.startswith(("predictive_f2_", "predictive_f3_",
                                                                      "predictive_f4_", "predictive_f5_",
-                                                                     "predictive_f6_"))}
+                                                                     "predictive_f6_", "predictive_f7_"))}
 
 
 def codec(model: str, version: str | None, params: dict):
