@@ -77,9 +77,9 @@ class CompressOptions(FormNulls):
     max_error: list[Annotated[float, Field(ge=0, le=MAX_ERROR, allow_inf_nan=False)]] | None = Field(
         None, min_length=1, description="predictive: no sample's error exceeds this, in the data's units (dB for "
                                         "SAR in dB); one value, or one per band; whole numbers for integer rasters")
-    fast: bool = Field(False, description="predictive: about twice the speed of encoding and decoding for 1-6 % "
-                                          "more bytes (no learned correction: format 3 tiles); lossless unless "
-                                          "max_error")
+    fast: bool = Field(False, description="predictive: about twice the speed of encoding and decoding for a few "
+                                          "per cent more bytes (no learned correction: format 7 tiles); lossless "
+                                          "unless max_error")
     klt: bool = Field(False, description="jpeg2000: spectral KLT across bands first")
     tile_size: int | None = Field(None, ge=64, le=4096, multiple_of=64,
                                   description="tile edge in pixels; default 512, smaller for many bands so that "

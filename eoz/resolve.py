@@ -47,8 +47,8 @@ BOUNDS = {"psnr": (1.0, 150.0), "quality": (1.0, 1000.0), "rate_weight": (0.0, 1
 JPEG2000_DTYPES = ("uint8", "int8", "uint16", "int16")  # what OpenJPEG codes losslessly here (eoz/jpeg2000.py)
 MAX_ERROR = 2.0 ** 31   # a bound past the widest integer sample is no bound
 # the predictive codec's --fast encodes up to this many times as fast as its default (2.46x at most against
-# the default in the same run in session 13, 2.2x in session 14's runs of benchmarks/lossless.py): its speed
-# bound for fast jobs
+# the default in the same run in session 13, 2.2x in session 14's and 2.1x in session 15's runs of
+# benchmarks/lossless.py): its speed bound for fast jobs
 FAST_SPEEDUP = 2.5
 
 
