@@ -59,16 +59,18 @@ def _codec(name: str, models: ModelStore, tmp_path_factory):
     if name == "wavelet":
         return codec_for_model("tiny-wavelet", store=models, target=QualityTarget(psnr=45, block=16)), \
             dict(height=40, width=48, nodata=0)
-    if name == "predictive":
+    if name in ("predictive", "predictive-fast"):   # formats 6 and 7
         store = ModelStore(tmp_path_factory.mktemp("predictive"))
         publish_tiny_predictive(store)
-        return codec_for_model("tiny-predictive", store=store, max_error=2), dict(height=40, width=48, nodata=0)
+        return codec_for_model("tiny-predictive", store=store, max_error=2, fast=name == "predictive-fast" or None), \
+            dict(height=40, width=48, nodata=0)
     if name == "spectral-partition":
         return _partition_codec(tmp_path_factory.mktemp("partition")), dict(height=32, width=32, bands=3)
     raise ValueError(name)
 
 
-CODECS = ["jpeg2000", "jpeg2000-klt", "hyperprior", "vqvae-fpn", "wavelet", "spectral-partition", "predictive"]
+CODECS = ["jpeg2000", "jpeg2000-klt", "hyperprior", "vqvae-fpn", "wavelet", "spectral-partition", "predictive",
+          "predictive-fast"]
 
 
 @pytest.fixture(scope="module", params=CODECS)
