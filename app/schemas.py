@@ -78,7 +78,7 @@ class CompressOptions(FormNulls):
         None, min_length=1, description="predictive: no sample's error exceeds this, in the data's units (dB for "
                                         "SAR in dB); one value, or one per band; whole numbers for integer rasters")
     fast: bool = Field(False, description="predictive: about twice the speed of encoding and decoding for a few "
-                                          "per cent more bytes (no learned correction: format 7 tiles); lossless "
+                                          "per cent more bytes (no learned correction, no band-order trial); lossless "
                                           "unless max_error")
     klt: bool = Field(False, description="jpeg2000: spectral KLT across bands first")
     tile_size: int | None = Field(None, ge=64, le=4096, multiple_of=64,

@@ -17,7 +17,7 @@ validation rows). Per split, pooled over its rasters:
   of JPEG 2000, JPEG-XL and JPEG-LS, so "vs best" leaves it out and it has its own columns;
 - speed: encode and decode samples per CPU second of each codec, one thread each, in this run
   (each the least of TIMING_RUNS calls);
-- ``--fast`` (format 7 tiles), lossless and at max error 4: its bytes and speed against the default's;
+- ``--fast`` (no learned correction, no band-order trial), lossless and at max error 4: its bytes and speed against the default's;
 - the issue's second design, measured beside the predictive one (``lossless_transform.py``):
   reversible spectral prediction + 5/3 integer wavelet + context-coded subbands, lossless.
 
@@ -275,7 +275,7 @@ def report(results: list[dict], clean: dict, sar: dict, command: str, info: dict
             + [f"{r['near_lossless'][4]['eoz']['encode_msamples_s']:.2f} / "
                f"{r['near_lossless'][4]['eoz']['decode_msamples_s']:.2f}"] for r in results]
     md += table(["split", "eoz lossless", "JPEG 2000", "JPEG-XL", "JPEG-LS", "CCSDS 123", "eoz max error 4"], rows)
-    md += ["## --fast (format 7 tiles: no learned correction, no band-order trial)", "",
+    md += ["## --fast (no learned correction, no band-order trial)", "",
            "Against the default in the same run: bytes, and speed (encode / decode, million samples per "
            "second) with its ratio to the default's.", ""]
     md += table(["split"] + [f"{_mode(n)}: {what}" for n in FAST_MAX_ERRORS for what in ("bytes", "speed")],

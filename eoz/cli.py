@@ -76,7 +76,7 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
                         "one per band; integer rasters take whole numbers; 0 = lossless")
     b.add_argument("--fast", action="store_true",
                    help="about twice the speed of encoding and decoding for a few per cent more bytes (no "
-                        "learned correction: format 7 tiles); lossless unless --max-error")
+                        "learned correction, no band-order trial); lossless unless --max-error")
     v = p.add_argument_group("vqvae-fpn options")
     v.add_argument("--rate-weight", type=float, help="choose codes by distance + weight x bits: smaller "
                                                      "files for a little quality (default 0, about 0.5-3)")

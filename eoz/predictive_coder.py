@@ -50,8 +50,11 @@ tile's local corrections (the hidden units chase what is nonlinear and recent).
 The quantized residual is coded with the wavelet codec's range coder and token scheme
 (``eoz.subband_coder``): its magnitude with an adaptive table chosen by the local error
 level (errors of the final prediction around the sample, and at the same place in the
-reference band), its sign raw. The tables start at counts learned on training rasters of
-every sensor (``eoz.train_predictive``) and adapt within each tile.
+reference band), its sign raw. Format 8 chooses the table by the prediction's value too:
+a sensor's noise grows with its signal (photon noise; speckle in proportion to it), so the
+value tells the residual's spread where the recent errors are few or mixed. The tables
+start at counts learned on training rasters of every sensor (``eoz.train_predictive``;
+format 8's at the same counts in every class of the value) and adapt within each tile.
 
 Everything is integer arithmetic in one compiled sequential loop shared by encoder and
 decoder, so both see the same predictions bit for bit on every machine. The loop inlines
@@ -88,6 +91,8 @@ SCRATCH = 7                   # the loop's small work vectors (rows, neighbours 
 RING_PAD = 2                  # the error rings' zero columns before the band (W and WW of column 0)
 CLASSES = 24                  # error-level classes of the magnitude tables
 ROWS = 2 * CLASSES            # x 2: with or without a reference band
+VALUE_CLASSES = 32            # format 8: the tables' rows again per half octave of the prediction (2^15 and up: one),
+VALUE_CLASS_SAMPLES = 1 << 12  # in bands this large (too few samples to learn each class's spread: EnMAP +0.2 %)
 COPY_KINDS = 8                # format 3's copy flags: (W, N) x evidence (own, reference, both, one off)
 COPY_ROWS = 4 * COPY_KINDS    # x (without, with a reference band) x (costly, cheap residuals)
 CHEAP_CLASSES = 8             # error-level classes where a residual costs about 4 bits or less
@@ -372,9 +377,20 @@ def _learn(first, second, linear_weights, inputs, hidden, y, target, linear_path
 
 
 @inline
-def _encode_residual(state, buf, table, row, q, counts):
-    """q's magnitude token with table row ``row``, then in one equiprobable run its low bits
-    (or, past ESCAPE, its excess) and its sign."""
+def _value_class(p) -> int:
+    """Format 8's class of a prediction: 0 up to 0, then two per octave (the tables' rows are
+    chosen by it too)."""
+    if p <= 0:
+        return 0
+    b = _bit_length(p)
+    return min(2 * b - 1 + ((p >> (b - 2)) & 1 if b >= 2 else 0), VALUE_CLASSES - 1)
+
+
+@inline
+def _encode_residual(state, buf, table, row, q, counts, count_row):
+    """q's magnitude token with table row ``row`` (tallied in counts[count_row] where counts
+    is not empty), then in one equiprobable run its low bits (or, past ESCAPE, its excess)
+    and its sign."""
     m = abs(q)
     if m >= ESCAPE:
         token, value, bits = ESCAPE_TOKEN, m - ESCAPE, ESCAPE_BITS
@@ -382,7 +398,7 @@ def _encode_residual(state, buf, table, row, q, counts):
         token, bits = _token(m)
         value = m & ((1 << bits) - 1)
     if counts.shape[0] > 0:
-        counts[row, token] += 1
+        counts[count_row, token] += 1
     encode_adaptive(state, buf, table, row, token)
     if m:
         encode_bits(state, buf, (value << 1) | (q < 0), bits + 1)
@@ -419,7 +435,9 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     (format 1, and small bands); bound: the error bound
     N (0 = lossless); lo, hi: the value range decoded samples are clamped to; avoid: a value
     no decoded sample may take unless the original has it (nodata: a sample rounded onto it
-    gets its exact offset coded). copies:
+    gets its exact offset coded). table: the magnitudes' adaptive tables, ROWS rows, or
+    ROWS x VALUE_CLASSES (format 8: again per class of the prediction, ``_value_class``, in
+    bands of VALUE_CLASS_SAMPLES or more; smaller ones take the first ROWS). copies:
     format 3's copy flags' adaptive tables (COPY_ROWS x 3), or empty: none (formats 1, 2).
     learn: format 4's learned correction of the prediction, its state (``new_learned``) in
     learned, carried from band to band of a tile; linear_path: with format 5's linear path.
@@ -458,6 +476,7 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
     start = ref[0, 0, 0] if has_ref else (lo + hi) >> 1
     offset_bits = _bit_length(2 * bound)
     copy_flags = copies.shape[0] > 0
+    value_classes = table.shape[0] > ROWS and h * w >= VALUE_CLASS_SAMPLES   # format 8's tables, in a band this large
     ref_values = ref[0]   # one view for the band
     copy_odds = COPY_ODDS if bound == 0 else NEAR_LOSSLESS_COPY_ODDS
     for i in range(h):
@@ -502,6 +521,9 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
+            # the value's class before the learned correction: a half octave hardly moves, and
+            # the decoder knows its table sooner
+            table_row = row + ROWS * _value_class(p) if value_classes else row
             uncorrected, inv, y = p, 0, 0
             learning = learn and i >= 2 and i + 1 < h and 2 <= j < w - 2   # away from the band's edges
             if learning:   # 6 x the local error scale
@@ -531,7 +553,7 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
                 v = source
             else:
                 if decoding:
-                    q = _decode_residual(state, buf, table, row)
+                    q = _decode_residual(state, buf, table, table_row)
                 else:
                     e = x[i, j] - p
                     if bound == 0:   # lossless: no bins (and no integer division per sample)
@@ -539,7 +561,7 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
                     else:
                         q = (abs(e) + bound) // step
                         q = -q if e < 0 else q
-                    _encode_residual(state, buf, table, row, q, counts)
+                    _encode_residual(state, buf, table, table_row, q, counts, row)
                 v = min(max(p + q * step, lo), hi)
                 if has_avoid and v == avoid:
                     if decoding:

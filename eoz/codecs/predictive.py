@@ -24,17 +24,18 @@ better than the reverse: Landsat's and Sentinel-1's bands pay coded backwards, a
 format 6 the same in compact band records (a hyperspectral chip of 224 bands spent 2-3 % of
 its bytes on format 5's fixed-size records, a Landsat tile 0.3 % on its least-squares
 weights); format 7 is format 6 whose order byte is a flags byte, bit 1 set where the tile
-codes without the learned correction.
+codes without the learned correction; format 8 (this build's, same head and records)
+chooses the residuals' tables by the prediction's value too (a sensor's noise grows with its
+signal: ``eoz.predictive_coder``).
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
-tile that differs. ``fast`` writes format 7 tiles without the learned correction and the
-band-order trial, about twice the speed of encoding and decoding for a few per cent more
-bytes (``benchmarks/results/lossless.md``); the default writes format 6, which the builds
-before format 7 read too.
+tile that differs. ``fast`` writes tiles without the learned correction and the band-order
+trial, about twice the speed of encoding and decoding for a few per cent more bytes
+(``benchmarks/results/lossless.md``).
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
 bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, u8 flags
-(bit 0: the band order, 0 first to last, 1 last to first; format 7, bit 1: without the learned
-correction; the other bits 0), then per band in that order a record: u8 flags
+(bit 0: the band order, 0 first to last, 1 last to first; formats 7 and 8, bit 1: without the
+learned correction; the other bits 0), then per band in that order a record: u8 flags
 (bits 0-1 the reference count R, bit 2 the least-squares flag, bit 3 set when the band's
 bound differs from the band before's, or from 0 for the first; the other bits 0), with
 references the gain (1/256) less 256 as a zigzag varint (LEB128), with bit 3 the bound as a
@@ -42,13 +43,14 @@ varint, R varints of each reference's distance back less one (the band before: 0
 positions in that order), and with the flag the weights (the ten causal taps, then per
 reference its 3 x 3 values and its 3 x 3 residuals) and the constant, in LS_FRAC fraction
 bits, as zigzag varints; the 32-byte sha256 when the tile is lossless (every bound 0, not a
-grid); then the range-coded residuals (and format 3's copy flags). Formats 1 to 5 are
-still decoded: format 5 is format 6 with fixed records (u8 R, u8 least-squares flag, i16
-gain, u32 bound, R u16 reference positions, then the i32 weights and the i64 constant),
-format 4 is format 5 without the order byte (first to last), format 3 is format 4 without
-the learned correction, format 2 is format 3 without copy flags; format 1 had per band u16
-reference (0 = none, else its index + 1), i16 gain, u32 bound, and no least-squares
-predictor.
+grid); then the range-coded residuals (and format 3's copy flags). Formats 1 to 7 are
+still decoded: format 7 is format 8 with the residuals' tables of earlier formats, format 6
+is format 7 whose flags byte has bit 0 alone, format 5 is format 6 with fixed records (u8
+R, u8 least-squares flag, i16 gain, u32 bound, R u16 reference positions, then the i32
+weights and the i64 constant), format 4 is format 5 without the order byte (first to
+last), format 3 is format 4 without the learned correction, format 2 is format 3 without
+copy flags; format 1 had per band u16 reference (0 = none, else its index + 1), i16 gain,
+u32 bound, and no least-squares predictor.
 """
 
 from __future__ import annotations
@@ -67,8 +69,7 @@ from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
 from eoz.subband_coder import _POS, TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
-FORMAT = 6
-FAST_FORMAT = 7               # what ``fast`` writes: format 6 whose flags byte can turn the learned correction off
+FORMAT = 8
 REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED alone)
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
@@ -107,12 +108,13 @@ class PredictiveCodec(Codec):
         if self.initial.shape != (pc.ROWS, TOKENS):
             raise ContainerError(f"predictive model {entry.model_id} has tables {self.initial.shape}, "
                                  f"this build codes with {(pc.ROWS, TOKENS)}")
+        self.classed = np.tile(self.initial, (pc.VALUE_CLASSES, 1))   # format 8's: per class of the value
 
     def with_bound(self, lossless: bool | None, max_error: list[float] | float | None,
                    fast: bool | None = None) -> "PredictiveCodec":
         """The same tables with an error bound: one for every band, or one per band; neither
-        given means lossless (the codec's default, and all a decoder needs). ``fast``: format 7
-        tiles, for about twice the speed."""
+        given means lossless (the codec's default, and all a decoder needs). ``fast``: tiles
+        without the learned correction and the band-order trial, for about twice the speed."""
         if lossless and max_error is not None:
             raise InputError("the predictive codec takes one of lossless or max_error, not both")
         codec = copy.copy(self)
@@ -136,6 +138,10 @@ class PredictiveCodec(Codec):
         quality = {"lossless": True} if self.max_error is None or not any(self.max_error) else \
             {"max_error": self.max_error}
         return {**model_pins(self.entry), "quality": quality}
+
+    def _table(self, version: int) -> np.ndarray:
+        """The residuals' adaptive tables at the start of a tile of this format."""
+        return new_tables(self.classed if version >= 8 else self.initial)
 
     def _bounds(self, bands: int) -> list[float]:
         errors = self.max_error or [0.0]
@@ -165,8 +171,7 @@ class PredictiveCodec(Codec):
                 reverse = backwards < natural
             order = slice(None, None, -1) if reverse else slice(None)
             records, stream = self._code_bands(samples[order], int_bounds[order], lo, hi, avoid, counts, False)
-        head = _HEAD.pack(FAST_FORMAT, kind, step, lo, hi) + bytes([reverse | UNLEARNED]) if self.fast else \
-            _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse])
+        head = _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse | (UNLEARNED if self.fast else 0)])
         return head + records + digest + stream
 
     def _code_bands(self, samples: np.ndarray, int_bounds: list[int], lo: int, hi: int, avoid: int | None,
@@ -174,7 +179,7 @@ class PredictiveCodec(Codec):
         """The band records and the range-coded stream of the bands, in the order given;
         ``quick`` (the band-order trial's estimate): bands from TRIAL_SAMPLES up take the
         least-squares weights without a trial, fitted on fewer samples and without refits."""
-        table, copies = new_tables(self.initial), new_tables(_COPY_COUNTS)
+        table, copies = self._table(FORMAT), new_tables(_COPY_COUNTS)
         learned = None if self.fast else pc.new_learned()   # fast: no learned correction
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
@@ -218,8 +223,8 @@ class PredictiveCodec(Codec):
         if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
-        if not 1 <= version <= FAST_FORMAT:
-            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {FAST_FORMAT}")
+        if not 1 <= version <= FORMAT:
+            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {FORMAT}")
         (flags,) = _unpack("<B", payload, _HEAD.size) if version >= 5 else (0,)
         if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0) \
                 or flags & ~(REVERSED | (UNLEARNED if version >= 7 else 0)):
@@ -234,7 +239,7 @@ class PredictiveCodec(Codec):
             raise ContainerError("predictive tile head is truncated")
         stream = np.frombuffer(payload, np.uint8, offset=head_size + len(digest)).copy()
         state = decoder_state(stream)
-        table = new_tables(self.initial)
+        table = self._table(version)
         copies = new_tables(_COPY_COUNTS) if version >= 3 else _NO_COPIES
         learned = pc.new_learned() if version >= 4 and not flags & UNLEARNED else None
         avoid = _avoided(self.nodata, kind, step)
@@ -256,6 +261,7 @@ def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, tabl
     """Band b through the compiled loop, into coded[b] (decoded, absolute errors, residuals);
     ``gain`` for the blend's spectral predictors (from refs[0]), ``weights`` None: no
     least-squares candidate (it reads the references' values and residuals in ``coded``);
+    ``table`` the residuals' adaptive tables (``PredictiveCodec._table``);
     ``copies`` the copy flags' tables (format 3), or empty; ``learned`` format 4's learned
     correction (``pc.new_learned``, carried through a tile's bands), or None: none;
     ``linear_path``: with format 5's linear path beside its hidden units."""

@@ -298,21 +298,22 @@ def test_options_reach_the_codec_and_its_header(capsys, codec_env, scene, tmp_pa
         assert quality.items() <= header["quality"].items(), header["quality"]
 
 
-def test_fast_picks_the_predictive_model_and_writes_format_7_tiles(capsys, codec_env, scene, tmp_path,
-                                                                  monkeypatch):
-    """--fast alone: auto takes the predictive model, lossless, in the fast format; --max-error bounds it."""
-    from eoz.codecs.predictive import PredictiveCodec
+def test_fast_picks_the_predictive_model_and_writes_tiles_without_the_learned_correction(
+        capsys, codec_env, scene, tmp_path, monkeypatch):
+    """--fast alone: auto takes the predictive model, lossless, without the learned correction
+    (the tile's flags byte says so); --max-error bounds it."""
+    from eoz.codecs.predictive import FORMAT, UNLEARNED, PredictiveCodec
 
     src, array, _ = scene
     formats, decode_tile = set(), PredictiveCodec.decode_tile
-    monkeypatch.setattr(PredictiveCodec, "decode_tile",
-                        lambda self, payload, *shape: formats.add(payload[0]) or decode_tile(self, payload, *shape))
+    monkeypatch.setattr(PredictiveCodec, "decode_tile", lambda self, payload, *shape:
+                        formats.add((payload[0], payload[26])) or decode_tile(self, payload, *shape))
     for flags, bound in ((["--fast"], 0), (["--fast", "--max-error", "5"], 5)):
         out = tmp_path / f"fast{bound}.eoz"
         code, result, _ = run(capsys, "compress", src, out, *flags, "--tile-size", 64)
         assert code == 0 and result["model_id"] == "tiny-predictive" and result["lossless"] == (bound == 0)
         assert run(capsys, "decompress", out, tmp_path / f"fast{bound}.tif")[0] == 0
-        assert formats == {7}
+        assert formats == {(FORMAT, UNLEARNED)}
         decoded, _ = read_raster(tmp_path / f"fast{bound}.tif")
         assert np.abs(decoded.astype(np.int64) - array.astype(np.int64)).max() <= bound
 

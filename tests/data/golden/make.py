@@ -91,11 +91,20 @@ CASES = {
                                                  (4, 4, 24, 20), "predictive", {"max_error": [4], "fast": True}, 512),
     "predictive_f7_fast_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True, "fast": True},
                                        512),
+    # predictive format 8 (the tables per class of the prediction: S1 at a bound, S2 with the
+    # least-squares weights; and --fast on a chip, whose bands are too small for the classes)
+    "predictive_f8_s1_dn_max_error_1": ("riotilerpds_s1_grd/S1A_IW_GRDH_1SDV_20180716T004042_022812_02792A_FD5B_"
+                                        "VV-VH_overview.tif", (800, 100, 192, 172), "predictive", {"max_error": [1]},
+                                        512),
+    "predictive_f8_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
+    "predictive_f8_fast_enmap_224_max_error_4": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif",
+                                                 (4, 4, 24, 20), "predictive", {"max_error": [4], "fast": True}, 512),
 }
 VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
 CASE_VERSIONS = {name: "2" for name in CASES if name.startswith(("predictive_f2_", "predictive_f3_",
                                                                      "predictive_f4_", "predictive_f5_",
-                                                                     "predictive_f6_", "predictive_f7_"))}
+                                                                     "predictive_f6_", "predictive_f7_",
+                                                                     "predictive_f8_"))}
 
 
 def codec(model: str, version: str | None, params: dict):
