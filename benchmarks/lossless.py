@@ -17,7 +17,8 @@ validation rows). Per split, pooled over its rasters:
   of JPEG 2000, JPEG-XL and JPEG-LS, so "vs best" leaves it out and it has its own columns;
 - speed: encode and decode samples per CPU second of each codec, one thread each, in this run
   (each the least of TIMING_RUNS calls);
-- ``--fast`` (no learned correction, no band-order trial), lossless and at max error 4: its bytes and speed against the default's;
+- ``--fast`` (no learned correction, no band-order trial), lossless and at max error 4: its
+  bytes and speed against the default's;
 - the issue's second design, measured beside the predictive one (``lossless_transform.py``):
   reversible spectral prediction + 5/3 integer wavelet + context-coded subbands, lossless.
 

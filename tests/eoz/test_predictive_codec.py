@@ -461,9 +461,9 @@ def test_flags_a_format_does_not_have_are_a_container_error(codec, monkeypatch, 
 @pytest.mark.parametrize("fixed", [False, True])   # format 8's compact records, format 5's fixed ones
 def test_predictor_weights_out_of_range_are_a_container_error(codec, monkeypatch, fixed):
     tile = _big_tile(10)
-    payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
+    payload = _as_format_5(codec, tile, monkeypatch) if fixed else \
+        bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
     if fixed:
-        payload = _as_format_5(codec, tile, monkeypatch)
         np.testing.assert_array_equal(codec.decode_tile(bytes(payload), 2, 192, 180), tile)
         assert payload[HEAD] == 0 and payload[HEAD + 1] == 1   # the first band: weights, and no reference
         weights = HEAD + FIXED_RECORD
@@ -485,9 +485,9 @@ def test_a_reference_to_a_band_not_yet_decoded_is_a_container_error(codec, monke
 
     rng = np.random.default_rng(11)
     tile = _smooth(rng, (2, 24, 24), "uint16")
-    payload = bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
+    payload = _as_format_5(codec, tile, monkeypatch) if fixed else \
+        bytearray(codec.encode_tile(tile, np.ones(tile.shape, bool)))
     if fixed:
-        payload = _as_format_5(codec, tile, monkeypatch)
         record = HEAD + FIXED_RECORD                 # band 1's (the tile is too small for weights)
         assert payload[record] == 1 and payload[record + 1] == 0   # one reference (band 0), no weights
         payload[record + FIXED_RECORD:record + FIXED_RECORD + 2] = (1).to_bytes(2, "little")   # band 1 itself
