@@ -52,7 +52,12 @@ The quantized residual is coded with the wavelet codec's range coder and token s
 level (errors of the final prediction around the sample, and at the same place in the
 reference band), its sign raw. Format 8 chooses the table by the prediction's value too:
 a sensor's noise grows with its signal (photon noise; speckle in proportion to it), so the
-value tells the residual's spread where the recent errors are few or mixed. The tables
+value tells the residual's spread where the recent errors are few or mixed. Format 9 codes
+with adaptive binary odds what earlier formats code raw: a magnitude's first low bit (below
+its token), per token and error level, as within a token's range the smaller magnitudes are
+the likelier, the more so the narrower the spread; and the sign, per token and class of the
+prediction's value, as speckle is skewed (below the local mean, small residuals outnumber
+large ones). The tables
 start at counts learned on training rasters of every sensor (``eoz.train_predictive``;
 format 8's at the same counts in every class of the value) and adapt within each tile.
 
@@ -70,8 +75,8 @@ import numba
 import numpy as np
 from numba.core.cpu import CPUTargetOptions
 
-from eoz.subband_coder import DIRECT, WEIGHT_BITS, _bit_length, _log_class, _token, _update, decode_adaptive, decode_bits, \
-    encode_adaptive, encode_bits
+from eoz.subband_coder import _LOW, _RANGE, DIRECT, WEIGHT_BITS, _bit_length, _log_class, _narrow, _token, _update, \
+    _widen, decode_adaptive, decode_bits, encode_adaptive, encode_bits
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 # per-sample helpers are inlined by numba itself, into a loop compiled without reference counting:
@@ -93,6 +98,11 @@ CLASSES = 24                  # error-level classes of the magnitude tables
 ROWS = 2 * CLASSES            # x 2: with or without a reference band
 VALUE_CLASSES = 32            # format 8: the tables' rows again per half octave of the prediction (2^15 and up: one),
 VALUE_CLASS_SAMPLES = 1 << 12  # in bands this large (too few samples to learn each class's spread: EnMAP +0.2 %)
+PROBABILITY_BITS = 22         # format 9's odds of a bit: P(0) in 1/2^22 (range x P(0) stays under 2^54),
+BIT_ONE = 1 << PROBABILITY_BITS
+BIT_MARGIN = 1 << 10          # ... kept this far from 0 and 1,
+RATE_BITS = 16                # ... moved by rates in 1/2^16,
+BIT_RATE_AFTER = 1 << 10      # ... learned as a frequency (at rate 1/(n + 2)) up to this many bits, then at this rate
 COPY_KINDS = 8                # format 3's copy flags: (W, N) x evidence (own, reference, both, one off)
 COPY_ROWS = 4 * COPY_KINDS    # x (without, with a reference band) x (costly, cheap residuals)
 CHEAP_CLASSES = 8             # error-level classes where a residual costs about 4 bits or less
@@ -104,6 +114,10 @@ _BIAS_LIMIT = 256             # a bias context's count is halved past this
 ESCAPE = 1 << 24              # magnitudes from here on: this token, then the excess in raw bits
 ESCAPE_BITS = 40              # residuals of samples up to 32 bits (float32 bit patterns span 2^33)
 ESCAPE_TOKEN = DIRECT + 2 * (24 - 3)   # the token of ESCAPE = 2^24; larger tokens never occur
+LOW_BIT_ROWS = (ESCAPE_TOKEN - DIRECT) * CLASSES   # format 9's odds of a first low bit: per token with low bits,
+SIGN_TOKENS = 32                                  # and error level; then of a sign: per token (the last for all
+BIT_ROWS = LOW_BIT_ROWS + SIGN_TOKENS * VALUE_CLASSES   # from there) and class of the prediction
+_BIT_RATES = np.array([(1 << RATE_BITS) // (n + 2) for n in range(BIT_RATE_AFTER - 1)], np.int64)   # no division per bit
 # format 2's least-squares predictor: causal taps in the own band, windows in reference bands
 OWN_TAPS = np.array([(0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2), (-2, -1), (-2, 1), (-1, 2)])
 WINDOW = np.array([(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)])
@@ -386,11 +400,60 @@ def _value_class(p) -> int:
     return min(2 * b - 1 + ((p >> (b - 2)) & 1 if b >= 2 else 0), VALUE_CLASSES - 1)
 
 
+def new_bit_odds() -> np.ndarray:
+    """Format 9's odds of a magnitude's first low bit and of a sign at the start of a tile
+    (BIT_ROWS x (P(0), bits seen)): even, and learned from the first bit on (learned starting
+    odds saved under 0.01 %)."""
+    odds = np.zeros((BIT_ROWS, 2), np.int64)
+    odds[:, 0] = BIT_ONE // 2
+    return odds
+
+
 @inline
-def _encode_residual(state, buf, table, row, q, counts, count_row):
+def _learn_bit(odds, row, bit):
+    """Move P(0) towards the bit by 1/(n + 2) (n: bits seen), which counts the first ones as a
+    frequency would, then by 1/BIT_RATE_AFTER, which follows a tile's drift."""
+    n = odds[row, 1]
+    rate = _BIT_RATES[n] if n < _BIT_RATES.shape[0] else (1 << RATE_BITS) // BIT_RATE_AFTER
+    p = odds[row, 0]
+    p = p - ((p * rate) >> RATE_BITS) if bit else p + (((BIT_ONE - p) * rate) >> RATE_BITS)
+    odds[row, 0] = min(max(p, BIT_MARGIN), BIT_ONE - BIT_MARGIN)
+    odds[row, 1] = n + 1 if n < BIT_RATE_AFTER else n
+
+
+@inline
+def _encode_bit(state, buf, odds, row, bit):
+    """One bit with the adaptive odds of odds[row]: a multiply where a table's symbol takes a
+    division (the range coder's interval split at P(0), as LZMA's bits)."""
+    r = (state[_RANGE] * odds[row, 0]) >> PROBABILITY_BITS
+    if bit:
+        _narrow(state, buf, 1, r, state[_RANGE] - r)
+    else:
+        _narrow(state, buf, r, 0, 1)
+    _learn_bit(odds, row, bit)
+
+
+@inline
+def _decode_bit(state, buf, odds, row) -> int:
+    r = (state[_RANGE] * odds[row, 0]) >> PROBABILITY_BITS
+    bit = 1 if state[_LOW] >= r else 0
+    if bit:
+        _widen(state, buf, 1, r, state[_RANGE] - r)
+    else:
+        _widen(state, buf, r, 0, 1)
+    _learn_bit(odds, row, bit)
+    return bit
+
+
+@inline
+def _encode_residual(state, buf, table, row, q, counts, count_row, odds, level, value_class):
     """q's magnitude token with table row ``row`` (tallied in counts[count_row] where counts
-    is not empty), then in one equiprobable run its low bits (or, past ESCAPE, its excess)
-    and its sign."""
+    is not empty), then its low bits (or, past ESCAPE, its excess) and its sign. Before format
+    9 (odds empty) they are raw, in one equiprobable run; format 9 codes the first low bit
+    with the adaptive odds of its token and error level (within a token's range the smaller
+    magnitudes are the likelier, the more so the narrower the spread) and the sign with those
+    of its token and the prediction's value class (speckle is skewed: below the mean, small
+    residuals outnumber large ones)."""
     m = abs(q)
     if m >= ESCAPE:
         token, value, bits = ESCAPE_TOKEN, m - ESCAPE, ESCAPE_BITS
@@ -400,12 +463,20 @@ def _encode_residual(state, buf, table, row, q, counts, count_row):
     if counts.shape[0] > 0:
         counts[count_row, token] += 1
     encode_adaptive(state, buf, table, row, token)
-    if m:
+    if m == 0:
+        return
+    if odds.shape[0] == 0:
         encode_bits(state, buf, (value << 1) | (q < 0), bits + 1)
+        return
+    if DIRECT <= token < ESCAPE_TOKEN:
+        bits -= 1
+        _encode_bit(state, buf, odds, (token - DIRECT) * CLASSES + level, value >> bits)
+    encode_bits(state, buf, value, bits)   # the low ``bits`` bits of value
+    _encode_bit(state, buf, odds, LOW_BIT_ROWS + min(token, SIGN_TOKENS - 1) * VALUE_CLASSES + value_class, q < 0)
 
 
 @inline
-def _decode_residual(state, buf, table, row) -> int:
+def _decode_residual(state, buf, table, row, odds, level, value_class) -> int:
     token = decode_adaptive(state, buf, table, row)
     if token == 0:
         return 0
@@ -416,14 +487,21 @@ def _decode_residual(state, buf, table, row) -> int:
     else:
         e = (token - DIRECT) // 2 + 3
         m, bits = (2 | ((token - DIRECT) & 1)) << (e - 1), e - 1
-    value = decode_bits(state, buf, bits + 1)
-    m += value >> 1
-    return -m if value & 1 else m
+    if odds.shape[0] == 0:
+        value = decode_bits(state, buf, bits + 1)
+        m += value >> 1
+        return -m if value & 1 else m
+    if DIRECT <= token < ESCAPE_TOKEN:
+        bits -= 1
+        m += _decode_bit(state, buf, odds, (token - DIRECT) * CLASSES + level) << bits
+    m += decode_bits(state, buf, bits)
+    negative = _decode_bit(state, buf, odds, LOW_BIT_ROWS + min(token, SIGN_TOKENS - 1) * VALUE_CLASSES + value_class)
+    return -m if negative else m
 
 
 @jit
-def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-              decoding, counts, copies, learn, linear_path, learned, out):
+def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, odds, state,
+              buf, decoding, counts, copies, learn, linear_path, learned, out):
     """Code (encoder) or decode (decoder) one band in raster order, into out (3, h, w): the
     decoded band, its absolute errors of prediction, and its residuals v - p (format 2's
     bands that take it as a reference read them).
@@ -437,15 +515,16 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     no decoded sample may take unless the original has it (nodata: a sample rounded onto it
     gets its exact offset coded). table: the magnitudes' adaptive tables, ROWS rows, or
     ROWS x VALUE_CLASSES (format 8: again per class of the prediction, ``_value_class``, in
-    bands of VALUE_CLASS_SAMPLES or more; smaller ones take the first ROWS). copies:
+    bands of VALUE_CLASS_SAMPLES or more; smaller ones take the first ROWS); odds: format 9's
+    odds of a magnitude's first low bit and of a sign (``new_bit_odds``), or empty: raw. copies:
     format 3's copy flags' adaptive tables (COPY_ROWS x 3), or empty: none (formats 1, 2).
     learn: format 4's learned correction of the prediction, its state (``new_learned``) in
     learned, carried from band to band of a tile; linear_path: with format 5's linear path.
     """
     w = x.shape[1]
     n_pred = (PREDICTORS if has_ref else SPATIAL) + (own_weights.shape[0] > 0)
-    _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-                  decoding, counts, copies, learn, linear_path, out[0], out[1], out[2],
+    _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, odds, state,
+                  buf, decoding, counts, copies, learn, linear_path, out[0], out[1], out[2],
                   np.append(np.arange(n_pred), FINAL),
                   np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
                   np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), learned[0],
@@ -453,9 +532,9 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, **_WITHOUT_REFERENCE_COUNTING)
-def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, state, buf,
-                  decoding, counts, copies, learn, linear_path, rec, final_err, residual, rings, errs, above, bias,
-                  scratch, first, learned):
+def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, odds, state,
+                  buf, decoding, counts, copies, learn, linear_path, rec, final_err, residual, rings, errs, above,
+                  bias, scratch, first, learned):
     """code_band's loop, into rec, final_err and residual, on work arrays it is given zeroed:
     the error rings of the last 3 rows (errs), their sums from the rows above (above), the
     bias sums and counts (bias), SCRATCH vectors, and the learned correction's first-layer
@@ -523,7 +602,8 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             p = min(max(p, lo), hi)
             # the value's class before the learned correction: a half octave hardly moves, and
             # the decoder knows its table sooner
-            table_row = row + ROWS * _value_class(p) if value_classes else row
+            value_class = _value_class(p) if value_classes else 0
+            table_row = row + ROWS * value_class
             uncorrected, inv, y = p, 0, 0
             learning = learn and i >= 2 and i + 1 < h and 2 <= j < w - 2   # away from the band's edges
             if learning:   # 6 x the local error scale
@@ -553,7 +633,7 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
                 v = source
             else:
                 if decoding:
-                    q = _decode_residual(state, buf, table, table_row)
+                    q = _decode_residual(state, buf, table, table_row, odds, row % CLASSES, value_class)
                 else:
                     e = x[i, j] - p
                     if bound == 0:   # lossless: no bins (and no integer division per sample)
@@ -561,7 +641,8 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
                     else:
                         q = (abs(e) + bound) // step
                         q = -q if e < 0 else q
-                    _encode_residual(state, buf, table, table_row, q, counts, row)
+                    _encode_residual(state, buf, table, table_row, q, counts, row, odds, row % CLASSES,
+                                     value_class)
                 v = min(max(p + q * step, lo), hi)
                 if has_avoid and v == avoid:
                     if decoding:

