@@ -57,7 +57,9 @@ with adaptive binary odds what earlier formats code raw: a magnitude's first low
 its token), per token and error level, as within a token's range the smaller magnitudes are
 the likelier, the more so the narrower the spread; and the sign, per token and class of the
 prediction's value, as speckle is skewed (below the local mean, small residuals outnumber
-large ones). The tables
+large ones); and it codes nothing for nodata samples (the decoder has the tile's nodata mask
+first): a scene's nodata border costs its mask alone, where filled it cost the jumps into and
+out of the fill. The tables
 start at counts learned on training rasters of every sensor (``eoz.train_predictive``;
 format 8's at the same counts in every class of the value) and adapt within each tile.
 
@@ -500,8 +502,8 @@ def _decode_residual(state, buf, table, row, odds, level, value_class) -> int:
 
 
 @jit
-def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, odds, state,
-              buf, decoding, counts, copies, learn, linear_path, learned, out):
+def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, table, odds,
+              state, buf, decoding, counts, copies, learn, linear_path, learned, out):
     """Code (encoder) or decode (decoder) one band in raster order, into out (3, h, w): the
     decoded band, its absolute errors of prediction, and its residuals v - p (format 2's
     bands that take it as a reference read them).
@@ -513,7 +515,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     (format 1, and small bands); bound: the error bound
     N (0 = lossless); lo, hi: the value range decoded samples are clamped to; avoid: a value
     no decoded sample may take unless the original has it (nodata: a sample rounded onto it
-    gets its exact offset coded). table: the magnitudes' adaptive tables, ROWS rows, or
+    gets its exact offset coded); skip: format 9's nodata samples (h x w, true: not coded, they
+    decode to their prediction), or empty: none. table: the magnitudes' adaptive tables, ROWS rows, or
     ROWS x VALUE_CLASSES (format 8: again per class of the prediction, ``_value_class``, in
     bands of VALUE_CLASS_SAMPLES or more; smaller ones take the first ROWS); odds: format 9's
     odds of a magnitude's first low bit and of a sign (``new_bit_odds``), or empty: raw. copies:
@@ -523,8 +526,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     """
     w = x.shape[1]
     n_pred = (PREDICTORS if has_ref else SPATIAL) + (own_weights.shape[0] > 0)
-    _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, odds, state,
-                  buf, decoding, counts, copies, learn, linear_path, out[0], out[1], out[2],
+    _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, table, odds,
+                  state, buf, decoding, counts, copies, learn, linear_path, out[0], out[1], out[2],
                   np.append(np.arange(n_pred), FINAL),
                   np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
                   np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), learned[0],
@@ -532,9 +535,9 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, **_WITHOUT_REFERENCE_COUNTING)
-def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, table, odds, state,
-                  buf, decoding, counts, copies, learn, linear_path, rec, final_err, residual, rings, errs, above,
-                  bias, scratch, first, learned):
+def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, table, odds,
+                  state, buf, decoding, counts, copies, learn, linear_path, rec, final_err, residual, rings, errs,
+                  above, bias, scratch, first, learned):
     """code_band's loop, into rec, final_err and residual, on work arrays it is given zeroed:
     the error rings of the last 3 rows (errs), their sums from the rows above (above), the
     bias sums and counts (bias), SCRATCH vectors, and the learned correction's first-layer
@@ -556,6 +559,7 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
     offset_bits = _bit_length(2 * bound)
     copy_flags = copies.shape[0] > 0
     value_classes = table.shape[0] > ROWS and h * w >= VALUE_CLASS_SAMPLES   # format 8's tables, in a band this large
+    has_skip = skip.shape[0] > 0
     ref_values = ref[0]   # one view for the band
     copy_odds = COPY_ODDS if bound == 0 else NEAR_LOSSLESS_COPY_ODDS
     for i in range(h):
@@ -602,6 +606,14 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             p = min(max(p, lo), hi)
             # the value's class before the learned correction: a half octave hardly moves, and
             # the decoder knows its table sooner
+            if has_skip and skip[i, j]:   # nodata: nothing coded, nothing learned; the prediction stands in
+                rec[i, j] = p
+                residual[i, j] = 0
+                final_err[i, j] = abs(p - blended)
+                errs[FINAL, rows[0], j + RING_PAD] = 0
+                for k in range(n_pred):
+                    errs[k, rows[0], j + RING_PAD] = abs(p - pred[k])
+                continue
             value_class = _value_class(p) if value_classes else 0
             table_row = row + ROWS * value_class
             uncorrected, inv, y = p, 0, 0

@@ -37,6 +37,7 @@ class Codec(ABC):
     batch_tiles: int = 1     # tiles encode_scene hands to encode_tiles at once
     parallel_tiles: bool = False   # tiles may code on threads at once (thread safe; the work frees the GIL)
     overlap: int = 0         # default context pixels coded around each tile (see encode_scene)
+    skips_nodata = False     # True: valid is the nodata mask inverted, given to encode_tile and decode_tile both
     bands: list[str] | None = None   # the bands a model expects, in order; None = any
 
     @abstractmethod
@@ -116,7 +117,7 @@ def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
         packed = zlib.compress(np.packbits(mask).tobytes(), 9)
         prefix = bytes([_HAS_MASK]) + struct.pack("<I", len(packed)) + packed
     valid = np.ones(tile.shape, bool) if mask is None else ~mask
-    if kept is not None:
+    if kept is not None and not codec.skips_nodata:   # what the decoder knows: the mask alone
         valid &= np.pad(np.ones((1, kept[0].stop - kept[0].start, kept[1].stop - kept[1].start), bool),
                         [(0, 0), (kept[0].start, tile.shape[1] - kept[0].stop),
                          (kept[1].start, tile.shape[2] - kept[1].stop)])
@@ -154,7 +155,8 @@ def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int
     mask, body = _split_mask(payload, header, (bands, coded_h, coded_w), index)
     shape = (bands, *padded_shape(coded_h, coded_w, codec.stride))
     try:
-        values = codec.decode_tile(body, *shape)
+        values = codec.decode_tile(body, *shape, valid=None if mask is None else ~mask) if codec.skips_nodata \
+            else codec.decode_tile(body, *shape)
     except (ContainerError, ModelMismatchError):
         raise
     except Exception as e:  # a payload that passed its crc but that the codec cannot read

@@ -26,7 +26,8 @@ its bytes on format 5's fixed-size records, a Landsat tile 0.3 % on its least-sq
 weights); format 7 is format 6 whose order byte is a flags byte, bit 1 set where the tile
 codes without the learned correction; format 8 (same head and records) chooses the
 residuals' tables by the prediction's value too (a sensor's noise grows with its signal:
-``eoz.predictive_coder``); format 9 (this build's, same head and records) codes a
+``eoz.predictive_coder``); format 9 (this build's, same head and records) codes nothing for
+nodata samples (the decoder is given the tile's nodata mask: ``skips_nodata``), and a
 magnitude's first low bit and its sign with adaptive odds where earlier formats code them raw.
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
 tile that differs. ``fast`` writes tiles without the learned correction and the band-order
@@ -101,6 +102,7 @@ class PredictiveCodec(Codec):
     """CCSDS 123-style predictive coder with learned starting tables (model ``predictive``)."""
 
     codec_id = "predictive"
+    skips_nodata = True     # format 9 codes nothing for nodata samples
     parallel_tiles = True   # the loop and the fits release the GIL: threads scale (benchmarks/tile_threads.py)
 
     def __init__(self, entry: ModelEntry, max_error: list[float] | None = None, nodata: float | None = None):
@@ -153,16 +155,19 @@ class PredictiveCodec(Codec):
 
     # --- encoding -------------------------------------------------------------------------
 
-    def encode_tile(self, tile: np.ndarray, valid: np.ndarray) -> bytes:
-        return self.encode_counted(tile, _NO_COUNTS)
+    def encode_tile(self, tile: np.ndarray, valid: np.ndarray | None) -> bytes:
+        """valid: the tile's nodata mask inverted (``skips_nodata``), or None: all valid."""
+        return self.encode_counted(tile, _NO_COUNTS, _skipped(valid))
 
-    def encode_counted(self, tile: np.ndarray, counts: np.ndarray) -> bytes:
-        """The payload; a non-empty ``counts`` (rows x tokens) tallies the tokens coded (training)."""
+    def encode_counted(self, tile: np.ndarray, counts: np.ndarray, skip: np.ndarray | None = None) -> bytes:
+        """The payload; a non-empty ``counts`` (rows x tokens) tallies the tokens coded (training);
+        ``skip``: the nodata samples, not coded (they decode to their predictions)."""
         bounds = self._bounds(tile.shape[0])
         kind, step, samples, int_bounds = _to_integers(tile, bounds)
         lo, hi = int(samples.min()), int(samples.max())
         avoid = _avoided(self.nodata, kind, step)
-        digest = _digest(tile) if kind != FLOAT_GRID and not any(int_bounds) else b""
+        digest = _digest(tile, skip) if kind != FLOAT_GRID and not any(int_bounds) else b""
+        skip = _NO_SKIP_TILE if skip is None else skip
 
         reverse, height = False, tile.shape[1]
         with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
@@ -170,17 +175,21 @@ class PredictiveCodec(Codec):
             if trial:   # the cheaper order, on a middle strip
                 rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
                 strip = samples[:, (height - rows) // 2:(height - rows) // 2 + rows]
-                natural, backwards = (sum(map(len, self._code_bands(s, b, lo, hi, avoid, _NO_COUNTS, True)))
-                                      for s, b in ((strip, int_bounds), (strip[::-1], int_bounds[::-1])))
+                strip_skip = skip[:, (height - rows) // 2:(height - rows) // 2 + rows] if skip.size else skip
+                natural, backwards = (sum(map(len, self._code_bands(s, b, k, lo, hi, avoid, _NO_COUNTS, True)))
+                                      for s, b, k in ((strip, int_bounds, strip_skip),
+                                                      (strip[::-1], int_bounds[::-1], strip_skip[::-1])))
                 reverse = backwards < natural
             order = slice(None, None, -1) if reverse else slice(None)
-            records, stream = self._code_bands(samples[order], int_bounds[order], lo, hi, avoid, counts, False)
+            records, stream = self._code_bands(samples[order], int_bounds[order], skip[order], lo, hi, avoid, counts,
+                                               False)
         head = _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse | (UNLEARNED if self.fast else 0)])
         return head + records + digest + stream
 
-    def _code_bands(self, samples: np.ndarray, int_bounds: list[int], lo: int, hi: int, avoid: int | None,
-                    counts: np.ndarray, quick: bool) -> tuple[bytes, bytes]:
-        """The band records and the range-coded stream of the bands, in the order given;
+    def _code_bands(self, samples: np.ndarray, int_bounds: list[int], skip: np.ndarray, lo: int, hi: int,
+                    avoid: int | None, counts: np.ndarray, quick: bool) -> tuple[bytes, bytes]:
+        """The band records and the range-coded stream of the bands, in the order given (skip:
+        their nodata samples, or empty);
         ``quick`` (the band-order trial's estimate): bands from TRIAL_SAMPLES up take the
         least-squares weights without a trial, fitted on fewer samples and without refits, and
         no band takes the learned correction where they do (it moves both orders alike: on
@@ -198,10 +207,10 @@ class PredictiveCodec(Codec):
 
         def code(b: int, refs: list[int], gain: int, least_squares: bool) -> bytes:
             """Band b through the loop (into coded[b]), with or without least-squares weights: its record."""
-            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), coded, refs, *fit) if least_squares \
-                else (None, 0)
+            weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), coded, refs, *fit,
+                                     skip[b] if skip.size else None) if least_squares else (None, 0)
             _code(samples[b], coded, b, refs, gain, weights, constant, int_bounds[b], lo, hi, avoid,
-                  table, odds, copies, learned, True, state, buffer, False, counts)
+                  skip[b] if skip.size else _NO_SKIP, table, odds, copies, learned, True, state, buffer, False, counts)
             record = _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
             return record + (_zigzag_varints(np.append(weights, constant)) if least_squares else b"")
 
@@ -228,7 +237,10 @@ class PredictiveCodec(Codec):
 
     # --- decoding -------------------------------------------------------------------------
 
-    def decode_tile(self, payload: bytes, bands: int, height: int, width: int) -> np.ndarray:
+    def decode_tile(self, payload: bytes, bands: int, height: int, width: int,
+                    valid: np.ndarray | None = None) -> np.ndarray:
+        """valid: the tile's nodata mask inverted, as the encoder was given it (format 9 codes
+        nothing for nodata samples), or None: all valid."""
         if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
@@ -252,24 +264,28 @@ class PredictiveCodec(Codec):
         copies = new_tables(_COPY_COUNTS) if version >= 3 else _NO_COPIES
         learned = pc.new_learned() if version >= 4 and not flags & UNLEARNED else None
         avoid = _avoided(self.nodata, kind, step)
+        skip = _skipped(valid) if version >= 9 else None
+        coded_skip = _NO_SKIP_TILE if skip is None else skip[::-1 if reverse else 1]
         coded = np.empty((bands, 3, height, width), np.int64)
         blank = np.zeros((height, width), np.int64)
         for b, (refs, gain, weights, constant, bound) in enumerate(plans):
-            _code(blank, coded, b, refs, gain, weights, constant, bound, lo, hi,
-                  avoid, table, odds, copies, learned, version >= 5, state, stream, True, _NO_COUNTS)
+            _code(blank, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid,
+                  coded_skip[b] if coded_skip.size else _NO_SKIP, table, odds, copies, learned, version >= 5,
+                  state, stream, True, _NO_COUNTS)
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
         tile = _from_integers(coded[::-1 if reverse else 1, 0], kind, step)
-        if lossless and _digest(tile) != digest:
+        if lossless and _digest(tile, skip) != digest:
             raise ContainerError("lossless check failed: the tile decodes to other samples than were coded")
         return tile
 
 
-def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, table, odds, copies, learned,
+def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, skip, table, odds, copies, learned,
           linear_path, state, buffer, decoding, counts) -> None:
     """Band b through the compiled loop, into coded[b] (decoded, absolute errors, residuals);
     ``gain`` for the blend's spectral predictors (from refs[0]), ``weights`` None: no
     least-squares candidate (it reads the references' values and residuals in ``coded``);
+    ``skip`` the band's nodata samples (format 9: not coded), or empty;
     ``table`` and ``odds`` the residuals' adaptive tables (``PredictiveCodec._tables``);
     ``copies`` the copy flags' tables (format 3), or empty; ``learned`` format 4's learned
     correction (``pc.new_learned``, carried through a tile's bands), or None: none;
@@ -280,7 +296,8 @@ def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, tabl
         own = weights[:len(pc.OWN_TAPS)]
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, coded, np.asarray(refs, np.int64), *x.shape)
     pc.code_band(x, coded[refs[0]] if refs else _NO_REFERENCE, bool(refs), gain, own, part, bound, lo, hi,
-                 avoid if avoid is not None else 0, avoid is not None, table, odds, state, buffer, decoding, counts,
+                 avoid if avoid is not None else 0, avoid is not None, skip, table, odds, state, buffer, decoding,
+                 counts,
                  copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
 
 
@@ -427,6 +444,8 @@ def _band_plans_v1(payload: bytes, bands: int, pos: int) -> tuple[list[tuple], i
 
 _NO_COUNTS = np.zeros((0, TOKENS), np.int64)
 _NO_COPIES = np.zeros((0, 3), np.int64)
+_NO_SKIP = np.zeros((0, 0), bool)
+_NO_SKIP_TILE = np.zeros((0, 0, 0), bool)
 _NO_ODDS = np.zeros((0, 2), np.int64)   # before format 9: a magnitude's low bits and sign raw
 _COPY_COUNTS = np.full((pc.COPY_ROWS, 2), 4)   # (no copy, copy): even odds, learned within a few samples
 _NO_WEIGHTS = np.zeros(0, np.int64)
@@ -465,7 +484,7 @@ def _reference_sets(samples: np.ndarray) -> list[tuple[list[int], int]]:
 
 
 def _fit(band: np.ndarray, start: int, coded: np.ndarray, refs: list[int], samples: int,
-         reweights: int) -> tuple[np.ndarray, int]:
+         reweights: int, skip: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Integer weights (LS_FRAC fraction bits: causal taps, then the window of each of the
     references' planes in ``coded``, values then residuals) and
     constant predicting the band, fitted on an even grid of about ``samples`` of its samples towards
@@ -475,13 +494,18 @@ def _fit(band: np.ndarray, start: int, coded: np.ndarray, refs: list[int], sampl
     reweighted least squares). One matrix holds the centred features, a column of ones (the
     constant, free of the ridge) and the centred target, so each fit is one symmetric product
     of it, rows scaled by the weights' roots; a small ridge keeps collinear taps (flat areas,
-    duplicated bands) bounded."""
+    duplicated bands) bounded. ``skip``: nodata samples (filled, never coded), left out of
+    the fit where enough others are left."""
     h, w = band.shape
     stride = max(1, int(np.ceil(np.sqrt(h * w / samples))))
     rows, cols = np.meshgrid(np.arange(0, h, stride), np.arange(0, w, stride), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
     taps = len(pc.OWN_TAPS)
     m = taps + 2 * len(refs) * len(pc.WINDOW)
+    if skip is not None:
+        keep = ~skip[rows, cols]
+        if keep.sum() > 2 * m:
+            rows, cols = rows[keep], cols[keep]
     design = np.empty((len(rows), m + 2))   # filled in place, and scaled into one other array: at these
                                             # sizes fresh arrays cost more in page faults than the products
     pc.own_features(band, start, rows, cols, design[:, :taps])
@@ -568,5 +592,14 @@ def _canonical(tile: np.ndarray) -> bytes:
     return np.ascontiguousarray(tile).astype(tile.dtype.newbyteorder("<")).tobytes()
 
 
-def _digest(tile: np.ndarray) -> bytes:
+def _digest(tile: np.ndarray, skip: np.ndarray | None = None) -> bytes:
+    """The sha256 of a lossless tile's samples, nodata samples (format 9's ``skip``) as zeros:
+    the encoder is given them filled, the decoder gives them as predicted."""
+    if skip is not None:
+        tile = np.where(skip, np.zeros((), tile.dtype), tile)
     return hashlib.sha256(_canonical(tile)).digest()
+
+
+def _skipped(valid: np.ndarray | None) -> np.ndarray | None:
+    """The samples format 9 skips (nodata), or None where every sample is valid."""
+    return None if valid is None or valid.all() else ~np.asarray(valid, bool)

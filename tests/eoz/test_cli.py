@@ -306,8 +306,8 @@ def test_fast_picks_the_predictive_model_and_writes_tiles_without_the_learned_co
 
     src, array, _ = scene
     formats, decode_tile = set(), PredictiveCodec.decode_tile
-    monkeypatch.setattr(PredictiveCodec, "decode_tile", lambda self, payload, *shape:
-                        formats.add((payload[0], payload[26])) or decode_tile(self, payload, *shape))
+    monkeypatch.setattr(PredictiveCodec, "decode_tile", lambda self, payload, *shape, valid=None:
+                        formats.add((payload[0], payload[26])) or decode_tile(self, payload, *shape, valid=valid))
     for flags, bound in ((["--fast"], 0), (["--fast", "--max-error", "5"], 5)):
         out = tmp_path / f"fast{bound}.eoz"
         code, result, _ = run(capsys, "compress", src, out, *flags, "--tile-size", 64)

@@ -104,6 +104,55 @@ def test_lossless_keeps_integer_nodata(codec):
     np.testing.assert_array_equal(decoded, array)
 
 
+@pytest.mark.parametrize("layout", ["scattered", "border", "band", "rows", "all"])
+@pytest.mark.parametrize("dtype, bound", [("uint16", 0), ("int16", 3), ("float32", 0), ("uint8", 1)])
+def test_nodata_samples_are_skipped_and_every_other_sample_kept(codec, layout, dtype, bound):
+    """Format 9 codes nothing for nodata samples (both sides know the mask): whatever its
+    shape, nodata comes back where it was and every other sample exactly or within the bound."""
+    rng = np.random.default_rng(len(layout) + bound)
+    array = _smooth(rng, (3, 70, 90), dtype, scale=100 if dtype == "uint8" else 3000)
+    nodata = 0.0 if dtype != "int16" else -32768.0
+    mask = {"scattered": rng.random(array.shape) < 0.2, "border": np.zeros(array.shape, bool),
+            "band": np.zeros(array.shape, bool), "rows": np.zeros(array.shape, bool),
+            "all": np.ones(array.shape, bool)}[layout]
+    mask[:, :, 71:] |= layout == "border"
+    mask[1] |= layout == "band"
+    mask[:, 20:30] |= layout == "rows"
+    array[mask] = nodata
+    mask = array == nodata   # with the valid samples that happen to equal it
+    decoded, _ = _round_trip(codec.with_bound(None, bound or None), array, nodata=nodata, tile_size=64)
+    assert (decoded[mask] == nodata).all()
+    error = np.abs(decoded[~mask].astype(np.float64) - array[~mask].astype(np.float64))
+    assert error.max(initial=0) <= bound and (decoded[~mask] != nodata).all()
+
+
+def test_a_nodata_border_costs_little_more_than_its_mask(codec):
+    """A scene's nodata border (a swath's edge) costs about its mask (deflated bits), not the
+    jumps into and out of a fill: the tile with it against the tile cut before it."""
+    array = _smooth(np.random.default_rng(8), (2, 96, 120), "uint16", scale=3000, offset=100)
+    array[:, :, 100:] = 0
+    with_border = len(_round_trip(codec, array, nodata=0, tile_size=128)[1])
+    cut = np.ascontiguousarray(array[:, :, :100])
+    without = len(_round_trip(codec, cut, nodata=0, tile_size=128)[1])
+    assert with_border - without < 60, (with_border, without)
+
+
+def test_a_tile_decoded_with_another_nodata_mask_is_refused():
+    """The decoder must be given the mask the encoder skipped: with another (here none) the
+    samples differ, and the lossless check says so rather than returning them."""
+    from eoz.codecs import predictive
+
+    coder = codec_for_model("predictive", lossless=True)
+    tile = _smooth(np.random.default_rng(2), (2, 40, 50), "uint16", offset=100)
+    valid = np.ones(tile.shape, bool)
+    valid[:, :, 40:] = False
+    payload = coder.encode_tile(tile, valid)
+    np.testing.assert_array_equal(coder.decode_tile(payload, *tile.shape, valid=valid)[valid], tile[valid])
+    with pytest.raises(ContainerError, match="lossless check failed"):
+        coder.decode_tile(payload, *tile.shape)
+    assert payload[0] == predictive.FORMAT
+
+
 def _resampled(array: np.ndarray, h: int, w: int) -> np.ndarray:
     """Nearest-neighbour resampling onto an h x w grid at least as fine: samples repeat along
     rows and columns, as in reprojected or upsampled products."""
@@ -283,7 +332,8 @@ def _band_bytes(codec, band: np.ndarray, learn: bool, linear_path: bool = True) 
     coded = np.empty((1, 3, *x.shape), np.int64)
     weights, constant = predictive._fit(x, (lo + hi) >> 1, coded, [], predictive._FIT_SAMPLES, predictive._REWEIGHTS)
     state, buffer = encoder_state(), np.zeros(x.size * 5 + 1024, np.uint8)
-    predictive._code(x, coded, 0, [], 0, weights, constant, 0, lo, hi, None, *codec._tables(predictive.FORMAT),
+    predictive._code(x, coded, 0, [], 0, weights, constant, 0, lo, hi, None, predictive._NO_SKIP,
+                     *codec._tables(predictive.FORMAT),
                      new_tables(predictive._COPY_COUNTS), predictive_coder.new_learned() if learn else None,
                      linear_path, state, buffer, False, predictive._NO_COUNTS)
     return finish(state, buffer)
@@ -338,8 +388,9 @@ def test_the_encoder_codes_the_bands_in_the_order_that_pays(codec, shared_data):
     np.testing.assert_array_equal(codec.decode_tile(payload, *tile.shape), tile)
     samples = tile.astype(np.int64)
     lo, hi = int(samples.min()), int(samples.max())
-    natural, backwards = (sum(map(len, codec._code_bands(s, [0] * len(s), lo, hi, None, predictive._NO_COUNTS,
-                                                         False))) for s in (samples, samples[::-1]))
+    natural, backwards = (sum(map(len, codec._code_bands(s, [0] * len(s), predictive._NO_SKIP_TILE, lo, hi, None,
+                                                         predictive._NO_COUNTS, False)))
+                          for s in (samples, samples[::-1]))
     assert len(payload) == HEAD + 32 + backwards < HEAD + 32 + natural   # head, sha256, records and stream
 
     bounds = list(range(tile.shape[0]))   # one bound per band goes with its band
@@ -366,9 +417,9 @@ def test_tiles_coded_last_to_first_keep_bounds_nodata_and_nan(codec, monkeypatch
     array[:, :7, :9] = nodata
     orders, decode_tile = [], predictive.PredictiveCodec.decode_tile
 
-    def decode_noting_the_order(self, payload, *shape):
+    def decode_noting_the_order(self, payload, *shape, valid=None):
         orders.append(payload[HEAD - 1])
-        return decode_tile(self, payload, *shape)
+        return decode_tile(self, payload, *shape, valid=valid)
 
     monkeypatch.setattr(predictive.PredictiveCodec, "decode_tile", decode_noting_the_order)
     decoded, _ = _round_trip(codec.with_bound(None, bound or None), array, nodata=nodata, tile_size=256)
@@ -393,9 +444,9 @@ def test_fast_writes_tiles_that_keep_bounds_nodata_and_nan(codec, monkeypatch, d
     array[:, :7, :9] = float(nodata)
     formats, decode_tile = [], predictive.PredictiveCodec.decode_tile
 
-    def decode_noting_the_format(self, payload, *shape):
+    def decode_noting_the_format(self, payload, *shape, valid=None):
         formats.append((payload[0], payload[HEAD - 1]))
-        return decode_tile(self, payload, *shape)
+        return decode_tile(self, payload, *shape, valid=valid)
 
     monkeypatch.setattr(predictive.PredictiveCodec, "decode_tile", decode_noting_the_format)
     fast = codec.with_bound(None, bound or None, fast=True)
