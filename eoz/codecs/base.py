@@ -5,7 +5,9 @@ units into bytes and back. Everything else about a tile is shared here: nodata m
 padding to the codec's stride, and dtype casting.
 
 Tile payload framing: one flag byte; when bit 0 is set a nodata mask follows
-(u32 length + zlib of the bit-packed mask); then the codec's own bytes.
+(u32 length + zlib of the bit-packed mask); then the codec's own bytes. The mask comes
+first so that a codec can skip nodata samples (``skips_nodata``: the predictive codec codes
+nothing there), the decoder handing it the mask it read.
 
 Decoding holds a payload to the tile its (limit-checked) header gives it: no other flag
 bits, a mask only where the file declares nodata and inflating to exactly the tile's bits,
