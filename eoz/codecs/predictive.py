@@ -297,8 +297,7 @@ def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, skip
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, coded, np.asarray(refs, np.int64), *x.shape)
     pc.code_band(x, coded[refs[0]] if refs else _NO_REFERENCE, bool(refs), gain, own, part, bound, lo, hi,
                  avoid if avoid is not None else 0, avoid is not None, skip, table, odds, state, buffer, decoding,
-                 counts,
-                 copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
+                 counts, copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
 
 
 def _compact_record(b: int, refs: list[int], least_squares: bool, gain: int, bound: int, previous_bound: int) -> bytes:
