@@ -606,13 +606,13 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             p = min(max(p, lo), hi)
             # the value's class before the learned correction: a half octave hardly moves, and
             # the decoder knows its table sooner
-            if has_skip and skip[i, j]:   # nodata: nothing coded, nothing learned; the prediction stands in,
-                rec[i, j] = p             # and the errors around carry on into it (a sample entering the data
-                residual[i, j] = 0        # from nodata meets the data's error level, not a fill's zero)
+            if has_skip and skip[i, j]:   # nodata: nothing coded, nothing learned; the prediction stands in
+                rec[i, j] = p
+                residual[i, j] = 0
                 final_err[i, j] = abs(p - blended)
-                errs[FINAL, rows[0], j + RING_PAD] = _recent_error(errs, above, FINAL, rows[0], j) >> 3
+                errs[FINAL, rows[0], j + RING_PAD] = 0
                 for k in range(n_pred):
-                    errs[k, rows[0], j + RING_PAD] = recent[k] >> 3
+                    errs[k, rows[0], j + RING_PAD] = abs(p - pred[k])
                 continue
             value_class = _value_class(p) if value_classes else 0
             table_row = row + ROWS * value_class

@@ -138,9 +138,8 @@ def test_a_nodata_border_costs_little_more_than_its_mask(codec):
 
 
 def test_a_tile_decoded_with_another_nodata_mask_is_refused():
-    """The decoder must be given the mask the encoder skipped: with another (here none) it
-    reads the stream out of step, and the stream's end or the lossless check says so rather
-    than the samples being returned."""
+    """The decoder must be given the mask the encoder skipped: with another (here none) the
+    samples differ, and the lossless check says so rather than returning them."""
     from eoz.codecs import predictive
 
     coder = codec_for_model("predictive", lossless=True)
@@ -149,7 +148,7 @@ def test_a_tile_decoded_with_another_nodata_mask_is_refused():
     valid[:, :, 40:] = False
     payload = coder.encode_tile(tile, valid)
     np.testing.assert_array_equal(coder.decode_tile(payload, *tile.shape, valid=valid)[valid], tile[valid])
-    with pytest.raises(ContainerError, match="lossless check failed|truncated"):
+    with pytest.raises(ContainerError, match="lossless check failed"):
         coder.decode_tile(payload, *tile.shape)
     assert payload[0] == predictive.FORMAT
 
