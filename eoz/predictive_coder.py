@@ -119,7 +119,8 @@ ESCAPE_TOKEN = DIRECT + 2 * (24 - 3)   # the token of ESCAPE = 2^24; larger toke
 LOW_BIT_ROWS = (ESCAPE_TOKEN - DIRECT) * CLASSES   # format 9's odds of a first low bit: per token with low bits,
 SIGN_TOKENS = 32                                  # and error level; then of a sign: per token (the last for all
 BIT_ROWS = LOW_BIT_ROWS + SIGN_TOKENS * VALUE_CLASSES   # from there) and class of the prediction
-_BIT_RATES = np.array([(1 << RATE_BITS) // (n + 2) for n in range(BIT_RATE_AFTER - 1)], np.int64)   # no division per bit
+# the rates 1/(n + 2) as a table: no division per bit
+_BIT_RATES = np.array([(1 << RATE_BITS) // (n + 2) for n in range(BIT_RATE_AFTER - 1)], np.int64)
 # format 2's least-squares predictor: causal taps in the own band, windows in reference bands
 OWN_TAPS = np.array([(0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2), (-2, -1), (-2, 1), (-1, 2)])
 WINDOW = np.array([(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)])

@@ -174,8 +174,8 @@ class PredictiveCodec(Codec):
             trial = not self.fast and tile.shape[0] > 1 and height >= ORDER_TRIAL_MIN_HEIGHT
             if trial:   # the cheaper order, on a middle strip
                 rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
-                strip = samples[:, (height - rows) // 2:(height - rows) // 2 + rows]
-                strip_skip = skip[:, (height - rows) // 2:(height - rows) // 2 + rows] if skip.size else skip
+                middle = slice((height - rows) // 2, (height - rows) // 2 + rows)
+                strip, strip_skip = samples[:, middle], skip[:, middle]
                 natural, backwards = (sum(map(len, self._code_bands(s, b, k, lo, hi, avoid, _NO_COUNTS, True)))
                                       for s, b, k in ((strip, int_bounds, strip_skip),
                                                       (strip[::-1], int_bounds[::-1], strip_skip[::-1])))
@@ -208,14 +208,15 @@ class PredictiveCodec(Codec):
         def code(b: int, refs: list[int], gain: int, least_squares: bool) -> bytes:
             """Band b through the loop (into coded[b]), with or without least-squares weights: its record."""
             weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), coded, refs, *fit,
-                                     skip[b] if skip.size else None) if least_squares else (None, 0)
-            _code(samples[b], coded, b, refs, gain, weights, constant, int_bounds[b], lo, hi, avoid,
-                  skip[b] if skip.size else _NO_SKIP, table, odds, copies, learned, True, state, buffer, False, counts)
+                                     _band_skip(skip, b)) if least_squares else (None, 0)
+            _code(samples[b], coded, b, refs, gain, weights, constant, int_bounds[b], lo, hi, avoid, skip,
+                  table, odds, copies, learned, True, state, buffer, False, counts)
             record = _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
             return record + (_zigzag_varints(np.append(weights, constant)) if least_squares else b"")
 
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
-        adaptive = [table, odds, copies, *(learned or ()), state, counts]   # what coding a band changes, besides the buffer
+        # what coding a band changes, besides the buffer
+        adaptive = [table, odds, copies, *(learned or ()), state, counts]
         for b, (refs, gain) in enumerate(_reference_sets(samples)):
             if not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
                 # without the weights first; kept (its state and bytes) unless the weights pay
@@ -269,9 +270,8 @@ class PredictiveCodec(Codec):
         coded = np.empty((bands, 3, height, width), np.int64)
         blank = np.zeros((height, width), np.int64)
         for b, (refs, gain, weights, constant, bound) in enumerate(plans):
-            _code(blank, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid,
-                  coded_skip[b] if coded_skip.size else _NO_SKIP, table, odds, copies, learned, version >= 5,
-                  state, stream, True, _NO_COUNTS)
+            _code(blank, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, coded_skip, table, odds,
+                  copies, learned, version >= 5, state, stream, True, _NO_COUNTS)
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
         tile = _from_integers(coded[::-1 if reverse else 1, 0], kind, step)
@@ -285,7 +285,7 @@ def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, skip
     """Band b through the compiled loop, into coded[b] (decoded, absolute errors, residuals);
     ``gain`` for the blend's spectral predictors (from refs[0]), ``weights`` None: no
     least-squares candidate (it reads the references' values and residuals in ``coded``);
-    ``skip`` the band's nodata samples (format 9: not coded), or empty;
+    ``skip`` the tile's nodata samples in coding order (format 9: not coded), or empty;
     ``table`` and ``odds`` the residuals' adaptive tables (``PredictiveCodec._tables``);
     ``copies`` the copy flags' tables (format 3), or empty; ``learned`` format 4's learned
     correction (``pc.new_learned``, carried through a tile's bands), or None: none;
@@ -296,8 +296,8 @@ def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, skip
         own = weights[:len(pc.OWN_TAPS)]
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, coded, np.asarray(refs, np.int64), *x.shape)
     pc.code_band(x, coded[refs[0]] if refs else _NO_REFERENCE, bool(refs), gain, own, part, bound, lo, hi,
-                 avoid if avoid is not None else 0, avoid is not None, skip, table, odds, state, buffer, decoding,
-                 counts, copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
+                 avoid if avoid is not None else 0, avoid is not None, _band_skip(skip, b), table, odds, state,
+                 buffer, decoding, counts, copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
 
 
 def _compact_record(b: int, refs: list[int], least_squares: bool, gain: int, bound: int, previous_bound: int) -> bytes:
@@ -453,6 +453,11 @@ _NO_REFERENCE = np.zeros((3, 1, 1), np.int64)   # never read: a band without a r
 _NO_LEARNED = pc.new_learned()   # never read: formats 1 to 3 code without the learned correction
 
 
+def _band_skip(skip: np.ndarray, b: int) -> np.ndarray:
+    """Band b's plane of a tile's nodata samples, or empty where the tile has none."""
+    return skip[b] if skip.size else _NO_SKIP
+
+
 def _restore(arrays: list[np.ndarray], saved: list[np.ndarray]) -> None:
     for array, copy_of in zip(arrays, saved):
         array[...] = copy_of
@@ -501,7 +506,7 @@ def _fit(band: np.ndarray, start: int, coded: np.ndarray, refs: list[int], sampl
     rows, cols = rows.ravel(), cols.ravel()
     taps = len(pc.OWN_TAPS)
     m = taps + 2 * len(refs) * len(pc.WINDOW)
-    if skip is not None:
+    if skip is not None and skip.size:
         keep = ~skip[rows, cols]
         if keep.sum() > 2 * m:
             rows, cols = rows[keep], cols[keep]

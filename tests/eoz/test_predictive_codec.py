@@ -270,7 +270,7 @@ def test_a_band_that_is_a_window_of_its_reference_codes_almost_free(codec):
     assert len(both) - len(alone) < 0.3 * len(alone)
 
 
-HEAD = 27             # the tile head, with format 5's band order byte (format 7's and 8's flags byte)
+HEAD = 27             # the tile head, with format 5's band order byte (from format 7, the flags byte)
 FIXED_RECORD = 8      # formats 2 to 5: a band record before its references and weights
 
 
@@ -332,7 +332,7 @@ def _band_bytes(codec, band: np.ndarray, learn: bool, linear_path: bool = True) 
     coded = np.empty((1, 3, *x.shape), np.int64)
     weights, constant = predictive._fit(x, (lo + hi) >> 1, coded, [], predictive._FIT_SAMPLES, predictive._REWEIGHTS)
     state, buffer = encoder_state(), np.zeros(x.size * 5 + 1024, np.uint8)
-    predictive._code(x, coded, 0, [], 0, weights, constant, 0, lo, hi, None, predictive._NO_SKIP,
+    predictive._code(x, coded, 0, [], 0, weights, constant, 0, lo, hi, None, predictive._NO_SKIP_TILE,
                      *codec._tables(predictive.FORMAT),
                      new_tables(predictive._COPY_COUNTS), predictive_coder.new_learned() if learn else None,
                      linear_path, state, buffer, False, predictive._NO_COUNTS)
@@ -531,7 +531,8 @@ def test_fast_is_kept_or_dropped_by_with_bound(codec):
 
 
 @pytest.mark.parametrize("version, fast, flags", [(6, False, 2), (6, False, 3), (7, True, 4), (7, True, 6),
-                                                (8, False, 4), (8, True, 0x80), (9, False, 4), (9, True, 6)])
+                                                (8, False, 4), (8, True, 6), (8, True, 0x80), (9, False, 4),
+                                                (9, True, 6)])
 def test_flags_a_format_does_not_have_are_a_container_error(codec, monkeypatch, version, fast, flags):
     """Format 6's order byte takes 0 or 1, the flags byte of formats 7 to 9 bits 0 and 1 alone."""
     from eoz.codecs import predictive
