@@ -503,8 +503,8 @@ def _decode_residual(state, buf, table, row, odds, level, value_class) -> int:
 
 
 @jit
-def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, table, odds,
-              state, buf, decoding, counts, copies, learn, linear_path, learned, out):
+def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, carry, table,
+              odds, state, buf, decoding, counts, copies, learn, linear_path, learned, out):
     """Code (encoder) or decode (decoder) one band in raster order, into out (3, h, w): the
     decoded band, its absolute errors of prediction, and its residuals v - p (format 2's
     bands that take it as a reference read them).
@@ -517,7 +517,9 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     N (0 = lossless); lo, hi: the value range decoded samples are clamped to; avoid: a value
     no decoded sample may take unless the original has it (nodata: a sample rounded onto it
     gets its exact offset coded); skip: format 9's nodata samples (h x w, true: not coded, they
-    decode to their prediction), or empty: none. table: the magnitudes' adaptive tables, ROWS rows, or
+    decode to their prediction), or empty: none; carry: format 10's skipped samples take their
+    neighbours' recent errors (format 9's: zero, so a sample entering the data from nodata met
+    an error level of zero). table: the magnitudes' adaptive tables, ROWS rows, or
     ROWS x VALUE_CLASSES (format 8: again per class of the prediction, ``_value_class``, in
     bands of VALUE_CLASS_SAMPLES or more; smaller ones take the first ROWS); odds: format 9's
     odds of a magnitude's first low bit and of a sign (``new_bit_odds``), or empty: raw. copies:
@@ -527,8 +529,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     """
     w = x.shape[1]
     n_pred = (PREDICTORS if has_ref else SPATIAL) + (own_weights.shape[0] > 0)
-    _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, table, odds,
-                  state, buf, decoding, counts, copies, learn, linear_path, out[0], out[1], out[2],
+    _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, carry, table,
+                  odds, state, buf, decoding, counts, copies, learn, linear_path, out[0], out[1], out[2],
                   np.append(np.arange(n_pred), FINAL),
                   np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
                   np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), learned[0],
@@ -536,8 +538,8 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, **_WITHOUT_REFERENCE_COUNTING)
-def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, table, odds,
-                  state, buf, decoding, counts, copies, learn, linear_path, rec, final_err, residual, rings, errs,
+def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, carry, table,
+                  odds, state, buf, decoding, counts, copies, learn, linear_path, rec, final_err, residual, rings, errs,
                   above, bias, scratch, first, learned):
     """code_band's loop, into rec, final_err and residual, on work arrays it is given zeroed:
     the error rings of the last 3 rows (errs), their sums from the rows above (above), the
@@ -611,9 +613,14 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
                 rec[i, j] = p
                 residual[i, j] = 0
                 final_err[i, j] = abs(p - blended)
-                errs[FINAL, rows[0], j + RING_PAD] = 0
-                for k in range(n_pred):
-                    errs[k, rows[0], j + RING_PAD] = abs(p - pred[k])
+                if carry:   # the errors around, averaged (weights of 8): the data's level carries on
+                    errs[FINAL, rows[0], j + RING_PAD] = _recent_error(errs, above, FINAL, rows[0], j) >> 3
+                    for k in range(n_pred):
+                        errs[k, rows[0], j + RING_PAD] = recent[k] >> 3
+                else:
+                    errs[FINAL, rows[0], j + RING_PAD] = 0
+                    for k in range(n_pred):
+                        errs[k, rows[0], j + RING_PAD] = abs(p - pred[k])
                 continue
             value_class = _value_class(p) if value_classes else 0
             table_row = row + ROWS * value_class

@@ -26,9 +26,12 @@ its bytes on format 5's fixed-size records, a Landsat tile 0.3 % on its least-sq
 weights); format 7 is format 6 whose order byte is a flags byte, bit 1 set where the tile
 codes without the learned correction; format 8 (same head and records) chooses the
 residuals' tables by the prediction's value too (a sensor's noise grows with its signal:
-``eoz.predictive_coder``); format 9 (this build's, same head and records) codes nothing for
-nodata samples (the decoder is given the tile's nodata mask: ``skips_nodata``), and a
-magnitude's first low bit and its sign with adaptive odds where earlier formats code them raw.
+``eoz.predictive_coder``); format 9 (same head and records) codes nothing for nodata samples
+(the decoder is given the tile's nodata mask: ``skips_nodata``), and a magnitude's first low
+bit and its sign with adaptive odds where earlier formats code them raw; format 10 (this
+build's, the same bytes where a tile has no nodata) lets a skipped sample take its
+neighbours' recent errors, where format 9 gave it none (a row entering the data from a
+rotated frame's nodata corner met an error level of zero).
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
 tile that differs. ``fast`` writes tiles without the learned correction and the band-order
 trial, about twice the speed of encoding and decoding for a few per cent more bytes
@@ -45,8 +48,9 @@ varint, R varints of each reference's distance back less one (the band before: 0
 positions in that order), and with the flag the weights (the ten causal taps, then per
 reference its 3 x 3 values and its 3 x 3 residuals) and the constant, in LS_FRAC fraction
 bits, as zigzag varints; the 32-byte sha256 when the tile is lossless (every bound 0, not a
-grid); then the range-coded residuals (and format 3's copy flags). Formats 1 to 8 are
-still decoded: format 8 is format 9 with the low bits and the sign raw, format 7 is format
+grid); then the range-coded residuals (and format 3's copy flags). Formats 1 to 9 are
+still decoded: format 9 is format 10 with a skipped sample's errors zero, format 8 is
+format 9 with the low bits and the sign raw (and nodata coded, as its band's mean), format 7 is format
 8 with the residuals' tables of earlier formats, format 6 is format 7 whose flags byte has
 bit 0 alone, format 5 is format 6 with fixed records (u8
 R, u8 least-squares flag, i16 gain, u32 bound, R u16 reference positions, then the i32
@@ -72,7 +76,7 @@ from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
 from eoz.subband_coder import _POS, TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
-FORMAT = 9
+FORMAT = 10
 REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED alone)
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
@@ -210,7 +214,7 @@ class PredictiveCodec(Codec):
             weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), coded, refs, *fit,
                                      _band_skip(skip, b)) if least_squares else (None, 0)
             _code(samples[b], coded, b, refs, gain, weights, constant, int_bounds[b], lo, hi, avoid, skip,
-                  table, odds, copies, learned, True, state, buffer, False, counts)
+                  FORMAT >= 10, table, odds, copies, learned, True, state, buffer, False, counts)
             record = _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
             return record + (_zigzag_varints(np.append(weights, constant)) if least_squares else b"")
 
@@ -270,8 +274,8 @@ class PredictiveCodec(Codec):
         coded = np.empty((bands, 3, height, width), np.int64)
         blank = np.zeros((height, width), np.int64)
         for b, (refs, gain, weights, constant, bound) in enumerate(plans):
-            _code(blank, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, coded_skip, table, odds,
-                  copies, learned, version >= 5, state, stream, True, _NO_COUNTS)
+            _code(blank, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, coded_skip, version >= 10,
+                  table, odds, copies, learned, version >= 5, state, stream, True, _NO_COUNTS)
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
         tile = _from_integers(coded[::-1 if reverse else 1, 0], kind, step)
@@ -280,12 +284,13 @@ class PredictiveCodec(Codec):
         return tile
 
 
-def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, skip, table, odds, copies, learned,
-          linear_path, state, buffer, decoding, counts) -> None:
+def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, skip, carry, table, odds, copies,
+          learned, linear_path, state, buffer, decoding, counts) -> None:
     """Band b through the compiled loop, into coded[b] (decoded, absolute errors, residuals);
     ``gain`` for the blend's spectral predictors (from refs[0]), ``weights`` None: no
     least-squares candidate (it reads the references' values and residuals in ``coded``);
-    ``skip`` the tile's nodata samples in coding order (format 9: not coded), or empty;
+    ``skip`` the tile's nodata samples in coding order (format 9: not coded), or empty, and
+    ``carry`` whether they take their neighbours' recent errors (format 10);
     ``table`` and ``odds`` the residuals' adaptive tables (``PredictiveCodec._tables``);
     ``copies`` the copy flags' tables (format 3), or empty; ``learned`` format 4's learned
     correction (``pc.new_learned``, carried through a tile's bands), or None: none;
@@ -296,7 +301,7 @@ def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, skip
         own = weights[:len(pc.OWN_TAPS)]
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, coded, np.asarray(refs, np.int64), *x.shape)
     pc.code_band(x, coded[refs[0]] if refs else _NO_REFERENCE, bool(refs), gain, own, part, bound, lo, hi,
-                 avoid if avoid is not None else 0, avoid is not None, _band_skip(skip, b), table, odds, state,
+                 avoid if avoid is not None else 0, avoid is not None, _band_skip(skip, b), carry, table, odds, state,
                  buffer, decoding, counts, copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
 
 

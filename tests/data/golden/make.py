@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from eoz.codecs import codec_for_model
@@ -110,12 +111,24 @@ CASES = {
                                           (100, 50, 192, 172), "predictive", {"max_error": [3]}, 512),
     "predictive_f9_fast_enmap_224_max_error_4": ("enmap_potsdam_hsi_tiles/enmap_potsdam_tile_64_0.tif",
                                                  (4, 4, 24, 20), "predictive", {"max_error": [4], "fast": True}, 512),
+    # predictive format 10 (skipped nodata samples carry their neighbours' recent errors: S1's
+    # swath edge, 25-26 nodata columns at the right, declared nodata, lossless and at a bound)
+    "predictive_f10_s1_dn_edge_lossless": ("riotilerpds_s1_grd/S1A_IW_GRDH_1SDV_20180716T004042_022812_02792A_FD5B_"
+                                           "VV-VH_overview.tif", (1100, 100, 180, 172), "predictive",
+                                           {"lossless": True}, 512),
+    "predictive_f10_s1_dn_edge_max_error_1": ("riotilerpds_s1_grd/S1A_IW_GRDH_1SDV_20180716T004042_022812_02792A_"
+                                              "FD5B_VV-VH_overview.tif", (1100, 100, 180, 172), "predictive",
+                                              {"max_error": [1]}, 512),
 }
 VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
 CASE_VERSIONS = {name: "2" for name in CASES if name.startswith(("predictive_f2_", "predictive_f3_",
                                                                      "predictive_f4_", "predictive_f5_",
                                                                      "predictive_f6_", "predictive_f7_",
-                                                                     "predictive_f8_", "predictive_f9_"))}
+                                                                     "predictive_f8_", "predictive_f9_",
+                                                                     "predictive_f10_"))}
+
+# cases whose source does not declare the nodata its border fill is
+CASE_NODATA = {"predictive_f10_s1_dn_edge_lossless": 0.0, "predictive_f10_s1_dn_edge_max_error_1": 0.0}
 
 
 def codec(model: str, version: str | None, params: dict):
@@ -138,6 +151,7 @@ def main() -> None:
         if (HERE / f"{name}.eoz").exists() and name in golden:
             continue
         array, meta = read_raster(data_dir() / source, window=window)
+        meta = replace(meta, nodata=CASE_NODATA.get(name, meta.nodata))
         version = CASE_VERSIONS.get(name, VERSIONS.get(model))
         data = compress_array(array, meta, codec(model, version, params), tile_size=tile_size)
         (HERE / f"{name}.eoz").write_bytes(data)
