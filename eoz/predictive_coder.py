@@ -59,7 +59,8 @@ the likelier, the more so the narrower the spread; and the sign, per token and c
 prediction's value, as speckle is skewed (below the local mean, small residuals outnumber
 large ones); and it codes nothing for nodata samples (the decoder has the tile's nodata mask
 first): a scene's nodata border costs its mask alone, where filled it cost the jumps into and
-out of the fill. The tables
+out of the fill. Format 10's skipped samples take their neighbours' recent errors (format 9's
+took none), so a row entering the data from nodata meets the data's error level. The tables
 start at counts learned on training rasters of every sensor (``eoz.train_predictive``;
 format 8's at the same counts in every class of the value) and adapt within each tile.
 
