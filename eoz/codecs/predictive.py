@@ -13,8 +13,11 @@ least-squares gain between the gradients. In bands of at least LEAST_SQUARES_SAM
 encoder also fits the band's least-squares predictor on the tile and sends its integer
 weights (``eoz.predictive_coder``, format 2); in smaller bands from TRIAL_SAMPLES up, with a
 reference, it codes the band with and without them and keeps the smaller (correlated
-references pay for the weights, about 2 kbit, on fewer samples), and otherwise never sends
-them. Format 3 adds the copy flags of resampled rasters' repeated samples
+references pay for the weights, about 2 kbit, on fewer samples) until TRIAL_AGREEING bands
+in a row pay for them, and the tile's later bands then take them without the trial (the
+answer is mostly a close call, under 1 % of a band, and the sensor's more than the band's;
+settling on "no" as well cost Landsat 0.5 % on a tile whose thermal bands came first), and
+otherwise never sends them. Format 3 adds the copy flags of resampled rasters' repeated samples
 (same head, in the residual stream); format 4 the learned correction of the prediction
 (same head and stream, the decoder learns it as it decodes); format 5 a linear path beside
 the correction's hidden units (same stream) and the band order: the
@@ -91,7 +94,8 @@ _QUICK_FIT_SAMPLES = 1 << 10  # ... in the band-order trial, with no refits
 _REWEIGHTS = 3                # refits of the least-squares predictor towards the least absolute error
 LEAST_SQUARES_SAMPLES = 1 << 15   # bands this large always take it: the weights (about 2 kbit) pay
 TRIAL_SAMPLES = 1 << 12          # bands from this size up are coded with and without it, the smaller kept
-TRIAL_REFERENCES = 1            # ... and a reference (the weights of the own taps alone rarely pay there)
+TRIAL_REFERENCES = 1            # ... and a reference (the weights of the own taps alone rarely pay there),
+TRIAL_AGREEING = 2              # ... until this many bands in a row pay for them: the tile's later ones then take them
 ORDER_TRIAL_SHARE = 32        # the encoder tries both band orders on a strip of this share of a tile's rows,
 ORDER_TRIAL_MIN_ROWS = 16     # ... at least this many (8 misjudged a Sentinel-1 tile),
 ORDER_TRIAL_MIN_HEIGHT = 8 * ORDER_TRIAL_MIN_ROWS   # in tiles this high or more (a quarter more encode at most)
@@ -221,8 +225,13 @@ class PredictiveCodec(Codec):
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
         # what coding a band changes, besides the buffer
         adaptive = [table, odds, copies, *(learned or ()), state, counts]
+        paid = []   # the with-and-without trials' answers: whether the weights paid
+        settled = [True] * TRIAL_AGREEING
         for b, (refs, gain) in enumerate(_reference_sets(samples)):
-            if not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES:
+            tried = not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES
+            if tried and paid[-TRIAL_AGREEING:] == settled:   # correlated bands: the later ones pay too
+                record = code(b, refs, gain, True)
+            elif tried:
                 # without the weights first; kept (its state and bytes) unless the weights pay
                 before, start = [a.copy() for a in adaptive], state[_POS]
                 plain = code(b, refs, gain, False)
@@ -230,7 +239,8 @@ class PredictiveCodec(Codec):
                 after, written = [a.copy() for a in (*adaptive, coded[b])], buffer[start:state[_POS]].copy()
                 _restore(adaptive, before)
                 record = code(b, refs, gain, True)
-                if plain_cost <= state[_POS] - start + len(record):
+                paid.append(plain_cost > state[_POS] - start + len(record))
+                if not paid[-1]:
                     _restore([*adaptive, coded[b]], after)
                     buffer[start:start + len(written)] = written
                     record = plain

@@ -399,6 +399,29 @@ def test_a_small_band_takes_least_squares_weights_only_where_they_pay(codec, sha
     assert len(chosen) < len(codec.encode_tile(tile, np.ones(tile.shape, bool)))
 
 
+def test_once_small_bands_pay_for_the_weights_the_later_ones_are_coded_once(codec, shared_data, monkeypatch):
+    """Whether the least-squares weights pay in a small band is mostly the sensor's: after
+    TRIAL_AGREEING bands in a row paid for them, the tile's later bands take them instead of
+    being coded twice. On a Landsat crop of ten 100 x 110 bands: fewer passes of the loop, and
+    about the bytes of trying every band (measured on 128 px tiles: 0.00 to +0.05 %)."""
+    from eoz.codecs import predictive
+    from eoz.datasets import LANDSAT8, load_split
+
+    tile = np.ascontiguousarray(load_split(LANDSAT8, "validation", shared_data)[0][:, :100, :110].astype(np.uint16))
+    passes, code = [], predictive._code
+    monkeypatch.setattr(predictive, "_code", lambda *args: (passes.append(1), code(*args))[1])
+    monkeypatch.setattr(predictive, "ORDER_TRIAL_MIN_HEIGHT", 10 ** 6)   # the band-order trial aside
+    valid = np.ones(tile.shape, bool)
+    settled = codec.encode_tile(tile, valid)
+    settled_passes = len(passes)
+    np.testing.assert_array_equal(codec.decode_tile(settled, *tile.shape), tile)
+    passes.clear()
+    monkeypatch.setattr(predictive, "TRIAL_AGREEING", tile.shape[0])   # every band tried
+    every = codec.encode_tile(tile, valid)
+    assert len(passes) == 19 and settled_passes < 19   # the first band has no reference: coded once
+    assert len(settled) < 1.005 * len(every)
+
+
 def test_the_encoder_codes_the_bands_in_the_order_that_pays(codec, shared_data):
     """Landsat's bands cost less coded last to first (its long wavelengths are the sharper
     references): the trial on a strip finds it, the order byte says so, and the decoder puts
