@@ -604,18 +604,17 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             for k in range(n_pred):
                 corr += lms[k] * (pred[k] - blended)
             blended += corr >> LMS_BITS
-            level = _recent_error(errs, above, FINAL, rows[0], j) + least + (2 * ref[1, i, j] if has_ref else 0)
+            final_recent = _recent_error(errs, above, FINAL, rows[0], j)
+            level = final_recent + least + (2 * ref[1, i, j] if has_ref else 0)
             row = _log_class((level << WEIGHT_BITS) // (16 * step), CLASSES) + (CLASSES if has_ref else 0)
             p = blended + (2 * bias_sum[row] + bias_count[row]) // (2 * bias_count[row])
             p = min(max(p, lo), hi)
-            # the value's class before the learned correction: a half octave hardly moves, and
-            # the decoder knows its table sooner
             if has_skip and skip[i, j]:   # nodata: nothing coded, nothing learned; the prediction stands in
                 rec[i, j] = p
                 residual[i, j] = 0
                 final_err[i, j] = abs(p - blended)
                 if carry:   # the errors around, averaged (weights of 8): the data's level carries on
-                    errs[FINAL, rows[0], j + RING_PAD] = _recent_error(errs, above, FINAL, rows[0], j) >> 3
+                    errs[FINAL, rows[0], j + RING_PAD] = final_recent >> 3
                     for k in range(n_pred):
                         errs[k, rows[0], j + RING_PAD] = recent[k] >> 3
                 else:
@@ -623,6 +622,8 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
                     for k in range(n_pred):
                         errs[k, rows[0], j + RING_PAD] = abs(p - pred[k])
                 continue
+            # the value's class before the learned correction: a half octave hardly moves, and
+            # the decoder knows its table sooner
             value_class = _value_class(p) if value_classes else 0
             table_row = row + ROWS * value_class
             uncorrected, inv, y = p, 0, 0
