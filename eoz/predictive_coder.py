@@ -279,17 +279,20 @@ def _candidates(nb, rnb, ref_value, gain, has_ref, out):
 def _rows_above(err, rings, rows, i, w, above):
     """For row i, each ring's weighted errors from the rows above at every column: N (x2),
     NW, NE (columns clamped to the band) and NN; 0 before the band starts. The rings hold
-    column j at j + RING_PAD."""
+    column j at j + RING_PAD. The columns inside are summed apart from the two at the edges,
+    without clamping, on rows taken as views: that loop vectorizes (indexed through ``rows``
+    and clamped, it ran a scalar step per column, 5 % of a band's coding)."""
     above[:, :] = 0
     if i == 0:
         return
+    has_north_north = 1 if i > 1 else 0
     for k in rings:
-        for j in range(w):
-            a = (2 * err[k, rows[1], j + RING_PAD] + err[k, rows[1], max(j - 1, 0) + RING_PAD]
-                 + err[k, rows[1], min(j + 1, w - 1) + RING_PAD])
-            if i > 1:
-                a += err[k, rows[2], j + RING_PAD]
-            above[k, j] = a
+        north, north_north, out = err[k, rows[1], RING_PAD:], err[k, rows[2], RING_PAD:], above[k]
+        for j in range(1, w - 1):
+            out[j] = 2 * north[j] + north[j - 1] + north[j + 1] + has_north_north * north_north[j]
+        for j in (0, w - 1):
+            out[j] = (2 * north[j] + north[max(j - 1, 0)] + north[min(j + 1, w - 1)]
+                      + has_north_north * north_north[j])
 
 
 @inline
