@@ -682,6 +682,28 @@ def test_the_reference_window_reads_the_planes_edges_replicated(shape, refs):
     np.testing.assert_array_equal(features, windows.reshape(len(windows), h * w).T)
 
 
+@pytest.mark.parametrize("w", [1, 2, 3, 8, 33])
+@pytest.mark.parametrize("i", [0, 1, 2, 5])
+def test_the_rows_above_sum_each_ring_s_errors_edges_clamped(i, w):
+    """What the loop reads of the rows above (N twice, NW, NE, and NN from the third row on),
+    against numpy with the edges replicated, on every ring it is given and none other, for a
+    column alone, two, and rows of odd widths."""
+    from eoz import predictive_coder as pc
+
+    rng = np.random.default_rng(10 * i + w)
+    err = rng.integers(0, 1 << 40, (pc.FINAL + 1, 3, w + pc.RING_PAD))
+    rings = np.array([0, 3, pc.FINAL], np.int64)
+    rows = np.array([i % 3, (i + 2) % 3, (i + 1) % 3], np.int64)
+    above = np.full((pc.FINAL + 1, w), -1, np.int64)
+    pc._rows_above(err, rings, rows, i, w, above)
+    expected = np.zeros_like(above)
+    if i:
+        north = np.pad(err[:, rows[1], pc.RING_PAD:], ((0, 0), (1, 1)), mode="edge")
+        expected[rings] = (2 * north[rings, 1:-1] + north[rings, :-2] + north[rings, 2:]
+                           + (i > 1) * err[rings, rows[2], pc.RING_PAD:])
+    np.testing.assert_array_equal(above, expected)
+
+
 def test_weights_are_written_as_the_zigzag_varints_the_decoder_reads():
     """The records' weights, coded for a whole band at once, are the varints read one by one:
     every length from one byte to nine (the constant reaches 2^60), signs, powers of two."""
