@@ -225,11 +225,10 @@ class PredictiveCodec(Codec):
         fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
         # what coding a band changes, besides the buffer
         adaptive = [table, odds, copies, *(learned or ()), state, counts]
-        paid = []   # the with-and-without trials' answers: whether the weights paid
-        settled = [True] * TRIAL_AGREEING
+        paid_in_a_row = 0   # the with-and-without trials that paid for the weights, since the last that did not
         for b, (refs, gain) in enumerate(_reference_sets(samples)):
             tried = not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES
-            if tried and paid[-TRIAL_AGREEING:] == settled:   # correlated bands: the later ones pay too
+            if tried and paid_in_a_row >= TRIAL_AGREEING:   # correlated bands: the later ones pay too
                 record = code(b, refs, gain, True)
             elif tried:
                 # without the weights first; kept (its state and bytes) unless the weights pay
@@ -239,8 +238,9 @@ class PredictiveCodec(Codec):
                 after, written = [a.copy() for a in (*adaptive, coded[b])], buffer[start:state[_POS]].copy()
                 _restore(adaptive, before)
                 record = code(b, refs, gain, True)
-                paid.append(plain_cost > state[_POS] - start + len(record))
-                if not paid[-1]:
+                paid = plain_cost > state[_POS] - start + len(record)
+                paid_in_a_row = paid_in_a_row + 1 if paid else 0
+                if not paid:
                     _restore([*adaptive, coded[b]], after)
                     buffer[start:start + len(written)] = written
                     record = plain
