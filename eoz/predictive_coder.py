@@ -289,10 +289,15 @@ def _rows_above(err, rings, rows, i, w, above):
     for k in rings:
         north, north_north, out = err[k, rows[1], RING_PAD:], err[k, rows[2], RING_PAD:], above[k]
         for j in range(1, w - 1):
-            out[j] = 2 * north[j] + north[j - 1] + north[j + 1] + has_north_north * north_north[j]
+            out[j] = _above(north, north_north, has_north_north, j, j - 1, j + 1)
         for j in (0, w - 1):
-            out[j] = (2 * north[j] + north[max(j - 1, 0)] + north[min(j + 1, w - 1)]
-                      + has_north_north * north_north[j])
+            out[j] = _above(north, north_north, has_north_north, j, max(j - 1, 0), min(j + 1, w - 1))
+
+
+@inline
+def _above(north, north_north, has_north_north, j, west, east):
+    """_rows_above's sum at column j, with NW and NE at columns west and east."""
+    return 2 * north[j] + north[west] + north[east] + has_north_north * north_north[j]
 
 
 @inline
