@@ -78,7 +78,7 @@ import numba
 import numpy as np
 from numba.core.cpu import CPUTargetOptions
 
-from eoz.subband_coder import _LOW, _RANGE, DIRECT, WEIGHT_BITS, _bit_length, _log_class, _narrow, _token, _update, \
+from eoz.subband_coder import _CACHE_SIZE, _LOW, _POS, _RANGE, DIRECT, WEIGHT_BITS, _bit_length, _log_class, _narrow, _token, _update, \
     _widen, decode_adaptive, decode_bits, encode_adaptive, encode_bits
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
@@ -117,6 +117,11 @@ _BIAS_LIMIT = 256             # a bias context's count is halved past this
 ESCAPE = 1 << 24              # magnitudes from here on: this token, then the excess in raw bits
 ESCAPE_BITS = 40              # residuals of samples up to 32 bits (float32 bit patterns span 2^33)
 ESCAPE_TOKEN = DIRECT + 2 * (24 - 3)   # the token of ESCAPE = 2^24; larger tokens never occur
+# the most bytes a sample can take: a copy flag and a token (adaptive tables: at most 16 bits
+# each, their totals stay under 2^16), a first low bit and a sign (odds kept 2^-12 from
+# certainty: 12 bits each), ESCAPE_BITS raw (or 22 low bits below ESCAPE) and a nodata offset of
+# up to 33 bits (a bound below 2^32); 117 bits and the range coder's rounding (under 0.01 a symbol)
+WORST_SAMPLE_BYTES = 16
 LOW_BIT_ROWS = (ESCAPE_TOKEN - DIRECT) * CLASSES   # format 9's odds of a first low bit: per token with low bits,
 SIGN_TOKENS = 32                                  # and error level; then of a sign: per token (the last for all
 BIT_ROWS = LOW_BIT_ROWS + SIGN_TOKENS * VALUE_CLASSES   # from there) and class of the prediction
@@ -539,15 +544,18 @@ def code_band(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid
     format 3's copy flags' adaptive tables (COPY_ROWS x 3), or empty: none (formats 1, 2).
     learn: format 4's learned correction of the prediction, its state (``new_learned``) in
     learned, carried from band to band of a tile; linear_path: with format 5's linear path.
+
+    True, or (encoder) False where buf had no room for a row at WORST_SAMPLE_BYTES a sample:
+    the band stopped before that row (the buffer is never written past its end).
     """
     w = x.shape[1]
     n_pred = (PREDICTORS if has_ref else SPATIAL) + (own_weights.shape[0] > 0)
-    _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, carry, table,
-                  odds, state, buf, decoding, counts, copies, learn, linear_path, out[0], out[1], out[2],
-                  np.append(np.arange(n_pred), FINAL),
-                  np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
-                  np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), learned[0],
-                  learned[1])
+    return _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, avoid, has_avoid, skip, carry,
+                         table, odds, state, buf, decoding, counts, copies, learn, linear_path, out[0], out[1], out[2],
+                         np.append(np.arange(n_pred), FINAL),
+                         np.zeros((FINAL + 1, 3, w + RING_PAD), np.int64), np.zeros((FINAL + 1, w), np.int64),
+                         np.zeros((2, ROWS), np.int64), np.zeros((SCRATCH, OWN_TAPS.shape[0]), np.int64), learned[0],
+                         learned[1])
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, **_WITHOUT_REFERENCE_COUNTING)
@@ -557,7 +565,8 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
     """code_band's loop, into rec, final_err and residual, on work arrays it is given zeroed:
     the error rings of the last 3 rows (errs), their sums from the rows above (above), the
     bias sums and counts (bias), SCRATCH vectors, and the learned correction's first-layer
-    weights (first) and its output weights, inputs, hidden units and linear path (learned). Compiled
+    weights (first) and its output weights, inputs, hidden units and linear path (learned); code_band's
+    answer. Compiled
     without numba's reference counting: every array it reads is its caller's, and counting
     them (atomically, at each helper and each branch) took half the loop's time."""
     h, w = x.shape
@@ -579,6 +588,8 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
     ref_values = ref[0]   # one view for the band
     copy_odds = COPY_ODDS if bound == 0 else NEAR_LOSSLESS_COPY_ODDS
     for i in range(h):
+        if not decoding and state[_POS] + state[_CACHE_SIZE] + (w + 1) * WORST_SAMPLE_BYTES > buf.shape[0]:
+            return False   # a row could overrun the buffer: the caller codes again with a larger one
         rows[0], rows[1], rows[2] = i % 3, (i + 2) % 3, (i + 1) % 3
         _rows_above(errs, rings, rows, i, w, above)
         for j in range(w):
@@ -707,3 +718,4 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
             if bias_count[row] > _BIAS_LIMIT:
                 bias_sum[row] = bias_sum[row] // 2
                 bias_count[row] = (bias_count[row] + 1) // 2
+    return True

@@ -99,6 +99,8 @@ TRIAL_AGREEING = 2              # ... until this many bands in a row pay for the
 ORDER_TRIAL_SHARE = 32        # the encoder tries both band orders on a strip of this share of a tile's rows,
 ORDER_TRIAL_MIN_ROWS = 16     # ... at least this many (8 misjudged a Sentinel-1 tile),
 ORDER_TRIAL_MIN_HEIGHT = 8 * ORDER_TRIAL_MIN_ROWS   # in tiles this high or more (a quarter more encode at most)
+SAMPLE_BYTES = 5              # the encoder's buffer a sample (lossless Sentinel-2 takes under 1; full-range
+                              # noise up to pc.WORST_SAMPLE_BYTES, where the tile is coded again)
 MIN_CORRELATION = 0.2        # a band predicts from another only above this gradient correlation
 _BLAS = ThreadpoolController()   # what the encoder holds to one thread around its small least-squares products
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
@@ -177,27 +179,41 @@ class PredictiveCodec(Codec):
         digest = _digest(tile, skip) if kind != FLOAT_GRID and not any(int_bounds) else b""
         skip = _NO_SKIP_TILE if skip is None else skip
 
-        reverse, height = False, tile.shape[1]
+        tallied = counts.copy()
         with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
-            trial = not self.fast and tile.shape[0] > 1 and height >= ORDER_TRIAL_MIN_HEIGHT
-            if trial:   # the cheaper order, on a middle strip
-                rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
-                middle = slice((height - rows) // 2, (height - rows) // 2 + rows)
-                strip, strip_skip = samples[:, middle], skip[:, middle]
-                natural, backwards = (sum(map(len, self._code_bands(s, b, k, lo, hi, avoid, _NO_COUNTS, True)))
-                                      for s, b, k in ((strip, int_bounds, strip_skip),
-                                                      (strip[::-1], int_bounds[::-1], strip_skip[::-1])))
-                reverse = backwards < natural
-            order = slice(None, None, -1) if reverse else slice(None)
-            records, stream = self._code_bands(samples[order], int_bounds[order], skip[order], lo, hi, avoid, counts,
-                                               False)
+            try:
+                reverse, records, stream = self._order_and_code(samples, int_bounds, skip, lo, hi, avoid, counts,
+                                                                SAMPLE_BYTES)
+            except _BufferFull:   # samples that code to more than SAMPLE_BYTES each (full-range noise): again,
+                counts[...] = tallied   # with room for the worst a sample can take
+                reverse, records, stream = self._order_and_code(samples, int_bounds, skip, lo, hi, avoid, counts,
+                                                                pc.WORST_SAMPLE_BYTES)
         head = _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse | (UNLEARNED if self.fast else 0)])
         return head + records + digest + stream
 
+    def _order_and_code(self, samples: np.ndarray, int_bounds: list[int], skip: np.ndarray, lo: int, hi: int,
+                        avoid: int | None, counts: np.ndarray, sample_bytes: int) -> tuple[bool, bytes, bytes]:
+        """(whether the bands are coded last to first, their records, the stream): the cheaper
+        order on a middle strip (unless ``fast``, or the tile is low or one band), then the tile."""
+        reverse, height = False, samples.shape[1]
+        if not self.fast and samples.shape[0] > 1 and height >= ORDER_TRIAL_MIN_HEIGHT:
+            rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
+            middle = slice((height - rows) // 2, (height - rows) // 2 + rows)
+            strip, strip_skip = samples[:, middle], skip[:, middle]
+            natural, backwards = (sum(map(len, self._code_bands(s, b, k, lo, hi, avoid, _NO_COUNTS, True,
+                                                                sample_bytes)))
+                                  for s, b, k in ((strip, int_bounds, strip_skip),
+                                                  (strip[::-1], int_bounds[::-1], strip_skip[::-1])))
+            reverse = backwards < natural
+        order = slice(None, None, -1) if reverse else slice(None)
+        return reverse, *self._code_bands(samples[order], int_bounds[order], skip[order], lo, hi, avoid, counts, False,
+                                          sample_bytes)
+
     def _code_bands(self, samples: np.ndarray, int_bounds: list[int], skip: np.ndarray, lo: int, hi: int,
-                    avoid: int | None, counts: np.ndarray, quick: bool) -> tuple[bytes, bytes]:
+                    avoid: int | None, counts: np.ndarray, quick: bool, sample_bytes: int) -> tuple[bytes, bytes]:
         """The band records and the range-coded stream of the bands, in the order given (skip:
-        their nodata samples, or empty);
+        their nodata samples, or empty), in a buffer of ``sample_bytes`` a sample (``_BufferFull``
+        where the bands need more);
         ``quick`` (the band-order trial's estimate): bands from TRIAL_SAMPLES up take the
         least-squares weights without a trial, fitted on fewer samples and without refits, and
         no band takes the learned correction where they do (it moves both orders alike: on
@@ -208,7 +224,8 @@ class PredictiveCodec(Codec):
         size = samples.shape[1] * samples.shape[2]
         unlearned = self.fast or (quick and size >= TRIAL_SAMPLES)   # fast: never the learned correction
         learned = None if unlearned else pc.new_learned()
-        buffer = np.zeros(samples.size * 5 + 1024, np.uint8)
+        # and a row at the worst: the loop stops where the next row might not fit
+        buffer = np.zeros(samples.size * sample_bytes + (samples.shape[2] + 1) * pc.WORST_SAMPLE_BYTES + 1024, np.uint8)
         state = encoder_state()
         coded = np.empty((samples.shape[0], 3, *samples.shape[1:]), np.int64)   # what code_band gives each band
         records = []
@@ -310,9 +327,11 @@ def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, skip
     else:
         own = weights[:len(pc.OWN_TAPS)]
         part = pc.reference_part(weights[len(pc.OWN_TAPS):], constant, coded, np.asarray(refs, np.int64), *x.shape)
-    pc.code_band(x, coded[refs[0]] if refs else _NO_REFERENCE, bool(refs), gain, own, part, bound, lo, hi,
-                 avoid if avoid is not None else 0, avoid is not None, _band_skip(skip, b), carry, table, odds, state,
-                 buffer, decoding, counts, copies, learned is not None, linear_path, learned or _NO_LEARNED, coded[b])
+    if not pc.code_band(x, coded[refs[0]] if refs else _NO_REFERENCE, bool(refs), gain, own, part, bound, lo, hi,
+                        avoid if avoid is not None else 0, avoid is not None, _band_skip(skip, b), carry, table, odds,
+                        state, buffer, decoding, counts, copies, learned is not None, linear_path,
+                        learned or _NO_LEARNED, coded[b]):
+        raise _BufferFull(f"band {b} outgrew the encoder's buffer of {len(buffer)} bytes")
 
 
 def _compact_record(b: int, refs: list[int], least_squares: bool, gain: int, bound: int, previous_bound: int) -> bytes:
@@ -454,6 +473,10 @@ def _band_plans_v1(payload: bytes, bands: int, pos: int) -> tuple[list[tuple], i
     if any(ref > b for b, (ref, _, _) in enumerate(records)):
         raise ContainerError("a predictive tile's band refers to a band not yet decoded")
     return [([ref - 1] if ref else [], gain, None, 0, bound) for ref, gain, bound in records], head_size
+
+
+class _BufferFull(RuntimeError):
+    """The encoder's buffer could not take the next row at the worst a sample can take."""
 
 
 _NO_COUNTS = np.zeros((0, TOKENS), np.int64)

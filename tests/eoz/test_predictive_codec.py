@@ -78,6 +78,41 @@ def test_full_range_32_bit_noise_round_trips(codec, dtype, bound):
     assert np.abs(decoded.astype(np.int64) - array.astype(np.int64)).max() <= bound
 
 
+@pytest.mark.parametrize("dtype, bound", [("uint32", 0), ("int32", 7), ("float32", 0)])
+def test_incompressible_tiles_never_write_past_the_encoder_s_buffer(codec, dtype, bound):
+    """Full-range noise codes to more than SAMPLE_BYTES a sample (its residuals escape to 40
+    raw bits): the loop stops before a row that might not fit, and the tile is coded again with
+    room for the worst a sample takes (this build's first wrote past the buffer: a corrupt heap)."""
+    rng = np.random.default_rng(21)
+    array = rng.integers(0, 1 << 32, (2, 150, 160), dtype=np.uint64).astype(np.uint32).view(dtype)
+    nodata = float("nan") if dtype == "float32" else None   # random bits are NaN now and then
+    decoded, _ = _round_trip(codec.with_bound(None, bound), array, nodata, tile_size=256)
+    if dtype == "float32":
+        valid = ~np.isnan(array)
+        np.testing.assert_array_equal(decoded.view(np.uint32)[valid], array.view(np.uint32)[valid])
+        assert np.isnan(decoded[~valid]).all()
+    else:
+        assert np.abs(decoded.astype(np.int64) - array.astype(np.int64)).max() <= bound
+
+
+def test_a_tile_that_outgrows_the_buffer_is_coded_again_to_the_same_bytes_and_tallies(codec, monkeypatch):
+    """The second try starts from scratch: its payload, and the training tallies, are what
+    one try with room enough gives."""
+    from eoz.codecs import predictive
+
+    tile = _smooth(np.random.default_rng(22), (3, 140, 50), "uint16")
+    tallies = [np.zeros_like(codec.initial) for _ in range(2)]
+    payload = codec.encode_counted(tile, tallies[0])
+    monkeypatch.setattr(predictive, "SAMPLE_BYTES", 0)   # a buffer of one row: every tile overruns it
+    tries, order_and_code = [], predictive.PredictiveCodec._order_and_code
+    monkeypatch.setattr(predictive.PredictiveCodec, "_order_and_code", lambda self, *args: tries.append(args[-1]) or
+                        order_and_code(self, *args))
+    assert codec.encode_counted(tile, tallies[1]) == payload
+    assert tries == [0, predictive.pc.WORST_SAMPLE_BYTES]
+    np.testing.assert_array_equal(tallies[1], tallies[0])
+    assert tallies[0].sum() > 0
+
+
 def test_lossless_keeps_constant_bands_extremes_and_noise(codec):
     rng = np.random.default_rng(2)
     array = np.stack([np.full((40, 33), 7, np.uint16), rng.integers(0, 65536, (40, 33)).astype(np.uint16),
@@ -436,7 +471,7 @@ def test_the_encoder_codes_the_bands_in_the_order_that_pays(codec, shared_data):
     samples = tile.astype(np.int64)
     lo, hi = int(samples.min()), int(samples.max())
     natural, backwards = (sum(map(len, codec._code_bands(s, [0] * len(s), predictive._NO_SKIP_TILE, lo, hi, None,
-                                                         predictive._NO_COUNTS, False)))
+                                                         predictive._NO_COUNTS, False, predictive.SAMPLE_BYTES)))
                           for s in (samples, samples[::-1]))
     assert len(payload) == HEAD + 32 + backwards < HEAD + 32 + natural   # head, sha256, records and stream
 
