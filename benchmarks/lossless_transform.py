@@ -38,7 +38,7 @@ def _code_subband(q, parent, previous, group, table, state, buf):
     """Code one subband (raster order) with rows group x CLASSES by neighbour, parent and
     previous-component activity; LL (group 0) codes its MED prediction residual instead."""
     h, w = q.shape
-    empty = np.zeros((0, 0), np.int64)
+    no_counts, no_odds = np.zeros((0, 0), np.int64), np.zeros((0, 2), np.int64)   # no tallies; low bits, sign raw
     for i in range(h):
         for j in range(w):
             west = q[i, j - 1] if j > 0 else (q[i - 1, j] if i > 0 else 0)
@@ -58,7 +58,7 @@ def _code_subband(q, parent, previous, group, table, state, buf):
             if previous.shape[0] > 0:
                 a += abs(previous[i, j])
             row = group * CLASSES + _log_class((a << WEIGHT_BITS) // 8, CLASSES)
-            _encode_residual(state, buf, table, row, v, empty)
+            _encode_residual(state, buf, table, row, v, no_counts, 0, no_odds, 0, 0)
 
 
 def _encode(planes: list[list[np.ndarray]], levels: int) -> int:
