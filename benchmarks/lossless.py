@@ -296,8 +296,8 @@ def report(results: list[dict], clean: dict, others: list[dict], sar: dict, comm
     md += table(["split"] + [f"{_mode(n)}: {what}" for n in FAST_MAX_ERRORS for what in ("bytes", "speed")],
                 [[r["split"]] + [cell for n in FAST_MAX_ERRORS for cell in _fast_cells(r, n)] for r in results])
     md += ["## Other sensors and products (not among the issue's five splits)", "",
-           "Validation rasters of the splits the lossless model was not benchmarked on so far (their training "
-           "parts are among those its starting tables were counted on). Shapes: "
+           "Validation rasters of the other splits, where the held-out data's other sensors may fall (their "
+           "training parts are among those the starting tables were counted on). Shapes: "
            + "; ".join(f"{r['split']} {', '.join('x'.join(map(str, s)) for s in r['shapes'])}" for r in others)
            + ". Lossless:", ""]
     md += table(["split", "dtype", "repeated samples", "eoz", "JPEG 2000", "JPEG-XL", "JPEG-LS", "eoz vs best",

@@ -11,13 +11,10 @@ coded before it: up to MAX_REFS earlier bands whose horizontal gradients correla
 with its own, best first; the blend's spectral predictors take the first, with the
 least-squares gain between the gradients. In bands of at least LEAST_SQUARES_SAMPLES, the
 encoder also fits the band's least-squares predictor on the tile and sends its integer
-weights (``eoz.predictive_coder``, format 2); in smaller bands from TRIAL_SAMPLES up, with a
-reference, it codes the band with and without them and keeps the smaller (correlated
-references pay for the weights, about 2 kbit, on fewer samples) until TRIAL_AGREEING bands
-in a row pay for them, and the tile's later bands then take them without the trial (the
-answer is mostly a close call, under 1 % of a band, and the sensor's more than the band's;
-settling on "no" as well cost Landsat 0.5 % on a tile whose thermal bands came first), and
-otherwise never sends them. Format 3 adds the copy flags of resampled rasters' repeated samples
+weights (``eoz.predictive_coder``, format 2); a smaller band with a reference takes them where
+it has WEIGHT_SAMPLES samples or more a weight (ten causal taps, eighteen a reference and a
+constant: their varints cost about 20 bits each, which correlated references repay on fewer
+samples), and otherwise never sends them. Format 3 adds the copy flags of resampled rasters' repeated samples
 (same head, in the residual stream); format 4 the learned correction of the prediction
 (same head and stream, the decoder learns it as it decodes); format 5 a linear path beside
 the correction's hidden units (same stream) and the band order: the
@@ -77,7 +74,7 @@ from eoz.codecs.base import Codec, model_pins
 from eoz.errors import ContainerError, InputError
 from eoz.raster import RasterMeta
 from eoz.registry import ModelEntry
-from eoz.subband_coder import _POS, TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
+from eoz.subband_coder import TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
 FORMAT = 10
 REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED alone)
@@ -93,9 +90,10 @@ _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samp
 _QUICK_FIT_SAMPLES = 1 << 10  # ... in the band-order trial, with no refits
 _REWEIGHTS = 3                # refits of the least-squares predictor towards the least absolute error
 LEAST_SQUARES_SAMPLES = 1 << 15   # bands this large always take it: the weights (about 2 kbit) pay
-TRIAL_SAMPLES = 1 << 12          # bands from this size up are coded with and without it, the smaller kept
-TRIAL_REFERENCES = 1            # ... and a reference (the weights of the own taps alone rarely pay there),
-TRIAL_AGREEING = 2              # ... until this many bands in a row pay for them: the tile's later ones then take them
+WEIGHT_SAMPLES = 150          # smaller bands with a reference take them from this many samples a weight (chosen on
+                              # training chips of 64-180 px: within 0.2 % of coding each band with and without them,
+                              # which took half the encode of a 120 px chip)
+QUICK_WEIGHT_SAMPLES = 1 << 12   # the band-order trial's strips take them from this size up
 ORDER_TRIAL_SHARE = 32        # the encoder tries both band orders on a strip of this share of a tile's rows,
 ORDER_TRIAL_MIN_ROWS = 16     # ... at least this many (8 misjudged a Sentinel-1 tile),
 ORDER_TRIAL_MIN_HEIGHT = 8 * ORDER_TRIAL_MIN_ROWS   # in tiles this high or more (a quarter more encode at most)
@@ -214,15 +212,15 @@ class PredictiveCodec(Codec):
         """The band records and the range-coded stream of the bands, in the order given (skip:
         their nodata samples, or empty), in a buffer of ``sample_bytes`` a sample (``_BufferFull``
         where the bands need more);
-        ``quick`` (the band-order trial's estimate): bands from TRIAL_SAMPLES up take the
-        least-squares weights without a trial, fitted on fewer samples and without refits, and
+        ``quick`` (the band-order trial's estimate): bands from QUICK_WEIGHT_SAMPLES up take the
+        least-squares weights, fitted on fewer samples and without refits, and
         no band takes the learned correction where they do (it moves both orders alike: on
         every split's tiles the trial chose the same order without it but in close calls;
         Landsat's encode, 5 % faster); in smaller strips it stands in for them (it reads the
         reference band's window too)."""
         (table, odds), copies = self._tables(FORMAT), new_tables(_COPY_COUNTS)
         size = samples.shape[1] * samples.shape[2]
-        unlearned = self.fast or (quick and size >= TRIAL_SAMPLES)   # fast: never the learned correction
+        unlearned = self.fast or (quick and size >= QUICK_WEIGHT_SAMPLES)   # fast: never the learned correction
         learned = None if unlearned else pc.new_learned()
         # and a row at the worst: the loop stops where the next row might not fit
         buffer = np.zeros(samples.size * sample_bytes + (samples.shape[2] + 1) * pc.WORST_SAMPLE_BYTES + 1024, np.uint8)
@@ -230,40 +228,16 @@ class PredictiveCodec(Codec):
         coded = np.empty((samples.shape[0], 3, *samples.shape[1:]), np.int64)   # what code_band gives each band
         records = []
 
-        def code(b: int, refs: list[int], gain: int, least_squares: bool) -> bytes:
-            """Band b through the loop (into coded[b]), with or without least-squares weights: its record."""
+        fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
+        for b, (refs, gain) in enumerate(_reference_sets(samples)):
+            least_squares = size >= QUICK_WEIGHT_SAMPLES if quick else \
+                size >= LEAST_SQUARES_SAMPLES or (len(refs) > 0 and size >= WEIGHT_SAMPLES * (_weights(len(refs)) + 1))
             weights, constant = _fit(samples[b], _start(coded, refs, lo, hi), coded, refs, *fit,
                                      _band_skip(skip, b)) if least_squares else (None, 0)
             _code(samples[b], coded, b, refs, gain, weights, constant, int_bounds[b], lo, hi, avoid, skip,
                   FORMAT >= 10, table, odds, copies, learned, True, state, buffer, False, counts)
             record = _compact_record(b, refs, least_squares, gain, int_bounds[b], int_bounds[b - 1] if b else 0)
-            return record + (_zigzag_varints(np.append(weights, constant)) if least_squares else b"")
-
-        fit = (_QUICK_FIT_SAMPLES, 0) if quick else (_FIT_SAMPLES, _REWEIGHTS)
-        # what coding a band changes, besides the buffer
-        adaptive = [table, odds, copies, *(learned or ()), state, counts]
-        paid_in_a_row = 0   # the with-and-without trials that paid for the weights, since the last that did not
-        for b, (refs, gain) in enumerate(_reference_sets(samples)):
-            tried = not quick and TRIAL_SAMPLES <= size < LEAST_SQUARES_SAMPLES and len(refs) >= TRIAL_REFERENCES
-            if tried and paid_in_a_row >= TRIAL_AGREEING:   # correlated bands: the later ones pay too
-                record = code(b, refs, gain, True)
-            elif tried:
-                # without the weights first; kept (its state and bytes) unless the weights pay
-                before, start = [a.copy() for a in adaptive], state[_POS]
-                plain = code(b, refs, gain, False)
-                plain_cost = state[_POS] - start + len(plain)
-                after, written = [a.copy() for a in (*adaptive, coded[b])], buffer[start:state[_POS]].copy()
-                _restore(adaptive, before)
-                record = code(b, refs, gain, True)
-                paid = plain_cost > state[_POS] - start + len(record)
-                paid_in_a_row = paid_in_a_row + 1 if paid else 0
-                if not paid:
-                    _restore([*adaptive, coded[b]], after)
-                    buffer[start:start + len(written)] = written
-                    record = plain
-            else:
-                record = code(b, refs, gain, size >= (TRIAL_SAMPLES if quick else LEAST_SQUARES_SAMPLES))
-            records.append(record)
+            records.append(record + (_zigzag_varints(np.append(weights, constant)) if least_squares else b""))
         n = finish(state, buffer)
         return b"".join(records), buffer[:n].tobytes()
 
@@ -440,7 +414,7 @@ def _band_plans(payload: bytes, bands: int, pos: int, compact: bool) -> tuple[li
             raise ContainerError("a predictive tile's band refers to a band not yet decoded")
         weights, constant = None, 0
         if least_squares:
-            n_weights = len(pc.OWN_TAPS) + 2 * len(pc.WINDOW) * n_refs
+            n_weights = _weights(n_refs)
             if compact:
                 values = []
                 for limit in [pc.LS_WEIGHT_LIMIT] * n_weights + [_CONSTANT_LIMIT]:
@@ -496,9 +470,10 @@ def _band_skip(skip: np.ndarray, b: int) -> np.ndarray:
     return skip[b] if skip.size else _NO_SKIP
 
 
-def _restore(arrays: list[np.ndarray], saved: list[np.ndarray]) -> None:
-    for array, copy_of in zip(arrays, saved):
-        array[...] = copy_of
+def _weights(n_refs: int) -> int:
+    """How many least-squares weights a band with n_refs references has (besides the constant):
+    its causal taps, and each reference's 3 x 3 window of values and of residuals."""
+    return len(pc.OWN_TAPS) + 2 * n_refs * len(pc.WINDOW)
 
 
 def _start(coded: np.ndarray, refs: list[int], lo: int, hi: int) -> int:
@@ -543,7 +518,7 @@ def _fit(band: np.ndarray, start: int, coded: np.ndarray, refs: list[int], sampl
     rows, cols = np.meshgrid(np.arange(0, h, stride), np.arange(0, w, stride), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
     taps = len(pc.OWN_TAPS)
-    m = taps + 2 * len(refs) * len(pc.WINDOW)
+    m = _weights(len(refs))
     if skip is not None and skip.size:
         keep = ~skip[rows, cols]
         if keep.sum() > 2 * m:

@@ -417,44 +417,32 @@ def test_the_linear_path_saves_bits_beside_the_hidden_units(codec, shared_data):
         assert _band_bytes(codec, band, True) < _band_bytes(codec, band, True, False)
 
 
-def test_a_small_band_takes_least_squares_weights_only_where_they_pay(codec, shared_data, monkeypatch):
-    """Bands between TRIAL_SAMPLES and LEAST_SQUARES_SAMPLES with a reference are coded with and
-    without the weights, the smaller kept: Landsat's ten correlated bands pay for them even on
-    100 px."""
+def test_a_small_band_takes_least_squares_weights_where_it_has_enough_samples_a_weight(codec, shared_data,
+                                                                                     monkeypatch):
+    """Below LEAST_SQUARES_SAMPLES, a band with references sends the weights where it has
+    WEIGHT_SAMPLES samples a weight: on 100 x 110 Landsat bands every band with a reference
+    does (and they pay for them), on 64 x 64 none; each band passes through the loop once."""
     from eoz.codecs import predictive
     from eoz.datasets import LANDSAT8, load_split
 
-    tile = np.ascontiguousarray(load_split(LANDSAT8, "validation", shared_data)[0][:, :100, :110].astype(np.uint16))
-    assert predictive.TRIAL_SAMPLES <= 100 * 110 < predictive.LEAST_SQUARES_SAMPLES
-    chosen = codec.encode_tile(tile, np.ones(tile.shape, bool))
-    np.testing.assert_array_equal(codec.decode_tile(chosen, *tile.shape), tile)
-    plans, _ = predictive._band_plans(chosen, tile.shape[0], HEAD, compact=True)
-    assert any(weights is not None for _, _, weights, _, _ in plans)
-    monkeypatch.setattr(predictive, "TRIAL_SAMPLES", predictive.LEAST_SQUARES_SAMPLES)   # never tried
-    assert len(chosen) < len(codec.encode_tile(tile, np.ones(tile.shape, bool)))
-
-
-def test_once_small_bands_pay_for_the_weights_the_later_ones_are_coded_once(codec, shared_data, monkeypatch):
-    """Whether the least-squares weights pay in a small band is mostly the sensor's: after
-    TRIAL_AGREEING bands in a row paid for them, the tile's later bands take them instead of
-    being coded twice. On a Landsat crop of ten 100 x 110 bands: fewer passes of the loop, and
-    about the bytes of trying every band (measured on 128 px tiles: 0.00 to +0.05 %)."""
-    from eoz.codecs import predictive
-    from eoz.datasets import LANDSAT8, load_split
-
-    tile = np.ascontiguousarray(load_split(LANDSAT8, "validation", shared_data)[0][:, :100, :110].astype(np.uint16))
+    landsat = load_split(LANDSAT8, "validation", shared_data)[0].astype(np.uint16)
     passes, code = [], predictive._code
     monkeypatch.setattr(predictive, "_code", lambda *args: (passes.append(1), code(*args))[1])
     monkeypatch.setattr(predictive, "ORDER_TRIAL_MIN_HEIGHT", 10 ** 6)   # the band-order trial aside
-    valid = np.ones(tile.shape, bool)
-    settled = codec.encode_tile(tile, valid)
-    settled_passes = len(passes)
-    np.testing.assert_array_equal(codec.decode_tile(settled, *tile.shape), tile)
-    passes.clear()
-    monkeypatch.setattr(predictive, "TRIAL_AGREEING", tile.shape[0])   # every band tried
-    every = codec.encode_tile(tile, valid)
-    assert len(passes) == 19 and settled_passes < 19   # the first band has no reference: coded once
-    assert len(settled) < 1.005 * len(every)
+    for rows, cols, takes in ((100, 110, True), (64, 64, False)):
+        tile = np.ascontiguousarray(landsat[:, :rows, :cols])
+        assert rows * cols < predictive.LEAST_SQUARES_SAMPLES
+        passes.clear()
+        payload = codec.encode_tile(tile, None)
+        assert len(passes) == tile.shape[0]
+        np.testing.assert_array_equal(codec.decode_tile(payload, *tile.shape), tile)
+        plans, _ = predictive._band_plans(payload, tile.shape[0], HEAD, compact=True)
+        assert sum(bool(refs) for refs, *_ in plans) >= tile.shape[0] - 1
+        assert all((weights is not None) == (takes and bool(refs)) for refs, _, weights, _, _ in plans)
+    tile = np.ascontiguousarray(landsat[:, :100, :110])
+    with_weights = codec.encode_tile(tile, None)
+    monkeypatch.setattr(predictive, "WEIGHT_SAMPLES", 10 ** 6)   # no small band takes them
+    assert len(with_weights) < len(codec.encode_tile(tile, None))
 
 
 def test_the_encoder_codes_the_bands_in_the_order_that_pays(codec, shared_data):
