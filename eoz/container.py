@@ -11,10 +11,12 @@ Layout of format version 1 (all integers little-endian)::
 
 The table sits at the end so a writer can stream tiles out one at a time (scenes larger
 than memory, non-seekable outputs) and a reader can decode a window by reading only the
-header, the trailer, the table and the tiles it needs. A header of DEFLATE_HEADER_FROM
-bytes or more as JSON is stored deflated: a hyperspectral chip's band names (EnMAP's
-"band 1 (418.24 Nanometers)", 224 of them) took 7 kB, 4 % of its lossless file; shorter
-headers stay plain JSON, which readers from before the flag also read. Every byte is
+header, the trailer, the table and the tiles it needs. A header is stored deflated where
+that is shorter: a hyperspectral chip's band names (EnMAP's "band 1 (418.24 Nanometers)",
+224 of them) took 7 kB, 4 % of its lossless file, and a small chip's plain header (about 360
+bytes, a third of it the model's hex pin) was 3 % of a 90 x 80 band's lossless file. Readers
+from before the flag read only plain headers (files written before session 20 kept headers
+under 1 kB plain). Every byte is
 covered by a check (magic, version, known flags, crcs, end magic, offsets against sizes),
 so a damaged byte anywhere is reported, and a file cut short anywhere reads as truncated
 rather than as a smaller valid file. A damaged tile is reported on its own; the other tiles stay readable.
@@ -57,7 +59,6 @@ DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "flo
 
 _PREFIX = struct.Struct("<8sHHI")  # magic, version, flags, header length
 HEADER_DEFLATED = 1                # the flag: the header's bytes are zlib-deflated JSON
-DEFLATE_HEADER_FROM = 1024         # JSON headers this long or longer are stored deflated
 _CRC = struct.Struct("<I")
 _ENTRY = struct.Struct("<QII")  # offset, length, crc32
 _TRAILER = struct.Struct("<QI4s")  # table offset, tile count, end magic
@@ -193,8 +194,9 @@ class EozWriter:
     def __init__(self, fileobj: BinaryIO, header: Header):
         header_bytes = _encode_header(header)
         flags = 0
-        if len(header_bytes) >= DEFLATE_HEADER_FROM:
-            header_bytes, flags = zlib.compress(header_bytes, 9), HEADER_DEFLATED
+        deflated = zlib.compress(header_bytes, 9)
+        if len(deflated) < len(header_bytes):
+            header_bytes, flags = deflated, HEADER_DEFLATED
         self._file = fileobj
         self._tile_count = header.tile_count
         self._entries: list[TileEntry] = []
