@@ -303,7 +303,7 @@ def report(results: list[dict], clean: dict, others: list[dict], sar: dict, comm
     md += table(["split", "dtype", "repeated samples", "eoz", "JPEG 2000", "JPEG-XL", "JPEG-LS", "eoz vs best",
                  "CCSDS 123", "eoz vs CCSDS 123", "eoz encode / decode Msamples/s"],
                 [[r["split"], r["dtype"], f"{100 * r['repeats']:.1f} %"] + _lossless_cells(r["lossless"])
-                 + [f"{r['lossless']['eoz']['encode_msamples_s']:.2f} / {r['lossless']['eoz']['decode_msamples_s']:.2f}"]
+                 + ["{encode_msamples_s:.2f} / {decode_msamples_s:.2f}".format(**r["lossless"]["eoz"])]
                  for r in others])
     md += ["Near-lossless against JPEG-LS (eoz ratio / JPEG-LS ratio):", ""]
     md += table(["split"] + [f"max error {n}" for n in MAX_ERRORS],

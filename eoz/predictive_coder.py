@@ -78,8 +78,8 @@ import numba
 import numpy as np
 from numba.core.cpu import CPUTargetOptions
 
-from eoz.subband_coder import _CACHE_SIZE, _LOW, _POS, _RANGE, DIRECT, WEIGHT_BITS, _bit_length, _log_class, _narrow, _token, _update, \
-    _widen, decode_adaptive, decode_bits, encode_adaptive, encode_bits
+from eoz.subband_coder import _CACHE_SIZE, _LOW, _POS, _RANGE, DIRECT, WEIGHT_BITS, _bit_length, _log_class, \
+    _narrow, _token, _update, _widen, decode_adaptive, decode_bits, encode_adaptive, encode_bits
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 # per-sample helpers are inlined by numba itself, into a loop compiled without reference counting:
