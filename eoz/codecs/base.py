@@ -40,6 +40,7 @@ class Codec(ABC):
     parallel_tiles: bool = False   # tiles may code on threads at once (thread safe; the work frees the GIL)
     overlap: int = 0         # default context pixels coded around each tile (see encode_scene)
     skips_nodata = False     # True: valid is the nodata mask inverted, given to encode_tile and decode_tile both
+    codes_nan = False        # True: NaN samples are coded as they are (no nodata need be declared for them)
     bands: list[str] | None = None   # the bands a model expects, in order; None = any
 
     @abstractmethod
@@ -78,10 +79,11 @@ def model_pins(entry) -> dict:
     return {"model_id": entry.model_id, "model_version": entry.version, "weights_sha256": entry.weights_sha256}
 
 
-def _nodata_mask(tile: np.ndarray, nodata: float | None) -> np.ndarray | None:
+def _nodata_mask(tile: np.ndarray, nodata: float | None, codes_nan: bool = False) -> np.ndarray | None:
     if nodata is None:
-        if tile.dtype.kind == "f" and np.isnan(tile).any():
-            raise InputError("the raster has NaN pixels but declares no nodata value")
+        if not codes_nan and tile.dtype.kind == "f" and np.isnan(tile).any():
+            raise InputError("the raster has NaN pixels but declares no nodata value: declare NaN its nodata, "
+                             "or code it lossless with the predictive model, which keeps NaN as it is")
         return None
     mask = np.isnan(tile) if np.isnan(nodata) else tile == nodata
     return mask if mask.any() else None
@@ -103,9 +105,12 @@ def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def fill_nodata(tile: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The tile with nodata pixels filled (band means of the valid ones), and the nodata mask."""
-    mask = _nodata_mask(tile, nodata)
+def fill_nodata(tile: np.ndarray, nodata: float | None,
+                codes_nan: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """The tile with nodata pixels filled (band means of the valid ones), and the nodata mask;
+    ``codes_nan``: NaN samples of a raster that declares no nodata stay as they are (the codec
+    codes them), where other codecs refuse them."""
+    mask = _nodata_mask(tile, nodata, codes_nan)
     return (tile, None) if mask is None else (_filled(tile, mask), mask)
 
 
@@ -113,7 +118,7 @@ def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
                  kept: tuple[slice, slice] | None = None) -> tuple[bytes, np.ndarray, np.ndarray]:
     """The payload prefix (nodata mask), and the padded tile and valid mask the codec codes,
     of one coded window; ``kept`` is the part the decoder keeps (the rest is overlap)."""
-    tile, mask = fill_nodata(tile, nodata)
+    tile, mask = fill_nodata(tile, nodata, codec.codes_nan)
     prefix = b"\x00"
     if mask is not None:
         packed = zlib.compress(np.packbits(mask).tobytes(), 9)

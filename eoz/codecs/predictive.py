@@ -146,8 +146,17 @@ class PredictiveCodec(Codec):
         codec.nodata = meta.nodata
         return codec
 
+    @property
+    def lossless(self) -> bool:
+        return self.max_error is None or not any(self.max_error)
+
+    @property
+    def codes_nan(self) -> bool:
+        """Lossless codes float32 as bit patterns: a NaN keeps its bits with no nodata declared."""
+        return self.lossless
+
     def header_fields(self) -> dict:
-        quality = {"lossless": True} if self.max_error is None or not any(self.max_error) else \
+        quality = {"lossless": True} if self.lossless else \
             {"max_error": self.max_error}
         return {**model_pins(self.entry), "quality": quality}
 

@@ -131,6 +131,21 @@ def test_lossless_float32_keeps_every_bit_including_nan_nodata(codec):
     assert np.isnan(decoded[np.isnan(array)]).all()
 
 
+def test_lossless_keeps_nan_bits_where_no_nodata_is_declared(codec):
+    """A float raster with NaN and no nodata tag (common in float products): lossless codes NaN
+    as the bit patterns it is, payloads included; a bounded code needs the nodata declared."""
+    rng = np.random.default_rng(31)
+    array = _smooth(rng, (2, 40, 50), "float32", scale=20, offset=-25)
+    array[0, 4:9, 10:30] = np.nan
+    array.view(np.uint32)[1, 0, :3] = [0x7FC12345, 0xFFC00001, 0x7F800001]   # quiet and signalling NaNs
+    decoded, data = _round_trip(codec, array)
+    np.testing.assert_array_equal(decoded.view(np.uint32), array.view(np.uint32))
+    with EozReader(data) as reader:
+        assert reader.header.nodata is None
+    with pytest.raises(InputError, match="NaN pixels but declares no nodata"):
+        _round_trip(codec.with_bound(None, 0.5), array)
+
+
 def test_lossless_keeps_integer_nodata(codec):
     rng = np.random.default_rng(4)
     array = _smooth(rng, (2, 33, 40), "int16", scale=2000, offset=-1000)
