@@ -59,10 +59,10 @@ def measure_file(eoz_path: str | Path, tif_path: str | Path, peak: float, limits
     with EozReader(eoz_path) as reader, RasterReader(tif_path, limits) as original_reader:
         for piece, col, row in decode_scene(reader, store=store, progress=progress, threads=threads):
             original = original_reader.read((col, row, piece.shape[2], piece.shape[1]))[0]
-            diff = original.astype(np.float64) - piece.astype(np.float64)
-            squared += float(np.square(diff).sum())
-            count += diff.size
-    mse = squared / count
+            piece_squared, piece_count = metrics.squared_errors(original, piece)
+            squared += piece_squared
+            count += piece_count
+    mse = squared / count if count else 0.0
     return {"mse": mse, "psnr": 10 * math.log10(peak * peak / mse) if mse > 0 else None, "psnr_peak": peak}
 
 

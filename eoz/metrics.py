@@ -30,10 +30,21 @@ def _pair(original: np.ndarray, reconstruction: np.ndarray) -> tuple[np.ndarray,
     return a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
 
 
-def mse(original: np.ndarray, reconstruction: np.ndarray) -> float:
-    """Mean squared error over all bands and pixels, in the original units."""
+def squared_errors(original: np.ndarray, reconstruction: np.ndarray) -> tuple[float, int]:
+    """(sum of squared errors, samples counted), in the original units: a sample NaN in both
+    is left out (nodata kept: no error, no data), NaN against a number is an infinite error."""
     a, b = _pair(original, reconstruction)
-    return float(np.mean(np.square(a - b)))
+    both_nan = np.isnan(a) & np.isnan(b)
+    squared = np.square(np.where(both_nan, 0.0, a - b))
+    squared[np.isnan(squared)] = np.inf
+    return float(squared.sum()), int(a.size - both_nan.sum())
+
+
+def mse(original: np.ndarray, reconstruction: np.ndarray) -> float:
+    """Mean squared error over all bands and pixels, in the original units (samples NaN in both
+    left out: 0 where every one is)."""
+    total, count = squared_errors(original, reconstruction)
+    return total / count if count else 0.0
 
 
 def max_error_per_band(original: np.ndarray, reconstruction: np.ndarray) -> list[float]:
@@ -57,7 +68,7 @@ def psnr(original: np.ndarray, reconstruction: np.ndarray, peak: float) -> float
     error = mse(original, reconstruction)
     if error == 0.0:
         return math.inf
-    return 10.0 * math.log10(peak * peak / error)
+    return 10.0 * math.log10(peak * peak / error) if math.isfinite(error) else -math.inf
 
 
 def _bands(original: np.ndarray, reconstruction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,8 +119,22 @@ def ssim_per_band(original: np.ndarray, reconstruction: np.ndarray) -> list[floa
     data_range is that band's (max - min) in the original; bands narrower than 11 pixels
     on a side raise InputError.
     """
-    a, b = _bands(original, reconstruction)
+    a, b = _nan_kept_filled(*_bands(original, reconstruction))
     return [float(_ssim_maps(x, y, _data_range(x))[0].mean()) for x, y in zip(a, b)]
+
+
+def _nan_kept_filled(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Samples NaN in both (nodata kept) filled in both with the band's mean of the others, so
+    they neither count as an error nor poison the windows around them; NaN against a number
+    stays NaN (an SSIM of NaN: no similarity can be claimed)."""
+    both_nan = np.isnan(a) & np.isnan(b)
+    if not both_nan.any():
+        return a, b
+    a, b = a.copy(), b.copy()
+    for x, y, kept in zip(a, b, both_nan):
+        fill = float(x[~kept].mean()) if (~kept).any() else 0.0
+        x[kept], y[kept] = fill, fill
+    return a, b
 
 
 def ssim(original: np.ndarray, reconstruction: np.ndarray) -> float:

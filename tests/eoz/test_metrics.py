@@ -56,6 +56,24 @@ def test_known_mse_gives_known_psnr():
     assert metrics.psnr(original, reconstruction, peak=1000) == pytest.approx(40.0)
 
 
+def test_samples_nan_in_both_are_left_out_and_nan_against_a_number_is_infinite():
+    """NaN kept (nodata, or NaN a lossless float code keeps) is no error and no data."""
+    original = np.array([[[1.0, np.nan], [3.0, 5.0]]])
+    same = original.copy()
+    assert metrics.mse(original, same) == 0.0 and metrics.psnr(original, same, 10) == math.inf
+    shifted = same + np.array([[[0.0, 0.0], [3.0, 0.0]]])
+    assert metrics.mse(original, shifted) == pytest.approx(9 / 3)   # three samples counted
+    lost = same.copy()
+    lost[0, 0, 0] = np.nan
+    assert metrics.mse(original, lost) == math.inf and metrics.psnr(original, lost, 10) == -math.inf
+    assert metrics.mse(np.full((1, 2, 2), np.nan), np.full((1, 2, 2), np.nan)) == 0.0
+    band = np.random.default_rng(3).random((1, 16, 16))
+    band[0, 4:7, 2:9] = np.nan
+    assert metrics.ssim_per_band(band, band.copy()) == [pytest.approx(1.0)]
+    noisy = band + 0.05
+    assert 0.5 < metrics.ssim_per_band(band, noisy)[0] < 1.0
+
+
 def test_mse_does_not_wrap_unsigned_differences():
     original = np.zeros((1, 2, 2), dtype=np.uint16)
     reconstruction = np.array([[[1, 3], [0, 0]]], dtype=np.uint16)
