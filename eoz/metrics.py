@@ -157,8 +157,9 @@ def ms_ssim(original: np.ndarray, reconstruction: np.ndarray) -> float:
     11 pixels per side are used, their weights renormalised to sum 1 (M = 1 is plain
     SSIM). data_range stays the original band's max - min at every scale. Negative
     contrast-structure means are clipped to 0, as a fractional power of them is undefined.
+    Samples NaN in both are filled alike, as for :func:`ssim_per_band`.
     """
-    a, b = _bands(original, reconstruction)
+    a, b = _nan_kept_filled(*_bands(original, reconstruction))
     window = 2 * SSIM_RADIUS + 1
     smallest = min(a.shape[1:])
     if smallest < window:

@@ -82,8 +82,8 @@ def model_pins(entry) -> dict:
 def _nodata_mask(tile: np.ndarray, nodata: float | None, codes_nan: bool = False) -> np.ndarray | None:
     if nodata is None:
         if not codes_nan and tile.dtype.kind == "f" and np.isnan(tile).any():
-            raise InputError("the raster has NaN pixels but declares no nodata value: declare NaN its nodata, "
-                             "or code it lossless with the predictive model, which keeps NaN as it is")
+            raise InputError("the raster has NaN pixels but declares no nodata value: declare NaN as its "
+                             "nodata value, or code it losslessly with the predictive model, which keeps NaN")
         return None
     mask = np.isnan(tile) if np.isnan(nodata) else tile == nodata
     return mask if mask.any() else None

@@ -70,6 +70,7 @@ def test_samples_nan_in_both_are_left_out_and_nan_against_a_number_is_infinite()
     band = np.random.default_rng(3).random((1, 16, 16))
     band[0, 4:7, 2:9] = np.nan
     assert metrics.ssim_per_band(band, band.copy()) == [pytest.approx(1.0)]
+    assert metrics.ms_ssim(band, band.copy()) == pytest.approx(1.0)
     noisy = band + 0.05
     assert 0.5 < metrics.ssim_per_band(band, noisy)[0] < 1.0
 
