@@ -7,7 +7,6 @@ per band on original units.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -63,7 +62,7 @@ def measure_file(eoz_path: str | Path, tif_path: str | Path, peak: float, limits
             squared += piece_squared
             count += piece_count
     mse = squared / count if count else 0.0
-    return {"mse": mse, "psnr": 10 * math.log10(peak * peak / mse) if mse > 0 else None, "psnr_peak": peak}
+    return {"mse": mse, "psnr": metrics.psnr_of_mse(mse, peak) if mse > 0 else None, "psnr_peak": peak}
 
 
 def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int | None = None,

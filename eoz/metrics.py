@@ -30,14 +30,21 @@ def _pair(original: np.ndarray, reconstruction: np.ndarray) -> tuple[np.ndarray,
     return a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
 
 
-def squared_errors(original: np.ndarray, reconstruction: np.ndarray) -> tuple[float, int]:
-    """(sum of squared errors, samples counted), in the original units: a sample NaN in both
-    is left out (nodata kept: no error, no data), NaN against a number is an infinite error."""
+def _absolute_errors(original: np.ndarray, reconstruction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(|original - reconstruction|, where both are NaN): NaN against NaN is no error (nodata
+    kept), NaN against a number an infinite one."""
     a, b = _pair(original, reconstruction)
     both_nan = np.isnan(a) & np.isnan(b)
-    squared = np.square(np.where(both_nan, 0.0, a - b))
-    squared[np.isnan(squared)] = np.inf
-    return float(squared.sum()), int(a.size - both_nan.sum())
+    error = np.where(both_nan, 0.0, np.abs(a - b))
+    error[np.isnan(error)] = np.inf
+    return error, both_nan
+
+
+def squared_errors(original: np.ndarray, reconstruction: np.ndarray) -> tuple[float, int]:
+    """(sum of squared errors, samples counted), in the original units: a sample NaN in both
+    is left out (no error, no data), NaN against a number is an infinite error."""
+    error, both_nan = _absolute_errors(original, reconstruction)
+    return float(np.square(error).sum()), int(error.size - both_nan.sum())
 
 
 def mse(original: np.ndarray, reconstruction: np.ndarray) -> float:
@@ -50,11 +57,8 @@ def mse(original: np.ndarray, reconstruction: np.ndarray) -> float:
 def max_error_per_band(original: np.ndarray, reconstruction: np.ndarray) -> list[float]:
     """Largest absolute error of each band, in original units; NaN against NaN counts as exact
     (nodata kept), NaN against a number as an infinite error."""
-    a, b = _pair(original, reconstruction)
-    both_nan = np.isnan(a) & np.isnan(b)
-    error = np.where(both_nan, 0.0, np.abs(a - b))
-    error[np.isnan(error)] = np.inf
-    return [float(e.max()) for e in error.reshape(a.shape[0], -1)]
+    error, _ = _absolute_errors(original, reconstruction)
+    return [float(e.max()) for e in error.reshape(error.shape[0], -1)]
 
 
 def psnr(original: np.ndarray, reconstruction: np.ndarray, peak: float) -> float:
@@ -65,7 +69,11 @@ def psnr(original: np.ndarray, reconstruction: np.ndarray, peak: float) -> float
     """
     if not peak > 0:
         raise InputError(f"peak must be positive, got {peak}")
-    error = mse(original, reconstruction)
+    return psnr_of_mse(mse(original, reconstruction), peak)
+
+
+def psnr_of_mse(error: float, peak: float) -> float:
+    """10 log10(peak^2 / error) in dB: inf for no error, -inf for an infinite one."""
     if error == 0.0:
         return math.inf
     return 10.0 * math.log10(peak * peak / error) if math.isfinite(error) else -math.inf
