@@ -565,10 +565,10 @@ def _code_samples(x, ref, has_ref, gain, own_weights, ref_part, bound, lo, hi, a
     """code_band's loop, into rec, final_err and residual, on work arrays it is given zeroed:
     the error rings of the last 3 rows (errs), their sums from the rows above (above), the
     bias sums and counts (bias), SCRATCH vectors, and the learned correction's first-layer
-    weights (first) and its output weights, inputs, hidden units and linear path (learned); code_band's
-    answer. Compiled
-    without numba's reference counting: every array it reads is its caller's, and counting
-    them (atomically, at each helper and each branch) took half the loop's time."""
+    weights (first) and its output weights, inputs, hidden units and linear path (learned);
+    code_band's answer. Compiled without numba's reference counting: every array it reads is
+    its caller's, and counting them (atomically, at each helper and each branch) took half the
+    loop's time."""
     h, w = x.shape
     step = 2 * bound + 1
     rows, nb, rnb, pred, recent, lms, taps = scratch[0, :3], scratch[1, :6], scratch[2, :6], scratch[3, :FINAL], \

@@ -15,8 +15,8 @@ weights (``eoz.predictive_coder``, format 2); a smaller band with a reference ta
 it has WEIGHT_SAMPLES samples or more a weight (ten causal taps, eighteen a reference and a
 constant: their varints cost about 20 bits each, which correlated references repay on fewer
 samples), and otherwise never sends them. Format 3 adds the copy flags of resampled rasters'
-repeated samples (same head, in the residual stream); format 4 the learned correction of the prediction
-(same head and stream, the decoder learns it as it decodes); format 5 a linear path beside
+repeated samples (same head, in the residual stream); format 4 the learned correction of the
+prediction (same head and stream, the decoder learns it as it decodes); format 5 a linear path beside
 the correction's hidden units (same stream) and the band order: the
 encoder codes a tile's bands first to last or last to first, whichever costs less on a
 strip across the tile (a linear predictor of a blurred or noisy band from a sharp one does
