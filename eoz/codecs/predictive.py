@@ -31,7 +31,8 @@ residuals' tables by the prediction's value too (a sensor's noise grows with its
 bit and its sign with adaptive odds where earlier formats code them raw; format 10 (this
 build's, the same bytes where a tile has no nodata) lets a skipped sample take its
 neighbours' recent errors, where format 9 gave it none (a row entering the data from a
-rotated frame's nodata corner met an error level of zero).
+rotated frame's nodata corner met an error level of zero). A tile that would code larger than
+its samples' bits (noise that no prediction shrinks) is stored instead, as format 11.
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
 tile that differs. ``fast`` writes tiles without the learned correction and the band-order
 trial, about twice the speed of encoding and decoding for a few per cent more bytes
@@ -48,7 +49,11 @@ varint, R varints of each reference's distance back less one (the band before: 0
 positions in that order), and with the flag the weights (the ten causal taps, then per
 reference its 3 x 3 values and its 3 x 3 residuals) and the constant, in LS_FRAC fraction
 bits, as zigzag varints; the 32-byte sha256 when the tile is lossless (every bound 0, not a
-grid); then the range-coded residuals (and format 3's copy flags). Formats 1 to 9 are
+grid); then the range-coded residuals (and format 3's copy flags). Format 11 (``STORED``):
+the same u8 version, u8 kind, f64 step and i64 lowest and highest sample, then the 32-byte
+sha256 of the samples it decodes to, then every sample less the lowest in the bits the
+highest less the lowest takes, packed least significant bit first, bands in order. Formats
+1 to 9 are
 still decoded: format 9 is format 10 with a skipped sample's errors zero, format 8 is
 format 9 with the low bits and the sign raw (and nodata coded, as its band's mean), format 7 is format
 8 with the residuals' tables of earlier formats, format 6 is format 7 whose flags byte has
@@ -77,6 +82,7 @@ from eoz.registry import ModelEntry
 from eoz.subband_coder import TOKENS, decoder_state, encoder_state, finish, new_tables, overrun
 
 FORMAT = 10
+STORED = 11                   # the format of a tile whose samples are stored bit-packed, where coding would be larger
 REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED alone)
 INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
 _HEAD = struct.Struct("<BBdqq")
@@ -84,6 +90,7 @@ _BAND_V1 = struct.Struct("<HhI")
 _BAND = struct.Struct("<BBhI")   # formats 2 to 5
 _GAIN_UNIT = 1 << pc.GAIN_BITS   # format 6 codes a gain as its difference from 1
 _MAX_BOUND = (1 << 32) - 1
+_STORED_SPAN = 1 << 53        # a stored tile's samples span less (a float grid's integers stay under 2^52)
 _VARINT_GROUPS = 10           # seven bits each: a varint of up to 2^64
 _CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum under 2^62
 _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samples of a band (more: 0.02 % fewer bytes)
@@ -196,6 +203,9 @@ class PredictiveCodec(Codec):
                 reverse, records, stream = self._order_and_code(samples, int_bounds, skip, lo, hi, avoid, counts,
                                                                 pc.WORST_SAMPLE_BYTES)
         head = _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse | (UNLEARNED if self.fast else 0)])
+        coded_size = len(head) + len(records) + len(digest) + len(stream)
+        if _stored_size(samples.size, lo, hi) < coded_size:   # noise that no prediction shrinks
+            return _stored(samples, kind, step, lo, hi, skip)
         return head + records + digest + stream
 
     def _order_and_code(self, samples: np.ndarray, int_bounds: list[int], skip: np.ndarray, lo: int, hi: int,
@@ -259,8 +269,10 @@ class PredictiveCodec(Codec):
         if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
-        if not 1 <= version <= FORMAT:
-            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {FORMAT}")
+        if not 1 <= version <= STORED:
+            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {STORED}")
+        if version == STORED:
+            return _unstored(payload, kind, step, lo, hi, (bands, height, width), _skipped(valid))
         (flags,) = _unpack("<B", payload, _HEAD.size) if version >= 5 else (0,)
         if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0) \
                 or flags & ~(REVERSED | (UNLEARNED if version >= 7 else 0)):
@@ -292,6 +304,50 @@ class PredictiveCodec(Codec):
         if lossless and _digest(tile, skip) != digest:
             raise ContainerError("lossless check failed: the tile decodes to other samples than were coded")
         return tile
+
+
+def _stored_size(samples: int, lo: int, hi: int) -> int:
+    """The bytes of a stored tile of this many samples from lo to hi."""
+    return _HEAD.size + 32 + -(-samples * (hi - lo).bit_length() // 8)
+
+
+def _stored(samples: np.ndarray, kind: int, step: float, lo: int, hi: int, skip: np.ndarray) -> bytes:
+    """A tile as format STORED: the head (its kind, step and range), the sha256 of the samples
+    it decodes to (nodata as zeros: ``_digest``), and each sample less lo in the bits that
+    hi - lo takes, packed least significant first, in band order. Full-range 32-bit noise
+    coded to 28 % more than its raw bytes (a residual past ESCAPE costs its raw bits and a
+    token); stored, an integer or lossless float32 tile takes at most 59 bytes more than its raw
+    samples."""
+    bits = (hi - lo).bit_length()
+    offsets = (samples.ravel() - lo).astype(np.uint64)
+    planes = np.empty((offsets.size, bits), np.uint8)
+    for b in range(bits):
+        planes[:, b] = (offsets >> np.uint64(b)) & np.uint64(1)
+    digest = _digest(_from_integers(samples, kind, step), skip if skip.size else None)
+    return _HEAD.pack(STORED, kind, step, lo, hi) + digest + np.packbits(planes, bitorder="little").tobytes()
+
+
+def _unstored(payload: bytes, kind: int, step: float, lo: int, hi: int, shape: tuple[int, int, int],
+              skip: np.ndarray | None) -> np.ndarray:
+    """The tile a format STORED payload holds, its sha256 checked."""
+    if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or not 0 <= hi - lo < _STORED_SPAN \
+            or (kind == FLOAT_GRID and not step > 0):
+        raise ContainerError("predictive tile head is inconsistent")
+    bits, n = (hi - lo).bit_length(), int(np.prod(shape))
+    if len(payload) != _stored_size(n, lo, hi):
+        raise ContainerError(f"stored predictive tile has {len(payload)} bytes, its head says "
+                             f"{_stored_size(n, lo, hi)}")
+    packed = np.frombuffer(payload, np.uint8, offset=_HEAD.size + 32)
+    planes = np.unpackbits(packed, count=n * bits, bitorder="little").reshape(n, bits)
+    offsets = np.zeros(n, np.uint64)
+    for b in range(bits):
+        offsets |= planes[:, b].astype(np.uint64) << np.uint64(b)
+    if bits and offsets.max() > hi - lo:
+        raise ContainerError("stored predictive tile holds samples above its range")
+    tile = _from_integers((offsets.astype(np.int64) + lo).reshape(shape), kind, step)
+    if _digest(tile, skip) != payload[_HEAD.size:_HEAD.size + 32]:
+        raise ContainerError("lossless check failed: the stored tile holds other samples than were written")
+    return tile
 
 
 def _code(x, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, skip, carry, table, odds, copies,

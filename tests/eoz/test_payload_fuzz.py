@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from eoz.codecs import JPEG2000Codec, codec_for_model
 from eoz.codecs.base import decode_tile_payload
+from eoz.codecs.predictive import STORED
 from eoz.container import EozReader
 from eoz.errors import ContainerError
 from eoz.limits import DecodeLimits
@@ -64,13 +65,17 @@ def _codec(name: str, models: ModelStore, tmp_path_factory):
         publish_tiny_predictive(store)
         return codec_for_model("tiny-predictive", store=store, max_error=2, fast=name == "predictive-fast" or None), \
             dict(height=40, width=48, nodata=0)
+    if name == "predictive-stored":   # noise: the tile is stored (format 11), not coded
+        store = ModelStore(tmp_path_factory.mktemp("predictive"))
+        publish_tiny_predictive(store)
+        return codec_for_model("tiny-predictive", store=store, lossless=True), dict(height=40, width=48)
     if name == "spectral-partition":
         return _partition_codec(tmp_path_factory.mktemp("partition")), dict(height=32, width=32, bands=3)
     raise ValueError(name)
 
 
 CODECS = ["jpeg2000", "jpeg2000-klt", "hyperprior", "vqvae-fpn", "wavelet", "spectral-partition", "predictive",
-          "predictive-fast"]
+          "predictive-fast", "predictive-stored"]
 
 
 @pytest.fixture(scope="module", params=CODECS)
@@ -80,8 +85,12 @@ def tile(request, tiny_models, tmp_path_factory):
     array, meta = scene(**raster)
     if request.param == "spectral-partition":
         array, meta.dtype = array.astype(np.int16), "int16"
+    if request.param == "predictive-stored":
+        array = np.random.default_rng(5).integers(0, 1 << 16, array.shape).astype(array.dtype)
     with EozReader(compress_array(array, meta, codec, tile_size=64)) as reader:
         header, payload = reader.header, reader.read_tile(0)
+    if request.param == "predictive-stored":
+        assert codec_body(payload)[0] == STORED
     codec = codec.for_raster(header_meta(header))
     decode_tile_payload(codec, payload, header, 0)
     _, _, height, width = header.coded_bounds(0)

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eoz.codecs import codec_for_model
+from eoz.codecs import codec_for_model, predictive
+from eoz.codecs.base import _split_mask
 from eoz.codecs.predictive import PredictiveCodec
 from eoz.container import EozReader
 from eoz.errors import ContainerError, InputError
@@ -98,7 +99,6 @@ def test_incompressible_tiles_never_write_past_the_encoder_s_buffer(codec, dtype
 def test_a_tile_that_outgrows_the_buffer_is_coded_again_to_the_same_bytes_and_tallies(codec, monkeypatch):
     """The second try starts from scratch: its payload, and the training tallies, are what
     one try with room enough gives."""
-    from eoz.codecs import predictive
 
     tile = _smooth(np.random.default_rng(22), (3, 140, 50), "uint16")
     tallies = [np.zeros_like(codec.initial) for _ in range(2)]
@@ -111,6 +111,54 @@ def test_a_tile_that_outgrows_the_buffer_is_coded_again_to_the_same_bytes_and_ta
     assert tries == [0, predictive.pc.WORST_SAMPLE_BYTES]
     np.testing.assert_array_equal(tallies[1], tallies[0])
     assert tallies[0].sum() > 0
+
+
+@pytest.mark.parametrize("dtype, bound", [("uint32", 0), ("uint8", 0), ("float32", 0), ("int32", 3)])
+def test_noise_is_stored_at_its_raw_size_not_coded_larger(codec, dtype, bound):
+    """Noise that no prediction shrinks (full-range uint32 coded 28 % larger, uint8 1-2 %) is
+    stored bit-packed: a tile takes its raw samples and 59 bytes; float NaN bits and the bound
+    hold as in a coded tile."""
+    rng = np.random.default_rng(41)
+    width = 8 * np.dtype(dtype).itemsize
+    tile = rng.integers(0, 1 << width, (3, 50, 61), dtype=np.uint64).astype(f"uint{width}").view(dtype)
+    payload = codec.with_bound(None, bound).encode_tile(tile, None)
+    assert payload[0] == predictive.STORED
+    assert len(payload) <= tile.nbytes + 59
+    decoded = codec.decode_tile(payload, *tile.shape)
+    if dtype == "float32":
+        np.testing.assert_array_equal(decoded.view(np.uint32), tile.view(np.uint32))
+    else:
+        assert np.abs(decoded.astype(np.int64) - tile.astype(np.int64)).max() <= bound
+
+
+def test_a_stored_tile_keeps_nodata_and_a_coded_one_is_not_stored(codec):
+    rng = np.random.default_rng(42)
+    noise = rng.integers(0, 1 << 16, (2, 70, 90)).astype(np.uint16)
+    noise[:, 5, 10:30] = 0   # a few nodata samples (where many are, coding skips them and wins)
+    decoded, data = _round_trip(codec, noise, nodata=0, tile_size=128)
+    np.testing.assert_array_equal(decoded, noise)
+    with EozReader(data) as reader:
+        _, body = _split_mask(reader.read_tile(0), reader.header, noise.shape, 0)
+    assert body[0] == predictive.STORED
+    smooth = _smooth(rng, (2, 70, 90), "uint16", offset=500)
+    assert codec.encode_tile(smooth, None)[0] == predictive.FORMAT
+
+
+def test_a_damaged_stored_tile_is_refused(codec):
+    rng = np.random.default_rng(43)
+    tile = rng.integers(0, 1 << 32, (1, 20, 30), dtype=np.uint64).astype(np.uint32)
+    payload = bytearray(codec.encode_tile(tile, None))
+    assert payload[0] == predictive.STORED
+    with pytest.raises(ContainerError, match="stored predictive tile has"):
+        codec.decode_tile(bytes(payload[:-1]), *tile.shape)
+    flipped = payload.copy()
+    flipped[-5] ^= 0x10
+    with pytest.raises(ContainerError, match="lossless check failed"):
+        codec.decode_tile(bytes(flipped), *tile.shape)
+    inverted = payload.copy()   # lowest above highest
+    inverted[10:26] = payload[18:26] + payload[10:18]
+    with pytest.raises(ContainerError, match="inconsistent"):
+        codec.decode_tile(bytes(inverted), *tile.shape)
 
 
 def test_lossless_keeps_constant_bands_extremes_and_noise(codec):
