@@ -169,8 +169,13 @@ def warm_up() -> None:
             run_eoz(array, None, max_error)
 
 
+def validation_rasters(split: datasets.Split, dtype=None) -> list[np.ndarray]:
+    """A split's validation rasters, in its dtype or the one given."""
+    return [a.astype(dtype or split.dtype) for a in datasets.load_split(split, "validation")]
+
+
 def measure_split(split: datasets.Split) -> dict:
-    arrays = [a.astype(split.dtype) for a in datasets.load_split(split, "validation")]
+    arrays = validation_rasters(split)
     out = {"split": split.name, "dtype": split.dtype, **measure(arrays, split.nodata, MAX_ERRORS)}
     out["lossless"]["transform"] = _pool([run_transform(a) for a in arrays], out["raw_bytes"], out["samples"])
     out["fast"] = {near: _pool(run_eoz_checked(arrays, split.nodata, near, fast=True), out["raw_bytes"],
@@ -180,7 +185,7 @@ def measure_split(split: datasets.Split) -> dict:
 
 def measure_other(split: datasets.Split) -> dict:
     """A split beyond the issue's five: lossless and near-lossless against the baselines."""
-    arrays = [a.astype(split.dtype) for a in datasets.load_split(split, "validation")]
+    arrays = validation_rasters(split)
     return {"split": split.name, "dtype": split.dtype, "shapes": [list(a.shape) for a in arrays],
             **measure(arrays, split.nodata, MAX_ERRORS)}
 
@@ -216,7 +221,7 @@ def measure_clean_scene() -> dict:
 
 def measure_float(split: datasets.Split) -> dict:
     """eoz alone on float32 backscatter in dB: lossless bit patterns and bounds in dB."""
-    arrays = [a.astype(np.float32) for a in datasets.load_split(split, "validation")]
+    arrays = validation_rasters(split, np.float32)
     raw, samples = sum(a.nbytes for a in arrays), sum(a.size for a in arrays)
     rows = {}
     for bound in (None,) + FLOAT_MAX_ERRORS_DB:
