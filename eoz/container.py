@@ -47,15 +47,13 @@ import numpy as np
 
 from eoz.errors import ContainerError, CorruptTileError, InputError, TruncatedFileError
 from eoz.limits import DecodeLimits
-from eoz.raster import compact_crs, expand_crs
+from eoz.raster import DTYPES, compact_crs, expand_crs
 
 MAGIC = b"\x89EOZ\r\n\x1a\n"
 END_MAGIC = b"EOZE"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 64 * 2**20
 MAX_TILE_COUNT = 2**32 - 1  # the trailer stores the count as u32
-# the sample types eoz reads and writes (those of rasterio's GeoTIFFs that the codecs take)
-DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 _PREFIX = struct.Struct("<8sHHI")  # magic, version, flags, header length
 HEADER_DEFLATED = 1                # the flag: the header's bytes are zlib-deflated JSON

@@ -38,6 +38,15 @@ class InputError(EozError, ValueError):
     """An input raster cannot be compressed as asked (bands, dtype, size, format)."""
 
 
+class SampleTypeError(InputError):
+    """A raster of a sample type that no codec takes; ``reason`` says so without naming the file
+    (the service's message must not name its scratch copy)."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source} {reason}")
+        self.reason = reason
+
+
 class DecodeLimitError(ContainerError):
     """A file asks for more than the decode limits allow (eoz.limits.DecodeLimits): a bigger
     image, tile or side information than decoding is allowed to cost."""

@@ -39,7 +39,10 @@ from rasterio.io import DatasetReader
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from eoz.errors import InputError
+from eoz.errors import InputError, SampleTypeError
+
+# the sample types eoz reads and writes (those of rasterio's GeoTIFFs that the codecs take)
+DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 __all__ = ["Limits", "RasterMeta", "RasterWriter", "read_meta", "read_raster", "write_raster"]
 
@@ -250,6 +253,7 @@ def _open(path: str | os.PathLike[str], limits: Limits) -> Iterator[DatasetReade
                     f"in {ds.count} bands "
                     f"(limits: {limits.max_pixels} pixels, {limits.max_bands} bands)"
                 )
+            _check_dtype(text, ds.dtypes[0])
             yield ds
 
 
@@ -271,6 +275,16 @@ def _meta(ds: DatasetReader) -> RasterMeta:
         transform=transform,
         nodata=ds.nodata,
     )
+
+
+def _check_dtype(name: str, dtype: str) -> None:
+    """Refuse, as the file is opened, a sample type no codec takes (64-bit integers, complex
+    SAR), with what to do instead; a codec would otherwise be chosen and fail at the header."""
+    if dtype in DTYPES:
+        return
+    hint = "code its I and Q as two bands, or its amplitude or intensity" if dtype.startswith("complex") else \
+        "convert it to a 32-bit type where its values fit"
+    raise SampleTypeError(name, f"has {dtype} samples; eoz codes {', '.join(DTYPES)} rasters ({hint})")
 
 
 def compact_crs(wkt: str | None) -> str | None:

@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 from eoz.container import MAGIC, EozReader, Header
-from eoz.errors import InputError
-from eoz.raster import Limits, RasterMeta, read_meta
+from eoz.errors import InputError, SampleTypeError
+from eoz.raster import DTYPES, Limits, RasterMeta, read_meta
 from eoz.tiling import tiles_in_window
 from workers.errors import TooLargeError, UnsupportedMediaError
 
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
-RASTER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 log = logging.getLogger("eoz.validation")
 _UNLIMITED = Limits(max_pixels=sys.maxsize, max_bands=sys.maxsize)
 
@@ -44,6 +43,8 @@ def inspect_geotiff(path: Path, limits: Limits) -> RasterMeta:
     # read_meta reads tags, never pixels; its own limit check would not say which limit is hit.
     try:
         meta = read_meta(path, _UNLIMITED)
+    except SampleTypeError as e:
+        raise InputError(f"the upload {e.reason}") from None
     except InputError:  # GDAL's message names the scratch file: it stays in this host's log
         log.info("upload %s refused", path, exc_info=True)
         raise InputError("the upload is a TIFF that GDAL cannot read as a GeoTIFF (damaged or "
@@ -59,8 +60,8 @@ def inspect_eoz(path: Path, limits: Limits) -> Header:
     with EozReader(path) as reader:
         header = reader.header
     _check_size("the encoded image", header.height, header.width, len(header.bands), limits)
-    if header.dtype not in RASTER_DTYPES:
-        raise InputError(f"the file's dtype {header.dtype!r} is not one of {list(RASTER_DTYPES)}")
+    if header.dtype not in DTYPES:
+        raise InputError(f"the file's dtype {header.dtype!r} is not one of {list(DTYPES)}")
     return header
 
 

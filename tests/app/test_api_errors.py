@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import rasterio
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -54,6 +55,15 @@ def test_not_a_geotiff_is_415(make_client):
     problem(post_file(client, b"<VRTDataset/>", model="jpeg2000", quality="40"), 415, "not a GeoTIFF")
     problem(client.post("/v1/compress", content=b"raw bytes", headers={"content-type": "image/tiff"}), 415,
             "multipart/form-data")
+    assert queued(client) == 0
+
+
+def test_a_complex_sar_upload_is_refused_with_what_to_do(make_client, tmp_path):
+    path = tmp_path / "slc.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=16, width=16, count=1, dtype="complex64") as ds:
+        ds.write(np.ones((1, 16, 16), np.complex64))
+    problem(post_file(client := make_client(), path.read_bytes(), model="jpeg2000", quality="40"), 422,
+            "complex64 samples", "I and Q as two bands")
     assert queued(client) == 0
 
 

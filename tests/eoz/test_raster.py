@@ -228,6 +228,17 @@ def test_refuses_vrt_even_named_tif(tmp_path):
             read_raster(path)
 
 
+@pytest.mark.parametrize("dtype, hint", [("int64", "32-bit type"), ("uint64", "32-bit type"),
+                                         ("complex64", "I and Q as two bands"), ("complex128", "I and Q")])
+def test_refuses_sample_types_no_codec_takes_as_it_opens_them(tmp_path, dtype, hint):
+    """64-bit integers and complex SAR: a clear refusal at the open, not a codec's failure at the header."""
+    path = tmp_path / f"{dtype}.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=8, width=9, count=1, dtype=dtype) as ds:
+        ds.write(np.ones((1, 8, 9), dtype))
+    with pytest.raises(InputError, match=f"has {dtype} samples; eoz codes uint8, .* float64 rasters .*{hint}"):
+        read_meta(path)
+
+
 def test_refuses_text_file_and_directory(tmp_path):
     text = tmp_path / "notes.tif"
     text.write_text("hello")
