@@ -1,10 +1,13 @@
 """The predictive codec: lossless, or near-lossless with a hard bound on every sample's error.
 
-Integer rasters are coded as they are. A float32 raster is coded losslessly through its
-bit patterns (mapped to integers in the floats' order, so neighbouring values stay close
-and NaN keeps its exact bits), or with a bound e on a grid of step 2e (each value to its
-nearest grid point, the grid's integers coded losslessly; the step is shrunk until the
-float32 values decode within e, rounding included).
+Integer rasters are coded as they are. A float32 or float64 raster is coded losslessly
+through its bit patterns (mapped to integers in the floats' order, so neighbouring values
+stay close and NaN keeps its exact bits; float64's in two planes a band, the top 32 bits and
+the rest, after the trailing zero bits every sample shares), or with a bound e on a grid of
+step 2e (each value to its nearest grid point, the grid's integers coded losslessly; the
+step is shrunk until the values decode within e, rounding to the dtype included). A bound so
+fine that the grid's integers would reach 2^32 (finer than the floats' own spacing) is met
+exactly by the bit patterns instead: the loop's sums are exact for samples under 2^33 only.
 
 Each band of a tile is predicted from its own causal neighbours and from reference bands
 coded before it: up to MAX_REFS earlier bands whose horizontal gradients correlate best
@@ -39,9 +42,12 @@ trial, about twice the speed of encoding and decoding for a few per cent more by
 (``benchmarks/results/lossless.md``).
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
-bits, 2 float32 grid), f64 grid step (kind 2), i64 lowest and highest sample, u8 flags
+bits, 2 float32 grid; from format 10: 3 float64 bits, 4 float64 grid, 5 and 6 float32 and
+float64 whole numbers, coded as integers), f64 grid step (kinds
+2 and 4; kind 3: the trailing zero bits shifted out), i64 lowest and highest sample, u8 flags
 (bit 0: the band order, 0 first to last, 1 last to first; from format 7, bit 1: without the
-learned correction; the other bits 0), then per band in that order a record: u8 flags
+learned correction; the other bits 0), then per band (kind 3: per plane, the bands' high words,
+then their low words) in that order a record: u8 flags
 (bits 0-1 the reference count R, bit 2 the least-squares flag, bit 3 set when the band's
 bound differs from the band before's, or from 0 for the first; the other bits 0), with
 references the gain (1/256) less 256 as a zigzag varint (LEB128), with bit 3 the bound as a
@@ -84,13 +90,18 @@ from eoz.subband_coder import TOKENS, decoder_state, encoder_state, finish, new_
 FORMAT = 10
 STORED = 11                   # the format of a tile whose samples are stored bit-packed, where coding would be larger
 REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED alone)
-INTEGER, FLOAT_BITS, FLOAT_GRID = 0, 1, 2
+INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_WHOLE, DOUBLE_WHOLE = range(7)   # sample kinds
+KINDS = (INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_WHOLE, DOUBLE_WHOLE)
+GRIDS = (FLOAT_GRID, DOUBLE_GRID)
+_WHOLE_LIMIT = 1 << 31        # whole-numbered floats are coded as integers below this magnitude
+_GRID_LIMIT = 1 << 32         # a float grid's integers stay below this (the loop's sums are exact for samples under
+                              # 2^33); a bound finer than that is finer than the floats' own spacing: bits, exactly
 _HEAD = struct.Struct("<BBdqq")
 _BAND_V1 = struct.Struct("<HhI")
 _BAND = struct.Struct("<BBhI")   # formats 2 to 5
 _GAIN_UNIT = 1 << pc.GAIN_BITS   # format 6 codes a gain as its difference from 1
 _MAX_BOUND = (1 << 32) - 1
-_STORED_SPAN = 1 << 53        # a stored tile's samples span less (a float grid's integers stay under 2^52)
+_STORED_SPAN = 1 << 34        # a stored tile's samples span less (every kind's integers are under 2^33)
 _VARINT_GROUPS = 10           # seven bits each: a varint of up to 2^64
 _CONSTANT_LIMIT = 1 << 60     # with LS_WEIGHT_LIMIT, keeps a prediction's sum under 2^62
 _FIT_SAMPLES = 1 << 12        # the least-squares fit reads about this many samples of a band (more: 0.02 % fewer bytes)
@@ -110,7 +121,7 @@ MIN_CORRELATION = 0.2        # a band predicts from another only above this grad
 _BLAS = ThreadpoolController()   # what the encoder holds to one thread around its small least-squares products
 _GRID_SHRINK = 1 - 2 ** -20  # the float grid's step shrinks by this until every value is in bound
 INTEGER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32")
-DTYPES = INTEGER_DTYPES + ("float32",)
+DTYPES = INTEGER_DTYPES + ("float32", "float64")
 
 
 class PredictiveCodec(Codec):
@@ -159,7 +170,7 @@ class PredictiveCodec(Codec):
 
     @property
     def codes_nan(self) -> bool:
-        """Lossless codes float32 as bit patterns: a NaN keeps its bits with no nodata declared."""
+        """Lossless codes floats as bit patterns: a NaN keeps its bits with no nodata declared."""
         return self.lossless
 
     def header_fields(self) -> dict:
@@ -187,20 +198,20 @@ class PredictiveCodec(Codec):
         """The payload; a non-empty ``counts`` (rows x tokens) tallies the tokens coded (training);
         ``skip``: the nodata samples, not coded (they decode to their predictions)."""
         bounds = self._bounds(tile.shape[0])
-        kind, step, samples, int_bounds = _to_integers(tile, bounds)
+        kind, step, samples, int_bounds = _to_integers(tile, bounds, skip)
         lo, hi = int(samples.min()), int(samples.max())
         avoid = _avoided(self.nodata, kind, step)
-        digest = _digest(tile, skip) if kind != FLOAT_GRID and not any(int_bounds) else b""
-        skip = _NO_SKIP_TILE if skip is None else skip
+        digest = _digest(tile, skip) if kind not in GRIDS and not any(int_bounds) else b""
+        skipped = _NO_SKIP_TILE if skip is None else _planes_of(skip, kind)   # in the planes coded
 
         tallied = counts.copy()
         with _BLAS.limit(limits=1, user_api="blas"):   # small products: more threads only spin (a third more CPU)
             try:
-                reverse, records, stream = self._order_and_code(samples, int_bounds, skip, lo, hi, avoid, counts,
+                reverse, records, stream = self._order_and_code(samples, int_bounds, skipped, lo, hi, avoid, counts,
                                                                 SAMPLE_BYTES)
             except _BufferFull:   # samples that code to more than SAMPLE_BYTES each (full-range noise): again,
                 counts[...] = tallied   # with room for the worst a sample can take
-                reverse, records, stream = self._order_and_code(samples, int_bounds, skip, lo, hi, avoid, counts,
+                reverse, records, stream = self._order_and_code(samples, int_bounds, skipped, lo, hi, avoid, counts,
                                                                 pc.WORST_SAMPLE_BYTES)
         head = _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse | (UNLEARNED if self.fast else 0)])
         coded_size = len(head) + len(records) + len(digest) + len(stream)
@@ -271,17 +282,20 @@ class PredictiveCodec(Codec):
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
         if not 1 <= version <= STORED:
             raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {STORED}")
+        if kind not in KINDS or (kind in GRIDS and not step > 0) or (kind >= DOUBLE_BITS and version < 10) \
+                or not np.isfinite(step):
+            raise ContainerError("predictive tile head is inconsistent")
+        planes = bands * (2 if kind == DOUBLE_BITS else 1)
         if version == STORED:
-            return _unstored(payload, kind, step, lo, hi, (bands, height, width), _skipped(valid))
+            return _unstored(payload, kind, step, lo, hi, (planes, height, width), _skipped(valid))
         (flags,) = _unpack("<B", payload, _HEAD.size) if version >= 5 else (0,)
-        if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or lo > hi or (kind == FLOAT_GRID and not step > 0) \
-                or flags & ~(REVERSED | (UNLEARNED if version >= 7 else 0)):
+        if lo > hi or flags & ~(REVERSED | (UNLEARNED if version >= 7 else 0)):
             raise ContainerError("predictive tile head is inconsistent")
         reverse = flags & REVERSED
         records_at = _HEAD.size + (version >= 5)   # after the flags byte
-        plans, head_size = _band_plans_v1(payload, bands, records_at) if version == 1 else \
-            _band_plans(payload, bands, records_at, compact=version >= 6)
-        lossless = kind != FLOAT_GRID and not any(plan[4] for plan in plans)
+        plans, head_size = _band_plans_v1(payload, planes, records_at) if version == 1 else \
+            _band_plans(payload, planes, records_at, compact=version >= 6)
+        lossless = kind not in GRIDS and not any(plan[4] for plan in plans)
         digest = payload[head_size:head_size + 32] if lossless else b""
         if len(digest) < 32 * lossless:
             raise ContainerError("predictive tile head is truncated")
@@ -292,8 +306,8 @@ class PredictiveCodec(Codec):
         learned = pc.new_learned() if version >= 4 and not flags & UNLEARNED else None
         avoid = _avoided(self.nodata, kind, step)
         skip = _skipped(valid) if version >= 9 else None
-        coded_skip = _NO_SKIP_TILE if skip is None else skip[::-1 if reverse else 1]
-        coded = np.empty((bands, 3, height, width), np.int64)
+        coded_skip = _NO_SKIP_TILE if skip is None else _planes_of(skip, kind)[::-1 if reverse else 1]
+        coded = np.empty((planes, 3, height, width), np.int64)
         blank = np.zeros((height, width), np.int64)
         for b, (refs, gain, weights, constant, bound) in enumerate(plans):
             _code(blank, coded, b, refs, gain, weights, constant, bound, lo, hi, avoid, coded_skip, version >= 10,
@@ -311,27 +325,26 @@ def _stored_size(samples: int, lo: int, hi: int) -> int:
     return _HEAD.size + 32 + -(-samples * (hi - lo).bit_length() // 8)
 
 
-def _stored(samples: np.ndarray, kind: int, step: float, lo: int, hi: int, skip: np.ndarray) -> bytes:
+def _stored(samples: np.ndarray, kind: int, step: float, lo: int, hi: int, skip: np.ndarray | None) -> bytes:
     """A tile as format STORED: the head (its kind, step and range), the sha256 of the samples
     it decodes to (nodata as zeros: ``_digest``), and each sample less lo in the bits that
     hi - lo takes, packed least significant first, in band order. Full-range 32-bit noise
     coded to 28 % more than its raw bytes (a residual past ESCAPE costs its raw bits and a
-    token); stored, an integer or lossless float32 tile takes at most 59 bytes more than its raw
+    token); stored, an integer or lossless float tile takes at most 59 bytes more than its raw
     samples."""
     bits = (hi - lo).bit_length()
     offsets = (samples.ravel() - lo).astype(np.uint64)
     planes = np.empty((offsets.size, bits), np.uint8)
     for b in range(bits):
         planes[:, b] = (offsets >> np.uint64(b)) & np.uint64(1)
-    digest = _digest(_from_integers(samples, kind, step), skip if skip.size else None)
+    digest = _digest(_from_integers(samples, kind, step), skip)
     return _HEAD.pack(STORED, kind, step, lo, hi) + digest + np.packbits(planes, bitorder="little").tobytes()
 
 
 def _unstored(payload: bytes, kind: int, step: float, lo: int, hi: int, shape: tuple[int, int, int],
               skip: np.ndarray | None) -> np.ndarray:
     """The tile a format STORED payload holds, its sha256 checked."""
-    if kind not in (INTEGER, FLOAT_BITS, FLOAT_GRID) or not 0 <= hi - lo < _STORED_SPAN \
-            or (kind == FLOAT_GRID and not step > 0):
+    if not 0 <= hi - lo < _STORED_SPAN:
         raise ContainerError("predictive tile head is inconsistent")
     bits, n = (hi - lo).bit_length(), int(np.prod(shape))
     if len(payload) != _stored_size(n, lo, hi):
@@ -616,52 +629,124 @@ def _fit(band: np.ndarray, start: int, coded: np.ndarray, refs: list[int], sampl
     return weights, int(np.clip(constant, -_CONSTANT_LIMIT + 1, _CONSTANT_LIMIT - 1))
 
 
-def _ordered(bits: np.ndarray) -> np.ndarray:
-    """float32 bit patterns (as int32) -> integers in the floats' order (and back: it is its own inverse
-    on the negative half)."""
-    return np.where(bits < 0, -(bits.astype(np.int64) & 0x7FFFFFFF) - 1, bits.astype(np.int64))
+def _ordered(bits: np.ndarray, width: int) -> np.ndarray:
+    """float32 or float64 bit patterns (width 32 or 64; signed integers) -> integers in the
+    floats' order, as int64 (and back: it is its own inverse on the negative half)."""
+    wide = bits.astype(np.int64)
+    return np.where(wide < 0, -(wide & ((1 << (width - 1)) - 1)) - 1, wide)
 
 
-def _to_integers(tile: np.ndarray, bounds: list[float]) -> tuple[int, float, np.ndarray, list[int]]:
-    """(sample kind, grid step, the integers coded, integer bound per band) of a tile."""
+def _planes_of(per_band: np.ndarray, kind: int) -> np.ndarray:
+    """A per-band array (the nodata samples) for the planes coded: float64 bits are coded as two
+    planes a band (``_to_integers``), each band's high words, then its low words."""
+    return np.concatenate([per_band, per_band]) if kind == DOUBLE_BITS else per_band
+
+
+def _to_integers(tile: np.ndarray, bounds: list[float],
+                 skip: np.ndarray | None = None) -> tuple[int, float, np.ndarray, list[int]]:
+    """(sample kind, grid step, the integers coded, integer bound per plane) of a tile (skip:
+    its nodata samples, or None). Floats whose valid samples are whole numbers (digital numbers
+    written as floats), with whole bounds: as the integers they are, within 2^31. Other floats
+    losslessly: their bit patterns in the floats' order (float64's in two planes a band:
+    ``_double_planes``).
+    With a bound e: a grid of step 2e (shrunk until every value decodes within e, rounding to
+    float32 included), unless its integers reach _GRID_LIMIT: a bound finer than the floats'
+    own spacing, met exactly by their bits."""
     if tile.dtype.kind in "iu":
         if any(b != int(b) for b in bounds):
             raise InputError(f"max_error for {tile.dtype} samples must be whole numbers, not {bounds}")
         return INTEGER, 0.0, tile.astype(np.int64), [int(b) for b in bounds]
-    if tile.dtype != np.float32:
+    if tile.dtype not in (np.float32, np.float64):
         raise InputError(f"the predictive codec codes {', '.join(DTYPES)} samples, not {tile.dtype}")
-    if not np.isfinite(tile).all() and any(bounds):
-        raise InputError("near-lossless float rasters must be finite (declare NaN as nodata)")
-    if not any(bounds):
-        return FLOAT_BITS, 0.0, _ordered(tile.view(np.int32)), [0] * len(bounds)
-    if len(set(bounds)) != 1:
-        raise InputError("a float32 raster takes one max_error for all bands")
-    bound, step = bounds[0], 2 * bounds[0]
-    values = tile.astype(np.float64)
-    while True:
-        grid = np.rint(values / step)
-        if np.abs(grid).max(initial=0) >= 2 ** 52:
-            raise InputError(f"max_error {bound} is too fine for values up to {np.abs(values).max()}")
-        if (np.abs((grid * step).astype(np.float32).astype(np.float64) - values) <= bound).all():
-            return FLOAT_GRID, step, grid.astype(np.int64), [0] * len(bounds)
-        step *= _GRID_SHRINK
+    double = tile.dtype == np.float64
+    whole = _whole_numbers(tile, skip)
+    if whole is not None and all(b == int(b) for b in bounds):
+        return DOUBLE_WHOLE if double else FLOAT_WHOLE, 0.0, whole, [int(b) for b in bounds]
+    if any(bounds):
+        if not np.isfinite(tile).all():
+            raise InputError("near-lossless float rasters must be finite (declare NaN as nodata)")
+        if len(set(bounds)) != 1:
+            raise InputError(f"a {tile.dtype} raster takes one max_error for all bands")
+        bound, step = bounds[0], 2 * bounds[0]
+        values = tile.astype(np.float64)
+        while True:
+            grid = np.rint(values / step)
+            if np.abs(grid).max(initial=0) >= _GRID_LIMIT:
+                break
+            if (np.abs((grid * step).astype(tile.dtype).astype(np.float64) - values) <= bound).all():
+                return DOUBLE_GRID if double else FLOAT_GRID, step, grid.astype(np.int64), [0] * len(bounds)
+            step *= _GRID_SHRINK
+    if not double:
+        return FLOAT_BITS, 0.0, _ordered(tile.view(np.int32), 32), [0] * len(bounds)
+    zeros, planes = _double_planes(tile)
+    return DOUBLE_BITS, float(zeros), planes, [0] * (2 * len(bounds))
+
+
+def _whole_numbers(tile: np.ndarray, skip: np.ndarray | None) -> np.ndarray | None:
+    """A float tile's samples as integers (nodata as 0: never coded), where every valid one is a
+    whole number under _WHOLE_LIMIT and none is -0 (which an integer cannot keep); else None."""
+    values = tile if skip is None else np.where(skip, np.zeros((), tile.dtype), tile)
+    with np.errstate(invalid="ignore"):
+        if not (np.abs(values) < _WHOLE_LIMIT).all() or (values != np.rint(values)).any() \
+                or (np.signbit(values) & (values == 0)).any():
+            return None
+    return values.astype(np.int64)
+
+
+def _double_planes(tile: np.ndarray) -> tuple[int, np.ndarray]:
+    """(z, planes) of a float64 tile: its bit patterns less the z trailing zero bits all of them
+    share (29 or more where the values came from float32, more from small integers), in the
+    floats' order, then split into two planes a band: the top 32 bits (sign, exponent and the
+    top of the mantissa: they predict as the values do) and the rest (the mantissa's end,
+    noise-like; none where 32 bits are left), centred on zero: both planes then span 2^32 at
+    most, so a stored tile (format 11) takes 32 bits a plane's sample."""
+    bits = tile.view(np.int64)
+    common = int(np.bitwise_or.reduce(bits.view(np.uint64), axis=None))
+    zeros = min((common & -common).bit_length() - 1, 63) if common else 63
+    width = 64 - zeros
+    ordered = _ordered(bits >> zeros, width)
+    low = max(width - 32, 0)
+    return zeros, np.concatenate([ordered >> low, (ordered & ((1 << low) - 1)) - _centre(low)])
+
+
+def _centre(bits: int) -> int:
+    return (1 << bits) >> 1
+
+
+def _double_values(planes: np.ndarray, zeros: float) -> np.ndarray:
+    """The float64 tile of ``_double_planes``'s planes and shift."""
+    if zeros != int(zeros) or not 0 <= zeros <= 63:
+        raise ContainerError("predictive float64 tile head is inconsistent")
+    width = 64 - int(zeros)
+    low = max(width - 32, 0)
+    high_words, low_words = np.split(planes, 2)
+    low_words = low_words + _centre(low)
+    if high_words.min() < -(1 << (width - low - 1)) or high_words.max() >= 1 << (width - low - 1) \
+            or low_words.min() < 0 or low_words.max() >= 1 << low:
+        raise ContainerError("predictive float64 tile holds words outside their widths")
+    return (_ordered((high_words << low) | low_words, width) << int(zeros)).view(np.float64)
 
 
 def _from_integers(samples: np.ndarray, kind: int, step: float) -> np.ndarray:
+    """The tile of the integers coded (``_to_integers``'s inverse)."""
     if kind == INTEGER:
         return samples
+    if kind in (FLOAT_WHOLE, DOUBLE_WHOLE):
+        return samples.astype(np.float32 if kind == FLOAT_WHOLE else np.float64)
+    if kind in GRIDS:
+        return (samples * step).astype(np.float32 if kind == FLOAT_GRID else np.float64)
     if kind == FLOAT_BITS:
         if samples.min() < -(2 ** 31) or samples.max() >= 2 ** 31:
             raise ContainerError("predictive float tile holds values outside float32")
-        return _ordered(samples).astype(np.int32).view(np.float32)
-    return (samples * step).astype(np.float32)
+        return _ordered(samples, 32).astype(np.int32).view(np.float32)
+    return _double_values(samples, step)
 
 
 def _avoided(nodata: float | None, kind: int, step: float) -> int | None:
     """The coded integer a valid sample must not decode to (it would read as nodata), if any."""
-    if nodata is None or np.isnan(nodata) or kind == FLOAT_BITS:
+    if nodata is None or np.isnan(nodata) or kind in (FLOAT_BITS, DOUBLE_BITS):
         return None
-    if kind == FLOAT_GRID:
+    if kind in GRIDS:
         value = nodata / step
         return int(value) if value == int(value) else None
     return int(nodata) if nodata == int(nodata) else None

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from eoz.codecs import JPEG2000Codec, codec_for_model
 from eoz.codecs.base import decode_tile_payload
-from eoz.codecs.predictive import STORED
+from eoz.codecs.predictive import DOUBLE_BITS, STORED
 from eoz.container import EozReader
 from eoz.errors import ContainerError
 from eoz.limits import DecodeLimits
@@ -65,7 +65,8 @@ def _codec(name: str, models: ModelStore, tmp_path_factory):
         publish_tiny_predictive(store)
         return codec_for_model("tiny-predictive", store=store, max_error=2, fast=name == "predictive-fast" or None), \
             dict(height=40, width=48, nodata=0)
-    if name == "predictive-stored":   # noise: the tile is stored (format 11), not coded
+    if name in ("predictive-stored", "predictive-float64"):   # noise: the tile is stored (format 11), not coded;
+                                                              # float64: two planes a band
         store = ModelStore(tmp_path_factory.mktemp("predictive"))
         publish_tiny_predictive(store)
         return codec_for_model("tiny-predictive", store=store, lossless=True), dict(height=40, width=48)
@@ -75,7 +76,7 @@ def _codec(name: str, models: ModelStore, tmp_path_factory):
 
 
 CODECS = ["jpeg2000", "jpeg2000-klt", "hyperprior", "vqvae-fpn", "wavelet", "spectral-partition", "predictive",
-          "predictive-fast", "predictive-stored"]
+          "predictive-fast", "predictive-stored", "predictive-float64"]
 
 
 @pytest.fixture(scope="module", params=CODECS)
@@ -87,10 +88,14 @@ def tile(request, tiny_models, tmp_path_factory):
         array, meta.dtype = array.astype(np.int16), "int16"
     if request.param == "predictive-stored":
         array = np.random.default_rng(5).integers(0, 1 << 16, array.shape).astype(array.dtype)
+    if request.param == "predictive-float64":
+        array, meta.dtype = array / 7.0, "float64"
     with EozReader(compress_array(array, meta, codec, tile_size=64)) as reader:
         header, payload = reader.header, reader.read_tile(0)
     if request.param == "predictive-stored":
         assert codec_body(payload)[0] == STORED
+    if request.param == "predictive-float64":
+        assert codec_body(payload)[1] == DOUBLE_BITS
     codec = codec.for_raster(header_meta(header))
     decode_tile_payload(codec, payload, header, 0)
     _, _, height, width = header.coded_bounds(0)
