@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import numpy as np
 import pytest
@@ -215,6 +216,24 @@ def test_whole_numbered_floats_code_as_the_integers_they_are(codec, dtype, bound
     assert np.nanmax(np.abs(decoded - array)) <= bound
     reference = np.where(np.isnan(array), -1, integers).astype(np.int32)
     assert len(data) < 1.02 * len(_round_trip(coder, reference, nodata=-1)[1])
+
+
+@pytest.mark.parametrize("offset, bound", [(1e6, 0.04), (-20.0, 1e-4), (100.0, 1e-6)])
+def test_the_grid_search_ends_after_a_few_passes_where_rounding_pushes_values_out(codec, monkeypatch, offset,
+                                                                                  bound):
+    """A bound near the float32 spacing of the values: shrinking the step by 2^-20 a pass took
+    3000 to 250000 passes over the tile (minutes for a 512 px tile). Shrinks of 2^-40 here,
+    which would take millions: the search still ends, within the bound or with the bits."""
+    monkeypatch.setattr(predictive, "_GRID_SHRINK", 1 - 2.0 ** -40)
+    array = _smooth(np.random.default_rng(49), (2, 30, 35), "float64", scale=100, offset=offset).astype(np.float32)
+    found = []
+    search = threading.Thread(target=lambda: found.append(predictive._grid(array, bound)), daemon=True)
+    search.start()
+    search.join(60)
+    assert found, "the grid search did not end in a minute"
+    payload = codec.with_bound(None, bound).encode_tile(array, None)
+    decoded = codec.decode_tile(payload, *array.shape)
+    assert np.abs(decoded.astype(np.float64) - array).max() <= bound
 
 
 def test_whole_numbered_floats_with_a_negative_zero_keep_it(codec):
