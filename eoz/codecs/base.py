@@ -90,11 +90,14 @@ def _nodata_mask(tile: np.ndarray, nodata: float | None, codes_nan: bool = False
 
 
 def _filled(tile: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Nodata pixels replaced by their band's mean over the tile's valid pixels."""
+    """Nodata pixels replaced by their band's mean over the tile's valid pixels (their median
+    where float64 values near its largest overflow the mean)."""
     tile = tile.copy()
     for band, band_mask in zip(tile, mask):
-        valid = band[~band_mask]
-        band[band_mask] = valid.astype(np.float64).mean() if valid.size else 0
+        valid = band[~band_mask].astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = valid.mean() if valid.size else 0.0
+        band[band_mask] = mean if np.isfinite(mean) else np.median(valid)
     return tile
 
 

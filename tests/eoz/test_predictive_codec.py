@@ -236,6 +236,14 @@ def test_the_grid_search_ends_after_a_few_passes_where_rounding_pushes_values_ou
     assert np.abs(decoded.astype(np.float64) - array).max() <= bound
 
 
+def test_nodata_among_float64_values_near_the_largest_is_filled_finite(codec):
+    """Their band mean overflowed to inf, which a bounded code refused as not finite."""
+    array = np.random.default_rng(50).standard_normal((2, 20, 25)) * 5e307
+    array[0, 2:5, 3:9] = np.nan
+    decoded, _ = _round_trip(codec.with_bound(None, 0.5), array, nodata=float("nan"))
+    np.testing.assert_array_equal(decoded, array)
+
+
 def test_whole_numbered_floats_with_a_negative_zero_keep_it(codec):
     array = np.rint(_smooth(np.random.default_rng(48), (1, 20, 25), "float32", scale=50, offset=-25))
     array[0, 3, 4] = -0.0
