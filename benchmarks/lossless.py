@@ -230,6 +230,20 @@ def measure_float(split: datasets.Split) -> dict:
     return {"split": split.name, "rasters": len(arrays), "samples": samples, "rows": rows}
 
 
+def measure_widened(split: datasets.Split, dtypes: tuple[str, ...], bounds: tuple) -> dict:
+    """eoz on a split's validation rasters in their own dtype and written as wider floats (digital
+    numbers as float32 or float64, float32 as float64: what pipelines that convert write): the
+    bytes of each against the raster's own, lossless and at each bound."""
+    rows = {}
+    for dtype in (split.dtype,) + dtypes:
+        arrays = validation_rasters(split, dtype)
+        raw, samples = sum(a.nbytes for a in arrays), sum(a.size for a in arrays)
+        rows[dtype] = {_mode(b): _pool(run_eoz_checked(arrays, split.nodata, b), raw, samples) for b in bounds}
+        for pooled in rows[dtype].values():
+            pooled["bits_per_sample"] = 8 * pooled["bytes"] / samples
+    return {"split": split.name, "rows": rows}
+
+
 def _pool(runs: list[dict], raw: int, samples: int) -> dict:
     total = sum(r["bytes"] for r in runs)
     return {"bytes": total, "ratio": raw / total, "max_error": max(r["max_error"] for r in runs),
@@ -237,7 +251,8 @@ def _pool(runs: list[dict], raw: int, samples: int) -> dict:
             "decode_msamples_s": samples / sum(r["decode_s"] for r in runs) / 1e6}
 
 
-def report(results: list[dict], clean: dict, others: list[dict], sar: dict, command: str, info: dict) -> list[str]:
+def report(results: list[dict], clean: dict, others: list[dict], widened: list[dict], sar: dict, command: str,
+           info: dict) -> list[str]:
     md = ["# Lossless and near-lossless: eoz predictive against JPEG 2000, JPEG-XL, JPEG-LS and CCSDS 123", ""]
     md += provenance_md(command, info)
     md += ["Ratio = raw bytes / file bytes, pooled over each split's validation rasters; "
@@ -313,6 +328,16 @@ def report(results: list[dict], clean: dict, others: list[dict], sar: dict, comm
     md += ["Near-lossless against JPEG-LS (eoz ratio / JPEG-LS ratio):", ""]
     md += table(["split"] + [f"max error {n}" for n in MAX_ERRORS],
                 [[r["split"]] + [_against(r["near_lossless"][n], "jpegls") for n in MAX_ERRORS] for r in others])
+    md += ["## Rasters written as wider floats", "",
+           "Digital numbers written as float32 or float64, and float32 written as float64, as pipelines "
+           "that convert write them: eoz codes whole-numbered floats as the integers they are, and float64 "
+           "bit patterns less the trailing zero bits their samples share. Cells: bits a sample (eoz bytes "
+           "against the raster in its own dtype).", ""]
+    for w in widened:
+        own = w["rows"][next(iter(w["rows"]))]
+        md += table([w["split"]] + list(own),
+                    [[dtype] + [f"{v['bits_per_sample']:.3f} ({_change(v, own[mode])})" for mode, v in modes.items()]
+                     for dtype, modes in w["rows"].items()])
     md += [f"## {sar['split']} (float32 dB): eoz alone", "",
            "No baseline codes float32 losslessly; eoz codes the bit patterns (lossless) or a grid "
            "of step 2e (max error e dB).", ""]
@@ -397,10 +422,15 @@ def main() -> None:
     for name in args.other_splits:
         others.append(measure_other(datasets.split_named(name)))
         print(name, {c: round(v["ratio"], 3) for c, v in others[-1]["lossless"].items()}, flush=True)
+    widened = [measure_widened(datasets.S2_10M, ("float32", "float64"), (None, 2)),
+               measure_widened(datasets.LANDSAT8, ("float32", "float64"), (None, 2)),
+               measure_widened(datasets.S1_DB, ("float64",), (None, 0.01))]
+    print("widened", [(w["split"], {d: round(m["lossless"]["bits_per_sample"], 3) for d, m in w["rows"].items()})
+                      for w in widened], flush=True)
     sar = measure_float(datasets.S1_DB)
-    write_outputs(RESULTS_DIR, args.name, report(results, clean, others, sar, command, info),
+    write_outputs(RESULTS_DIR, args.name, report(results, clean, others, widened, sar, command, info),
                   {"machine": info, "command": command, "splits": results, "clean_s2_scene": clean,
-                   "other_splits": others, "s1_db": sar})
+                   "other_splits": others, "widened": widened, "s1_db": sar})
     plot(results, RESULTS_DIR / f"{args.name}.png")
 
 
