@@ -93,7 +93,9 @@ REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED 
 INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_WHOLE, DOUBLE_WHOLE = range(7)   # sample kinds
 KINDS = (INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_WHOLE, DOUBLE_WHOLE)
 GRIDS = (FLOAT_GRID, DOUBLE_GRID)
-_WHOLE_LIMIT = 1 << 31        # whole-numbered floats are coded as integers below this magnitude
+_WHOLE_LIMIT = 1 << 31        # whole-numbered floats are coded as integers below this magnitude,
+_FLOAT32_WHOLE = 1 << 24      # float32 ones near-losslessly below this: it holds every integer up to here (a
+                              # decoded integer beyond, within the bound, could round out of it)
 _GRID_LIMIT = 1 << 32         # a float grid's integers stay below this (the loop's sums are exact for samples under
                               # 2^33); a bound finer than that is finer than the floats' own spacing: bits, exactly
 _HEAD = struct.Struct("<BBdqq")
@@ -315,7 +317,10 @@ class PredictiveCodec(Codec):
                   table, odds, copies, learned, version >= 5, state, stream, True, _NO_COUNTS)
         if overrun(state, stream):
             raise ContainerError("predictive tile stream is truncated")
-        tile = _from_integers(coded[::-1 if reverse else 1, 0], kind, step)
+        samples = coded[::-1 if reverse else 1, 0]
+        if skip is not None:   # nodata samples decode to their predictions: zero, as the digest has them (in
+            samples = np.where(_planes_of(skip, kind), 0, samples)   # float64's words, maybe past their widths)
+        tile = _from_integers(samples, kind, step)
         if lossless and _digest(tile, skip) != digest:
             raise ContainerError("lossless check failed: the tile decodes to other samples than were coded")
         return tile
@@ -661,7 +666,8 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
         raise InputError(f"the predictive codec codes {', '.join(DTYPES)} samples, not {tile.dtype}")
     double = tile.dtype == np.float64
     whole = _whole_numbers(tile, skip)
-    if whole is not None and all(b == int(b) for b in bounds):
+    if whole is not None and all(b == int(b) for b in bounds) \
+            and (double or not any(bounds) or np.abs(whole).max(initial=0) < _FLOAT32_WHOLE):
         return DOUBLE_WHOLE if double else FLOAT_WHOLE, 0.0, whole, [int(b) for b in bounds]
     if any(bounds):
         if not np.isfinite(tile).all():

@@ -394,6 +394,36 @@ def test_every_sample_is_within_the_bound(codec, seed, bound, dtype, bands, h, w
     assert error.max() <= bound
 
 
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), dtype=st.sampled_from(["float32", "float64"]),
+       magnitude=st.integers(-3, 15), bound=st.one_of(st.just(0.0), st.integers(-9, 2).map(lambda e: 10.0 ** e)),
+       bands=st.integers(1, 3), h=st.integers(1, 30), w=st.integers(1, 30),
+       layout=st.sampled_from(["smooth", "whole", "noisy"]), holes=st.booleans())
+def test_every_float_sample_is_within_the_bound(codec, seed, dtype, magnitude, bound, bands, h, w, layout, holes):
+    """Floats of any magnitude at any bound, whole-numbered or not, with NaN nodata: every
+    sample within the bound (lossless: every bit), NaN where it was."""
+    rng = np.random.default_rng(seed)
+    scale = 10.0 ** magnitude
+    array = _smooth(rng, (bands, h, w), "float64", scale=scale, offset=-scale / 3)
+    if layout == "whole":
+        array = np.rint(array)
+    elif layout == "noisy":
+        array = rng.normal(0, scale, (bands, h, w))
+    array = array.astype(dtype)
+    if holes:
+        array[rng.random(array.shape) < 0.1] = np.nan
+    decoded, _ = _round_trip(codec.with_bound(None, bound), array, nodata=float("nan") if holes else None,
+                             tile_size=32)
+    assert decoded.dtype == array.dtype
+    assert np.array_equal(np.isnan(decoded), np.isnan(array))
+    valid = ~np.isnan(array)
+    if bound == 0:
+        bits = f"uint{8 * array.dtype.itemsize}"
+        np.testing.assert_array_equal(decoded.view(bits)[valid], array.view(bits)[valid])
+    else:
+        assert np.abs(decoded[valid].astype(np.float64) - array[valid]).max(initial=0) <= bound
+
+
 def test_near_lossless_on_real_data_is_bounded_and_smaller(codec, shared_data):
     from eoz.datasets import S2_10M, load_split
 
