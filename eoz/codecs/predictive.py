@@ -655,9 +655,9 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
     written as floats), with whole bounds: as the integers they are, within 2^31. Other floats
     losslessly: their bit patterns in the floats' order (float64's in two planes a band:
     ``_double_planes``).
-    With a bound e: a grid of step 2e (shrunk until every value decodes within e, rounding to
-    float32 included), unless its integers reach _GRID_LIMIT: a bound finer than the floats'
-    own spacing, met exactly by their bits."""
+    With a bound e: a grid of step 2e (``_grid``: every value decodes within e, rounding to the
+    dtype included), unless its integers reach _GRID_LIMIT: a bound finer than the floats' own
+    spacing, met exactly by their bits."""
     if tile.dtype.kind in "iu":
         if any(b != int(b) for b in bounds):
             raise InputError(f"max_error for {tile.dtype} samples must be whole numbers, not {bounds}")
@@ -679,7 +679,7 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
             return DOUBLE_GRID if double else FLOAT_GRID, found[0], found[1], [0] * len(bounds)
     if not double:
         return FLOAT_BITS, 0.0, _ordered(tile.view(np.int32), 32), [0] * len(bounds)
-    zeros, planes = _double_planes(tile)
+    zeros, planes = _double_planes(tile if skip is None else np.where(skip, 0.0, tile))
     return DOUBLE_BITS, float(zeros), planes, [0] * (2 * len(bounds))
 
 
@@ -717,7 +717,8 @@ def _whole_numbers(tile: np.ndarray, skip: np.ndarray | None) -> np.ndarray | No
 
 
 def _double_planes(tile: np.ndarray) -> tuple[int, np.ndarray]:
-    """(z, planes) of a float64 tile: its bit patterns less the z trailing zero bits all of them
+    """(z, planes) of a float64 tile (its nodata samples zero: never coded, and their fill would
+    have no trailing zeros): its bit patterns less the z trailing zero bits all of them
     share (29 or more where the values came from float32, more from small integers), in the
     floats' order, then split into two planes a band: the top 32 bits (sign, exponent and the
     top of the mantissa: they predict as the values do) and the rest (the mantissa's end,

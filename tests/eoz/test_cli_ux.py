@@ -59,7 +59,7 @@ def test_models_prints_one_table_row_per_model_and_json_on_request(capsys, codec
     wavelet = under("tiny-wavelet")
     assert wavelet[0].split()[3] == "any" and wavelet[0].endswith("any")
     assert wavelet[2] == f"    quality options: {flags}; auto's default: --psnr 50"
-    assert under("tiny-predictive")[0].endswith("uint8,int8,uint16,int16,uint32,int32,float32")
+    assert under("tiny-predictive")[0].endswith("uint8,int8,uint16,int16,uint32,int32,float32,float64")
     assert under("jpeg2000")[0].split()[1:5] == ["-", "jpeg2000", "any", "built"]
     assert len(lines) == 1 + 3 * 6 and all("B02" not in line for line in lines)   # band names: --json
 

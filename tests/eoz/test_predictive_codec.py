@@ -199,6 +199,16 @@ def test_lossless_float64_keeps_every_bit(codec, source):
         assert len(data) < 1.2 * len(_round_trip(codec, array.astype(np.float32))[1])
 
 
+def test_widened_float32_with_nan_nodata_keeps_its_shift(codec):
+    """The nodata samples' fill (a band mean) has no trailing zeros; they are never coded, so
+    they do not count: the widened raster still codes to about the float32 one."""
+    array = _smooth(np.random.default_rng(51), (3, 60, 70), "float32", scale=2000, offset=-300)
+    array[0, 10:20, 5:40] = np.nan
+    decoded, data = _round_trip(codec, array.astype(np.float64), nodata=float("nan"))
+    np.testing.assert_array_equal(decoded, array.astype(np.float64))
+    assert len(data) < 1.1 * len(_round_trip(codec, array, nodata=float("nan"))[1])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("bound", [0, 2])
 def test_whole_numbered_floats_code_as_the_integers_they_are(codec, dtype, bound):
