@@ -43,8 +43,8 @@ trial, about twice the speed of encoding and decoding for a few per cent more by
 
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
 bits, 2 float32 grid; from format 10: 3 float64 bits, 4 float64 grid, 5 and 6 float32 and
-float64 whole numbers, coded as integers), f64 grid step (kinds
-2 and 4; kind 3: the trailing zero bits shifted out), i64 lowest and highest sample, u8 flags
+float64 integers n / d, coded as n), f64 grid step (kinds 2 and 4; kind 3: the trailing zero
+bits shifted out; kinds 5 and 6: d), i64 lowest and highest sample, u8 flags
 (bit 0: the band order, 0 first to last, 1 last to first; from format 7, bit 1: without the
 learned correction; the other bits 0), then per band (kind 3: per plane, the bands' high words,
 then their low words) in that order a record: u8 flags
@@ -90,12 +90,15 @@ from eoz.subband_coder import TOKENS, decoder_state, encoder_state, finish, new_
 FORMAT = 10
 STORED = 11                   # the format of a tile whose samples are stored bit-packed, where coding would be larger
 REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED alone)
-INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_WHOLE, DOUBLE_WHOLE = range(7)   # sample kinds
-KINDS = (INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_WHOLE, DOUBLE_WHOLE)
+INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_SCALED, DOUBLE_SCALED = range(7)   # sample kinds
+KINDS = (INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_SCALED, DOUBLE_SCALED)
 GRIDS = (FLOAT_GRID, DOUBLE_GRID)
-_WHOLE_LIMIT = 1 << 31        # whole-numbered floats are coded as integers below this magnitude,
-_FLOAT32_WHOLE = 1 << 24      # float32 ones near-losslessly below this: it holds every integer up to here (a
-                              # decoded integer beyond, within the bound, could round out of it)
+SCALED = (FLOAT_SCALED, DOUBLE_SCALED)
+DIVISORS = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0)   # of floats that are integers so divided
+_SCALED_LIMIT = 1 << 31       # ... integers below this magnitude,
+_FLOAT32_WHOLE = 1 << 24      # float32 whole numbers near-losslessly below this: it holds every integer up to
+                              # here (a decoded integer beyond, within the bound, could round out of it)
+_SCALED_PROBE = 4096          # the divisors are tried on this many samples first
 _GRID_LIMIT = 1 << 32         # a float grid's integers stay below this (the loop's sums are exact for samples under
                               # 2^33); a bound finer than that is finer than the floats' own spacing: bits, exactly
 _HEAD = struct.Struct("<BBdqq")
@@ -285,7 +288,7 @@ class PredictiveCodec(Codec):
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
         if not 1 <= version <= STORED:
             raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {STORED}")
-        if kind not in KINDS or (kind in GRIDS and not step > 0) or (kind >= DOUBLE_BITS and version < 10) \
+        if kind not in KINDS or (kind in GRIDS + SCALED and not step > 0) or (kind >= DOUBLE_BITS and version < 10) \
                 or not np.isfinite(step):
             raise ContainerError("predictive tile head is inconsistent")
         planes = bands * (2 if kind == DOUBLE_BITS else 1)
@@ -651,8 +654,9 @@ def _planes_of(per_band: np.ndarray, kind: int) -> np.ndarray:
 def _to_integers(tile: np.ndarray, bounds: list[float],
                  skip: np.ndarray | None = None) -> tuple[int, float, np.ndarray, list[int]]:
     """(sample kind, grid step, the integers coded, integer bound per plane) of a tile (skip:
-    its nodata samples, or None). Floats whose valid samples are whole numbers (digital numbers
-    written as floats), with whole bounds: as the integers they are, within 2^31. Other floats
+    its nodata samples, or None). Floats whose valid samples are integers divided by one of
+    DIVISORS (``_scaled_integers``): as those integers, losslessly; whole numbers also with whole
+    bounds. Other floats
     losslessly: their bit patterns in the floats' order (float64's in two planes a band:
     ``_double_planes``).
     With a bound e: a grid of step 2e (``_grid``: every value decodes within e, rounding to the
@@ -665,10 +669,11 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
     if tile.dtype not in (np.float32, np.float64):
         raise InputError(f"the predictive codec codes {', '.join(DTYPES)} samples, not {tile.dtype}")
     double = tile.dtype == np.float64
-    whole = _whole_numbers(tile, skip)
-    if whole is not None and all(b == int(b) for b in bounds) \
-            and (double or not any(bounds) or np.abs(whole).max(initial=0) < _FLOAT32_WHOLE):
-        return DOUBLE_WHOLE if double else FLOAT_WHOLE, 0.0, whole, [int(b) for b in bounds]
+    lossless = not any(bounds)
+    scaled = _scaled_integers(tile, skip, DIVISORS if lossless else DIVISORS[:1])
+    if scaled is not None and all(b == int(b) for b in bounds) \
+            and (double or lossless or np.abs(scaled[1]).max(initial=0) < _FLOAT32_WHOLE):
+        return DOUBLE_SCALED if double else FLOAT_SCALED, scaled[0], scaled[1], [int(b) for b in bounds]
     if any(bounds):
         if not np.isfinite(tile).all():
             raise InputError("near-lossless float rasters must be finite (declare NaN as nodata)")
@@ -705,15 +710,34 @@ def _grid(tile: np.ndarray, bound: float) -> tuple[float, np.ndarray] | None:
     return None
 
 
-def _whole_numbers(tile: np.ndarray, skip: np.ndarray | None) -> np.ndarray | None:
-    """A float tile's samples as integers (nodata as 0: never coded), where every valid one is a
-    whole number under _WHOLE_LIMIT and none is -0 (which an integer cannot keep); else None."""
+def _scaled_integers(tile: np.ndarray, skip: np.ndarray | None,
+                     divisors: tuple[float, ...]) -> tuple[float, np.ndarray] | None:
+    """(d, integers n) of a float tile whose valid samples are each exactly n / d (computed in
+    float64, then rounded to the tile's dtype) for the first such d of divisors, |n| under
+    _SCALED_LIMIT (nodata as 0: never coded); else None. Digital numbers written as floats
+    (d = 1), and reflectances written as digital numbers / 10000: coded as those integers, they
+    take the integer raster's bytes, where their bit patterns took 2.5 times that. A -0 is no
+    integer's quotient, so it keeps the bit patterns."""
     values = tile if skip is None else np.where(skip, np.zeros((), tile.dtype), tile)
-    with np.errstate(invalid="ignore"):
-        if not (np.abs(values) < _WHOLE_LIMIT).all() or (values != np.rint(values)).any() \
-                or (np.signbit(values) & (values == 0)).any():
+    probe = values.ravel()[::max(1, values.size // _SCALED_PROBE)]
+    for divisor in divisors:
+        if _quotients(probe, divisor) is not None:   # the probe passes: the whole tile, or none
+            integers = _quotients(values, divisor)
+            return None if integers is None else (divisor, integers)
+    return None
+
+
+def _quotients(values: np.ndarray, divisor: float) -> np.ndarray | None:
+    """The integers n with (n / divisor) rounded to the values' dtype equal to each value, bit for
+    bit, or None."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = values.astype(np.float64) * divisor
+        if not (np.abs(scaled) < _SCALED_LIMIT).all():
             return None
-    return values.astype(np.int64)
+        integers = np.rint(scaled).astype(np.int64)
+    exact = (integers / divisor).astype(values.dtype)
+    bits = np.dtype(f"int{8 * values.dtype.itemsize}")
+    return integers if np.array_equal(exact.view(bits), values.view(bits)) else None
 
 
 def _double_planes(tile: np.ndarray) -> tuple[int, np.ndarray]:
@@ -755,8 +779,8 @@ def _from_integers(samples: np.ndarray, kind: int, step: float) -> np.ndarray:
     """The tile of the integers coded (``_to_integers``'s inverse)."""
     if kind == INTEGER:
         return samples
-    if kind in (FLOAT_WHOLE, DOUBLE_WHOLE):
-        return samples.astype(np.float32 if kind == FLOAT_WHOLE else np.float64)
+    if kind in SCALED:
+        return (samples / step).astype(np.float32 if kind == FLOAT_SCALED else np.float64)
     if kind in GRIDS:
         return (samples * step).astype(np.float32 if kind == FLOAT_GRID else np.float64)
     if kind == FLOAT_BITS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
 
 import numpy as np
@@ -219,7 +220,7 @@ def test_whole_numbered_floats_code_as_the_integers_they_are(codec, dtype, bound
     array[1, 5:9, 7:20] = np.nan
     coder = codec.with_bound(None, bound)
     payload = coder.encode_tile(array, ~np.isnan(array))
-    assert payload[1] == (predictive.FLOAT_WHOLE if dtype == "float32" else predictive.DOUBLE_WHOLE)
+    assert payload[1] == (predictive.FLOAT_SCALED if dtype == "float32" else predictive.DOUBLE_SCALED)
     decoded, data = _round_trip(coder, array, nodata=float("nan"))
     assert decoded.dtype == np.dtype(dtype)
     assert np.array_equal(np.isnan(decoded), np.isnan(array))
@@ -252,6 +253,27 @@ def test_nodata_among_float64_values_near_the_largest_is_filled_finite(codec):
     array[0, 2:5, 3:9] = np.nan
     decoded, _ = _round_trip(codec.with_bound(None, 0.5), array, nodata=float("nan"))
     np.testing.assert_array_equal(decoded, array)
+
+
+@pytest.mark.parametrize("source", ["dn / 10000 in float64", "dn / 10000 in float32", "(dn - 1000) / 10000 in float32",
+                                    "dn / 10000 as float64"])
+def test_reflectances_written_as_scaled_digital_numbers_code_as_those_numbers(codec, source):
+    """Surface reflectance as digital numbers / 10000 (Sentinel-2's scale; from baseline 04.00
+    less an offset of 1000), however a pipeline rounded the quotient: coded as the integers,
+    exactly, in about the integer raster's bytes; a scale not among DIVISORS keeps the bits."""
+    dn = _smooth(np.random.default_rng(52), (3, 40, 45), "uint16", scale=3000, offset=1200)
+    array = {"dn / 10000 in float64": (dn / 10000).astype(np.float32),
+             "dn / 10000 in float32": dn.astype(np.float32) / np.float32(10000),
+             "(dn - 1000) / 10000 in float32": (dn.astype(np.float32) - np.float32(1000)) / np.float32(10000),
+             "dn / 10000 as float64": dn / 10000.0}[source]
+    payload = codec.encode_tile(array, None)
+    assert payload[1] in predictive.SCALED and struct.unpack_from("<d", payload, 2)[0] == 10000.0
+    decoded, data = _round_trip(codec, array)
+    bits = f"uint{8 * array.dtype.itemsize}"
+    np.testing.assert_array_equal(decoded.view(bits), array.view(bits))
+    assert len(data) < 1.02 * len(_round_trip(codec, dn.astype(np.int32) - (1000 if "1000" in source else 0))[1])
+    assert codec.encode_tile((array * np.pi).astype(array.dtype), None)[1] in (predictive.FLOAT_BITS,
+                                                                                predictive.DOUBLE_BITS)
 
 
 def test_whole_numbered_floats_with_a_negative_zero_keep_it(codec):
@@ -408,15 +430,15 @@ def test_every_sample_is_within_the_bound(codec, seed, bound, dtype, bands, h, w
 @given(seed=st.integers(0, 2 ** 16), dtype=st.sampled_from(["float32", "float64"]),
        magnitude=st.integers(-3, 15), bound=st.one_of(st.just(0.0), st.integers(-9, 2).map(lambda e: 10.0 ** e)),
        bands=st.integers(1, 3), h=st.integers(1, 30), w=st.integers(1, 30),
-       layout=st.sampled_from(["smooth", "whole", "noisy"]), holes=st.booleans())
+       layout=st.sampled_from(["smooth", "whole", "scaled", "noisy"]), holes=st.booleans())
 def test_every_float_sample_is_within_the_bound(codec, seed, dtype, magnitude, bound, bands, h, w, layout, holes):
-    """Floats of any magnitude at any bound, whole-numbered or not, with NaN nodata: every
-    sample within the bound (lossless: every bit), NaN where it was."""
+    """Floats of any magnitude at any bound, whole-numbered, integers / 100 or neither, with NaN
+    nodata: every sample within the bound (lossless: every bit), NaN where it was."""
     rng = np.random.default_rng(seed)
     scale = 10.0 ** magnitude
     array = _smooth(rng, (bands, h, w), "float64", scale=scale, offset=-scale / 3)
-    if layout == "whole":
-        array = np.rint(array)
+    if layout in ("whole", "scaled"):
+        array = np.rint(array) / (100 if layout == "scaled" else 1)
     elif layout == "noisy":
         array = rng.normal(0, scale, (bands, h, w))
     array = array.astype(dtype)
