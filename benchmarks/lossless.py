@@ -230,16 +230,21 @@ def measure_float(split: datasets.Split) -> dict:
     return {"split": split.name, "rasters": len(arrays), "samples": samples, "rows": rows}
 
 
-def measure_widened(split: datasets.Split, dtypes: tuple[str, ...], bounds: tuple) -> dict:
+def measure_widened(split: datasets.Split, dtypes: tuple[str, ...], bounds: tuple, reflectance: bool = False) -> dict:
     """eoz on a split's validation rasters in their own dtype and written as wider floats (digital
-    numbers as float32 or float64, float32 as float64: what pipelines that convert write): the
-    bytes of each against the raster's own, lossless and at each bound."""
+    numbers as float32 or float64, float32 as float64: what pipelines that convert write), and
+    with ``reflectance`` as float32 digital numbers / 10000 (bounds / 10000 too): the bytes of
+    each against the raster's own, lossless and at each bound."""
+    variants = [(dtype, lambda a, d=dtype: a.astype(d), 1.0) for dtype in (split.dtype,) + dtypes]
+    if reflectance:
+        variants.append(("float32 / 10000", lambda a: (a / 10000).astype(np.float32), 1e-4))
     rows = {}
-    for dtype in (split.dtype,) + dtypes:
-        arrays = validation_rasters(split, dtype)
+    for label, written, unit in variants:
+        arrays = [written(a) for a in validation_rasters(split)]
         raw, samples = sum(a.nbytes for a in arrays), sum(a.size for a in arrays)
-        rows[dtype] = {_mode(b): _pool(run_eoz_checked(arrays, split.nodata, b), raw, samples) for b in bounds}
-        for pooled in rows[dtype].values():
+        rows[label] = {_mode(b): _pool(run_eoz_checked(arrays, split.nodata, b if b is None else b * unit), raw,
+                                       samples) for b in bounds}
+        for pooled in rows[label].values():
             pooled["bits_per_sample"] = 8 * pooled["bytes"] / samples
     return {"split": split.name, "rows": rows}
 
@@ -329,10 +334,11 @@ def report(results: list[dict], clean: dict, others: list[dict], widened: list[d
     md += table(["split"] + [f"max error {n}" for n in MAX_ERRORS],
                 [[r["split"]] + [_against(r["near_lossless"][n], "jpegls") for n in MAX_ERRORS] for r in others])
     md += ["## Rasters written as wider floats", "",
-           "Digital numbers written as float32 or float64, and float32 written as float64, as pipelines "
-           "that convert write them: eoz codes whole-numbered floats as the integers they are, and float64 "
-           "bit patterns less the trailing zero bits their samples share. Cells: bits a sample (eoz bytes "
-           "against the raster in its own dtype).", ""]
+           "Digital numbers written as float32 or float64, as reflectance (digital numbers / 10000, "
+           "float32; bounds / 10000 too), and float32 written as float64, as pipelines that convert "
+           "write them: eoz codes floats that are integers / 1 to 10^6 as those integers (losslessly; "
+           "near-lossless the whole numbers alone), and float64 bit patterns less the trailing zero bits "
+           "their samples share. Cells: bits a sample (eoz bytes against the raster in its own dtype).", ""]
     for w in widened:
         own = w["rows"][next(iter(w["rows"]))]
         md += table([w["split"]] + list(own),
@@ -422,7 +428,7 @@ def main() -> None:
     for name in args.other_splits:
         others.append(measure_other(datasets.split_named(name)))
         print(name, {c: round(v["ratio"], 3) for c, v in others[-1]["lossless"].items()}, flush=True)
-    widened = [measure_widened(datasets.S2_10M, ("float32", "float64"), (None, 2)),
+    widened = [measure_widened(datasets.S2_10M, ("float32", "float64"), (None, 2), reflectance=True),
                measure_widened(datasets.LANDSAT8, ("float32", "float64"), (None, 2)),
                measure_widened(datasets.S1_DB, ("float64",), (None, 0.01))]
     print("widened", [(w["split"], {d: round(m["lossless"]["bits_per_sample"], 3) for d, m in w["rows"].items()})
