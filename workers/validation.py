@@ -14,7 +14,7 @@ from pathlib import Path
 
 from eoz.container import MAGIC, EozReader, Header
 from eoz.errors import InputError, SampleTypeError
-from eoz.raster import DTYPES, Limits, RasterMeta, read_meta
+from eoz.raster import Limits, RasterMeta, read_meta
 from eoz.tiling import tiles_in_window
 from workers.errors import TooLargeError, UnsupportedMediaError
 
@@ -60,8 +60,6 @@ def inspect_eoz(path: Path, limits: Limits) -> Header:
     with EozReader(path) as reader:
         header = reader.header
     _check_size("the encoded image", header.height, header.width, len(header.bands), limits)
-    if header.dtype not in DTYPES:
-        raise InputError(f"the file's dtype {header.dtype!r} is not one of {list(DTYPES)}")
     return header
 
 

@@ -222,7 +222,8 @@ class PredictiveCodec(Codec):
         head = _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse | (UNLEARNED if self.fast else 0)])
         coded_size = len(head) + len(records) + len(digest) + len(stream)
         if _stored_size(samples.size, lo, hi) < coded_size:   # noise that no prediction shrinks
-            return _stored(samples, kind, step, lo, hi, skip)
+            # a lossless tile decodes to what the encoder was given: its digest is the one computed
+            return _stored(samples, kind, step, lo, hi, digest or _digest(_from_integers(samples, kind, step), skip))
         return head + records + digest + stream
 
     def _order_and_code(self, samples: np.ndarray, int_bounds: list[int], skip: np.ndarray, lo: int, hi: int,
@@ -334,9 +335,9 @@ def _stored_size(samples: int, lo: int, hi: int) -> int:
     return _HEAD.size + 32 + -(-samples * (hi - lo).bit_length() // 8)
 
 
-def _stored(samples: np.ndarray, kind: int, step: float, lo: int, hi: int, skip: np.ndarray | None) -> bytes:
-    """A tile as format STORED: the head (its kind, step and range), the sha256 of the samples
-    it decodes to (nodata as zeros: ``_digest``), and each sample less lo in the bits that
+def _stored(samples: np.ndarray, kind: int, step: float, lo: int, hi: int, digest: bytes) -> bytes:
+    """A tile as format STORED: the head (its kind, step and range), ``digest``: the sha256 of the
+    samples it decodes to (nodata as zeros: ``_digest``), and each sample less lo in the bits that
     hi - lo takes, packed least significant first, in band order. Full-range 32-bit noise
     coded to 28 % more than its raw bytes (a residual past ESCAPE costs its raw bits and a
     token); stored, an integer or lossless float tile takes at most 59 bytes more than its raw
@@ -346,7 +347,6 @@ def _stored(samples: np.ndarray, kind: int, step: float, lo: int, hi: int, skip:
     planes = np.empty((offsets.size, bits), np.uint8)
     for b in range(bits):
         planes[:, b] = (offsets >> np.uint64(b)) & np.uint64(1)
-    digest = _digest(_from_integers(samples, kind, step), skip)
     return _HEAD.pack(STORED, kind, step, lo, hi) + digest + np.packbits(planes, bitorder="little").tobytes()
 
 
@@ -701,8 +701,10 @@ def _grid(tile: np.ndarray, bound: float) -> tuple[float, np.ndarray] | None:
         if attempt == _GRID_SHRINKS:
             largest = np.abs(values).max(initial=0) + bound
             step = 2 * bound - 4 * float(np.spacing(np.array(largest, tile.dtype)))
-        grid = np.rint(values / step) if step > 0 else values
-        if not step > 0 or np.abs(grid).max(initial=0) >= _GRID_LIMIT:
+        if not step > 0:
+            return None
+        grid = np.rint(values / step)
+        if np.abs(grid).max(initial=0) >= _GRID_LIMIT:
             return None
         if (np.abs((grid * step).astype(tile.dtype).astype(np.float64) - values) <= bound).all():
             return step, grid.astype(np.int64)
