@@ -124,6 +124,29 @@ class EozDataset:
         """Band names, as rasterio's ``descriptions``."""
         return tuple(self.meta.band_names)
 
+    def tags(self, bidx: int = 0) -> dict[str, str]:
+        """The source GeoTIFF's tags (default domain), of the dataset (0) or of band ``bidx``
+        (from 1), as rasterio's ``tags``."""
+        if bidx == 0:
+            return dict(self.meta.metadata.get("tags", {}))
+        if not 1 <= bidx <= self.meta.count:
+            raise IndexError(f"band index {bidx} out of range (1 to {self.meta.count})")
+        return dict(self.meta.metadata.get("band_tags", [{}] * self.meta.count)[bidx - 1])
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        """Each band's scale, as rasterio's: a value means value x scale + offset."""
+        return tuple(self.meta.metadata.get("scales", [1.0] * self.meta.count))
+
+    @property
+    def offsets(self) -> tuple[float, ...]:
+        return tuple(self.meta.metadata.get("offsets", [0.0] * self.meta.count))
+
+    @property
+    def units(self) -> tuple[str | None, ...]:
+        """Each band's unit, None where it has none (as rasterio's)."""
+        return tuple(unit or None for unit in self.meta.metadata.get("units", [""] * self.meta.count))
+
     @property
     def closed(self) -> bool:
         return self._file.closed

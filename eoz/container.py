@@ -89,6 +89,8 @@ class Header:
     quality: dict = field(default_factory=dict)
     codec_params: dict = field(default_factory=dict)
     overlap: int = 0   # pixels of context coded around each tile's own area, against seams
+    metadata: dict = field(default_factory=dict)   # GDAL's beside the pixels (eoz.raster.gdal_metadata); not
+                                                   # written where empty, so files without it keep their bytes
 
     @property
     def lossless(self) -> bool:
@@ -130,6 +132,8 @@ class Header:
     def to_dict(self) -> dict[str, Any]:
         """A deep copy as plain data; non-finite nodata becomes "nan"/"inf"/"-inf" for JSON."""
         d = dataclasses.asdict(self)
+        if not d["metadata"]:
+            del d["metadata"]
         nodata = d["nodata"]
         if isinstance(nodata, float) and not math.isfinite(nodata):
             d["nodata"] = "nan" if math.isnan(nodata) else ("inf" if nodata > 0 else "-inf")
@@ -158,7 +162,12 @@ class Header:
             quality=_field(d, "quality", _dict, {}),
             codec_params=_field(d, "codec_params", _dict, {}),
             overlap=_field(d, "overlap", _nonnegative_int, 0),
+            metadata=_field(d, "metadata", _metadata, {}),
         )
+        for key in _PER_BAND & set(header.metadata):
+            if len(header.metadata[key]) != len(header.bands):
+                raise ContainerError(f"header field 'metadata' has {len(header.metadata[key])} {key} for "
+                                     f"{len(header.bands)} bands")
         if header.tile_count > MAX_TILE_COUNT:
             raise ContainerError(
                 f"a {header.height}x{header.width} image in {header.tile_size}-pixel tiles has "
@@ -640,6 +649,37 @@ def _real(value: Any) -> float:
         return float(value)
     except OverflowError:
         raise ValueError("is out of range for a float") from None
+
+
+def _finite(value: Any) -> float:
+    number = _real(value)
+    if not math.isfinite(number):
+        raise ValueError("must hold finite numbers")
+    return number
+
+
+def _tags(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError("must map tag names to strings")
+    return dict(value)
+
+
+def _list_of(check):
+    def checked(value: Any) -> list:
+        if not isinstance(value, list):
+            raise ValueError("must hold lists per band")
+        return [check(v) for v in value]
+    return checked
+
+
+_METADATA = {"tags": _tags, "band_tags": _list_of(_tags), "scales": _list_of(_finite),
+             "offsets": _list_of(_finite), "units": _list_of(_str)}
+_PER_BAND = {"band_tags", "scales", "offsets", "units"}
+
+
+def _metadata(value: Any) -> dict:
+    """GDAL's metadata (``eoz.raster.gdal_metadata``); keys a later build may add are ignored."""
+    return {key: check(value[key]) for key, check in _METADATA.items() if key in _dict(value)}
 
 
 def _affine(value: Any) -> list[float]:

@@ -26,7 +26,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ import rasterio.shutil
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
-from rasterio.io import DatasetReader
+from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
@@ -79,6 +79,9 @@ class RasterMeta:
     crs: str | None
     transform: list[float] | None
     nodata: float | None
+    # GDAL's metadata beside the pixels, as ``gdal_metadata`` reads it: what the pixels mean
+    # (scales, offsets, units) and the product's own tags (acquisition time, processing level)
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class RasterWriter:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._ds = rasterio.open(self._tmp, "w", **_profile(meta))
             self._ds.descriptions = tuple(meta.band_names)
+            _restore_metadata(self._ds, meta.metadata)
 
     def __enter__(self) -> RasterWriter:
         return self
@@ -274,7 +278,48 @@ def _meta(ds: DatasetReader) -> RasterMeta:
         crs=crs,
         transform=transform,
         nodata=ds.nodata,
+        metadata=gdal_metadata(ds),
     )
+
+
+def gdal_metadata(ds: DatasetReader) -> dict:
+    """The metadata GDAL keeps beside a raster's pixels that a writer restores, where it differs
+    from GDAL's defaults: ``tags`` (the dataset's, default domain), ``band_tags`` (each band's,
+    less the STATISTICS_ of the original pixels, which GDAL recomputes and a lossy
+    reconstruction would contradict), ``scales``, ``offsets`` and ``units`` per band. An archive
+    that keeps the pixels bit for bit must keep what they mean too: DN = value x scale + offset."""
+    metadata: dict[str, Any] = {}
+    tags = {k: v for k, v in ds.tags().items() if (k, v) != ("AREA_OR_POINT", "Area")}   # Area: the default
+    band_tags = [{k: v for k, v in ds.tags(b).items() if not k.startswith("STATISTICS_")} for b in ds.indexes]
+    units = [unit or "" for unit in ds.units]
+    for key, value, default in (("tags", tags, {}), ("band_tags", band_tags, [{}] * ds.count),
+                                ("scales", [_finite_or(s, 1.0) for s in ds.scales], [1.0] * ds.count),
+                                ("offsets", [_finite_or(o, 0.0) for o in ds.offsets], [0.0] * ds.count),
+                                ("units", units, [""] * ds.count)):
+        if value != default:
+            metadata[key] = value
+    return metadata
+
+
+def _finite_or(value: float | None, default: float) -> float:
+    """A band's scale or offset; GDAL's default where it has none usable."""
+    return float(value) if value is not None and np.isfinite(value) else default
+
+
+def _restore_metadata(ds: DatasetWriter, metadata: dict) -> None:
+    """Write ``gdal_metadata``'s fields. A tag named ``bidx`` or ``ns`` cannot pass through
+    rasterio's ``update_tags`` (they are its own arguments) and is left out."""
+    def usable(tags: dict) -> dict:
+        return {k: v for k, v in tags.items() if k not in ("bidx", "ns")}
+
+    if metadata.get("tags"):
+        ds.update_tags(**usable(metadata["tags"]))
+    for band, tags in enumerate(metadata.get("band_tags", []), start=1):
+        if tags:
+            ds.update_tags(band, **usable(tags))
+    for key in ("scales", "offsets", "units"):
+        if key in metadata:
+            setattr(ds, key, tuple(metadata[key]))
 
 
 def _check_dtype(name: str, dtype: str) -> None:

@@ -42,7 +42,7 @@ def header_meta(header: Header, window: tuple[int, int, int, int] | None = None)
     return RasterMeta(height=height, width=width, count=len(header.bands), dtype=header.dtype,
                       band_names=list(header.bands), crs=header.crs,
                       transform=window_transform(header.transform, col_off, row_off),
-                      nodata=header.nodata)
+                      nodata=header.nodata, metadata=header.metadata)
 
 
 def tile_size_for(meta: RasterMeta, codec: Codec, overlap: int | None = None) -> int:
@@ -125,7 +125,7 @@ def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: 
         raise InputError(f"tile size {tile_size} is not a multiple of the model's stride {codec.stride}")
     header = Header(codec=codec.codec_id, height=meta.height, width=meta.width,
                     bands=list(meta.band_names), dtype=meta.dtype, tile_size=tile_size,
-                    crs=meta.crs, transform=meta.transform, nodata=meta.nodata,
+                    crs=meta.crs, transform=meta.transform, nodata=meta.nodata, metadata=meta.metadata,
                     overlap=codec.overlap if overlap is None else overlap, **codec.header_fields())
     try:
         DecodeLimits().check_header(header)

@@ -9,7 +9,7 @@ OUT=$(mktemp -d)                                # a scratch folder: nothing is w
 eoz models                                             # models in model_store, and jpeg2000
 eoz compress $S2 $OUT/vq.eoz --model vqvae-fpn-s2-10m  # GeoTIFF -> .eoz
 eoz info $OUT/vq.eoz                                   # header, pins, tile table (JSON)
-eoz decompress $OUT/vq.eoz $OUT/vq.tif                 # -> GeoTIFF, georeferencing kept
+eoz decompress $OUT/vq.eoz $OUT/vq.tif                 # -> GeoTIFF, georeferencing and tags kept
 eoz decompress $OUT/vq.eoz $OUT/part.tif --window 64 32 128 96 --cog   # COL ROW WIDTH HEIGHT: decodes only the tiles it touches
 eoz eval $S2 --model wavelet-hyperprior --psnr 45      # size, ratio, bpp, PSNR/SSIM per band, seconds
 eoz eval $S2 --model jpeg2000 --psnr 45 --klt          # the baseline at the same target PSNR

@@ -48,6 +48,7 @@ def test_upload_poll_fetch_decode(client, scene, fields, min_psnr):
     recon, recon_meta = decompress_array(fetched.content)
     assert recon_meta.crs == meta.crs and recon_meta.transform == meta.transform
     assert recon_meta.band_names == meta.band_names
+    assert recon_meta.metadata == meta.metadata and meta.metadata["scales"] == [1e-4] * 4   # the product's tags
     achieved = metrics.psnr(array, recon, 10000.0)
     assert result["psnr"] == pytest.approx(achieved)
     assert result["compression_ratio"] == pytest.approx(array.nbytes / result["bytes"])
@@ -71,6 +72,8 @@ def test_decompress_a_window_as_cog(client, scene, tmp_path):
         np.testing.assert_array_equal(ds.read(), array[:, 16:64, 32:96])
         a, _, c, _, e, f = meta.transform
         assert (ds.transform.c, ds.transform.f) == (c + 32 * a, f + 16 * e)
+        assert ds.tags()["ACQUISITION_TIME"] == "2017-06-17T11:33:21Z" and ds.scales == (1e-4,) * 4
+        assert ds.tags(3) == {"WAVELENGTH_NM": "665"} and ds.units == ("reflectance",) * 4
 
 
 def test_models_health_and_metrics(client, scene):

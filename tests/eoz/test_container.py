@@ -174,6 +174,12 @@ def test_from_dict_ignores_unknown_keys_and_fills_defaults():
         ("quality", [], "'quality' must be an object"),
         ("dtype", "complex64", "'dtype' must be one of"),
         ("dtype", ["uint16"], "'dtype' must be one of"),
+        ("metadata", [], "'metadata' must be an object"),
+        ("metadata", {"tags": {"DATE": 2017}}, "'metadata' must map tag names to strings"),
+        ("metadata", {"band_tags": {"B02": {}}}, "'metadata' must hold lists per band"),
+        ("metadata", {"scales": [1, 1, 1, "x"]}, "'metadata' must be a number"),
+        ("metadata", {"offsets": [0, 0, 0, 1e400]}, "'metadata' must be a number|'metadata' must hold finite"),
+        ("metadata", {"units": ["m"]}, "'metadata' has 1 units for 4 bands"),
     ],
 )
 def test_from_dict_names_ill_typed_field(key, value, message):
@@ -181,6 +187,22 @@ def test_from_dict_names_ill_typed_field(key, value, message):
     d[key] = value
     with pytest.raises(ContainerError, match=message):
         Header.from_dict(d)
+
+
+METADATA = {"tags": {"ACQUISITION_TIME": "2017-06-17T11:33:21Z", "AREA_OR_POINT": "Point"},
+            "band_tags": [{}, {"WAVELENGTH_NM": "560"}, {}, {}], "scales": [1e-4, 1e-4, 2e-4, 1.0],
+            "offsets": [-0.1, -0.1, 0.0, 0.0], "units": ["reflectance", "", "", ""]}
+
+
+def test_gdal_metadata_reads_back_and_is_not_written_where_there_is_none():
+    """Files without metadata keep their bytes (and builds before it read them); keys of a later
+    build inside it are ignored, as the header's own."""
+    assert read_header(pack(make_header(metadata=METADATA), TILES)).metadata == METADATA
+    assert "metadata" not in make_header().to_dict()
+    assert pack(make_header(metadata={}), TILES) == pack(make_header(), TILES)
+    later = {**make_header(metadata=METADATA).to_dict()}
+    later["metadata"] = {**METADATA, "rpc": {"LINE_OFF": "1"}}
+    assert Header.from_dict(later).metadata == METADATA
 
 
 def test_from_dict_names_missing_field():
@@ -641,10 +663,18 @@ JSON_VALUES = st.recursive(
 
 
 @FUZZ
-@given(st.sampled_from(sorted(make_header().to_dict())), JSON_VALUES)
+@given(st.sampled_from(sorted({*make_header().to_dict(), "metadata"})), JSON_VALUES)
 def test_fuzz_header_fields(key, value):
     d = make_header().to_dict()
     d[key] = value
+    open_and_read_all(with_header_bytes(json.dumps(d).encode()))
+
+
+@FUZZ
+@given(st.sampled_from(["tags", "band_tags", "scales", "offsets", "units"]), JSON_VALUES)
+def test_fuzz_metadata_fields(key, value):
+    d = make_header(metadata=METADATA).to_dict()
+    d["metadata"][key] = value
     open_and_read_all(with_header_bytes(json.dumps(d).encode()))
 
 

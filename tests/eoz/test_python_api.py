@@ -14,7 +14,7 @@ from rasterio.windows import Window
 
 import eoz
 from eoz.container import EozReader
-from eoz.raster import read_raster
+from eoz.raster import read_raster, write_raster
 from eoz.resolve import OPTIONS
 
 SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
@@ -56,6 +56,32 @@ def test_auto_lossless_round_trip_keeps_pixels_and_georeferencing(tmp_path):
         assert ds.descriptions == src.descriptions
         assert ds.header.model_id == "predictive"
         np.testing.assert_array_equal(ds.read(), original)
+
+
+@pytest.mark.parametrize("options", [dict(lossless=True), dict(model="wavelet-hyperprior", psnr=45)])
+def test_a_products_gdal_metadata_comes_back_with_its_pixels(tmp_path, options):
+    """Tags, band tags, scales, offsets and units: through eoz.open, and in the GeoTIFF written
+    back, lossless or not (they say what the values mean, whatever their error)."""
+    array, meta = read_raster(S2)
+    meta.metadata = {"tags": {"ACQUISITION_TIME": "2017-06-17T11:33:21Z"}, "band_tags": [{}, {}, {"W": "665"}, {}],
+                     "scales": [1e-4] * 4, "offsets": [-0.1] * 4, "units": ["reflectance", "", "", ""]}
+    write_raster(tmp_path / "tagged.tif", array, meta)
+    eoz.compress(tmp_path / "tagged.tif", tmp_path / "tagged.eoz", **options)
+    with eoz.open(tmp_path / "tagged.eoz") as ds:
+        assert ds.tags() == {"ACQUISITION_TIME": "2017-06-17T11:33:21Z"} and ds.tags(3) == {"W": "665"}
+        assert ds.scales == (1e-4,) * 4 and ds.offsets == (-0.1,) * 4 and ds.units == ("reflectance", None, None, None)
+        with pytest.raises(IndexError, match="band index 5"):
+            ds.tags(5)
+    eoz.decompress(tmp_path / "tagged.eoz", tmp_path / "back.tif")
+    with rasterio.open(tmp_path / "back.tif") as back:
+        assert back.tags()["ACQUISITION_TIME"] == "2017-06-17T11:33:21Z" and back.tags(3) == {"W": "665"}
+        assert back.scales == (1e-4,) * 4 and back.offsets == (-0.1,) * 4
+
+
+def test_a_file_without_gdal_metadata_reads_as_rasterio_defaults(s2_tiled):
+    with eoz.open(s2_tiled) as ds, rasterio.open(S2) as src:
+        assert (ds.tags(), ds.tags(1), ds.scales, ds.offsets, ds.units) == \
+            ({}, {}, src.scales, src.offsets, src.units) == ({}, {}, (1.0,) * 4, (0.0,) * 4, (None,) * 4)
 
 
 def test_bounded_error_on_float_db(tmp_path):

@@ -38,7 +38,7 @@ def _assert_bit_exact(a, b):
 
 
 def _assert_same_meta(a: RasterMeta, b: RasterMeta):
-    for field in ("height", "width", "count", "dtype", "band_names", "crs", "transform"):
+    for field in ("height", "width", "count", "dtype", "band_names", "crs", "transform", "metadata"):
         assert getattr(a, field) == getattr(b, field), field
     assert a.nodata == b.nodata or (math.isnan(a.nodata) and math.isnan(b.nodata))
 
@@ -161,6 +161,33 @@ def test_cog_output(tmp_path):
     _assert_bit_exact(array, again)
     _assert_same_meta(meta, again_meta)
     assert [p.name for p in tmp_path.iterdir()] == ["scene.cog.tif"]
+
+
+@pytest.mark.parametrize("cog", [False, True])
+def test_gdal_metadata_is_read_and_written_back(tmp_path, cog):
+    """A product's tags, its bands' tags, scales, offsets and units (what its numbers mean) and
+    a point raster's AREA_OR_POINT come back; the original pixels' statistics do not (GDAL
+    recomputes them, and a lossy reconstruction's differ); real files without any read as {}."""
+    array, meta = read_raster(S2, window=(0, 0, 64, 48))
+    assert meta.metadata == {} and read_meta(S1_DB).metadata == {}
+    source = tmp_path / "tagged.tif"
+    with rasterio.open(source, "w", driver="GTiff", height=48, width=64, count=4, dtype="uint16",
+                       crs=CRS.from_wkt(meta.crs), transform=rasterio.Affine(*meta.transform)) as ds:
+        ds.write(array)
+        ds.update_tags(AREA_OR_POINT="Point", ACQUISITION_TIME="2017-06-17T11:33:21Z", NOTE="ä, = and spaces")
+        ds.update_tags(2, WAVELENGTH_NM="560", STATISTICS_MEAN="1234.5")
+        ds.scales, ds.offsets, ds.units = (1e-4, 1e-4, 2e-4, 1.0), (-0.1, -0.1, 0.0, 0.0), ("reflectance", "", "", "")
+    again, tagged = read_raster(source)
+    assert tagged.metadata == {
+        "tags": {"AREA_OR_POINT": "Point", "ACQUISITION_TIME": "2017-06-17T11:33:21Z", "NOTE": "ä, = and spaces"},
+        "band_tags": [{}, {"WAVELENGTH_NM": "560"}, {}, {}], "scales": [1e-4, 1e-4, 2e-4, 1.0],
+        "offsets": [-0.1, -0.1, 0.0, 0.0], "units": ["reflectance", "", "", ""]}
+    out = tmp_path / "out.tif"
+    write_raster(out, again, tagged, cog=cog)
+    with _raw(out) as ds:
+        assert ds.scales == (1e-4, 1e-4, 2e-4, 1.0) and ds.units == ("reflectance", None, None, None)
+        assert ds.transform == rasterio.Affine(*meta.transform)
+    _assert_same_meta(tagged, read_raster(out)[1])
 
 
 @pytest.mark.parametrize("cog", [False, True])

@@ -174,13 +174,20 @@ def s3(moto_endpoint, service_env, monkeypatch):
     return client, bucket
 
 
+# GDAL metadata of a product, which the scene fixture's GeoTIFF carries through the service
+PRODUCT_METADATA = {"tags": {"ACQUISITION_TIME": "2017-06-17T11:33:21Z", "PROCESSING_LEVEL": "L1C"},
+                    "band_tags": [{"WAVELENGTH_NM": w} for w in ("490", "560", "665", "842")],
+                    "scales": [1e-4] * 4, "offsets": [-0.1] * 4, "units": ["reflectance"] * 4}
+
+
 def write_crop(shared_data: Path, path: Path, window: tuple[int, int, int, int],
-               bands: list[int] | None = None) -> tuple[np.ndarray, object]:
-    """A real Sentinel-2 10 m crop (optionally some of its bands) written as a GeoTIFF."""
+               bands: list[int] | None = None, metadata: dict | None = None) -> tuple[np.ndarray, object]:
+    """A real Sentinel-2 10 m crop (optionally some of its bands, with GDAL metadata) written as a GeoTIFF."""
     array, meta = read_raster(shared_data / S2_10M, window=window)
     if bands is not None:
         array = array[bands]
         meta.count, meta.band_names = len(bands), [meta.band_names[b] for b in bands]
+    meta.metadata = metadata or {}
     write_raster(path, array, meta)
     return array, meta
 
@@ -189,7 +196,7 @@ def write_crop(shared_data: Path, path: Path, window: tuple[int, int, int, int],
 def scene(shared_data, tmp_path):
     """A 128 x 128 crop of the 4-band scene: (path, array, meta)."""
     path = tmp_path / "scene.tif"
-    array, meta = write_crop(shared_data, path, (600, 300, 128, 128))
+    array, meta = write_crop(shared_data, path, (600, 300, 128, 128), metadata=PRODUCT_METADATA)
     return path, array, meta
 
 
