@@ -672,8 +672,26 @@ def _list_of(check):
     return checked
 
 
+def _gcp(value: Any) -> list[float]:
+    if not isinstance(value, list) or len(value) != 5:
+        raise ValueError("must hold GCPs as [row, col, x, y, z]")
+    return [_finite(v) for v in value]
+
+
+def _rpcs(value: Any) -> dict[str, str]:
+    from rasterio.rpc import RPC
+
+    tags = _tags(value)
+    try:
+        RPC.from_gdal(tags)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"must hold GDAL's RPC tags ({type(e).__name__}: {e})") from None
+    return tags
+
+
 _METADATA = {"tags": _tags, "band_tags": _list_of(_tags), "scales": _list_of(_finite),
-             "offsets": _list_of(_finite), "units": _list_of(_str)}
+             "offsets": _list_of(_finite), "units": _list_of(_str), "gcps": _list_of(_gcp), "gcp_crs": _str,
+             "rpcs": _rpcs}
 _PER_BAND = {"band_tags", "scales", "offsets", "units"}
 
 

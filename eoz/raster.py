@@ -33,9 +33,11 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio._err import CPLE_BaseError
+from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader, DatasetWriter
+from rasterio.rpc import RPC
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
@@ -120,7 +122,8 @@ class RasterReader:
         if window is not None:
             col_off, row_off, width, height = _check_window(window, meta)
             meta = replace(meta, height=height, width=width,
-                           transform=window_transform(meta.transform, col_off, row_off))
+                           transform=window_transform(meta.transform, col_off, row_off),
+                           metadata=window_metadata(meta.metadata, col_off, row_off))
             rio_window = Window(col_off, row_off, width, height)
         try:
             return self._ds.read(window=rio_window), meta
@@ -162,8 +165,12 @@ class RasterWriter:
             # Without a transform rasterio warns; leaving the file ungeoreferenced is intended.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._ds = rasterio.open(self._tmp, "w", **_profile(meta))
-            self._ds.descriptions = tuple(meta.band_names)
-            _restore_metadata(self._ds, meta.metadata)
+            try:
+                self._ds.descriptions = tuple(meta.band_names)
+                _restore_metadata(self._ds, meta.metadata)
+            except BaseException:
+                self._discard()
+                raise
 
     def __enter__(self) -> RasterWriter:
         return self
@@ -287,8 +294,11 @@ def gdal_metadata(ds: DatasetReader) -> dict:
     from GDAL's defaults: ``tags`` (the dataset's, default domain), ``band_tags`` (each band's,
     less the STATISTICS_ of the original pixels, which GDAL recomputes and a lossy
     reconstruction would contradict), ``scales``, ``offsets`` and ``units`` per band. An archive
-    that keeps the pixels bit for bit must keep what they mean too: DN = value x scale + offset."""
-    metadata: dict[str, Any] = {}
+    that keeps the pixels bit for bit must keep what they mean too: DN = value x scale + offset.
+    And the georeferencing of a Level-1 product that has no geotransform: ``gcps`` ([row, col,
+    x, y, z] each, as Sentinel-1's GRD measurements carry them) with ``gcp_crs``, and ``rpcs``
+    (GDAL's RPC tags, as optical Level-1 products carry them)."""
+    metadata: dict[str, Any] = _geolocation(ds)
     tags = {k: v for k, v in ds.tags().items() if (k, v) != ("AREA_OR_POINT", "Area")}   # Area: the default
     band_tags = [{k: v for k, v in ds.tags(b).items() if not k.startswith("STATISTICS_")} for b in ds.indexes]
     units = [unit or "" for unit in ds.units]
@@ -299,6 +309,35 @@ def gdal_metadata(ds: DatasetReader) -> dict:
         if value != default:
             metadata[key] = value
     return metadata
+
+
+def _geolocation(ds: DatasetReader) -> dict[str, Any]:
+    """``gdal_metadata``'s GCPs and RPCs, where the raster has them."""
+    found: dict[str, Any] = {}
+    gcps, gcp_crs = ds.gcps
+    if gcps:
+        found["gcps"] = [[float(g.row), float(g.col), float(g.x), float(g.y), float(g.z or 0.0)] for g in gcps]
+        if gcp_crs is not None:
+            found["gcp_crs"] = gcp_crs.to_wkt()
+    if ds.rpcs is not None:
+        found["rpcs"] = ds.rpcs.to_gdal()
+    return found
+
+
+def window_metadata(metadata: dict, col_off: int, row_off: int) -> dict:
+    """``gdal_metadata`` of a window whose top-left pixel is (col_off, row_off) of the raster:
+    its GCPs' and RPCs' image coordinates move with it (as ``window_transform``'s origin)."""
+    if not (col_off or row_off) or not {"gcps", "rpcs"} & set(metadata):
+        return metadata
+    moved = dict(metadata)
+    if "gcps" in metadata:
+        moved["gcps"] = [[row - row_off, col - col_off, *rest] for row, col, *rest in metadata["gcps"]]
+    if "rpcs" in metadata:
+        rpcs = RPC.from_gdal(metadata["rpcs"])
+        rpcs.line_off -= row_off
+        rpcs.samp_off -= col_off
+        moved["rpcs"] = rpcs.to_gdal()
+    return moved
 
 
 def _finite_or(value: float | None, default: float) -> float:
@@ -320,6 +359,15 @@ def _restore_metadata(ds: DatasetWriter, metadata: dict) -> None:
     for key in ("scales", "offsets", "units"):
         if key in metadata:
             setattr(ds, key, tuple(metadata[key]))
+    if "gcps" in metadata:
+        try:
+            crs = CRS.from_wkt(metadata["gcp_crs"]) if "gcp_crs" in metadata else None
+        except _GDAL_ERRORS as e:
+            raise InputError(f"unusable CRS of the GCPs: {_gdal_message(e)}") from e
+        ds.gcps = ([GroundControlPoint(row, col, x, y, z, id=str(i)) for i, (row, col, x, y, z)
+                    in enumerate(metadata["gcps"], start=1)], crs)
+    if "rpcs" in metadata:
+        ds.rpcs = RPC.from_gdal(metadata["rpcs"])
 
 
 def _check_dtype(name: str, dtype: str) -> None:

@@ -27,7 +27,7 @@ from eoz.codecs.factory import codec_for_header
 from eoz.container import EozReader, EozWriter, Header
 from eoz.errors import DecodeLimitError, InputError
 from eoz.limits import DecodeLimits
-from eoz.raster import RasterMeta, RasterReader, RasterWriter, window_transform
+from eoz.raster import RasterMeta, RasterReader, RasterWriter, window_metadata, window_transform
 from eoz.registry import ModelStore
 from eoz.tiling import tiles_in_window
 
@@ -42,7 +42,7 @@ def header_meta(header: Header, window: tuple[int, int, int, int] | None = None)
     return RasterMeta(height=height, width=width, count=len(header.bands), dtype=header.dtype,
                       band_names=list(header.bands), crs=header.crs,
                       transform=window_transform(header.transform, col_off, row_off),
-                      nodata=header.nodata, metadata=header.metadata)
+                      nodata=header.nodata, metadata=window_metadata(header.metadata, col_off, row_off))
 
 
 def tile_size_for(meta: RasterMeta, codec: Codec, overlap: int | None = None) -> int:

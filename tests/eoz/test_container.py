@@ -180,6 +180,9 @@ def test_from_dict_ignores_unknown_keys_and_fills_defaults():
         ("metadata", {"scales": [1, 1, 1, "x"]}, "'metadata' must be a number"),
         ("metadata", {"offsets": [0, 0, 0, 1e400]}, "'metadata' must be a number|'metadata' must hold finite"),
         ("metadata", {"units": ["m"]}, "'metadata' has 1 units for 4 bands"),
+        ("metadata", {"gcps": [[0, 0, 10, 45]]}, r"'metadata' must hold GCPs as \[row, col, x, y, z\]"),
+        ("metadata", {"gcps": [[0, 0, 10, 45, None]]}, "'metadata' must be a number"),
+        ("metadata", {"rpcs": {"LINE_OFF": "24"}}, "'metadata' must hold GDAL's RPC tags"),
     ],
 )
 def test_from_dict_names_ill_typed_field(key, value, message):

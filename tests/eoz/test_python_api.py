@@ -78,6 +78,23 @@ def test_a_products_gdal_metadata_comes_back_with_its_pixels(tmp_path, options):
         assert back.scales == (1e-4,) * 4 and back.offsets == (-0.1,) * 4
 
 
+def test_a_decoded_window_of_a_gcp_georeferenced_product_keeps_its_place(tmp_path):
+    """Sentinel-1 GRD measurements are georeferenced by GCPs, not a geotransform: a window's
+    GCPs move by its offset, so each pixel keeps its ground position."""
+    array, meta = read_raster(S2)
+    meta.crs, meta.transform = None, None
+    meta.metadata = {"gcps": [[0.0, 0.0, 10.0, 45.0, 0.0], [200.0, 100.0, 10.1, 44.8, 0.0]],
+                     "gcp_crs": rasterio.crs.CRS.from_epsg(4326).to_wkt()}
+    write_raster(tmp_path / "grd.tif", array, meta)
+    eoz.compress(tmp_path / "grd.tif", tmp_path / "grd.eoz", lossless=True, tile_size=128)
+    eoz.decompress(tmp_path / "grd.eoz", tmp_path / "part.tif", window=(32, 16, 64, 48))
+    with rasterio.open(tmp_path / "part.tif") as part:
+        gcps, crs = part.gcps
+        assert [(g.row, g.col, g.x, g.y) for g in gcps] == [(-16, -32, 10.0, 45.0), (184, 68, 10.1, 44.8)]
+        assert crs == rasterio.crs.CRS.from_epsg(4326)
+        np.testing.assert_array_equal(part.read(), array[:, 16:64, 32:96])
+
+
 def test_a_file_without_gdal_metadata_reads_as_rasterio_defaults(s2_tiled):
     with eoz.open(s2_tiled) as ds, rasterio.open(S2) as src:
         assert (ds.tags(), ds.tags(1), ds.scales, ds.offsets, ds.units) == \
