@@ -99,6 +99,7 @@ _SCALED_LIMIT = 1 << 31       # ... integers below this magnitude,
 _FLOAT32_WHOLE = 1 << 24      # float32 whole numbers near-losslessly below this: it holds every integer up to
                               # here (a decoded integer beyond, within the bound, could round out of it)
 _SCALED_PROBE = 4096          # the divisors are tried on this many samples first
+_FINE_GRID = 9                # bounds that differ by band: grid steps in the smallest bound's bins (odd)
 _GRID_LIMIT = 1 << 32         # a float grid's integers stay below this (the loop's sums are exact for samples under
                               # 2^33); a bound finer than that is finer than the floats' own spacing: bits, exactly
 _HEAD = struct.Struct("<BBdqq")
@@ -660,8 +661,8 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
     losslessly: their bit patterns in the floats' order (float64's in two planes a band:
     ``_double_planes``).
     With a bound e: a grid of step 2e (``_grid``: every value decodes within e, rounding to the
-    dtype included), unless its integers reach _GRID_LIMIT: a bound finer than the floats' own
-    spacing, met exactly by their bits."""
+    dtype included; bounds that differ by band, ``_fine_grid``), unless its integers reach
+    _GRID_LIMIT: a bound finer than the floats' own spacing, met exactly by their bits."""
     if tile.dtype.kind in "iu":
         if any(b != int(b) for b in bounds):
             raise InputError(f"max_error for {tile.dtype} samples must be whole numbers, not {bounds}")
@@ -677,11 +678,11 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
     if any(bounds):
         if not np.isfinite(tile).all():
             raise InputError("near-lossless float rasters must be finite (declare NaN as nodata)")
-        if len(set(bounds)) != 1:
-            raise InputError(f"a {tile.dtype} raster takes one max_error for all bands")
-        found = _grid(tile, bounds[0])
+        if not all(bounds):
+            raise InputError(f"a {tile.dtype} raster's bands are all lossless or all bounded, not {bounds}")
+        found = _grid(tile, bounds[0]) if len(set(bounds)) == 1 else _fine_grid(tile, bounds)
         if found is not None:
-            return DOUBLE_GRID if double else FLOAT_GRID, found[0], found[1], [0] * len(bounds)
+            return DOUBLE_GRID if double else FLOAT_GRID, *found
     if not double:
         zeros, ordered = _float_bits(tile, skip)
         return FLOAT_BITS, float(zeros), ordered, [0] * len(bounds)
@@ -689,8 +690,8 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
     return DOUBLE_BITS, float(zeros), planes, [0] * (2 * len(bounds))
 
 
-def _grid(tile: np.ndarray, bound: float) -> tuple[float, np.ndarray] | None:
-    """(step, integers) of a grid whose points, rounded to the tile's dtype, are all within bound
+def _grid(tile: np.ndarray, bound: float) -> tuple[float, np.ndarray, list[int]] | None:
+    """(step, integers, integer bound per band: 0) of a grid whose points, rounded to the tile's dtype, are all within bound
     of its samples: step 2 x bound, shrunk by _GRID_SHRINK up to _GRID_SHRINKS times (rounding
     pushes a few samples out), then at once by what the rounding can take at the largest
     magnitude (where the bound is near the floats' own spacing, the shrinks alone took 3000 to
@@ -708,9 +709,34 @@ def _grid(tile: np.ndarray, bound: float) -> tuple[float, np.ndarray] | None:
         if np.abs(grid).max(initial=0) >= _GRID_LIMIT:
             return None
         if (np.abs((grid * step).astype(tile.dtype).astype(np.float64) - values) <= bound).all():
-            return step, grid.astype(np.int64)
+            return step, grid.astype(np.int64), [0] * len(tile)
         step *= _GRID_SHRINK
     return None
+
+
+def _fine_grid(tile: np.ndarray, bounds: list[float]) -> tuple[float, np.ndarray, list[int]] | None:
+    """(step, integers, integer bound per band) for bounds that differ by band: one grid, its step
+    a _FINE_GRID-th of the smallest bound's bins (2 e), and each band's integers coded within the
+    most whole steps its own bound leaves. A band's error is then at most N s + s / 2 for the grid
+    and N steps, plus the floats' spacing u at its largest value for rounding to the dtype, so
+    N = floor((e - u) / s - 1/2), and s is taken so that the smallest bound's band gets
+    (_FINE_GRID - 1) / 2: its bins fit its bound, the others' lose under a ninth of the smallest
+    bin (a coarse step of 2 x the smallest bound, N whole, left up to a third of a bin unused).
+    None where its integers would reach _GRID_LIMIT or a bound is finer than the floats' spacing."""
+    values = tile.astype(np.float64)
+    spacing = [float(np.spacing(np.array(np.abs(band).max(initial=0) + bound, tile.dtype)))
+               for band, bound in zip(values, bounds)]
+    smallest = int(np.argmin(bounds))
+    step = (bounds[smallest] - spacing[smallest]) / (_FINE_GRID / 2)
+    if not step > 0:
+        return None
+    grid = np.rint(values / step)
+    if np.abs(grid).max(initial=0) >= _GRID_LIMIT:
+        return None
+    steps = [np.floor((bound - u) / step - 0.5) for bound, u in zip(bounds, spacing)]
+    if min(steps) < 0:
+        return None
+    return step, grid.astype(np.int64), [int(min(n, _MAX_BOUND)) for n in steps]
 
 
 def _scaled_integers(tile: np.ndarray, skip: np.ndarray | None,
