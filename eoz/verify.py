@@ -16,16 +16,19 @@ from eoz import metrics
 from eoz.container import EozReader
 from eoz.errors import InputError
 from eoz.evaluation import stated_quality
-from eoz.raster import RasterReader
+from eoz.raster import RasterMeta, RasterReader
 from eoz.registry import ModelStore
-from eoz.scene import decode_scene
+from eoz.scene import decode_scene, header_meta
 
 
 def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | None = None,
            threads: int = 1) -> dict:
-    """{"verified", "exact", "max_error_per_band", "bound_per_band"}: verified when every sample is
-    exact (lossless files and files with no bound) or within the file's max_error; ``threads``
-    tiles decode at once (as ``decode_scene``)."""
+    """{"verified", "exact", "max_error_per_band", "bound_per_band", "description_differs"}: verified
+    when every sample is exact (lossless files and files with no bound) or within the file's
+    max_error, and the file describes the raster as the original does (``description_differs``
+    names what it does not: its CRS, geotransform, nodata, band names, or a GDAL metadata field such
+    as its tags or GCPs, which files written before session 22 dropped); ``threads`` tiles decode at
+    once (as ``decode_scene``)."""
     with EozReader(eoz_path) as reader, RasterReader(original_path) as original:
         header, meta = reader.header, original.meta
         if (meta.count, meta.height, meta.width) != (len(header.bands), header.height, header.width):
@@ -36,6 +39,17 @@ def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | 
             source = original.read((col, row, piece.shape[2], piece.shape[1]))[0]
             worst = np.maximum(worst, metrics.max_error_per_band(source, piece))
     bound = stated_quality(header).get("max_error_per_band", [0.0] * meta.count)
-    return {"verified": bool((worst <= np.asarray(bound)).all()), "exact": bool((worst == 0).all()),
+    differs = _description_differences(header_meta(header), meta)
+    return {"verified": bool((worst <= np.asarray(bound)).all()) and not differs, "exact": bool((worst == 0).all()),
             "lossless_file": header.lossless,
-            "max_error_per_band": worst.tolist(), "bound_per_band": bound}
+            "max_error_per_band": worst.tolist(), "bound_per_band": bound, "description_differs": differs}
+
+
+def _description_differences(decoded: RasterMeta, original: RasterMeta) -> list[str]:
+    """The names of what the decoded raster's description does not share with the original's."""
+    differ = [name for name in ("crs", "transform", "band_names") if getattr(decoded, name) != getattr(original, name)]
+    if not (decoded.nodata == original.nodata or (decoded.nodata is not None and original.nodata is not None
+                                                  and np.isnan(decoded.nodata) and np.isnan(original.nodata))):
+        differ.append("nodata")
+    keys = sorted(set(decoded.metadata) | set(original.metadata))
+    return differ + [key for key in keys if decoded.metadata.get(key) != original.metadata.get(key)]

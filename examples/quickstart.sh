@@ -16,7 +16,7 @@ eoz eval $S2 --model jpeg2000 --psnr 45 --klt          # the baseline at the sam
 eoz compress $S2 $OUT/wb.eoz --model wavelet-hyperprior --psnr 45 --block 32   # every 32 px block >= 45 dB
 eoz compress $S2 $OUT/auto.eoz                              # --model auto, the default: picks from the bands and dtype, says which
 eoz compress $S2 $OUT/archive.eoz --lossless                # auto picks the predictive model: bit exact, sha256 per tile
-eoz verify $OUT/archive.eoz $S2                             # exit 0: every sample exact (or within --max-error)
+eoz verify $OUT/archive.eoz $S2                             # exit 0: every sample exact (or within --max-error), same georeferencing
 eoz compress $S2 $OUT/bounded.eoz --model predictive --max-error 4   # no sample off by more than 4 DN
 eoz features $S2 $OUT/latents.tif --model vqvae-fpn-s2-10m  # top-level latents as a georeferenced GeoTIFF
 HSI=examples/data/enmap_hsi_224band.tif         # bundled: EnMAP, 224 bands, int16

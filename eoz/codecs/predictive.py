@@ -5,7 +5,8 @@ through its bit patterns (less the trailing zero bits every valid sample shares,
 integers in the floats' order, so neighbouring values stay close and NaN keeps its exact bits;
 float64's in two planes a band, the top 32 bits and the rest), or with a bound e on a grid of
 step 2e (each value to its nearest grid point, the grid's integers coded losslessly; the
-step is shrunk until the values decode within e, rounding to the dtype included). A bound so
+step is shrunk until the values decode within e, rounding to the dtype included; bounds that
+differ by band share a finer grid, each band's integers coded within its own bound). A bound so
 fine that the grid's integers would reach 2^32 (finer than the floats' own spacing) is met
 exactly by the bit patterns instead: the loop's sums are exact for samples under 2^33 only.
 
@@ -44,8 +45,8 @@ trial, about twice the speed of encoding and decoding for a few per cent more by
 Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 float32
 bits, 2 float32 grid; from format 10: 3 float64 bits, 4 float64 grid, 5 and 6 float32 and
 float64 integers n / d, coded as n), f64 grid step (kinds 2 and 4; kinds 1 and 3: the trailing
-zero bits shifted out, kind 1's 0 before session 22; kinds 5 and 6: d), i64 lowest and highest sample, u8 flags
-(bit 0: the band order, 0 first to last, 1 last to first; from format 7, bit 1: without the
+zero bits shifted out, kind 1's 0 before session 22; kinds 5 and 6: d), i64 lowest and highest
+sample, u8 flags (bit 0: the band order, 0 first to last, 1 last to first; from format 7, bit 1: without the
 learned correction; the other bits 0), then per band (kind 3: per plane, the bands' high words,
 then their low words) in that order a record: u8 flags
 (bits 0-1 the reference count R, bit 2 the least-squares flag, bit 3 set when the band's
@@ -691,8 +692,8 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
 
 
 def _grid(tile: np.ndarray, bound: float) -> tuple[float, np.ndarray, list[int]] | None:
-    """(step, integers, integer bound per band: 0) of a grid whose points, rounded to the tile's dtype, are all within bound
-    of its samples: step 2 x bound, shrunk by _GRID_SHRINK up to _GRID_SHRINKS times (rounding
+    """(step, integers, integer bound per band: 0) of a grid whose points, rounded to the tile's
+    dtype, are all within bound of its samples: step 2 x bound, shrunk by _GRID_SHRINK up to _GRID_SHRINKS times (rounding
     pushes a few samples out), then at once by what the rounding can take at the largest
     magnitude (where the bound is near the floats' own spacing, the shrinks alone took 3000 to
     250000 tries, each a pass over the tile); None where its integers would reach _GRID_LIMIT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -279,6 +280,11 @@ def test_max_error_holds_per_band_and_verify_fails_on_another_original(capsys, c
     write_raster(other, (array + 50).astype(array.dtype), meta)
     code, report, _ = run(capsys, "verify", eoz_path, other)
     assert code == 1 and report["verified"] is False and min(report["max_error_per_band"]) >= 20
+    assert report["description_differs"] == []
+    described = dataclasses.replace(meta, nodata=7.0, metadata={"tags": {"PROCESSING_LEVEL": "L1C"}, "scales": [2.0] * 4})
+    write_raster(other, array, described)   # the same pixels, described otherwise: not what the file gives back
+    code, report, _ = run(capsys, "verify", eoz_path, other)
+    assert code == 1 and report["verified"] is False and report["description_differs"] == ["nodata", "scales", "tags"]
     code, out, err = run(capsys, "compress", src, tmp_path / "x.eoz", "--model", "tiny-predictive",
                          "--max-error", 1.5)
     _assert_clean_error(code, out, err, "compress", "whole numbers")
