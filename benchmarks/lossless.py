@@ -188,6 +188,15 @@ def measure_split(split: datasets.Split) -> dict:
     return out
 
 
+def measure_categorical() -> dict:
+    """eoz and the baselines, lossless, on categorical products derived from the S2 10 m validation
+    rasters and the clean scene (``datasets.categorical_products``: a class map and bit flags)."""
+    sources = validation_rasters(datasets.S2_10M) + [clean_scene()]
+    products = [datasets.categorical_products(a) for a in sources]
+    return {name: measure([p[k][None] for p in products], None, ())
+            for k, name in enumerate(("class map (uint8, 5 classes)", "bit flags (uint16, 3 flags)"))}
+
+
 def measure_other(split: datasets.Split) -> dict:
     """A split beyond the issue's five: lossless and near-lossless against the baselines."""
     arrays = validation_rasters(split)
@@ -220,8 +229,12 @@ def repeat_share(arrays: list[np.ndarray]) -> float:
 
 def measure_clean_scene() -> dict:
     """The Sentinel-2 L1C scene without resampling repeats (a training raster), whole."""
-    array = datasets.load_bands(datasets.data_dir() / CLEAN_S2, datasets.S2_10M.bands).astype(np.uint16)
+    array = clean_scene()
     return {"file": CLEAN_S2, "shape": list(array.shape), **measure([array], None, CLEAN_MAX_ERRORS)}
+
+
+def clean_scene() -> np.ndarray:
+    return datasets.load_bands(datasets.data_dir() / CLEAN_S2, datasets.S2_10M.bands).astype(np.uint16)
 
 
 def measure_float(split: datasets.Split) -> dict:
@@ -264,8 +277,8 @@ def _pool(runs: list[dict], raw: int, samples: int) -> dict:
             "decode_msamples_s": samples / sum(r["decode_s"] for r in runs) / 1e6}
 
 
-def report(results: list[dict], clean: dict, others: list[dict], widened: list[dict], sar: dict, command: str,
-           info: dict) -> list[str]:
+def report(results: list[dict], clean: dict, others: list[dict], widened: list[dict], categorical: dict, sar: dict,
+           command: str, info: dict) -> list[str]:
     md = ["# Lossless and near-lossless: eoz predictive against JPEG 2000, JPEG-XL, JPEG-LS and CCSDS 123", ""]
     md += provenance_md(command, info)
     md += ["Ratio = raw bytes / file bytes, pooled over each split's validation rasters; "
@@ -318,10 +331,8 @@ def report(results: list[dict], clean: dict, others: list[dict], widened: list[d
         md += table(["split"] + [f"max error {n}" for n in MAX_ERRORS],
                     [[r["split"]] + [_against(r["near_lossless"][n], codec) for n in MAX_ERRORS] for r in results])
     md += ["## Speed (million samples per second, encode / decode)", ""]
-    rows = [[r["split"]] + [f"{r['lossless'][c]['encode_msamples_s']:.2f} / {r['lossless'][c]['decode_msamples_s']:.2f}"
-                            for c in ("eoz",) + BASELINES + (CCSDS,)]
-            + [f"{r['near_lossless'][4]['eoz']['encode_msamples_s']:.2f} / "
-               f"{r['near_lossless'][4]['eoz']['decode_msamples_s']:.2f}"] for r in results]
+    rows = [[r["split"]] + [_speeds(r["lossless"][c]) for c in ("eoz",) + BASELINES + (CCSDS,)]
+            + [_speeds(r["near_lossless"][4]["eoz"])] for r in results]
     md += table(["split", "eoz lossless", "JPEG 2000", "JPEG-XL", "JPEG-LS", "CCSDS 123", "eoz max error 4"], rows)
     md += ["## --fast (no learned correction, no band-order trial)", "",
            "Against the default in the same run: bytes, and speed (encode / decode, million samples per "
@@ -354,14 +365,27 @@ def report(results: list[dict], clean: dict, others: list[dict], widened: list[d
         md += table([w["split"]] + list(own),
                     [[dtype] + [f"{v['bits_per_sample']:.3f} ({_change(v, own[mode])})" for mode, v in modes.items()]
                      for dtype, modes in w["rows"].items()])
+    md += ["## Categorical products", "",
+           "A class map and bit flags derived from the S2 10 m validation rasters and the scene without "
+           "repeats by index thresholds (`eoz.datasets.categorical_products`: no classification or quality "
+           "band is in the shared data), as a Level-2 scene classification or a QA band holds them. eoz "
+           "codes a lossless tile of at most 64 values as which neighbour each sample equals (format 12), "
+           "where that is smaller than the predictive loop's file.", ""]
+    md += table(["product", "rasters", "eoz", "JPEG 2000", "JPEG-XL", "JPEG-LS", "eoz vs best", "CCSDS 123",
+                 "eoz vs CCSDS 123", "eoz encode / decode Msamples/s"],
+                [[name, r["rasters"]] + _lossless_cells(r["lossless"])
+                 + [_speeds(r["lossless"]["eoz"])] for name, r in categorical.items()])
     md += [f"## {sar['split']} (float32 dB): eoz alone", "",
            "No baseline codes float32 losslessly; eoz codes the bit patterns (lossless) or a grid "
            "of step 2e (max error e dB); a bound per band (VV / VH), a finer grid that each band's "
            "bound takes whole steps of (max error: the larger band's).", ""]
     md += table(["mode", "ratio", "max error", "encode / decode Msamples/s"],
-                [[k, f"{v['ratio']:.3f}", f"{v['max_error']:.4g}",
-                  f"{v['encode_msamples_s']:.2f} / {v['decode_msamples_s']:.2f}"] for k, v in sar["rows"].items()])
+                [[k, f"{v['ratio']:.3f}", f"{v['max_error']:.4g}", _speeds(v)] for k, v in sar["rows"].items()])
     return md
+
+
+def _speeds(pooled: dict) -> str:
+    return f"{pooled['encode_msamples_s']:.2f} / {pooled['decode_msamples_s']:.2f}"
 
 
 def _lossless_cells(lossless: dict) -> list[str]:
@@ -386,7 +410,7 @@ def _fast_cells(result: dict, near: int | None) -> list[str]:
     """--fast's bytes against the default's, and its speeds with their ratios to the default's."""
     fast, default = result["fast"][near], (result["lossless"] if near is None else result["near_lossless"][near])["eoz"]
     return [_change(fast, default),
-            f"{fast['encode_msamples_s']:.2f} / {fast['decode_msamples_s']:.2f} "
+            f"{_speeds(fast)} "
             f"({fast['encode_msamples_s'] / default['encode_msamples_s']:.2f}x / "
             f"{fast['decode_msamples_s'] / default['decode_msamples_s']:.2f}x)"]
 
@@ -444,10 +468,13 @@ def main() -> None:
                measure_widened(datasets.S1_DB, ("float64",), (None, 0.01))]
     print("widened", [(w["split"], {d: round(m["lossless"]["bits_per_sample"], 3) for d, m in w["rows"].items()})
                       for w in widened], flush=True)
+    categorical = measure_categorical()
+    print("categorical", {name: {c: round(v["ratio"], 3) for c, v in r["lossless"].items()}
+                          for name, r in categorical.items()}, flush=True)
     sar = measure_float(datasets.S1_DB)
-    write_outputs(RESULTS_DIR, args.name, report(results, clean, others, widened, sar, command, info),
+    write_outputs(RESULTS_DIR, args.name, report(results, clean, others, widened, categorical, sar, command, info),
                   {"machine": info, "command": command, "splits": results, "clean_s2_scene": clean,
-                   "other_splits": others, "widened": widened, "s1_db": sar})
+                   "other_splits": others, "widened": widened, "categorical": categorical, "s1_db": sar})
     plot(results, RESULTS_DIR / f"{args.name}.png")
 
 

@@ -225,3 +225,17 @@ def fixed_crops(arrays: list[np.ndarray], size: int, per_array: int = 2) -> np.n
             c = (a.shape[2] - size) * (per_array - k) // (per_array + 1)
             crops.append(a[:, r:r + size, c:c + size])
     return np.stack(crops)
+
+
+def categorical_products(s2_10m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class map, bit flags) of a Sentinel-2 10 m raster (B02, B03, B04, B08), as a Level-2
+    classification and a quality band hold them: five classes by its indices (water NDWI > 0,
+    dense and sparse vegetation NDVI > 0.5 and > 0.25, bright and dark ground at B02 1500) as
+    (h, w) uint8 1-5, and three flags (water, bright, vegetated) in bits 2, 3 and 5 of a uint16,
+    bit 0 always set. No such product is in ../shared/data; derived from real scenes by a stated
+    rule, they test and measure the categorical coding on real spatial structure."""
+    b2, b3, b4, b8 = s2_10m.astype(np.float64)
+    ndvi, ndwi = (b8 - b4) / (b8 + b4 + 1e-9), (b3 - b8) / (b3 + b8 + 1e-9)
+    classes = np.where(ndwi > 0, 1, np.where(ndvi > 0.5, 2, np.where(ndvi > 0.25, 3, np.where(b2 > 1500, 4, 5))))
+    flags = 1 | (ndwi > 0) << 2 | (b2 > 1800) << 3 | (ndvi > 0.4) << 5
+    return classes.astype(np.uint8), flags.astype(np.uint16)

@@ -81,6 +81,7 @@ import struct
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from eoz import palette_coder
 from eoz import predictive_coder as pc
 from eoz.codecs.base import Codec, model_pins
 from eoz.errors import ContainerError, InputError
@@ -90,6 +91,7 @@ from eoz.subband_coder import TOKENS, decoder_state, encoder_state, finish, new_
 
 FORMAT = 10
 STORED = 11                   # the format of a tile whose samples are stored bit-packed, where coding would be larger
+PALETTE = 12                  # the format of a categorical tile: palette indices coded by their neighbours'
 REVERSED, UNLEARNED = 1, 2    # the flags byte's bits (format 5 and 6: REVERSED alone)
 INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_SCALED, DOUBLE_SCALED = range(7)   # sample kinds
 KINDS = (INTEGER, FLOAT_BITS, FLOAT_GRID, DOUBLE_BITS, DOUBLE_GRID, FLOAT_SCALED, DOUBLE_SCALED)
@@ -99,7 +101,7 @@ DIVISORS = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0)   # of float
 _SCALED_LIMIT = 1 << 31       # ... integers below this magnitude,
 _FLOAT32_WHOLE = 1 << 24      # float32 whole numbers near-losslessly below this: it holds every integer up to
                               # here (a decoded integer beyond, within the bound, could round out of it)
-_SCALED_PROBE = 4096          # the divisors are tried on this many samples first
+_SCALED_PROBE = 4096          # the divisors are tried on this many samples first (and a palette)
 _FINE_GRID = 9                # bounds that differ by band: grid steps in the smallest bound's bins (odd)
 _GRID_LIMIT = 1 << 32         # a float grid's integers stay below this (the loop's sums are exact for samples under
                               # 2^33); a bound finer than that is finer than the floats' own spacing: bits, exactly
@@ -223,6 +225,11 @@ class PredictiveCodec(Codec):
                                                                 pc.WORST_SAMPLE_BYTES)
         head = _HEAD.pack(FORMAT, kind, step, lo, hi) + bytes([reverse | (UNLEARNED if self.fast else 0)])
         coded_size = len(head) + len(records) + len(digest) + len(stream)
+        categorical = _palette(samples, skipped) if digest and not counts.size else None
+        if categorical is not None:   # few values: coded as which neighbour each equals, where that is smaller
+            payload = _palette_tile(samples, skipped, categorical, kind, step, lo, hi, digest)
+            if len(payload) < min(coded_size, _stored_size(samples.size, lo, hi)):
+                return payload
         if _stored_size(samples.size, lo, hi) < coded_size:   # noise that no prediction shrinks
             # a lossless tile decodes to what the encoder was given: its digest is the one computed
             return _stored(samples, kind, step, lo, hi, digest or _digest(_from_integers(samples, kind, step), skip))
@@ -289,14 +296,16 @@ class PredictiveCodec(Codec):
         if len(payload) < _HEAD.size:
             raise ContainerError("predictive tile head is truncated")
         version, kind, step, lo, hi = _HEAD.unpack_from(payload)
-        if not 1 <= version <= STORED:
-            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {STORED}")
+        if not 1 <= version <= PALETTE:
+            raise ContainerError(f"predictive tile format {version}; this build reads formats 1 to {PALETTE}")
         if kind not in KINDS or (kind in GRIDS + SCALED and not step > 0) or (kind >= DOUBLE_BITS and version < 10) \
                 or not np.isfinite(step):
             raise ContainerError("predictive tile head is inconsistent")
         planes = bands * (2 if kind == DOUBLE_BITS else 1)
         if version == STORED:
             return _unstored(payload, kind, step, lo, hi, (planes, height, width), _skipped(valid))
+        if version == PALETTE:
+            return _unpalette(payload, kind, step, lo, hi, (planes, height, width), _skipped(valid))
         (flags,) = _unpack("<B", payload, _HEAD.size) if version >= 5 else (0,)
         if lo > hi or flags & ~(REVERSED | (UNLEARNED if version >= 7 else 0)):
             raise ContainerError("predictive tile head is inconsistent")
@@ -371,6 +380,69 @@ def _unstored(payload: bytes, kind: int, step: float, lo: int, hi: int, shape: t
     tile = _from_integers((offsets.astype(np.int64) + lo).reshape(shape), kind, step)
     if _digest(tile, skip) != payload[_HEAD.size:_HEAD.size + 32]:
         raise ContainerError("lossless check failed: the stored tile holds other samples than were written")
+    return tile
+
+
+def _palette(samples: np.ndarray, skip: np.ndarray) -> np.ndarray | None:
+    """The sorted distinct values of a tile's coded samples (its nodata samples left out: ``skip``,
+    or empty), where there are at most palette_coder.MAX_PALETTE of them; else None. A probe of the samples
+    answers most tiles (natural images have more values in a few thousand samples)."""
+    valid = samples if not skip.size else samples[~skip]
+    probe = valid.ravel()[::max(1, valid.size // _SCALED_PROBE)]
+    if np.unique(probe).size > palette_coder.MAX_PALETTE:
+        return None
+    palette = np.unique(valid)
+    return palette if 0 < palette.size <= palette_coder.MAX_PALETTE else None
+
+
+def _palette_tile(samples: np.ndarray, skip: np.ndarray, palette: np.ndarray, kind: int, step: float, lo: int,
+                  hi: int, digest: bytes) -> bytes:
+    """A lossless tile as format PALETTE: the head, the palette's size and values (the first less
+    lo, then each gap less one, as varints), ``digest``, and each sample's palette index coded by
+    ``eoz.palette_coder`` (nodata samples not coded)."""
+    idx = np.searchsorted(palette, samples).clip(0, palette.size - 1)
+    match, escape = palette_coder.new_palette_tables(palette.size)
+    buffer = np.zeros(samples.size * 5 + 1024, np.uint8)   # a sample takes two symbols of 16 bits at most
+    state = encoder_state()
+    palette_coder.code_palette(idx, skip if skip.size else _NO_SKIP_TILE, bool(skip.size), match, escape, state,
+                               buffer, False)
+    n = finish(state, buffer)
+    values = b"".join(map(_varint, [palette.size, int(palette[0]) - lo, *(np.diff(palette) - 1).tolist()]))
+    return _HEAD.pack(PALETTE, kind, step, lo, hi) + values + digest + buffer[:n].tobytes()
+
+
+def _unpalette(payload: bytes, kind: int, step: float, lo: int, hi: int, shape: tuple[int, int, int],
+               skip: np.ndarray | None) -> np.ndarray:
+    """The tile a format PALETTE payload holds, its sha256 checked."""
+    if not 0 <= hi - lo < _STORED_SPAN:
+        raise ContainerError("predictive tile head is inconsistent")
+    size, pos = _read_varint(payload, _HEAD.size, palette_coder.MAX_PALETTE)
+    if size < 1:
+        raise ContainerError("predictive palette tile has no values")
+    steps = []
+    for _ in range(size):
+        value, pos = _read_varint(payload, pos, hi - lo)
+        steps.append(value + bool(steps))   # the first value less lo, then each gap less one
+    palette = lo + np.cumsum(np.array(steps, np.int64))
+    if palette[-1] > hi:
+        raise ContainerError("predictive palette tile holds values above its range")
+    digest = payload[pos:pos + 32]
+    if len(digest) < 32:
+        raise ContainerError("predictive tile head is truncated")
+    stream = np.frombuffer(payload, np.uint8, offset=pos + 32).copy()
+    state = decoder_state(stream)
+    idx = np.zeros(shape, np.int64)
+    match, escape = palette_coder.new_palette_tables(size)
+    planes_skip = _NO_SKIP_TILE if skip is None else _planes_of(skip, kind)
+    palette_coder.code_palette(idx, planes_skip, skip is not None, match, escape, state, stream, True)
+    if overrun(state, stream):
+        raise ContainerError("predictive tile stream is truncated")
+    samples = palette[idx]
+    if skip is not None:   # as the digest has them
+        samples = np.where(planes_skip, 0, samples)
+    tile = _from_integers(samples, kind, step)
+    if _digest(tile, skip) != digest:
+        raise ContainerError("lossless check failed: the tile decodes to other samples than were coded")
     return tile
 
 
@@ -693,8 +765,8 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
 
 def _grid(tile: np.ndarray, bound: float) -> tuple[float, np.ndarray, list[int]] | None:
     """(step, integers, integer bound per band: 0) of a grid whose points, rounded to the tile's
-    dtype, are all within bound of its samples: step 2 x bound, shrunk by _GRID_SHRINK up to _GRID_SHRINKS times (rounding
-    pushes a few samples out), then at once by what the rounding can take at the largest
+    dtype, are all within bound of its samples: step 2 x bound, shrunk by _GRID_SHRINK up to
+    _GRID_SHRINKS times (rounding pushes a few samples out), then at once by what the rounding can take at the largest
     magnitude (where the bound is near the floats' own spacing, the shrinks alone took 3000 to
     250000 tries, each a pass over the tile); None where its integers would reach _GRID_LIMIT
     or no step is left."""

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from eoz.codecs import JPEG2000Codec, codec_for_model
 from eoz.codecs.base import decode_tile_payload
-from eoz.codecs.predictive import DOUBLE_BITS, FLOAT_BITS, STORED
+from eoz.codecs.predictive import DOUBLE_BITS, FLOAT_BITS, PALETTE, STORED
 from eoz.container import EozReader
 from eoz.errors import ContainerError
 from eoz.limits import DecodeLimits
@@ -65,8 +65,9 @@ def _codec(name: str, models: ModelStore, tmp_path_factory):
         publish_tiny_predictive(store)
         return codec_for_model("tiny-predictive", store=store, max_error=2, fast=name == "predictive-fast" or None), \
             dict(height=40, width=48, nodata=0)
-    if name in ("predictive-stored", "predictive-float64", "predictive-half"):   # noise: the tile is stored
-        # (format 11), not coded; float64: two planes a band; half floats as float32: 13 zero bits shifted out
+    if name in ("predictive-stored", "predictive-float64", "predictive-half", "predictive-palette"):   # noise: the
+        # tile is stored (format 11), not coded; float64: two planes a band; half floats as float32: 13 zero bits
+        # shifted out; few values: a categorical tile (format 12)
         store = ModelStore(tmp_path_factory.mktemp("predictive"))
         publish_tiny_predictive(store)
         return codec_for_model("tiny-predictive", store=store, lossless=True), dict(height=40, width=48)
@@ -76,7 +77,7 @@ def _codec(name: str, models: ModelStore, tmp_path_factory):
 
 
 CODECS = ["jpeg2000", "jpeg2000-klt", "hyperprior", "vqvae-fpn", "wavelet", "spectral-partition", "predictive",
-          "predictive-fast", "predictive-stored", "predictive-float64", "predictive-half"]
+          "predictive-fast", "predictive-stored", "predictive-float64", "predictive-half", "predictive-palette"]
 
 
 @pytest.fixture(scope="module", params=CODECS)
@@ -92,6 +93,8 @@ def tile(request, tiny_models, tmp_path_factory):
         array, meta.dtype = array / 7.0, "float64"
     if request.param == "predictive-half":
         array, meta.dtype = (array / 7000.0).astype(np.float16).astype(np.float32), "float32"
+    if request.param == "predictive-palette":
+        array = array // (array.max() // 6 + 1)
     with EozReader(compress_array(array, meta, codec, tile_size=64)) as reader:
         header, payload = reader.header, reader.read_tile(0)
     if request.param == "predictive-stored":
@@ -100,6 +103,8 @@ def tile(request, tiny_models, tmp_path_factory):
         assert codec_body(payload)[1] == DOUBLE_BITS
     if request.param == "predictive-half":
         assert codec_body(payload)[1] == FLOAT_BITS and codec_body(payload)[2:10] == struct.pack("<d", 13)
+    if request.param == "predictive-palette":
+        assert codec_body(payload)[0] == PALETTE
     codec = codec.for_raster(header_meta(header))
     decode_tile_payload(codec, payload, header, 0)
     _, _, height, width = header.coded_bounds(0)
