@@ -36,7 +36,10 @@ bit and its sign with adaptive odds where earlier formats code them raw; format 
 build's, the same bytes where a tile has no nodata) lets a skipped sample take its
 neighbours' recent errors, where format 9 gave it none (a row entering the data from a
 rotated frame's nodata corner met an error level of zero). A tile that would code larger than
-its samples' bits (noise that no prediction shrinks) is stored instead, as format 11.
+its samples' bits (noise that no prediction shrinks) is stored instead, as format 11. A
+lossless tile of at most ``palette_coder.MAX_PALETTE`` values (class maps, bit flags) is also
+coded as which neighbour each sample equals (``eoz.palette_coder``), as format 12, and kept
+where that is smaller.
 Lossless tiles carry a sha256 of the samples they code; the decoder checks it and refuses a
 tile that differs. ``fast`` writes tiles without the learned correction and the band-order
 trial, about twice the speed of encoding and decoding for a few per cent more bytes
@@ -59,7 +62,10 @@ bits, as zigzag varints; the 32-byte sha256 when the tile is lossless (every bou
 grid); then the range-coded residuals (and format 3's copy flags). Format 11 (``STORED``):
 the same u8 version, u8 kind, f64 step and i64 lowest and highest sample, then the 32-byte
 sha256 of the samples it decodes to, then every sample less the lowest in the bits the
-highest less the lowest takes, packed least significant bit first, bands in order. Formats
+highest less the lowest takes, packed least significant bit first, bands in order. Format 12
+(``PALETTE``): the same head, then the palette as varints (its size, its first value less the
+lowest sample, each next value's gap less one), the 32-byte sha256, then the range-coded palette
+indices (per plane, in raster order; nodata samples not coded). Formats
 1 to 9 are
 still decoded: format 9 is format 10 with a skipped sample's errors zero, format 8 is
 format 9 with the low bits and the sign raw (and nodata coded, as its band's mean), format 7 is format
