@@ -49,8 +49,8 @@ Tile payload (little endian): u8 format version, u8 sample kind (0 integer, 1 fl
 bits, 2 float32 grid; from format 10: 3 float64 bits, 4 float64 grid, 5 and 6 float32 and
 float64 integers n / d, coded as n), f64 grid step (kinds 2 and 4; kinds 1 and 3: the trailing
 zero bits shifted out, kind 1's 0 before session 22; kinds 5 and 6: d), i64 lowest and highest
-sample, u8 flags (bit 0: the band order, 0 first to last, 1 last to first; from format 7, bit 1: without the
-learned correction; the other bits 0), then per band (kind 3: per plane, the bands' high words,
+sample, u8 flags (bit 0: the band order, 0 first to last, 1 last to first; from format 7,
+bit 1: without the learned correction; the other bits 0), then per band (kind 3: per plane, the bands' high words,
 then their low words) in that order a record: u8 flags
 (bits 0-1 the reference count R, bit 2 the least-squares flag, bit 3 set when the band's
 bound differs from the band before's, or from 0 for the first; the other bits 0), with
@@ -391,8 +391,8 @@ def _unstored(payload: bytes, kind: int, step: float, lo: int, hi: int, shape: t
 
 def _palette(samples: np.ndarray, skip: np.ndarray) -> np.ndarray | None:
     """The sorted distinct values of a tile's coded samples (its nodata samples left out: ``skip``,
-    or empty), where there are at most palette_coder.MAX_PALETTE of them; else None. A probe of the samples
-    answers most tiles (natural images have more values in a few thousand samples)."""
+    or empty), where there are at most palette_coder.MAX_PALETTE of them; else None. A probe of
+    the samples answers most tiles (natural images have more values in a few thousand samples)."""
     valid = samples if not skip.size else samples[~skip]
     probe = valid.ravel()[::max(1, valid.size // _SCALED_PROBE)]
     if np.unique(probe).size > palette_coder.MAX_PALETTE:
@@ -772,10 +772,10 @@ def _to_integers(tile: np.ndarray, bounds: list[float],
 def _grid(tile: np.ndarray, bound: float) -> tuple[float, np.ndarray, list[int]] | None:
     """(step, integers, integer bound per band: 0) of a grid whose points, rounded to the tile's
     dtype, are all within bound of its samples: step 2 x bound, shrunk by _GRID_SHRINK up to
-    _GRID_SHRINKS times (rounding pushes a few samples out), then at once by what the rounding can take at the largest
-    magnitude (where the bound is near the floats' own spacing, the shrinks alone took 3000 to
-    250000 tries, each a pass over the tile); None where its integers would reach _GRID_LIMIT
-    or no step is left."""
+    _GRID_SHRINKS times (rounding pushes a few samples out), then at once by what the rounding
+    can take at the largest magnitude (where the bound is near the floats' own spacing, the
+    shrinks alone took 3000 to 250000 tries, each a pass over the tile); None where its integers
+    would reach _GRID_LIMIT or no step is left."""
     values = tile.astype(np.float64)
     step = 2 * bound
     for attempt in range(_GRID_SHRINKS + 1):
