@@ -88,7 +88,7 @@ def code_palette(idx, skip, has_skip, match, escape, state, buf, decoding) -> No
                         if symbol != _ESCAPE and symbol >= n:   # a damaged stream: any index will do,
                             symbol = 0                          # the digest refuses the tile
                     else:
-                        for k in range(n - 1, -1, -1):
+                        for k in range(n):   # distinct: at most one matches
                             if candidates[k] == idx[b, i, j]:
                                 symbol = k
                         encode_adaptive(state, buf, match, row, symbol)

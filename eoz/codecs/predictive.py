@@ -308,6 +308,8 @@ class PredictiveCodec(Codec):
                 or not np.isfinite(step):
             raise ContainerError("predictive tile head is inconsistent")
         planes = bands * (2 if kind == DOUBLE_BITS else 1)
+        if version in (STORED, PALETTE) and not 0 <= hi - lo < _STORED_SPAN:
+            raise ContainerError("predictive tile head is inconsistent")
         if version == STORED:
             return _unstored(payload, kind, step, lo, hi, (planes, height, width), _skipped(valid))
         if version == PALETTE:
@@ -369,9 +371,7 @@ def _stored(samples: np.ndarray, kind: int, step: float, lo: int, hi: int, diges
 
 def _unstored(payload: bytes, kind: int, step: float, lo: int, hi: int, shape: tuple[int, int, int],
               skip: np.ndarray | None) -> np.ndarray:
-    """The tile a format STORED payload holds, its sha256 checked."""
-    if not 0 <= hi - lo < _STORED_SPAN:
-        raise ContainerError("predictive tile head is inconsistent")
+    """The tile a format STORED payload holds (its range checked by the caller), its sha256 checked."""
     bits, n = (hi - lo).bit_length(), int(np.prod(shape))
     if len(payload) != _stored_size(n, lo, hi):
         raise ContainerError(f"stored predictive tile has {len(payload)} bytes, its head says "
@@ -410,8 +410,7 @@ def _palette_tile(samples: np.ndarray, skip: np.ndarray, palette: np.ndarray, ki
     match, escape = palette_coder.new_palette_tables(palette.size)
     buffer = np.zeros(samples.size * 5 + 1024, np.uint8)   # a sample takes two symbols of 16 bits at most
     state = encoder_state()
-    palette_coder.code_palette(idx, skip if skip.size else _NO_SKIP_TILE, bool(skip.size), match, escape, state,
-                               buffer, False)
+    palette_coder.code_palette(idx, skip, bool(skip.size), match, escape, state, buffer, False)
     n = finish(state, buffer)
     values = b"".join(map(_varint, [palette.size, int(palette[0]) - lo, *(np.diff(palette) - 1).tolist()]))
     return _HEAD.pack(PALETTE, kind, step, lo, hi) + values + digest + buffer[:n].tobytes()
@@ -419,9 +418,7 @@ def _palette_tile(samples: np.ndarray, skip: np.ndarray, palette: np.ndarray, ki
 
 def _unpalette(payload: bytes, kind: int, step: float, lo: int, hi: int, shape: tuple[int, int, int],
                skip: np.ndarray | None) -> np.ndarray:
-    """The tile a format PALETTE payload holds, its sha256 checked."""
-    if not 0 <= hi - lo < _STORED_SPAN:
-        raise ContainerError("predictive tile head is inconsistent")
+    """The tile a format PALETTE payload holds (its range checked by the caller), its sha256 checked."""
     size, pos = _read_varint(payload, _HEAD.size, palette_coder.MAX_PALETTE)
     if size < 1:
         raise ContainerError("predictive palette tile has no values")
