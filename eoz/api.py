@@ -21,6 +21,7 @@ from eoz.errors import InputError
 
 if TYPE_CHECKING:
     import numpy as np
+    from rasterio.enums import ColorInterp
 
     from eoz.container import Header
     from eoz.raster import RasterMeta
@@ -148,6 +149,25 @@ class EozDataset:
         return tuple(unit or None for unit in self.meta.metadata.get("units", [""] * self.meta.count))
 
     @property
+    def colorinterp(self) -> tuple[ColorInterp, ...]:
+        """How viewers show each band, as rasterio's ``colorinterp``."""
+        from eoz.raster import colour_interpretations
+
+        return tuple(colour_interpretations(self.meta.metadata, self.meta.count))
+
+    def colormap(self, bidx: int) -> dict[int, tuple[int, int, int, int]]:
+        """Band ``bidx``'s colour map as rasterio's ``colormap`` (only band 1 can have one; a
+        TIFF's names every value of the dtype: those the source did not name are black)."""
+        import numpy as np
+
+        from eoz.raster import BLACK
+
+        if "colormap" not in self.meta.metadata or bidx != 1:
+            raise ValueError(f"band {bidx} has no colour map")
+        named = {value: tuple(rgba) for value, *rgba in self.meta.metadata["colormap"]}
+        return {value: named.get(value, BLACK) for value in range(2 ** (8 * np.dtype(self.meta.dtype).itemsize))}
+
+    @property
     def closed(self) -> bool:
         return self._file.closed
 
@@ -160,6 +180,30 @@ class EozDataset:
             raise ValueError(f"{self.name} is closed")
         array, _ = decompress_array(self._file, _window(window))
         return array
+
+    def dataset_mask(self, window: Window | None = None) -> np.ndarray:
+        """uint8, 255 where a pixel is valid and 0 where not, as rasterio's ``dataset_mask``: the
+        raster's mask band where the file keeps one (read without decoding a pixel), else valid
+        where any band is not nodata (which decodes the window)."""
+        import numpy as np
+
+        from eoz.container import EozReader
+        from eoz.scene import decode_valid
+
+        box = _window(window)
+        if "mask" not in self.meta.metadata:
+            pixels, nodata = self.read(box), self.meta.nodata
+            missing = np.zeros(pixels.shape, bool) if nodata is None else \
+                np.isnan(pixels) if np.isnan(nodata) else pixels == nodata
+            return np.where(missing.all(axis=0), 0, 255).astype(np.uint8)
+        if self.closed:
+            raise ValueError(f"{self.name} is closed")
+        _, _, width, height = box or (0, 0, self.meta.width, self.meta.height)
+        mask = np.empty((height, width), np.uint8)
+        with EozReader(self._file) as reader:
+            for valid, col, row in decode_valid(reader, box):
+                mask[row:row + valid.shape[0], col:col + valid.shape[1]] = np.where(valid, 255, 0)
+        return mask
 
     def close(self) -> None:
         self._file.close()

@@ -47,7 +47,7 @@ import numpy as np
 
 from eoz.errors import ContainerError, CorruptTileError, InputError, TruncatedFileError
 from eoz.limits import DecodeLimits
-from eoz.raster import DTYPES, compact_crs, expand_crs
+from eoz.raster import DTYPES, PER_DATASET, compact_crs, expand_crs
 
 MAGIC = b"\x89EOZ\r\n\x1a\n"
 END_MAGIC = b"EOZE"
@@ -689,10 +689,24 @@ def _rpcs(value: Any) -> dict[str, str]:
     return tags
 
 
+def _colour_entry(value: Any) -> list[int]:
+    if not (isinstance(value, list) and len(value) == 5 and all(type(v) is int for v in value)
+            and 0 <= value[0] < 2 ** 16 and all(0 <= v < 256 for v in value[1:])):
+        raise ValueError("must hold colour map entries as [value, r, g, b, a]: a value of 0-65535, 0-255 each")
+    return value
+
+
+def _mask_kind(value: Any) -> str:
+    if value != PER_DATASET:
+        raise ValueError(f'must name the mask "{PER_DATASET}"')
+    return value
+
+
 _METADATA = {"tags": _tags, "band_tags": _list_of(_tags), "scales": _list_of(_finite),
              "offsets": _list_of(_finite), "units": _list_of(_str), "gcps": _list_of(_gcp), "gcp_crs": _str,
-             "rpcs": _rpcs}
-_PER_BAND = {"band_tags", "scales", "offsets", "units"}
+             "rpcs": _rpcs, "colorinterp": _list_of(_str), "colormap": _list_of(_colour_entry),
+             "mask": _mask_kind}
+_PER_BAND = {"band_tags", "scales", "offsets", "units", "colorinterp"}
 
 
 def _metadata(value: Any) -> dict:

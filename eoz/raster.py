@@ -35,6 +35,7 @@ import rasterio.shutil
 from rasterio._err import CPLE_BaseError
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.rpc import RPC
@@ -56,7 +57,10 @@ _GDAL_ENV = {
     # GDAL's block cache defaults to 5 % of RAM; tiles stream through once, so a small
     # cache bounds memory by the tile size, not the machine (megabytes).
     "GDAL_CACHEMAX": 256,
+    # A raster's mask band is written inside the TIFF, not as a side-car .msk file.
+    "GDAL_TIFF_INTERNAL_MASK": True,
 }
+PER_DATASET = "per_dataset"   # ``gdal_metadata``'s "mask": the raster has a mask band of its own
 # What rasterio raises for a file GDAL cannot make sense of (CRSError: unusable GeoKeys).
 _GDAL_ERRORS = (RasterioError, CPLE_BaseError, CRSError)
 _BLOCK = 256
@@ -130,6 +134,15 @@ class RasterReader:
         except _GDAL_ERRORS as e:
             raise InputError(f"{self.path}: cannot read pixels: {_gdal_message(e)}") from e
 
+    def read_valid(self, window: tuple[int, int, int, int]) -> np.ndarray:
+        """The raster's mask band over a ``(col_off, row_off, width, height)`` window: True where a
+        pixel is valid (a raster whose ``gdal_metadata`` names a ``mask``)."""
+        col_off, row_off, width, height = _check_window(window, self.meta)
+        try:
+            return self._ds.read_masks(1, window=Window(col_off, row_off, width, height)) > 0
+        except _GDAL_ERRORS as e:
+            raise InputError(f"{self.path}: cannot read its mask: {_gdal_message(e)}") from e
+
 
 def read_raster(
     path: str | os.PathLike[str],
@@ -192,6 +205,17 @@ class RasterWriter:
         _check_window((col_off, row_off, width, height), self.meta)
         with rasterio.Env(**_GDAL_ENV):
             self._ds.write(array, window=Window(col_off, row_off, width, height))
+
+    def write_valid(self, valid: np.ndarray, col_off: int, row_off: int) -> None:
+        """Write the raster's mask band over an ``(h, w)`` window (True: a valid pixel), for a meta
+        whose ``gdal_metadata`` names a ``mask``."""
+        if "mask" not in self.meta.metadata:
+            raise InputError("the raster has no mask band to write")
+        height, width = valid.shape
+        _check_window((col_off, row_off, width, height), self.meta)
+        with rasterio.Env(**_GDAL_ENV):
+            self._ds.write_mask(np.where(valid, 255, 0).astype(np.uint8),
+                                window=Window(col_off, row_off, width, height))
 
     def close(self) -> None:
         """Finish the file and move it (or its COG conversion) to the target path."""
@@ -297,8 +321,17 @@ def gdal_metadata(ds: DatasetReader) -> dict:
     that keeps the pixels bit for bit must keep what they mean too: DN = value x scale + offset.
     And the georeferencing of a Level-1 product that has no geotransform: ``gcps`` ([row, col,
     x, y, z] each, as Sentinel-1's GRD measurements carry them) with ``gcp_crs``, and ``rpcs``
-    (GDAL's RPC tags, as optical Level-1 products carry them)."""
-    metadata: dict[str, Any] = _geolocation(ds)
+    (GDAL's RPC tags, as optical Level-1 products carry them). And how viewers show the bands:
+    ``colorinterp`` (a name of rasterio's ``ColorInterp`` a band, where not gray then undefined:
+    GDAL would write 3-4 band uint8 as RGB(A), and an RGB-NIR scene's NIR would turn into
+    transparency) and ``colormap`` (band 1's, as class maps carry: [value, r, g, b, a] each, but
+    the black ones, which a TIFF's full table holds for every value not named). And ``mask``
+    (``PER_DATASET``) where the raster has a mask band of its own, which says which pixels are
+    valid instead of a nodata value (as COGs made with GDAL often do); its pixels are read by
+    ``RasterReader.read_valid`` and written by ``RasterWriter.write_valid``."""
+    metadata: dict[str, Any] = {**_geolocation(ds), **_colours(ds)}
+    if all(flags == [MaskFlags.per_dataset] for flags in ds.mask_flag_enums):
+        metadata["mask"] = PER_DATASET
     tags = {k: v for k, v in ds.tags().items() if (k, v) != ("AREA_OR_POINT", "Area")}   # Area: the default
     band_tags = [{k: v for k, v in ds.tags(b).items() if not k.startswith("STATISTICS_")} for b in ds.indexes]
     units = [unit or "" for unit in ds.units]
@@ -324,6 +357,36 @@ def _geolocation(ds: DatasetReader) -> dict[str, Any]:
     return found
 
 
+BLACK = (0, 0, 0, 255)   # a TIFF colour map's entry for values it does not name
+
+
+def _colours(ds: DatasetReader) -> dict[str, Any]:
+    """``gdal_metadata``'s colour interpretation and colour map, where the raster has them."""
+    found: dict[str, Any] = {}
+    names = [interpretation.name for interpretation in ds.colorinterp]
+    if names != default_colorinterp(ds.count):
+        found["colorinterp"] = names
+    try:
+        colormap = ds.colormap(1)
+    except ValueError:   # rasterio's word for "band 1 has none"
+        colormap = None
+    if colormap:   # a TIFF's holds every value of the dtype, the unnamed ones black
+        found["colormap"] = [[value, *map(int, rgba)] for value, rgba in sorted(colormap.items()) if rgba != BLACK]
+    return found
+
+
+def default_colorinterp(count: int) -> list[str]:
+    """What ``gdal_metadata`` leaves out: gray, then undefined (GDAL's for most rasters)."""
+    return [ColorInterp.gray.name] + [ColorInterp.undefined.name] * (count - 1)
+
+
+def colour_interpretations(metadata: dict, count: int) -> list[ColorInterp]:
+    """``gdal_metadata``'s colour interpretations; a name this build's rasterio does not know (a
+    later GDAL's, such as GDAL 3.10's "nir") reads as undefined, not as a damaged file."""
+    names = metadata.get("colorinterp", default_colorinterp(count))
+    return [ColorInterp.__members__.get(name, ColorInterp.undefined) for name in names]
+
+
 def window_metadata(metadata: dict, col_off: int, row_off: int) -> dict:
     """``gdal_metadata`` of a window whose top-left pixel is (col_off, row_off) of the raster:
     its GCPs' and RPCs' image coordinates move with it (as ``window_transform``'s origin)."""
@@ -347,7 +410,8 @@ def _finite_or(value: float | None, default: float) -> float:
 
 def _restore_metadata(ds: DatasetWriter, metadata: dict) -> None:
     """Write ``gdal_metadata``'s fields. A tag named ``bidx`` or ``ns`` cannot pass through
-    rasterio's ``update_tags`` (they are its own arguments) and is left out."""
+    rasterio's ``update_tags`` (they are its own arguments) and is left out. The colour
+    interpretation is always set: GDAL's own default would make 3-4 band uint8 RGB(A)."""
     def usable(tags: dict) -> dict:
         return {k: v for k, v in tags.items() if k not in ("bidx", "ns")}
 
@@ -368,6 +432,9 @@ def _restore_metadata(ds: DatasetWriter, metadata: dict) -> None:
                     in enumerate(metadata["gcps"], start=1)], crs)
     if "rpcs" in metadata:
         ds.rpcs = RPC.from_gdal(metadata["rpcs"])
+    if "colormap" in metadata:   # before the interpretation: a palette band needs its map
+        ds.write_colormap(1, {0: BLACK} | {value: tuple(rgba) for value, *rgba in metadata["colormap"]})
+    ds.colorinterp = colour_interpretations(metadata, ds.count)
 
 
 def _check_dtype(name: str, dtype: str) -> None:
@@ -420,8 +487,9 @@ def _profile(meta: RasterMeta) -> dict[str, Any]:
         "predictor": 3 if np.issubdtype(np.dtype(meta.dtype), np.floating) else 2,
         "interleave": "pixel",
         "bigtiff": "if_safer",
-        "num_threads": "all_cpus",
     }
+    if "mask" not in meta.metadata:   # with a mask band, GDAL 3.10's compression threads now and then log
+        profile["num_threads"] = "all_cpus"   # 'ERROR 1: Bad value 3 for "ExtraSamples" tag' on a block
     if meta.crs is not None:
         profile["crs"] = CRS.from_wkt(meta.crs)
     if meta.transform is not None:

@@ -22,7 +22,7 @@ from typing import BinaryIO
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from eoz.codecs.base import DEFAULT_TILE_SIZE, Codec, decode_tile_payload, prepare_tile
+from eoz.codecs.base import DEFAULT_TILE_SIZE, Codec, decode_tile_payload, prepare_tile, tile_valid_pixels
 from eoz.codecs.factory import codec_for_header
 from eoz.container import EozReader, EozWriter, Header
 from eoz.errors import DecodeLimitError, InputError
@@ -107,8 +107,11 @@ def _encode_batch(codec: Codec, batch: list[tuple[bytes, np.ndarray, np.ndarray]
 def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: RasterMeta,
                  codec: Codec, out: BinaryIO, tile_size: int | None = None,
                  overlap: int | None = None, progress: Progress | None = None,
-                 threads: int = 1) -> Header:
-    """Encode tile by tile; read_window(col_off, row_off, width, height) gives each tile.
+                 threads: int = 1, read_valid: Callable[[tuple[int, int, int, int]], np.ndarray] | None = None
+                 ) -> Header:
+    """Encode tile by tile; read_window(col_off, row_off, width, height) gives each tile, and
+    ``read_valid((col_off, row_off, width, height))`` its mask of valid pixels where the raster
+    has a mask band (``"mask"`` in its GDAL metadata; ``RasterReader.read_valid``).
 
     Each tile codes its own area plus ``overlap`` pixels of context on every side (the
     codec's default when None) and the decoder keeps only its own area: pixels at a tile's
@@ -131,6 +134,8 @@ def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: 
         DecodeLimits().check_header(header)
     except DecodeLimitError as e:
         raise InputError(f"the file would not decode: {e}") from None
+    if "mask" in meta.metadata and read_valid is None:
+        raise InputError("the raster has a mask band: give read_valid, which reads it")
     workers = tile_threads(codec, threads)
 
     def batches() -> Iterator[Callable]:
@@ -140,7 +145,8 @@ def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: 
             row_off, col_off, h, w = header.tile_bounds(index)
             r0, c0, coded_h, coded_w = header.coded_bounds(index)
             kept = (slice(row_off - r0, row_off - r0 + h), slice(col_off - c0, col_off - c0 + w))
-            pending.append(prepare_tile(codec, read_window(c0, r0, coded_w, coded_h), meta.nodata, kept))
+            valid = read_valid((col_off, row_off, w, h)) if "mask" in meta.metadata else None
+            pending.append(prepare_tile(codec, read_window(c0, r0, coded_w, coded_h), meta.nodata, kept, valid))
             if len(pending) == codec.batch_tiles or index == header.tile_count - 1:
                 yield partial(_encode_batch, codec, pending)
                 pending = []
@@ -181,6 +187,30 @@ def decode_scene(reader: EozReader, window: tuple[int, int, int, int] | None = N
             yield tile[:, r0 - t_row:r1 - t_row, c0 - t_col:c1 - t_col], c0 - col0, r0 - row0
 
 
+def decode_valid(reader: EozReader, window: tuple[int, int, int, int] | None = None) -> Iterator:
+    """Yield (valid, col_off, row_off) pieces of the raster's mask band over the window (or the
+    image), tile by tile, as ``decode_scene`` yields pixels (a file whose header names a mask)."""
+    header = reader.header
+    col0, row0, width, height = window or (0, 0, header.width, header.height)
+    for index in tiles_in_window(header, col0, row0, width, height):
+        t_row, t_col, h, w = header.tile_bounds(index)
+        r0, c0 = max(row0, t_row), max(col0, t_col)
+        r1, c1 = min(row0 + height, t_row + h), min(col0 + width, t_col + w)
+        valid = tile_valid_pixels(reader.read_tile(index), header, index)
+        yield valid[r0 - t_row:r1 - t_row, c0 - t_col:c1 - t_col], c0 - col0, r0 - row0
+
+
+def write_decoded(reader: EozReader, writer: RasterWriter, window: tuple[int, int, int, int] | None = None,
+                  store: ModelStore | None = None, progress: Progress | None = None, threads: int = 1) -> None:
+    """Decode the window (or the image) into ``writer``: its pixels (``decode_scene``), then its
+    mask band where the file has one."""
+    for piece, col, row in decode_scene(reader, window, store, progress, threads):
+        writer.write(piece, col, row)
+    if "mask" in reader.header.metadata:
+        for valid, col, row in decode_valid(reader, window):
+            writer.write_valid(valid, col, row)
+
+
 def compress_array(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int | None = None,
                    overlap: int | None = None, progress: Progress | None = None,
                    threads: int = 1) -> bytes:
@@ -211,7 +241,7 @@ def compress_file(in_path: str | Path, out_path: str | Path, codec: Codec, tile_
     try:
         with RasterReader(in_path) as reader, open(part, "wb") as out:
             header = encode_scene(lambda c, r, w, h: reader.read((c, r, w, h))[0],
-                                  reader.meta, codec, out, tile_size, overlap, progress, threads)
+                                  reader.meta, codec, out, tile_size, overlap, progress, threads, reader.read_valid)
         part.replace(out_path)
     finally:
         part.unlink(missing_ok=True)
@@ -225,6 +255,5 @@ def decompress_file(in_path: str | Path, out_path: str | Path, window=None, cog:
     with EozReader(in_path) as reader:
         meta = header_meta(reader.header, window)
         with RasterWriter(out_path, meta, cog=cog) as writer:
-            for piece, col, row in decode_scene(reader, window, store, progress, threads):
-                writer.write(piece, col, row)
+            write_decoded(reader, writer, window, store, progress, threads)
     return meta

@@ -18,7 +18,7 @@ from eoz.errors import InputError
 from eoz.evaluation import stated_quality
 from eoz.raster import RasterMeta, RasterReader
 from eoz.registry import ModelStore
-from eoz.scene import decode_scene, header_meta
+from eoz.scene import decode_scene, decode_valid, header_meta
 
 
 def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | None = None,
@@ -26,9 +26,10 @@ def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | 
     """{"verified", "exact", "max_error_per_band", "bound_per_band", "description_differs"}: verified
     when every sample is exact (lossless files and files with no bound) or within the file's
     max_error, and the file describes the raster as the original does (``description_differs``
-    names what it does not: its CRS, geotransform, nodata, band names, or a GDAL metadata field such
-    as its tags or GCPs, which files written before session 22 dropped); ``threads`` tiles decode at
-    once (as ``decode_scene``)."""
+    names what it does not: its CRS, geotransform, nodata, band names, a GDAL metadata field such
+    as its tags or GCPs (which files written before session 22 dropped; its colours and mask band,
+    before session 23), or its mask band's pixels); ``threads`` tiles decode at once (as
+    ``decode_scene``)."""
     with EozReader(eoz_path) as reader, RasterReader(original_path) as original:
         header, meta = reader.header, original.meta
         if (meta.count, meta.height, meta.width) != (len(header.bands), header.height, header.width):
@@ -38,8 +39,12 @@ def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | 
         for piece, col, row in decode_scene(reader, store=store, threads=threads):
             source = original.read((col, row, piece.shape[2], piece.shape[1]))[0]
             worst = np.maximum(worst, metrics.max_error_per_band(source, piece))
+        differs = _description_differences(header_meta(header), meta)
+        if "mask" in header.metadata and "mask" in meta.metadata and not all(
+                (valid == original.read_valid((col, row, valid.shape[1], valid.shape[0]))).all()
+                for valid, col, row in decode_valid(reader)):
+            differs.append("mask pixels")
     bound = stated_quality(header).get("max_error_per_band", [0.0] * meta.count)
-    differs = _description_differences(header_meta(header), meta)
     return {"verified": bool((worst <= np.asarray(bound)).all()) and not differs, "exact": bool((worst == 0).all()),
             "lossless_file": header.lossless,
             "max_error_per_band": worst.tolist(), "bound_per_band": bound, "description_differs": differs}

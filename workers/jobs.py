@@ -24,7 +24,7 @@ from eoz.evaluation import measure_file, size_figures
 from eoz.features import extract_features
 from eoz.raster import RasterReader, RasterWriter
 from eoz.resolve import check_cpu_work, resolve
-from eoz.scene import decode_scene, encode_scene, header_meta
+from eoz.scene import encode_scene, header_meta, write_decoded
 from workers import context
 from workers.device import compute_device
 from workers.keys import result_key, temp_key
@@ -85,7 +85,7 @@ def compress(job_id: str, source_key: str, model: str, *, source_bucket: str | N
             start = time.perf_counter()
             header = encode_scene(lambda c, r, w, h: reader.read((c, r, w, h))[0], meta, codec, out, tile_size,
                                   progress=lambda done, total: ctx.report_progress(0.75 * done / total),
-                                  threads=ctx.settings.tile_threads)
+                                  threads=ctx.settings.tile_threads, read_valid=reader.read_valid)
         codec_seconds = time.perf_counter() - start
         quality = measure_file(encoded, source, resolved.peak, limits,
                                progress=lambda done, total: ctx.report_progress(0.75 + 0.2 * done / total),
@@ -122,10 +122,8 @@ def decompress(job_id: str, source_key: str, *, source_bucket: str | None = None
         decoded = folder / "output.tif"
         start = time.perf_counter()
         with EozReader(source) as reader, RasterWriter(decoded, meta, cog=format == "cog") as writer:
-            for piece, col, row in decode_scene(reader, box, models,
-                                                lambda done, total: ctx.report_progress(0.9 * done / total),
-                                                ctx.settings.tile_threads):
-                writer.write(piece, col, row)
+            write_decoded(reader, writer, box, models, lambda done, total: ctx.report_progress(0.9 * done / total),
+                          ctx.settings.tile_threads)
         codec_seconds = time.perf_counter() - start
         size = decoded.stat().st_size
         key = _publish(ctx.store, job_id, decoded, ".tif")

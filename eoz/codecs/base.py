@@ -5,13 +5,17 @@ units into bytes and back. Everything else about a tile is shared here: nodata m
 padding to the codec's stride, and dtype casting.
 
 Tile payload framing: one flag byte; when bit 0 is set a nodata mask follows
-(u32 length + zlib of the bit-packed mask); then the codec's own bytes. The mask comes
-first so that a codec can skip nodata samples (``skips_nodata``: the predictive codec codes
-nothing there), the decoder handing it the mask it read.
+(u32 length + zlib of the bit-packed mask of the coded window); when bit 1 is set, the
+raster's own mask of valid pixels (GDAL's per-dataset mask band) of the tile's own area, framed
+alike; then the codec's own bytes. The nodata mask comes first so that a codec can skip nodata
+samples (``skips_nodata``: the predictive codec codes nothing there), the decoder handing it
+the mask it read. The pixel mask does not change what is coded: the pixels under it keep their
+values, as GDAL keeps them.
 
 Decoding holds a payload to the tile its (limit-checked) header gives it: no other flag
-bits, a mask only where the file declares nodata and inflating to exactly the tile's bits,
-and a codec output of exactly the tile's padded shape.
+bits, a nodata mask only where the file declares nodata, a pixel mask in every tile exactly
+where the file declares one, each inflating to exactly its bits, and a codec output of exactly
+the tile's padded shape.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from eoz.tiling import pad_to_multiple, padded_shape
 
 DEFAULT_TILE_SIZE = 512
 _HAS_MASK = 1
+_HAS_PIXEL_MASK = 2   # the raster's mask band (``"mask"`` in its GDAL metadata)
+_LENGTH = struct.Struct("<I")
 
 
 class Codec(ABC):
@@ -118,14 +124,17 @@ def fill_nodata(tile: np.ndarray, nodata: float | None,
 
 
 def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
-                 kept: tuple[slice, slice] | None = None) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """The payload prefix (nodata mask), and the padded tile and valid mask the codec codes,
-    of one coded window; ``kept`` is the part the decoder keeps (the rest is overlap)."""
+                 kept: tuple[slice, slice] | None = None,
+                 valid_pixels: np.ndarray | None = None) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The payload prefix (nodata mask, and the raster's mask of ``valid_pixels`` of the kept
+    area where it has one), and the padded tile and valid mask the codec codes, of one coded
+    window; ``kept`` is the part the decoder keeps (the rest is overlap)."""
     tile, mask = fill_nodata(tile, nodata, codec.codes_nan)
-    prefix = b"\x00"
-    if mask is not None:
-        packed = zlib.compress(np.packbits(mask).tobytes(), 9)
-        prefix = bytes([_HAS_MASK]) + struct.pack("<I", len(packed)) + packed
+    flags, prefix = 0, b""
+    for flag, bits in ((_HAS_MASK, mask), (_HAS_PIXEL_MASK, valid_pixels)):
+        if bits is not None:
+            packed = zlib.compress(np.packbits(bits).tobytes(), 9)
+            flags, prefix = flags | flag, prefix + _LENGTH.pack(len(packed)) + packed
     valid = np.ones(tile.shape, bool) if mask is None else ~mask
     if kept is not None and not codec.skips_nodata:   # what the decoder knows: the mask alone
         valid &= np.pad(np.ones((1, kept[0].stop - kept[0].start, kept[1].stop - kept[1].start), bool),
@@ -133,28 +142,45 @@ def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
                          (kept[1].start, tile.shape[2] - kept[1].stop)])
     padded = pad_to_multiple(tile, codec.stride)
     valid = np.pad(valid, [(0, 0)] + [(0, p - n) for p, n in zip(padded.shape[1:], tile.shape[1:])])
-    return prefix, padded, valid
+    return bytes([flags]) + prefix, padded, valid
 
 
-def _split_mask(payload: bytes, header: Header, shape: tuple[int, int, int],
-                index: int) -> tuple[np.ndarray | None, bytes]:
-    """The tile's nodata mask (None when it has none) and the codec's bytes after it."""
+def _split_masks(payload: bytes, header: Header, index: int) -> tuple[np.ndarray | None, np.ndarray | None, bytes]:
+    """The tile's nodata mask of its coded window (None when it has none), the raster's mask of
+    valid pixels of its own area (None where the file has none), and the codec's bytes after them."""
     if not payload:
         raise ContainerError(f"tile {index} is empty")
-    if payload[0] & ~_HAS_MASK:
-        raise ContainerError(f"tile {index} has unknown flags 0x{payload[0] & ~_HAS_MASK:02x}")
-    if not payload[0] & _HAS_MASK:
-        return None, payload[1:]
-    if header.nodata is None:
+    flags, pos = payload[0], 1
+    if flags & ~(_HAS_MASK | _HAS_PIXEL_MASK):
+        raise ContainerError(f"tile {index} has unknown flags 0x{flags & ~(_HAS_MASK | _HAS_PIXEL_MASK):02x}")
+    if flags & _HAS_MASK and header.nodata is None:
         raise ContainerError(f"tile {index} carries a nodata mask but the file declares no nodata value")
-    if len(payload) < 5:
-        raise ContainerError(f"tile {index} ends inside its nodata mask's length")
-    (n,) = struct.unpack_from("<I", payload, 1)
-    size = math.prod(shape)
-    bits = inflate(payload[5:5 + n], -(-size // 8), f"tile {index}'s nodata mask")
-    if len(bits) != -(-size // 8):
-        raise ContainerError(f"tile {index}'s nodata mask holds {8 * len(bits)} bits for {size} samples")
-    return np.unpackbits(np.frombuffer(bits, np.uint8), count=size).reshape(shape).astype(bool), payload[5 + n:]
+    if bool(flags & _HAS_PIXEL_MASK) != ("mask" in header.metadata):
+        raise ContainerError(f"tile {index} {'carries' if flags & _HAS_PIXEL_MASK else 'lacks'} a mask of valid "
+                             f"pixels, and the file declares {'one' if 'mask' in header.metadata else 'none'}")
+    _, _, coded_h, coded_w = header.coded_bounds(index)
+    _, _, h, w = header.tile_bounds(index)
+    masks = []
+    for flag, shape, what in ((_HAS_MASK, (len(header.bands), coded_h, coded_w), "nodata mask"),
+                              (_HAS_PIXEL_MASK, (h, w), "mask of valid pixels")):
+        if not flags & flag:
+            masks.append(None)
+            continue
+        if len(payload) < pos + _LENGTH.size:
+            raise ContainerError(f"tile {index} ends inside its {what}'s length")
+        (n,) = _LENGTH.unpack_from(payload, pos)
+        size = math.prod(shape)
+        bits = inflate(payload[pos + _LENGTH.size:pos + _LENGTH.size + n], -(-size // 8), f"tile {index}'s {what}")
+        if len(bits) != -(-size // 8):
+            raise ContainerError(f"tile {index}'s {what} holds {8 * len(bits)} bits for {size} samples")
+        masks.append(np.unpackbits(np.frombuffer(bits, np.uint8), count=size).reshape(shape).astype(bool))
+        pos += _LENGTH.size + n
+    return masks[0], masks[1], payload[pos:]
+
+
+def tile_valid_pixels(payload: bytes, header: Header, index: int) -> np.ndarray:
+    """The raster's mask of valid pixels over tile ``index``'s own area (a file that declares one)."""
+    return _split_masks(payload, header, index)[1]
 
 
 def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int) -> np.ndarray:
@@ -162,7 +188,7 @@ def decode_tile_payload(codec: Codec, payload: bytes, header: Header, index: int
     row_off, col_off, h, w = header.tile_bounds(index)
     r0, c0, coded_h, coded_w = header.coded_bounds(index)
     bands, dtype = len(header.bands), np.dtype(header.dtype)
-    mask, body = _split_mask(payload, header, (bands, coded_h, coded_w), index)
+    mask, _, body = _split_masks(payload, header, index)
     shape = (bands, *padded_shape(coded_h, coded_w, codec.stride))
     try:
         values = codec.decode_tile(body, *shape, valid=None if mask is None else ~mask) if codec.skips_nodata \

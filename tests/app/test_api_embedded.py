@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import ColorInterp
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from eoz import metrics
 from eoz.scene import decompress_array
-from tests.workers.servers import wait_for_job
+from tests.workers.servers import scene_edge, wait_for_job
 
 
 @pytest.fixture()
@@ -74,6 +75,8 @@ def test_decompress_a_window_as_cog(client, scene, tmp_path):
         assert (ds.transform.c, ds.transform.f) == (c + 32 * a, f + 16 * e)
         assert ds.tags()["ACQUISITION_TIME"] == "2017-06-17T11:33:21Z" and ds.scales == (1e-4,) * 4
         assert ds.tags(3) == {"WAVELENGTH_NM": "665"} and ds.units == ("reflectance",) * 4
+        assert ds.colorinterp[:3] == (ColorInterp.blue, ColorInterp.green, ColorInterp.red)
+        np.testing.assert_array_equal(ds.dataset_mask() > 0, scene_edge(*array.shape[1:])[16:64, 32:96])
 
 
 def test_models_health_and_metrics(client, scene):

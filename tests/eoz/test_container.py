@@ -183,6 +183,11 @@ def test_from_dict_ignores_unknown_keys_and_fills_defaults():
         ("metadata", {"gcps": [[0, 0, 10, 45]]}, r"'metadata' must hold GCPs as \[row, col, x, y, z\]"),
         ("metadata", {"gcps": [[0, 0, 10, 45, None]]}, "'metadata' must be a number"),
         ("metadata", {"rpcs": {"LINE_OFF": "24"}}, "'metadata' must hold GDAL's RPC tags"),
+        ("metadata", {"colorinterp": ["red", "green", "blue", 4]}, "'metadata' must be a string"),
+        ("metadata", {"colorinterp": ["red", "green", "blue"]}, "'metadata' has 3 colorinterp for 4 bands"),
+        ("metadata", {"colormap": [[1, 255, 0, 0]]}, r"'metadata' must hold colour map entries as \[value, r"),
+        ("metadata", {"colormap": [[1, 256, 0, 0, 255]]}, "'metadata' must hold colour map entries"),
+        ("metadata", {"colormap": [[1, True, 0, 0, 255]]}, "'metadata' must hold colour map entries"),
     ],
 )
 def test_from_dict_names_ill_typed_field(key, value, message):
@@ -194,7 +199,8 @@ def test_from_dict_names_ill_typed_field(key, value, message):
 
 METADATA = {"tags": {"ACQUISITION_TIME": "2017-06-17T11:33:21Z", "AREA_OR_POINT": "Point"},
             "band_tags": [{}, {"WAVELENGTH_NM": "560"}, {}, {}], "scales": [1e-4, 1e-4, 2e-4, 1.0],
-            "offsets": [-0.1, -0.1, 0.0, 0.0], "units": ["reflectance", "", "", ""]}
+            "offsets": [-0.1, -0.1, 0.0, 0.0], "units": ["reflectance", "", "", ""],
+            "colorinterp": ["blue", "green", "red", "undefined"], "colormap": [[3, 250, 230, 160, 255]]}
 
 
 def test_gdal_metadata_reads_back_and_is_not_written_where_there_is_none():

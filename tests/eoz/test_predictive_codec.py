@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from eoz import palette_coder
 from eoz.codecs import codec_for_model, predictive
-from eoz.codecs.base import _split_mask
+from eoz.codecs.base import _split_masks
 from eoz.codecs.predictive import PredictiveCodec
 from eoz.container import EozReader
 from eoz.errors import ContainerError, InputError
@@ -143,7 +143,7 @@ def test_a_stored_tile_keeps_nodata_and_a_coded_one_is_not_stored(codec):
     decoded, data = _round_trip(codec, noise, nodata=0, tile_size=128)
     np.testing.assert_array_equal(decoded, noise)
     with EozReader(data) as reader:
-        _, body = _split_mask(reader.read_tile(0), reader.header, noise.shape, 0)
+        *_, body = _split_masks(reader.read_tile(0), reader.header, 0)
     assert body[0] == predictive.STORED
     smooth = _smooth(rng, (2, 70, 90), "uint16", offset=500)
     assert codec.encode_tile(smooth, None)[0] == predictive.FORMAT
@@ -229,7 +229,7 @@ def test_float32_of_fewer_bits_codes_about_as_its_narrow_patterns(codec, zeros):
     narrow[~valid] = -1
     assert len(data) < 1.1 * len(_round_trip(codec, narrow, nodata=-1)[1])
     with EozReader(data) as reader:
-        _, body = _split_mask(reader.read_tile(0), reader.header, (3, 60, 64), 0)   # the first 64 px tile
+        *_, body = _split_masks(reader.read_tile(0), reader.header, 0)   # the first 64 px tile
     assert struct.unpack_from("<BBd", body) == (predictive.FORMAT, predictive.FLOAT_BITS, zeros)
 
 
@@ -534,7 +534,7 @@ def test_categorical_tiles_code_as_which_neighbour_each_equals(codec, shared_dat
     decoded, data = _round_trip(codec, array, nodata=0, tile_size=512)
     np.testing.assert_array_equal(decoded, array)
     with EozReader(data) as reader:
-        _, body = _split_mask(reader.read_tile(0), reader.header, array.shape, 0)
+        *_, body = _split_masks(reader.read_tile(0), reader.header, 0)
     assert body[0] == predictive.PALETTE
     if dtype == "uint8":   # the class map's tile alone: about JPEG-XL's file, where the predictive loop took 1.4x it
         alone = len(codec.encode_tile(classes, None))

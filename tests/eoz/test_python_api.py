@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 import eoz
@@ -97,8 +98,29 @@ def test_a_decoded_window_of_a_gcp_georeferenced_product_keeps_its_place(tmp_pat
 
 def test_a_file_without_gdal_metadata_reads_as_rasterio_defaults(s2_tiled):
     with eoz.open(s2_tiled) as ds, rasterio.open(S2) as src:
-        assert (ds.tags(), ds.tags(1), ds.scales, ds.offsets, ds.units) == \
-            ({}, {}, src.scales, src.offsets, src.units) == ({}, {}, (1.0,) * 4, (0.0,) * 4, (None,) * 4)
+        assert (ds.tags(), ds.tags(1), ds.scales, ds.offsets, ds.units, ds.colorinterp) == \
+            ({}, {}, src.scales, src.offsets, src.units, src.colorinterp) == \
+            ({}, {}, (1.0,) * 4, (0.0,) * 4, (None,) * 4, (ColorInterp.gray,) + (ColorInterp.undefined,) * 3)
+        with pytest.raises(ValueError, match="band 1 has no colour map"):
+            ds.colormap(1)
+
+
+def test_a_class_maps_colours_come_back(tmp_path):
+    """A class map's colour table and palette interpretation, through eoz.open and the GeoTIFF
+    written back, as rasterio gives them."""
+    array, meta = read_raster(S2, window=(0, 0, 96, 64))
+    classes = (array[:1] // 700).clip(0, 5).astype(np.uint8)
+    meta.count, meta.dtype, meta.band_names = 1, "uint8", ["class"]
+    meta.metadata = {"colorinterp": ["palette"], "colormap": [[1, 0, 100, 0, 255], [2, 250, 230, 160, 255]]}
+    write_raster(tmp_path / "classes.tif", classes, meta)
+    eoz.compress(tmp_path / "classes.tif", tmp_path / "classes.eoz", lossless=True)
+    eoz.decompress(tmp_path / "classes.eoz", tmp_path / "back.tif")
+    with rasterio.open(tmp_path / "classes.tif") as src, eoz.open(tmp_path / "classes.eoz") as ds, \
+            rasterio.open(tmp_path / "back.tif") as back:
+        assert ds.colorinterp == src.colorinterp == back.colorinterp == (ColorInterp.palette,)
+        assert ds.colormap(1) == src.colormap(1) == back.colormap(1)
+        assert ds.colormap(1)[2] == (250, 230, 160, 255) and len(ds.colormap(1)) == 256
+        np.testing.assert_array_equal(back.read(), classes)
 
 
 def test_bounded_error_on_float_db(tmp_path):

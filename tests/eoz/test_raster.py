@@ -9,6 +9,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.rpc import RPC
 
@@ -190,6 +191,49 @@ def test_gdal_metadata_is_read_and_written_back(tmp_path, cog):
         assert ds.scales == (1e-4, 1e-4, 2e-4, 1.0) and ds.units == ("reflectance", None, None, None)
         assert ds.transform == rasterio.Affine(*meta.transform)
     _assert_same_meta(tagged, read_raster(out)[1])
+
+
+@pytest.mark.parametrize("cog", [False, True])
+@pytest.mark.parametrize("dtype, interpretation, colormap", [
+    ("uint8", ["gray", "undefined", "undefined", "undefined"], None),   # GDAL's default would be RGBA
+    ("uint8", ["red", "green", "blue", "undefined"], None),             # RGB-NIR: the NIR is no alpha
+    ("uint16", ["blue", "green", "red", "alpha"], None),
+    ("uint8", ["palette"], {0: (0, 0, 0, 255), 1: (0, 100, 0, 255), 4: (250, 230, 160, 255)}),
+    ("uint16", ["palette"], {3: (255, 0, 0, 255), 300: (0, 0, 255, 255)}),
+])
+def test_colour_interpretation_and_colour_map_come_back(tmp_path, cog, dtype, interpretation, colormap):
+    """How viewers show the bands is kept: an RGB-NIR uint8 scene written with GDAL's defaults
+    would show its NIR as transparency, a gray one as RGB, and a class map would lose its colours.
+    A colour map keeps only the entries that are not black (a TIFF's table names every value)."""
+    array = (np.arange(len(interpretation) * 40 * 50).reshape(len(interpretation), 40, 50) % 7).astype(dtype)
+    source = tmp_path / "coloured.tif"
+    with rasterio.open(source, "w", driver="GTiff", height=40, width=50, count=len(interpretation),
+                       dtype=dtype) as ds:
+        if colormap:
+            ds.write_colormap(1, colormap)
+        ds.colorinterp = [ColorInterp[name] for name in interpretation]
+        ds.write(array)
+    again, meta = read_raster(source)
+    expected = {} if interpretation == ["gray"] + ["undefined"] * 3 else {"colorinterp": interpretation}
+    if colormap:
+        expected["colormap"] = [[value, *rgba] for value, rgba in sorted(colormap.items()) if rgba != (0, 0, 0, 255)]
+    assert meta.metadata == expected
+    out = tmp_path / "out.tif"
+    write_raster(out, again, meta, cog=cog)
+    with _raw(out) as ds, _raw(source) as src:
+        assert ds.colorinterp == src.colorinterp
+        if colormap:
+            assert ds.colormap(1) == src.colormap(1)
+    _assert_same_meta(meta, read_raster(out)[1])
+
+
+def test_a_colour_interpretation_this_gdal_does_not_know_is_written_as_undefined(tmp_path):
+    """A file from a build with a later GDAL may name interpretations this one lacks: the raster
+    still decodes, those bands undefined."""
+    array, meta = read_raster(S2, window=(0, 0, 32, 16))
+    meta.metadata = {"colorinterp": ["blue", "green", "red", "thermal_of_2030"]}
+    write_raster(tmp_path / "out.tif", array, meta)
+    assert read_meta(tmp_path / "out.tif").metadata == {"colorinterp": ["blue", "green", "red", "undefined"]}
 
 
 def _level1(path, array, georeferencing):

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from eoz.raster import read_raster, write_raster
+from eoz.raster import RasterWriter, read_raster
 from eoz.registry import ModelStore
 from tests.conftest import (S2_10M, publish_tiny_hyperprior, publish_tiny_model, publish_tiny_predictive,
                             publish_tiny_wavelet)
@@ -174,21 +174,33 @@ def s3(moto_endpoint, service_env, monkeypatch):
     return client, bucket
 
 
-# GDAL metadata of a product, which the scene fixture's GeoTIFF carries through the service
+# GDAL metadata of a product, which the scene fixture's GeoTIFF carries through the service: its
+# tags, its bands' colours, and a mask band (the pixels above the scene's diagonal edge invalid)
 PRODUCT_METADATA = {"tags": {"ACQUISITION_TIME": "2017-06-17T11:33:21Z", "PROCESSING_LEVEL": "L1C"},
                     "band_tags": [{"WAVELENGTH_NM": w} for w in ("490", "560", "665", "842")],
-                    "scales": [1e-4] * 4, "offsets": [-0.1] * 4, "units": ["reflectance"] * 4}
+                    "scales": [1e-4] * 4, "offsets": [-0.1] * 4, "units": ["reflectance"] * 4,
+                    "colorinterp": ["blue", "green", "red", "undefined"], "mask": "per_dataset"}
+
+
+def scene_edge(height: int, width: int) -> np.ndarray:
+    """The valid pixels of a scene with a mask band: those on and below its diagonal edge."""
+    rows, cols = np.mgrid[:height, :width]
+    return rows + cols >= min(height, width) // 2
 
 
 def write_crop(shared_data: Path, path: Path, window: tuple[int, int, int, int],
                bands: list[int] | None = None, metadata: dict | None = None) -> tuple[np.ndarray, object]:
-    """A real Sentinel-2 10 m crop (optionally some of its bands, with GDAL metadata) written as a GeoTIFF."""
+    """A real Sentinel-2 10 m crop (optionally some of its bands, with GDAL metadata, and a mask
+    band of ``scene_edge`` where the metadata names one) written as a GeoTIFF."""
     array, meta = read_raster(shared_data / S2_10M, window=window)
     if bands is not None:
         array = array[bands]
         meta.count, meta.band_names = len(bands), [meta.band_names[b] for b in bands]
     meta.metadata = metadata or {}
-    write_raster(path, array, meta)
+    with RasterWriter(path, meta) as writer:
+        writer.write(array, 0, 0)
+        if "mask" in meta.metadata:
+            writer.write_valid(scene_edge(meta.height, meta.width), 0, 0)
     return array, meta
 
 
