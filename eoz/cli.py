@@ -145,13 +145,15 @@ def cmd_info(args) -> dict:
 def cmd_eval(args) -> dict:
     from eoz.evaluation import evaluate
     from eoz.progress import bar
-    from eoz.raster import read_raster
+    from eoz.raster import RasterReader
 
-    array, meta = read_raster(args.input)
+    with RasterReader(args.input) as reader:
+        array, meta = reader.read()
+        valid = reader.read_valid((0, 0, meta.width, meta.height)) if "mask" in meta.metadata else None
     resolved = _resolve(args, meta)
     with bar("eval", quiet=args.quiet) as progress:
         return evaluate(array, meta, resolved.codec(), args.tile_size, resolved.peak, overlap=args.overlap,
-                        progress=progress, threads=args.threads)
+                        progress=progress, threads=args.threads, valid=valid)
 
 
 def cmd_verify(args) -> dict:

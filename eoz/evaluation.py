@@ -67,14 +67,15 @@ def measure_file(eoz_path: str | Path, tif_path: str | Path, peak: float, limits
 
 def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int | None = None,
              peak: float = S2_PEAK, store: ModelStore | None = None, overlap: int | None = None,
-             progress: Progress | None = None, threads: int = 1) -> dict:
+             progress: Progress | None = None, threads: int = 1, valid: np.ndarray | None = None) -> dict:
     """Measure one codec on one image; ``store`` is where the decoder finds the pinned model.
     ``progress`` counts each tile twice, encoded then decoded; ``threads`` code tiles at once
-    (the same bytes; the seconds are wall time)."""
+    (the same bytes; the seconds are wall time); ``valid``: the image's mask band, where its
+    meta names one (its bytes count, its pixels are measured all the same)."""
     encoding = progress and (lambda done, total: progress(done, 2 * total))
     decoding = progress and (lambda done, total: progress(total + done, 2 * total))
     start = time.perf_counter()
-    data = compress_array(array, meta, codec, tile_size, overlap, encoding, threads)
+    data = compress_array(array, meta, codec, tile_size, overlap, encoding, threads, valid)
     encoded = time.perf_counter()
     recon, _ = decompress_array(data, store=store, progress=decoding, threads=threads)
     decoded = time.perf_counter()

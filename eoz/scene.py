@@ -213,12 +213,14 @@ def write_decoded(reader: EozReader, writer: RasterWriter, window: tuple[int, in
 
 def compress_array(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int | None = None,
                    overlap: int | None = None, progress: Progress | None = None,
-                   threads: int = 1) -> bytes:
+                   threads: int = 1, valid: np.ndarray | None = None) -> bytes:
+    """The .eoz of an array; ``valid`` the raster's mask band (rows, cols), where its meta names one."""
     if array.shape != (meta.count, meta.height, meta.width):
         raise InputError(f"array shape {array.shape} does not match its meta")
     out = io.BytesIO()
     encode_scene(lambda c, r, w, h: array[:, r:r + h, c:c + w], meta, codec, out, tile_size, overlap, progress,
-                 threads)
+                 threads, None if valid is None else lambda window: valid[window[1]:window[1] + window[3],
+                                                                          window[0]:window[0] + window[2]])
     return out.getvalue()
 
 

@@ -141,3 +141,17 @@ def test_tiles_and_header_that_disagree_about_the_mask_band_are_refused(masked, 
         decompress_array(repack(data, lambda tile: tile[:1] + (1 << 20).to_bytes(4, "little") + tile[5:]))
     with pytest.raises(ContainerError, match="tile 0 ends inside its mask of valid pixels's length"):
         decompress_array(repack(data, lambda tile: tile[:3]))
+
+
+def test_eval_and_compress_through_the_command_line_keep_the_mask_band(masked, tmp_path, capsys):
+    """`eoz eval` codes the mask band too (its bytes count), as `eoz compress` does."""
+    from tests.eoz.test_cli import run
+
+    path, _, valid = masked
+    code, result, _ = run(capsys, "eval", path, "--model", "predictive", "--lossless", "--tile-size", 128)
+    assert code == 0 and result["max_error_per_band"] == [0, 0, 0, 0]
+    code, compressed, _ = run(capsys, "compress", path, tmp_path / "m.eoz", "--model", "predictive", "--lossless",
+                              "--tile-size", 128)
+    assert code == 0 and result["bytes"] == compressed["bytes"]
+    with eoz.open(tmp_path / "m.eoz") as ds:
+        np.testing.assert_array_equal(ds.dataset_mask() > 0, valid)
