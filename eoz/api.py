@@ -153,7 +153,7 @@ class EozDataset:
         """How viewers show each band, as rasterio's ``colorinterp``."""
         from eoz.raster import colour_interpretations
 
-        return tuple(colour_interpretations(self.meta.metadata, self.meta.count))
+        return tuple(colour_interpretations(self.meta.metadata, self.meta.count, self.meta.dtype))
 
     def colormap(self, bidx: int) -> dict[int, tuple[int, int, int, int]]:
         """Band ``bidx``'s colour map as rasterio's ``colormap`` (only band 1 can have one; a

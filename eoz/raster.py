@@ -322,9 +322,9 @@ def gdal_metadata(ds: DatasetReader) -> dict:
     And the georeferencing of a Level-1 product that has no geotransform: ``gcps`` ([row, col,
     x, y, z] each, as Sentinel-1's GRD measurements carry them) with ``gcp_crs``, and ``rpcs``
     (GDAL's RPC tags, as optical Level-1 products carry them). And how viewers show the bands:
-    ``colorinterp`` (a name of rasterio's ``ColorInterp`` a band, where not gray then undefined:
-    GDAL would write 3-4 band uint8 as RGB(A), and an RGB-NIR scene's NIR would turn into
-    transparency) and ``colormap`` (band 1's, as class maps carry: [value, r, g, b, a] each, but
+    ``colorinterp`` (a name of rasterio's ``ColorInterp`` a band, where not what GDAL gives a new
+    GeoTIFF: an RGB-NIR uint8 scene's NIR would turn into transparency, a gray one into RGB) and
+    ``colormap`` (band 1's, as class maps carry: [value, r, g, b, a] each, but
     the black ones, which a TIFF's full table holds for every value not named). And ``mask``
     (``PER_DATASET``) where the raster has a mask band of its own, which says which pixels are
     valid instead of a nodata value (as COGs made with GDAL often do); its pixels are read by
@@ -364,7 +364,7 @@ def _colours(ds: DatasetReader) -> dict[str, Any]:
     """``gdal_metadata``'s colour interpretation and colour map, where the raster has them."""
     found: dict[str, Any] = {}
     names = [interpretation.name for interpretation in ds.colorinterp]
-    if names != default_colorinterp(ds.count):
+    if names != default_colorinterp(ds.count, ds.dtypes[0]):
         found["colorinterp"] = names
     try:
         colormap = ds.colormap(1)
@@ -375,15 +375,19 @@ def _colours(ds: DatasetReader) -> dict[str, Any]:
     return found
 
 
-def default_colorinterp(count: int) -> list[str]:
-    """What ``gdal_metadata`` leaves out: gray, then undefined (GDAL's for most rasters)."""
-    return [ColorInterp.gray.name] + [ColorInterp.undefined.name] * (count - 1)
+def default_colorinterp(count: int, dtype: str) -> list[str]:
+    """What ``gdal_metadata`` leaves out, as GDAL gives a new GeoTIFF (``RasterWriter``'s): red,
+    green, blue (and alpha) for 3-4 band uint8, else gray, then undefined. Files written before
+    session 23 kept no colours, so their rasters decode as they did."""
+    if dtype == "uint8" and count in (3, 4):
+        return ["red", "green", "blue", "alpha"][:count]
+    return ["gray"] + ["undefined"] * (count - 1)
 
 
-def colour_interpretations(metadata: dict, count: int) -> list[ColorInterp]:
+def colour_interpretations(metadata: dict, count: int, dtype: str) -> list[ColorInterp]:
     """``gdal_metadata``'s colour interpretations; a name this build's rasterio does not know (a
     later GDAL's, such as GDAL 3.10's "nir") reads as undefined, not as a damaged file."""
-    names = metadata.get("colorinterp", default_colorinterp(count))
+    names = metadata.get("colorinterp", default_colorinterp(count, dtype))
     return [ColorInterp.__members__.get(name, ColorInterp.undefined) for name in names]
 
 
@@ -410,8 +414,7 @@ def _finite_or(value: float | None, default: float) -> float:
 
 def _restore_metadata(ds: DatasetWriter, metadata: dict) -> None:
     """Write ``gdal_metadata``'s fields. A tag named ``bidx`` or ``ns`` cannot pass through
-    rasterio's ``update_tags`` (they are its own arguments) and is left out. The colour
-    interpretation is always set: GDAL's own default would make 3-4 band uint8 RGB(A)."""
+    rasterio's ``update_tags`` (they are its own arguments) and is left out."""
     def usable(tags: dict) -> dict:
         return {k: v for k, v in tags.items() if k not in ("bidx", "ns")}
 
@@ -434,7 +437,8 @@ def _restore_metadata(ds: DatasetWriter, metadata: dict) -> None:
         ds.rpcs = RPC.from_gdal(metadata["rpcs"])
     if "colormap" in metadata:   # before the interpretation: a palette band needs its map
         ds.write_colormap(1, {0: BLACK} | {value: tuple(rgba) for value, *rgba in metadata["colormap"]})
-    ds.colorinterp = colour_interpretations(metadata, ds.count)
+    if "colorinterp" in metadata:
+        ds.colorinterp = colour_interpretations(metadata, ds.count, ds.dtypes[0])
 
 
 def _check_dtype(name: str, dtype: str) -> None:

@@ -197,6 +197,8 @@ def test_gdal_metadata_is_read_and_written_back(tmp_path, cog):
 @pytest.mark.parametrize("dtype, interpretation, colormap", [
     ("uint8", ["gray", "undefined", "undefined", "undefined"], None),   # GDAL's default would be RGBA
     ("uint8", ["red", "green", "blue", "undefined"], None),             # RGB-NIR: the NIR is no alpha
+    ("uint8", ["red", "green", "blue"], None),                          # GDAL's default: not recorded
+    ("uint16", ["gray", "undefined", "undefined"], None),               # likewise
     ("uint16", ["blue", "green", "red", "alpha"], None),
     ("uint8", ["palette"], {0: (0, 0, 0, 255), 1: (0, 100, 0, 255), 4: (250, 230, 160, 255)}),
     ("uint16", ["palette"], {3: (255, 0, 0, 255), 300: (0, 0, 255, 255)}),
@@ -214,7 +216,8 @@ def test_colour_interpretation_and_colour_map_come_back(tmp_path, cog, dtype, in
         ds.colorinterp = [ColorInterp[name] for name in interpretation]
         ds.write(array)
     again, meta = read_raster(source)
-    expected = {} if interpretation == ["gray"] + ["undefined"] * 3 else {"colorinterp": interpretation}
+    expected = {} if interpretation in (["red", "green", "blue"], ["gray", "undefined", "undefined"]) else \
+        {"colorinterp": interpretation}
     if colormap:
         expected["colormap"] = [[value, *rgba] for value, rgba in sorted(colormap.items()) if rgba != (0, 0, 0, 255)]
     assert meta.metadata == expected
