@@ -132,21 +132,26 @@ class EozDataset:
             return dict(self.meta.metadata.get("tags", {}))
         if not 1 <= bidx <= self.meta.count:
             raise IndexError(f"band index {bidx} out of range (1 to {self.meta.count})")
-        return dict(self.meta.metadata.get("band_tags", [{}] * self.meta.count)[bidx - 1])
+        return dict(self._band_metadata("band_tags")[bidx - 1])
 
     @property
     def scales(self) -> tuple[float, ...]:
         """Each band's scale, as rasterio's: a value means value x scale + offset."""
-        return tuple(self.meta.metadata.get("scales", [1.0] * self.meta.count))
+        return tuple(self._band_metadata("scales"))
 
     @property
     def offsets(self) -> tuple[float, ...]:
-        return tuple(self.meta.metadata.get("offsets", [0.0] * self.meta.count))
+        return tuple(self._band_metadata("offsets"))
 
     @property
     def units(self) -> tuple[str | None, ...]:
         """Each band's unit, None where it has none (as rasterio's)."""
-        return tuple(unit or None for unit in self.meta.metadata.get("units", [""] * self.meta.count))
+        return tuple(unit or None for unit in self._band_metadata("units"))
+
+    def _band_metadata(self, key: str) -> list:
+        from eoz.raster import band_metadata
+
+        return band_metadata(self.meta.metadata, key, self.meta.count)
 
     @property
     def colorinterp(self) -> tuple[ColorInterp, ...]:

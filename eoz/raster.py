@@ -335,13 +335,22 @@ def gdal_metadata(ds: DatasetReader) -> dict:
     tags = {k: v for k, v in ds.tags().items() if (k, v) != ("AREA_OR_POINT", "Area")}   # Area: the default
     band_tags = [{k: v for k, v in ds.tags(b).items() if not k.startswith("STATISTICS_")} for b in ds.indexes]
     units = [unit or "" for unit in ds.units]
-    for key, value, default in (("tags", tags, {}), ("band_tags", band_tags, [{}] * ds.count),
-                                ("scales", [_finite_or(s, 1.0) for s in ds.scales], [1.0] * ds.count),
-                                ("offsets", [_finite_or(o, 0.0) for o in ds.offsets], [0.0] * ds.count),
-                                ("units", units, [""] * ds.count)):
-        if value != default:
+    if tags:
+        metadata["tags"] = tags
+    for key, value in (("band_tags", band_tags), ("scales", [_finite_or(s, 1.0) for s in ds.scales]),
+                       ("offsets", [_finite_or(o, 0.0) for o in ds.offsets]), ("units", units)):
+        if value != band_metadata({}, key, ds.count):
             metadata[key] = value
     return metadata
+
+
+_BAND_DEFAULTS = {"band_tags": {}, "scales": 1.0, "offsets": 0.0, "units": ""}   # GDAL's, for each band
+
+
+def band_metadata(metadata: dict, key: str, count: int) -> list:
+    """A per-band field of ``gdal_metadata`` (band_tags, scales, offsets or units), GDAL's default
+    for every band where the raster had none."""
+    return metadata.get(key, [_BAND_DEFAULTS[key]] * count)
 
 
 def _geolocation(ds: DatasetReader) -> dict[str, Any]:
