@@ -53,11 +53,16 @@ def measure_file(eoz_path: str | Path, tif_path: str | Path, peak: float, limits
                  store: ModelStore | None = None, progress: Progress | None = None,
                  threads: int = 1) -> dict:
     """MSE and PSNR (at ``peak``) of an .eoz against its original GeoTIFF, decoded tile by
-    tile (bounded memory; ``threads``: as ``decode_scene``); PSNR None when exact."""
+    tile (bounded memory; ``threads``: as ``decode_scene``); PSNR None when exact. Where the
+    original has a mask band, over the pixels it calls valid."""
     squared, count = 0.0, 0
     with EozReader(eoz_path) as reader, RasterReader(tif_path, limits) as original_reader:
         for piece, col, row in decode_scene(reader, store=store, progress=progress, threads=threads):
-            original = original_reader.read((col, row, piece.shape[2], piece.shape[1]))[0]
+            window = (col, row, piece.shape[2], piece.shape[1])
+            original = original_reader.read(window)[0]
+            if "mask" in original_reader.meta.metadata:
+                valid = original_reader.read_valid(window)
+                original, piece = original[:, valid], piece[:, valid]
             piece_squared, piece_count = metrics.squared_errors(original, piece)
             squared += piece_squared
             count += piece_count
@@ -71,7 +76,8 @@ def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int |
     """Measure one codec on one image; ``store`` is where the decoder finds the pinned model.
     ``progress`` counts each tile twice, encoded then decoded; ``threads`` code tiles at once
     (the same bytes; the seconds are wall time); ``valid``: the image's mask band, where its
-    meta names one (its bytes count, its pixels are measured all the same)."""
+    meta names one: PSNR and errors are measured on the pixels it calls valid (SSIM, a windowed
+    measure, on the whole image)."""
     encoding = progress and (lambda done, total: progress(done, 2 * total))
     decoding = progress and (lambda done, total: progress(total + done, 2 * total))
     start = time.perf_counter()
@@ -81,6 +87,7 @@ def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int |
     decoded = time.perf_counter()
     bands, h, w = array.shape
     ssim_bands = metrics.ssim_per_band(array, recon)
+    measured, measured_recon = (array, recon) if valid is None else (array[:, valid], recon[:, valid])
     result = {
         "codec": codec.codec_id,
         "shape": [bands, h, w],
@@ -88,11 +95,11 @@ def evaluate(array: np.ndarray, meta: RasterMeta, codec: Codec, tile_size: int |
         "bytes": len(data),
         **size_figures(h, w, bands, str(array.dtype), len(data)),
         "peak": peak,
-        "psnr": metrics.psnr(array, recon, peak),
-        "psnr_per_band": [metrics.psnr(array[b], recon[b], peak) for b in range(bands)],
+        "psnr": metrics.psnr(measured, measured_recon, peak),
+        "psnr_per_band": [metrics.psnr(measured[b], measured_recon[b], peak) for b in range(bands)],
         "ssim": float(np.mean(ssim_bands)),
         "ssim_per_band": ssim_bands,
-        "max_error_per_band": metrics.max_error_per_band(array, recon),
+        "max_error_per_band": metrics.max_error_per_band(measured, measured_recon),
         "encode_seconds": encoded - start,
         "decode_seconds": decoded - encoded,
     }

@@ -296,10 +296,11 @@ def encode_to_size(array: np.ndarray, nbytes: int, *, klt: bool = False) -> tupl
 
 
 def encode_to_psnr(
-    array: np.ndarray, target_psnr: float, peak: float, *, klt: bool = False
+    array: np.ndarray, target_psnr: float, peak: float, *, klt: bool = False, valid: np.ndarray | None = None
 ) -> tuple[bytes, dict]:
     """Smallest lossy encoding (codestream plus compact-JSON params) whose decoded PSNR
-    against ``peak`` is at least ``target_psnr``.
+    against ``peak`` is at least ``target_psnr``, on the samples ``valid`` marks (all where
+    None or none: filled nodata, or pixels a mask band calls invalid, are not held to it).
 
     Starts from the quality that the target PSNR implies, widens the bracket until it
     holds the target, then bisects ``quality`` to 0.01 dB. Raises InputError when even
@@ -313,9 +314,11 @@ def encode_to_psnr(
     guess = target_psnr + 20 * math.log10(_full_scale(bits) / peak)
     feasible: list[tuple[int, tuple[bytes, dict]]] = []
 
+    held = Ellipsis if valid is None or not valid.any() else valid
+
     def meets(quality: float) -> bool:
         result = encode(array, quality=quality, klt=klt)
-        ok = metrics.psnr(array, decode(*result), peak) >= target_psnr
+        ok = metrics.psnr(array[held], decode(*result)[held], peak) >= target_psnr
         if ok:
             feasible.append((len(result[0]) + params_nbytes(result[1]), result))
         return ok

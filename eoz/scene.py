@@ -145,7 +145,7 @@ def encode_scene(read_window: Callable[[int, int, int, int], np.ndarray], meta: 
             row_off, col_off, h, w = header.tile_bounds(index)
             r0, c0, coded_h, coded_w = header.coded_bounds(index)
             kept = (slice(row_off - r0, row_off - r0 + h), slice(col_off - c0, col_off - c0 + w))
-            valid = read_valid((col_off, row_off, w, h)) if "mask" in meta.metadata else None
+            valid = read_valid((c0, r0, coded_w, coded_h)) if "mask" in meta.metadata else None
             pending.append(prepare_tile(codec, read_window(c0, r0, coded_w, coded_h), meta.nodata, kept, valid))
             if len(pending) == codec.batch_tiles or index == header.tile_count - 1:
                 yield partial(_encode_batch, codec, pending)

@@ -9,8 +9,10 @@ Tile payload framing: one flag byte; when bit 0 is set a nodata mask follows
 raster's own mask of valid pixels (GDAL's per-dataset mask band) of the tile's own area, framed
 alike; then the codec's own bytes. The nodata mask comes first so that a codec can skip nodata
 samples (``skips_nodata``: the predictive codec codes nothing there), the decoder handing it
-the mask it read. The pixel mask does not change what is coded: the pixels under it keep their
-values, as GDAL keeps them.
+the mask it read. Under the pixel mask a codec that bounds every sample (lossless, or a max
+error) keeps the pixels' values, as GDAL keeps them; the others code them as nodata (filled,
+left out of their quality target: the values are invalid by the mask's definition), which
+their decoders need not know.
 
 Decoding holds a payload to the tile its (limit-checked) header gives it: no other flag
 bits, a nodata mask only where the file declares nodata, a pixel mask in every tile exactly
@@ -47,6 +49,7 @@ class Codec(ABC):
     overlap: int = 0         # default context pixels coded around each tile (see encode_scene)
     skips_nodata = False     # True: valid is the nodata mask inverted, given to encode_tile and decode_tile both
     codes_nan = False        # True: NaN samples are coded as they are (no nodata need be declared for them)
+    bounds_every_sample = False   # True: exact, or within a bound, on every sample (pixels under a mask band too)
     bands: list[str] | None = None   # the bands a model expects, in order; None = any
 
     @abstractmethod
@@ -126,15 +129,20 @@ def fill_nodata(tile: np.ndarray, nodata: float | None,
 def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
                  kept: tuple[slice, slice] | None = None,
                  valid_pixels: np.ndarray | None = None) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """The payload prefix (nodata mask, and the raster's mask of ``valid_pixels`` of the kept
-    area where it has one), and the padded tile and valid mask the codec codes, of one coded
-    window; ``kept`` is the part the decoder keeps (the rest is overlap)."""
+    """The payload prefix (nodata mask, and the raster's mask band of the kept area where it has
+    one), and the padded tile and valid mask the codec codes, of one coded window; ``kept`` is the
+    part the decoder keeps (the rest is overlap), ``valid_pixels`` the mask band over the window."""
     tile, mask = fill_nodata(tile, nodata, codec.codes_nan)
+    own = None if valid_pixels is None else valid_pixels if kept is None else valid_pixels[kept]
     flags, prefix = 0, b""
-    for flag, bits in ((_HAS_MASK, mask), (_HAS_PIXEL_MASK, valid_pixels)):
+    for flag, bits in ((_HAS_MASK, mask), (_HAS_PIXEL_MASK, own)):
         if bits is not None:
             packed = zlib.compress(np.packbits(bits).tobytes(), 9)
             flags, prefix = flags | flag, prefix + _LENGTH.pack(len(packed)) + packed
+    if valid_pixels is not None and not codec.bounds_every_sample and not valid_pixels.all():
+        # pixels the mask band calls invalid are nodata to a codec with a quality target
+        mask = np.broadcast_to(~valid_pixels, tile.shape) | (False if mask is None else mask)
+        tile = _filled(tile, mask)
     valid = np.ones(tile.shape, bool) if mask is None else ~mask
     if kept is not None and not codec.skips_nodata:   # what the decoder knows: the mask alone
         valid &= np.pad(np.ones((1, kept[0].stop - kept[0].start, kept[1].stop - kept[1].start), bool),

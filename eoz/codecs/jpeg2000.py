@@ -23,6 +23,7 @@ class JPEG2000Codec(Codec):
         if not lossless and quality is None and target_psnr is None:
             raise InputError("jpeg2000 needs quality, target_psnr or lossless")
         self.quality, self.lossless, self.klt = quality, lossless, klt
+        self.bounds_every_sample = lossless
         self.target_psnr, self.peak = target_psnr, peak
 
     def header_fields(self) -> dict:
@@ -34,7 +35,7 @@ class JPEG2000Codec(Codec):
         if self.lossless:
             stream, params = jpeg2000.encode(tile, lossless=True)
         elif self.target_psnr is not None:
-            stream, params = jpeg2000.encode_to_psnr(tile, self.target_psnr, self.peak, klt=self.klt)
+            stream, params = jpeg2000.encode_to_psnr(tile, self.target_psnr, self.peak, klt=self.klt, valid=valid)
         else:
             stream, params = jpeg2000.encode(tile, quality=self.quality, klt=self.klt)
         head = json.dumps(params, separators=(",", ":")).encode()

@@ -148,6 +148,7 @@ class PredictiveCodec(Codec):
 
     codec_id = "predictive"
     skips_nodata = True     # format 9 codes nothing for nodata samples
+    bounds_every_sample = True
     parallel_tiles = True   # the loop and the fits release the GIL: threads scale (benchmarks/tile_threads.py)
 
     def __init__(self, entry: ModelEntry, max_error: list[float] | None = None, nodata: float | None = None):

@@ -9,9 +9,8 @@ import rasterio
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from eoz import metrics
 from eoz.scene import decompress_array
-from tests.workers.servers import wait_for_job
+from tests.workers.servers import scene_psnr, wait_for_job
 
 
 @pytest.fixture()
@@ -42,7 +41,7 @@ def test_s3_key_source_through_a_worker(client, s3, scene):
     assert job["status"] == "finished", job["error"]
 
     recon, recon_meta = decompress_array(fetch(client, job))
-    assert metrics.psnr(array, recon, 10000.0) == pytest.approx(job["result"]["psnr"])
+    assert scene_psnr(array, recon) == pytest.approx(job["result"]["psnr"])
     assert job["result"]["psnr"] >= 45
     assert (recon_meta.crs, recon_meta.transform) == (meta.crs, meta.transform)
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]]

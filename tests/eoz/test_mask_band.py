@@ -9,9 +9,11 @@ import pytest
 import rasterio
 
 import eoz
+from eoz import metrics
 from eoz.codecs import JPEG2000Codec, codec_for_model
 from eoz.container import ContainerError
 from eoz.errors import InputError
+from eoz.evaluation import measure_file
 from eoz.raster import PER_DATASET, RasterReader, RasterWriter, read_meta, read_raster
 from eoz.scene import compress_array, compress_file, decompress_array, decompress_file, encode_scene
 from eoz.verify import verify
@@ -84,6 +86,37 @@ def test_the_mask_band_comes_back_whole_and_by_window_whatever_the_codec(masked,
         np.testing.assert_array_equal(ds.dataset_mask((100, 90, 170, 70)), np.where(valid[90:160, 100:270], 255, 0))
     if options.get("lossless"):
         np.testing.assert_array_equal(read_raster(tmp_path / "back.tif")[0], array)   # masked pixels too
+
+
+@pytest.mark.parametrize("model, options", [("jpeg2000", {"psnr": 45}), ("wavelet-hyperprior", {"psnr": 45})])
+def test_a_quality_target_spends_nothing_on_masked_pixels_and_holds_on_the_rest(tmp_path, model, options):
+    """Pixels a mask band calls invalid are nodata to a codec with a quality target: noise under
+    the mask costs no bits, and the target holds on the valid pixels (as the service measures)."""
+    array, meta = read_raster(S2, window=(0, 0, 256, 192))
+    valid = np.ones((192, 256), bool)
+    valid[:, :96] = False
+    array[:, ~valid] = np.random.default_rng(5).integers(0, 10000, (4, int((~valid).sum())))
+    sizes = {}
+    for name, metadata in (("masked", {"mask": PER_DATASET}), ("plain", {})):
+        meta.metadata = metadata
+        with RasterWriter(tmp_path / f"{name}.tif", meta) as writer:
+            writer.write(array, 0, 0)
+            if metadata:
+                writer.write_valid(valid, 0, 0)
+        sizes[name] = eoz.compress(tmp_path / f"{name}.tif", tmp_path / f"{name}.eoz", model=model, tile_size=128,
+                                   **options).bytes
+    assert sizes["masked"] < 0.75 * sizes["plain"]
+    decoded, _ = decompress_array((tmp_path / "masked.eoz").read_bytes())
+    assert metrics.psnr(array[:, valid], decoded[:, valid], 10000.0) >= 45
+    assert measure_file(tmp_path / "masked.eoz", tmp_path / "masked.tif", 10000.0)["psnr"] >= 45
+
+
+def test_a_bound_holds_under_the_mask_too(masked, tmp_path):
+    """Lossless and bounded files keep the pixels under a mask band (an archive's choice, not the codec's)."""
+    path, array, valid = masked
+    eoz.compress(path, tmp_path / "m.eoz", model="predictive", max_error=3, tile_size=128)
+    decoded, _ = decompress_array((tmp_path / "m.eoz").read_bytes())
+    assert np.abs(decoded.astype(int) - array)[:, ~valid].max() <= 3 and verify(tmp_path / "m.eoz", path)["verified"]
 
 
 def test_dataset_mask_of_a_file_without_a_mask_band_is_where_any_band_has_data(tmp_path):

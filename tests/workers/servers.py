@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
+from eoz import metrics
 from eoz.raster import RasterWriter, read_raster
 from eoz.registry import ModelStore
 from tests.conftest import (S2_10M, publish_tiny_hyperprior, publish_tiny_model, publish_tiny_predictive,
@@ -186,6 +187,13 @@ def scene_edge(height: int, width: int) -> np.ndarray:
     """The valid pixels of a scene with a mask band: those on and below its diagonal edge."""
     rows, cols = np.mgrid[:height, :width]
     return rows + cols >= min(height, width) // 2
+
+
+def scene_psnr(array: np.ndarray, recon: np.ndarray) -> float:
+    """PSNR (peak 10000) of the scene fixture's reconstruction where its mask band has data, as the
+    service measures it."""
+    valid = scene_edge(*array.shape[1:])
+    return metrics.psnr(array[:, valid], recon[:, valid], 10000.0)
 
 
 def write_crop(shared_data: Path, path: Path, window: tuple[int, int, int, int],
