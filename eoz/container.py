@@ -696,6 +696,12 @@ def _colour_entry(value: Any) -> list[int]:
     return value
 
 
+def _nbits(value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= 64:
+        raise ValueError("must give the bits a sample is stored in, 1 to 64")
+    return value
+
+
 def _mask_kind(value: Any) -> str:
     if value != PER_DATASET:
         raise ValueError(f'must name the mask "{PER_DATASET}"')
@@ -705,7 +711,7 @@ def _mask_kind(value: Any) -> str:
 _METADATA = {"tags": _tags, "band_tags": _list_of(_tags), "scales": _list_of(_finite),
              "offsets": _list_of(_finite), "units": _list_of(_str), "gcps": _list_of(_gcp), "gcp_crs": _str,
              "rpcs": _rpcs, "colorinterp": _list_of(_str), "colormap": _list_of(_colour_entry),
-             "mask": _mask_kind}
+             "mask": _mask_kind, "nbits": _nbits}
 _PER_BAND = {"band_tags", "scales", "offsets", "units", "colorinterp"}
 
 

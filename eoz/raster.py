@@ -227,7 +227,8 @@ class RasterWriter:
                 if self.cog:
                     part = self._sibling("cog")
                     try:
-                        rasterio.shutil.copy(self._tmp, part, driver="COG", **_COG_OPTIONS)
+                        rasterio.shutil.copy(self._tmp, part, driver="COG",
+                                             **{**_COG_OPTIONS, **_narrow_options(self.meta, cog=True)})
                         os.replace(part, self.path)
                     finally:
                         part.unlink(missing_ok=True)
@@ -328,10 +329,15 @@ def gdal_metadata(ds: DatasetReader) -> dict:
     the black ones, which a TIFF's full table holds for every value not named). And ``mask``
     (``PER_DATASET``) where the raster has a mask band of its own, which says which pixels are
     valid instead of a nodata value (as COGs made with GDAL often do); its pixels are read by
-    ``RasterReader.read_valid`` and written by ``RasterWriter.write_valid``."""
+    ``RasterReader.read_valid`` and written by ``RasterWriter.write_valid``. And ``nbits`` where
+    the samples are stored narrower than their dtype (GDAL's NBITS: 12-bit integers, bit masks,
+    16-bit floats read as float32), which a writer restores (only for values that fit it:
+    ``scene.header_meta`` leaves it out of a lossy file's)."""
     metadata: dict[str, Any] = {**_geolocation(ds), **_colours(ds)}
     if all(flags == [MaskFlags.per_dataset] for flags in ds.mask_flag_enums):
         metadata["mask"] = PER_DATASET
+    if "NBITS" in ds.tags(1, ns="IMAGE_STRUCTURE"):
+        metadata["nbits"] = int(ds.tags(1, ns="IMAGE_STRUCTURE")["NBITS"])
     tags = {k: v for k, v in ds.tags().items() if (k, v) != ("AREA_OR_POINT", "Area")}   # Area: the default
     band_tags = [{k: v for k, v in ds.tags(b).items() if not k.startswith("STATISTICS_")} for b in ds.indexes]
     units = [unit or "" for unit in ds.units]
@@ -501,6 +507,7 @@ def _profile(meta: RasterMeta) -> dict[str, Any]:
         "interleave": "pixel",
         "bigtiff": "if_safer",
     }
+    profile.update(_narrow_options(meta, cog=False))
     if "mask" not in meta.metadata:   # with a mask band, GDAL 3.10's compression threads now and then log
         profile["num_threads"] = "all_cpus"   # 'ERROR 1: Bad value 3 for "ExtraSamples" tag' on a block
     if meta.crs is not None:
@@ -508,6 +515,17 @@ def _profile(meta: RasterMeta) -> dict[str, Any]:
     if meta.transform is not None:
         profile["transform"] = Affine(*meta.transform)
     return profile
+
+
+def _narrow_options(meta: RasterMeta, cog: bool) -> dict[str, Any]:
+    """The creation options that store samples in ``gdal_metadata``'s nbits, where it names them
+    (no predictor for widths other than whole bytes, which GDAL's predictors refuse)."""
+    if "nbits" not in meta.metadata:
+        return {}
+    nbits = meta.metadata["nbits"]
+    whole = nbits in (8, 16, 32, 64)
+    return {"NBITS": nbits, **({} if whole else {"PREDICTOR": "NO"})} if cog else \
+        {"nbits": nbits, **({} if whole else {"predictor": 1})}
 
 
 def _check_window(window: tuple[int, int, int, int], meta: RasterMeta) -> tuple[int, int, int, int]:

@@ -37,12 +37,17 @@ Progress = Callable[[int, int], None]
 
 
 def header_meta(header: Header, window: tuple[int, int, int, int] | None = None) -> RasterMeta:
-    """RasterMeta of the decoded image, or of a (col_off, row_off, width, height) window of it."""
+    """RasterMeta of the decoded image, or of a (col_off, row_off, width, height) window of it.
+    A lossy file's decoded samples need not fit the original's narrower storage (GDAL's NBITS),
+    so its metadata leaves that out."""
     col_off, row_off, width, height = window or (0, 0, header.width, header.height)
+    metadata = window_metadata(header.metadata, col_off, row_off)
+    if "nbits" in metadata and not header.lossless:
+        metadata = {key: value for key, value in metadata.items() if key != "nbits"}
     return RasterMeta(height=height, width=width, count=len(header.bands), dtype=header.dtype,
                       band_names=list(header.bands), crs=header.crs,
                       transform=window_transform(header.transform, col_off, row_off),
-                      nodata=header.nodata, metadata=window_metadata(header.metadata, col_off, row_off))
+                      nodata=header.nodata, metadata=metadata)
 
 
 def tile_size_for(meta: RasterMeta, codec: Codec, overlap: int | None = None) -> int:

@@ -8,6 +8,7 @@ own sha256 while they decode (eoz.codecs.predictive), so a damaged file fails ei
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def verify(eoz_path: str | Path, original_path: str | Path, store: ModelStore | 
         for piece, col, row in decode_scene(reader, store=store, threads=threads):
             source = original.read((col, row, piece.shape[2], piece.shape[1]))[0]
             worst = np.maximum(worst, metrics.max_error_per_band(source, piece))
-        differs = _description_differences(header_meta(header), meta)
+        differs = _description_differences(replace(header_meta(header), metadata=header.metadata), meta)
         if "mask" in header.metadata and "mask" in meta.metadata and not all(
                 (valid == original.read_valid((col, row, valid.shape[1], valid.shape[0]))).all()
                 for valid, col, row in decode_valid(reader)):

@@ -188,6 +188,8 @@ def test_from_dict_ignores_unknown_keys_and_fills_defaults():
         ("metadata", {"colormap": [[1, 255, 0, 0]]}, r"'metadata' must hold colour map entries as \[value, r"),
         ("metadata", {"colormap": [[1, 256, 0, 0, 255]]}, "'metadata' must hold colour map entries"),
         ("metadata", {"colormap": [[1, True, 0, 0, 255]]}, "'metadata' must hold colour map entries"),
+        ("metadata", {"nbits": 0}, "'metadata' must give the bits a sample is stored in"),
+        ("metadata", {"nbits": 12.0}, "'metadata' must give the bits a sample is stored in"),
     ],
 )
 def test_from_dict_names_ill_typed_field(key, value, message):

@@ -17,6 +17,7 @@ import eoz
 from eoz.container import EozReader
 from eoz.raster import read_raster, write_raster
 from eoz.resolve import OPTIONS
+from eoz.verify import verify
 
 SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
 S2 = SAMPLES / "s2_10m_B02-B03-B04-B08.tif"      # 4 x 256 x 256 uint16
@@ -121,6 +122,22 @@ def test_a_class_maps_colours_come_back(tmp_path):
         assert ds.colormap(1) == src.colormap(1) == back.colormap(1)
         assert ds.colormap(1)[2] == (250, 230, 160, 255) and len(ds.colormap(1)) == 256
         np.testing.assert_array_equal(back.read(), classes)
+
+
+@pytest.mark.parametrize("dtype, nbits, bound", [("uint16", 12, 2), ("float32", 16, 0.01)])
+def test_a_lossless_file_keeps_narrow_storage_and_a_bounded_one_does_not(tmp_path, dtype, nbits, bound):
+    """12-bit DN or half floats decode into the same narrow storage when exact; a bounded file's
+    samples need not fit it (a DN of 4095 + 2), so it decodes to the full dtype, and verify holds."""
+    from tests.eoz.test_raster import _narrow
+
+    array = _narrow(tmp_path / "narrow.tif", dtype, nbits)
+    for name, options in (("exact", dict(lossless=True)), ("bounded", dict(max_error=bound))):
+        eoz.compress(tmp_path / "narrow.tif", tmp_path / f"{name}.eoz", model="predictive", **options)
+        eoz.decompress(tmp_path / f"{name}.eoz", tmp_path / f"{name}.tif")
+        with rasterio.open(tmp_path / f"{name}.tif") as back:
+            assert back.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") == (str(nbits) if name == "exact" else None)
+            assert np.abs(back.read().astype(np.float64) - array).max() <= (0 if name == "exact" else bound)
+        assert verify(tmp_path / f"{name}.eoz", tmp_path / "narrow.tif")["verified"]
 
 
 def test_bounded_error_on_float_db(tmp_path):

@@ -239,6 +239,28 @@ def test_a_colour_interpretation_this_gdal_does_not_know_is_written_as_undefined
     assert read_meta(tmp_path / "out.tif").metadata == {"colorinterp": ["blue", "green", "red", "undefined"]}
 
 
+def _narrow(path, dtype: str, nbits: int) -> np.ndarray:
+    """A GeoTIFF whose samples are stored in ``nbits`` (12-bit DN, a bit mask, half floats)."""
+    array = (np.arange(3 * 40 * 50).reshape(3, 40, 50) % (2 if nbits == 1 else 4000)).astype(dtype)
+    if dtype == "float32":
+        array = (array / 7).astype(np.float16).astype(np.float32)
+    with rasterio.open(path, "w", driver="GTiff", height=40, width=50, count=3, dtype=dtype, nbits=nbits) as ds:
+        ds.write(array)
+    return array
+
+
+@pytest.mark.parametrize("cog", [False, True])
+@pytest.mark.parametrize("dtype, nbits", [("uint16", 12), ("float32", 16), ("uint8", 1)])
+def test_samples_stored_narrower_than_their_dtype_are_written_so_again(tmp_path, cog, dtype, nbits):
+    array = _narrow(tmp_path / "narrow.tif", dtype, nbits)
+    again, meta = read_raster(tmp_path / "narrow.tif")
+    assert meta.metadata == {"nbits": nbits} and read_meta(S2).metadata == {}
+    write_raster(tmp_path / "out.tif", again, meta, cog=cog)
+    with _raw(tmp_path / "out.tif") as ds:
+        assert ds.tags(1, ns="IMAGE_STRUCTURE")["NBITS"] == str(nbits)
+        np.testing.assert_array_equal(ds.read(), array)
+
+
 def _level1(path, array, georeferencing):
     """A Level-1 product's GeoTIFF, georeferenced by GCPs (as Sentinel-1's GRD) or RPCs (optical)."""
     with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2], count=len(array),
