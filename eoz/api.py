@@ -193,7 +193,7 @@ class EozDataset:
         import numpy as np
 
         from eoz.container import EozReader
-        from eoz.scene import decode_valid
+        from eoz.scene import valid_array
 
         box = _window(window)
         if "mask" not in self.meta.metadata:
@@ -203,12 +203,8 @@ class EozDataset:
             return np.where(missing.all(axis=0), 0, 255).astype(np.uint8)
         if self.closed:
             raise ValueError(f"{self.name} is closed")
-        _, _, width, height = box or (0, 0, self.meta.width, self.meta.height)
-        mask = np.empty((height, width), np.uint8)
         with EozReader(self._file) as reader:
-            for valid, col, row in decode_valid(reader, box):
-                mask[row:row + valid.shape[0], col:col + valid.shape[1]] = np.where(valid, 255, 0)
-        return mask
+            return np.where(valid_array(reader, box), 255, 0).astype(np.uint8)
 
     def close(self) -> None:
         self._file.close()

@@ -205,6 +205,16 @@ def decode_valid(reader: EozReader, window: tuple[int, int, int, int] | None = N
         yield valid[r0 - t_row:r1 - t_row, c0 - t_col:c1 - t_col], c0 - col0, r0 - row0
 
 
+def valid_array(reader: EozReader, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The raster's mask band over the window (or the image) as one (rows, cols) array, True
+    where valid (``decode_valid``'s pieces put together)."""
+    _, _, width, height = window or (0, 0, reader.header.width, reader.header.height)
+    valid = np.empty((height, width), bool)
+    for piece, col, row in decode_valid(reader, window):
+        valid[row:row + piece.shape[0], col:col + piece.shape[1]] = piece
+    return valid
+
+
 def write_decoded(reader: EozReader, writer: RasterWriter, window: tuple[int, int, int, int] | None = None,
                   store: ModelStore | None = None, progress: Progress | None = None, threads: int = 1) -> None:
     """Decode the window (or the image) into ``writer``: its pixels (``decode_scene``), then its

