@@ -3,8 +3,8 @@
 The top level of the pyramid is a compact description of the scene (one D-dimensional
 vector per f x f pixels) that classifiers can use without decoding the image: land cover
 from the latents of an archive, change detection between passes. The raster keeps the
-scene's CRS, with the geotransform scaled by f, so latents overlay the imagery. It is
-written tile by tile, so a scene larger than memory streams through.
+scene's CRS, with the geotransform scaled by f (or a Level-1 scene's GCPs or RPCs), so latents
+overlay the imagery. It is written tile by tile, so a scene larger than memory streams through.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rasterio.transform import Affine
 
 from eoz.codecs import DEFAULT_TILE_SIZE, VQVAECodec, fill_nodata
 from eoz.errors import InputError
-from eoz.raster import Limits, RasterMeta, RasterReader, RasterWriter
+from eoz.raster import Limits, RasterMeta, RasterReader, RasterWriter, coarse_georeferencing
 from eoz.scene import Progress
 from eoz.tiling import pad_to_multiple
 
@@ -27,7 +27,8 @@ def feature_meta(meta: RasterMeta, factor: int, channels: int) -> RasterMeta:
     transform = None if meta.transform is None else list(Affine(*meta.transform) @ Affine.scale(factor))[:6]
     return RasterMeta(height=math.ceil(meta.height / factor), width=math.ceil(meta.width / factor),
                       count=channels, dtype="float32", band_names=[f"latent_{i}" for i in range(channels)],
-                      crs=meta.crs, transform=transform, nodata=None)
+                      crs=meta.crs, transform=transform, nodata=None,
+                      metadata=coarse_georeferencing(meta.metadata, factor))
 
 
 def extract_features(in_path: str | Path, out_path: str | Path, codec: VQVAECodec, quantized: bool = True,

@@ -422,6 +422,23 @@ def window_metadata(metadata: dict, col_off: int, row_off: int) -> dict:
     return moved
 
 
+def coarse_georeferencing(metadata: dict, factor: int) -> dict:
+    """The GCPs (with their CRS) and RPCs of ``gdal_metadata`` for a raster whose pixel (row,
+    col) covers pixels factor * row ... and factor * col ... of this one (the top-level latents
+    of ``eoz features``): a Level-1 scene's latents keep their place on the ground, as a
+    geotransform's scaled by the factor. GCPs are in GDAL's pixel coordinates (0 at the top-left
+    corner), scaled as they are; RPC coordinates put 0 at the first pixel's centre."""
+    coarse = {key: metadata[key] for key in ("gcps", "gcp_crs") if key in metadata}
+    if "gcps" in metadata:
+        coarse["gcps"] = [[row / factor, col / factor, *rest] for row, col, *rest in metadata["gcps"]]
+    if "rpcs" in metadata:
+        rpcs = RPC.from_gdal(metadata["rpcs"])
+        rpcs.line_off, rpcs.line_scale = (rpcs.line_off - (factor - 1) / 2) / factor, rpcs.line_scale / factor
+        rpcs.samp_off, rpcs.samp_scale = (rpcs.samp_off - (factor - 1) / 2) / factor, rpcs.samp_scale / factor
+        coarse["rpcs"] = rpcs.to_gdal()
+    return coarse
+
+
 def _finite_or(value: float | None, default: float) -> float:
     """A band's scale or offset; GDAL's default where it has none usable."""
     return float(value) if value is not None and np.isfinite(value) else default

