@@ -220,8 +220,21 @@ def resolve(model: str, version: str | None = None, options: dict | None = None,
         reason += f"; no quality target given: its default {stated} at peak {peak:g}"
         given = {**given, **defaults}
     _check_mse(given.get("mse"), peak)
+    _check_float_peak(given, meta, entry)
     return Resolved(entry.model_id, entry.version, codec, capability.kwargs(given, peak), peak,
                     capability.queue, reason, defaults)
+
+
+def _check_float_peak(given: dict, meta: RasterMeta | None, entry: ModelEntry) -> None:
+    """Refuse a PSNR target on a float raster at a peak nobody stated for floats: reflectance or
+    dB at Sentinel-2's 10000 would ask for an error larger than the data. A model trained on
+    that dtype states its peak (Sentinel-1 dB's 50); a model for any dtype states Sentinel-2's."""
+    if "psnr" not in given or meta is None or not meta.dtype.startswith("float") or "peak" in given:
+        return
+    if "peak" not in entry.manifest or meta.dtype not in (entry.dtypes or ()):
+        raise InputError(f"a {meta.dtype} raster has no natural PSNR peak, and {entry.model_id!r} would take "
+                         f"Sentinel-2's {S2_PEAK:g}: state peak (e.g. the data's range) or give mse in the "
+                         "data's units")
 
 
 def default_quality(entry: ModelEntry) -> dict:

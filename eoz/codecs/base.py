@@ -88,9 +88,12 @@ def model_pins(entry) -> dict:
     return {"model_id": entry.model_id, "model_version": entry.version, "weights_sha256": entry.weights_sha256}
 
 
-def _nodata_mask(tile: np.ndarray, nodata: float | None, codes_nan: bool = False) -> np.ndarray | None:
+def _nodata_mask(tile: np.ndarray, nodata: float | None, codes_nan: bool = False,
+                 masked: np.ndarray | None = None) -> np.ndarray | None:
+    """``masked``: pixels the raster's mask band calls invalid, where NaN is no more than a value."""
     if nodata is None:
-        if not codes_nan and tile.dtype.kind == "f" and np.isnan(tile).any():
+        valid = tile if masked is None else tile[:, ~masked]
+        if not codes_nan and tile.dtype.kind == "f" and np.isnan(valid).any():
             raise InputError("the raster has NaN pixels but declares no nodata value: declare NaN as its "
                              "nodata value, or code it losslessly with the predictive model, which keeps NaN")
         return None
@@ -117,12 +120,12 @@ def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def fill_nodata(tile: np.ndarray, nodata: float | None,
-                codes_nan: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def fill_nodata(tile: np.ndarray, nodata: float | None, codes_nan: bool = False,
+                masked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The tile with nodata pixels filled (band means of the valid ones), and the nodata mask;
     ``codes_nan``: NaN samples of a raster that declares no nodata stay as they are (the codec
-    codes them), where other codecs refuse them."""
-    mask = _nodata_mask(tile, nodata, codes_nan)
+    codes them), where other codecs refuse them unless ``masked`` (under the mask band)."""
+    mask = _nodata_mask(tile, nodata, codes_nan, masked)
     return (tile, None) if mask is None else (_filled(tile, mask), mask)
 
 
@@ -132,16 +135,17 @@ def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
     """The payload prefix (nodata mask, and the raster's mask band of the kept area where it has
     one), and the padded tile and valid mask the codec codes, of one coded window; ``kept`` is the
     part the decoder keeps (the rest is overlap), ``valid_pixels`` the mask band over the window."""
-    tile, mask = fill_nodata(tile, nodata, codec.codes_nan)
+    # pixels the mask band calls invalid are nodata to a codec with a quality target
+    masked = None if valid_pixels is None or codec.bounds_every_sample or valid_pixels.all() else ~valid_pixels
+    tile, mask = fill_nodata(tile, nodata, codec.codes_nan, masked)
     own = None if valid_pixels is None else valid_pixels if kept is None else valid_pixels[kept]
     flags, prefix = 0, b""
     for flag, bits in ((_HAS_MASK, mask), (_HAS_PIXEL_MASK, own)):
         if bits is not None:
             packed = zlib.compress(np.packbits(bits).tobytes(), 9)
             flags, prefix = flags | flag, prefix + _LENGTH.pack(len(packed)) + packed
-    if valid_pixels is not None and not codec.bounds_every_sample and not valid_pixels.all():
-        # pixels the mask band calls invalid are nodata to a codec with a quality target
-        mask = np.broadcast_to(~valid_pixels, tile.shape) | (False if mask is None else mask)
+    if masked is not None:
+        mask = np.broadcast_to(masked, tile.shape) | (False if mask is None else mask)
         tile = _filled(tile, mask)
     valid = np.ones(tile.shape, bool) if mask is None else ~mask
     if kept is not None and not codec.skips_nodata:   # what the decoder knows: the mask alone

@@ -125,7 +125,7 @@ def test_unknown_jobs_are_404_and_results_of_failed_jobs_409(make_client, tmp_pa
     array = np.full((1, 32, 32), 5.0, np.float32)
     array[0, 3, 4] = np.nan
     write_raster(path, array, RasterMeta(32, 32, 1, "float32", ["b"], None, None, None))
-    answer = post_file(client, path.read_bytes(), model="tiny-wavelet", psnr="40")
+    answer = post_file(client, path.read_bytes(), model="tiny-wavelet", psnr="40", peak="10")
     failed = wait_for_job(client, answer.json()["status_url"])
     assert failed["status"] == "failed" and "NaN" in failed["error"] and failed["result"] is None
     problem(client.get(failed["result_url"]), 409, "failed", "NaN")

@@ -111,6 +111,26 @@ def test_a_quality_target_spends_nothing_on_masked_pixels_and_holds_on_the_rest(
     assert measure_file(tmp_path / "masked.eoz", tmp_path / "masked.tif", 10000.0)["psnr"] >= 45
 
 
+def test_nan_under_the_mask_band_is_no_more_than_a_value_to_a_quality_target(tmp_path):
+    """A float raster whose invalid pixels hold NaN, said by its mask band alone (no nodata
+    value), codes to a quality target like any other; NaN where the mask says valid is refused."""
+    array, meta = read_raster(S2, window=(0, 0, 256, 192))
+    array = (array / 10000).astype(np.float32)   # reflectance
+    valid = _edge(192, 256)
+    meta.dtype, meta.metadata = "float32", {"mask": PER_DATASET}
+    for name, holes in (("under", ~valid), ("valid", valid & ~np.roll(valid, 1, axis=1))):
+        with RasterWriter(tmp_path / f"{name}.tif", meta) as writer:
+            writer.write(np.where(holes, np.float32(np.nan), array), 0, 0)
+            writer.write_valid(valid, 0, 0)
+    eoz.compress(tmp_path / "under.tif", tmp_path / "m.eoz", model="wavelet-hyperprior", psnr=45, peak=1.0,
+                 tile_size=128)
+    decoded, _ = decompress_array((tmp_path / "m.eoz").read_bytes())
+    assert metrics.psnr(array[:, valid], decoded[:, valid], 1.0) >= 45
+    with pytest.raises(InputError, match="NaN pixels but declares no nodata"):
+        eoz.compress(tmp_path / "valid.tif", tmp_path / "v.eoz", model="wavelet-hyperprior", psnr=45, peak=1.0,
+                     tile_size=128)
+
+
 def test_a_bound_holds_under_the_mask_too(masked, tmp_path):
     """Lossless and bounded files keep the pixels under a mask band (an archive's choice, not the codec's)."""
     path, array, valid = masked

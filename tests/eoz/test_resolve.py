@@ -103,6 +103,20 @@ def test_the_peak_is_stated_once(codec_env):
         psnr_peak("uint16", -1.0)
 
 
+def test_a_psnr_target_on_floats_needs_a_peak_stated_for_floats(codec_env):
+    """Reflectance or dB at Sentinel-2's peak of 10000 would allow an error larger than the data
+    (a float32 reflectance crop at 45 dB decoded 2000 off): a float raster's PSNR target needs the
+    user's peak, or the peak of a model trained on that dtype."""
+    floats = meta(dtype="float32")
+    for model, options in (("tiny-wavelet", {"psnr": 45.0}), ("auto", {}), ("auto", {"psnr": 45.0})):
+        with pytest.raises(InputError, match="float32 raster has no natural PSNR peak.*state peak.*or give mse"):
+            resolve(model, None, options, floats)
+    assert resolve("tiny-wavelet", None, {"psnr": 45.0, "peak": 1.0}, floats).codec_kwargs["target"].peak == 1.0
+    assert resolve("tiny-wavelet", None, {"mse": 1e-4}, meta(dtype="float64")).model_id == "tiny-wavelet"
+    assert resolve("tiny-wavelet", None, {"psnr": 45.0}, meta()).peak == 10000.0              # uint16 DN
+    assert resolve("tiny-sar", None, {"psnr": 35.0}, meta(["VV_dB", "VH_dB"], "float32")).peak == 50.0
+
+
 def test_bands_and_dtype_an_empty_list_or_null_meaning_any(codec_env):
     with pytest.raises(InputError, match="expects 4 bands"):
         resolve("tiny-vq", None, {}, meta(S2_BANDS[:3]))
