@@ -125,14 +125,21 @@ class EozDataset:
         """Band names, as rasterio's ``descriptions``."""
         return tuple(self.meta.band_names)
 
-    def tags(self, bidx: int = 0) -> dict[str, str]:
-        """The source GeoTIFF's tags (default domain), of the dataset (0) or of band ``bidx``
-        (from 1), as rasterio's ``tags``."""
-        if bidx == 0:
-            return dict(self.meta.metadata.get("tags", {}))
-        if not 1 <= bidx <= self.meta.count:
+    def tags(self, bidx: int = 0, ns: str | None = None) -> dict[str, str]:
+        """The source GeoTIFF's tags, of the dataset (0) or of band ``bidx`` (from 1), in the default
+        domain or metadata domain ``ns``, as rasterio's ``tags``: RPC gives the RPCs, a band's
+        IMAGE_STRUCTURE its NBITS, where the decoded GeoTIFF has them."""
+        if bidx and not 1 <= bidx <= self.meta.count:
             raise IndexError(f"band index {bidx} out of range (1 to {self.meta.count})")
-        return dict(self._band_metadata("band_tags")[bidx - 1])
+        metadata = self.meta.metadata
+        if ns == "RPC" and bidx == 0:
+            return dict(metadata.get("rpcs", {}))
+        if ns == "IMAGE_STRUCTURE" and bidx:
+            return {"NBITS": str(metadata["nbits"])} if "nbits" in metadata else {}
+        if ns:
+            domains = metadata.get("domains", {}) if bidx == 0 else self._band_metadata("band_domains")[bidx - 1]
+            return dict(domains.get(ns, {}))
+        return dict(metadata.get("tags", {}) if bidx == 0 else self._band_metadata("band_tags")[bidx - 1])
 
     @property
     def scales(self) -> tuple[float, ...]:

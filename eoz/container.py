@@ -708,11 +708,18 @@ def _mask_kind(value: Any) -> str:
     return value
 
 
-_METADATA = {"tags": _tags, "band_tags": _list_of(_tags), "scales": _list_of(_finite),
+def _domains(value: Any) -> dict[str, dict[str, str]]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+        raise ValueError("must map metadata domain names to their tags")
+    return {name: _tags(tags) for name, tags in value.items()}
+
+
+_METADATA = {"tags": _tags, "band_tags": _list_of(_tags), "domains": _domains, "band_domains": _list_of(_domains),
+             "scales": _list_of(_finite),
              "offsets": _list_of(_finite), "units": _list_of(_str), "gcps": _list_of(_gcp), "gcp_crs": _str,
              "rpcs": _rpcs, "colorinterp": _list_of(_str), "colormap": _list_of(_colour_entry),
              "mask": _mask_kind, "nbits": _nbits}
-_PER_BAND = {"band_tags", "scales", "offsets", "units", "colorinterp"}
+_PER_BAND = {"band_tags", "band_domains", "scales", "offsets", "units", "colorinterp"}
 
 
 def _metadata(value: Any) -> dict:

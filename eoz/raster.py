@@ -227,8 +227,9 @@ class RasterWriter:
                 if self.cog:
                     part = self._sibling("cog")
                     try:
-                        rasterio.shutil.copy(self._tmp, part, driver="COG",
-                                             **{**_COG_OPTIONS, **_narrow_options(self.meta, cog=True)})
+                        options = {**_COG_OPTIONS, **_narrow_options(self.meta, cog=True),
+                                   **_domain_options(self.meta)}
+                        rasterio.shutil.copy(self._tmp, part, driver="COG", **options)
                         os.replace(part, self.path)
                     finally:
                         part.unlink(missing_ok=True)
@@ -332,7 +333,11 @@ def gdal_metadata(ds: DatasetReader) -> dict:
     ``RasterReader.read_valid`` and written by ``RasterWriter.write_valid``. And ``nbits`` where
     the samples are stored narrower than their dtype (GDAL's NBITS: 12-bit integers, bit masks,
     16-bit floats read as float32), which a writer restores (only for values that fit it:
-    ``scene.header_meta`` leaves it out of a lossy file's)."""
+    ``scene.header_meta`` leaves it out of a lossy file's). And the tags of GDAL's other metadata
+    domains, ``domains`` ({domain: tags}) and ``band_domains`` (each band's), as a satellite's
+    product carries them (IMAGERY: acquisition time, cloud cover; IMD: a vendor's sun and view
+    angles); not those GDAL writes itself or that are kept above (``_OWN_DOMAINS``), nor XML
+    domains (one document each, which rasterio's tags cannot write back)."""
     metadata: dict[str, Any] = {**_geolocation(ds), **_colours(ds)}
     if all(flags == [MaskFlags.per_dataset] for flags in ds.mask_flag_enums):
         metadata["mask"] = PER_DATASET
@@ -343,14 +348,25 @@ def gdal_metadata(ds: DatasetReader) -> dict:
     units = [unit or "" for unit in ds.units]
     if tags:
         metadata["tags"] = tags
-    for key, value in (("band_tags", band_tags), ("scales", [_finite_or(s, 1.0) for s in ds.scales]),
+    if _domains(ds):
+        metadata["domains"] = _domains(ds)
+    for key, value in (("band_tags", band_tags), ("band_domains", [_domains(ds, b) for b in ds.indexes]),
+                       ("scales", [_finite_or(s, 1.0) for s in ds.scales]),
                        ("offsets", [_finite_or(o, 0.0) for o in ds.offsets]), ("units", units)):
         if value != band_metadata({}, key, ds.count):
             metadata[key] = value
     return metadata
 
 
-_BAND_DEFAULTS = {"band_tags": {}, "scales": 1.0, "offsets": 0.0, "units": ""}   # GDAL's, for each band
+_BAND_DEFAULTS = {"band_tags": {}, "band_domains": {}, "scales": 1.0, "offsets": 0.0, "units": ""}   # GDAL's
+# Metadata domains GDAL fills itself (the file's layout, derived views) or kept as their own fields.
+_OWN_DOMAINS = {"IMAGE_STRUCTURE", "DERIVED_SUBDATASETS", "RPC"}
+
+
+def _domains(ds: DatasetReader, bidx: int = 0) -> dict[str, dict[str, str]]:
+    """The dataset's (0) or band ``bidx``'s tags in metadata domains other than the default."""
+    names = [ns for ns in ds.tag_namespaces(bidx) if ns and ns not in _OWN_DOMAINS and not ns.startswith("xml:")]
+    return {ns: ds.tags(bidx, ns=ns) for ns in names if ds.tags(bidx, ns=ns)}
 
 
 def band_metadata(metadata: dict, key: str, count: int) -> list:
@@ -455,6 +471,9 @@ def _restore_metadata(ds: DatasetWriter, metadata: dict) -> None:
     for band, tags in enumerate(metadata.get("band_tags", []), start=1):
         if tags:
             ds.update_tags(band, **usable(tags))
+    for bidx, domains in [(0, metadata.get("domains", {}))] + list(enumerate(metadata.get("band_domains", []), 1)):
+        for ns, tags in domains.items():
+            ds.update_tags(bidx, ns=ns, **usable(tags))
     for key in ("scales", "offsets", "units"):
         if key in metadata:
             setattr(ds, key, tuple(metadata[key]))
@@ -543,6 +562,15 @@ def _narrow_options(meta: RasterMeta, cog: bool) -> dict[str, Any]:
     whole = nbits in (8, 16, 32, 64)
     return {"NBITS": nbits, **({} if whole else {"PREDICTOR": "NO"})} if cog else \
         {"nbits": nbits, **({} if whole else {"predictor": 1})}
+
+
+def _domain_options(meta: RasterMeta) -> dict[str, str]:
+    """The COG driver's option that copies every metadata domain, where ``gdal_metadata`` has
+    domains: by default it copies only the default domain's tags. GDAL 3.10 then drops the
+    bands' default-domain tags, so a raster with both keeps its band tags, not its domains."""
+    metadata = meta.metadata
+    domains = metadata.get("domains") or any(metadata.get("band_domains", []))
+    return {"COPY_SRC_MDD": "YES"} if domains and not any(metadata.get("band_tags", [])) else {}
 
 
 def _check_window(window: tuple[int, int, int, int], meta: RasterMeta) -> tuple[int, int, int, int]:

@@ -190,6 +190,9 @@ def test_from_dict_ignores_unknown_keys_and_fills_defaults():
         ("metadata", {"colormap": [[1, True, 0, 0, 255]]}, "'metadata' must hold colour map entries"),
         ("metadata", {"nbits": 0}, "'metadata' must give the bits a sample is stored in"),
         ("metadata", {"nbits": 12.0}, "'metadata' must give the bits a sample is stored in"),
+        ("metadata", {"domains": {"IMAGERY": {"CLOUDCOVER": 3.5}}}, "'metadata' must map tag names to strings"),
+        ("metadata", {"domains": {"": {"A": "1"}}}, "'metadata' must map metadata domain names to their tags"),
+        ("metadata", {"band_domains": [{"S": {"W": "560"}}]}, "'metadata' has 1 band_domains for 4 bands"),
     ],
 )
 def test_from_dict_names_ill_typed_field(key, value, message):
@@ -202,7 +205,8 @@ def test_from_dict_names_ill_typed_field(key, value, message):
 METADATA = {"tags": {"ACQUISITION_TIME": "2017-06-17T11:33:21Z", "AREA_OR_POINT": "Point"},
             "band_tags": [{}, {"WAVELENGTH_NM": "560"}, {}, {}], "scales": [1e-4, 1e-4, 2e-4, 1.0],
             "offsets": [-0.1, -0.1, 0.0, 0.0], "units": ["reflectance", "", "", ""],
-            "colorinterp": ["blue", "green", "red", "undefined"], "colormap": [[3, 250, 230, 160, 255]]}
+            "colorinterp": ["blue", "green", "red", "undefined"], "colormap": [[3, 250, 230, 160, 255]],
+            "domains": {"IMAGERY": {"CLOUDCOVER": "3.5"}}, "band_domains": [{}, {}, {"SPECTRAL": {"W": "665"}}, {}]}
 
 
 def test_gdal_metadata_reads_back_and_is_not_written_where_there_is_none():

@@ -66,17 +66,21 @@ def test_a_products_gdal_metadata_comes_back_with_its_pixels(tmp_path, options):
     back, lossless or not (they say what the values mean, whatever their error)."""
     array, meta = read_raster(S2)
     meta.metadata = {"tags": {"ACQUISITION_TIME": "2017-06-17T11:33:21Z"}, "band_tags": [{}, {}, {"W": "665"}, {}],
+                     "domains": {"IMAGERY": {"CLOUDCOVER": "3.5"}}, "band_domains": [{}, {"S": {"W": "560"}}, {}, {}],
                      "scales": [1e-4] * 4, "offsets": [-0.1] * 4, "units": ["reflectance", "", "", ""]}
     write_raster(tmp_path / "tagged.tif", array, meta)
     eoz.compress(tmp_path / "tagged.tif", tmp_path / "tagged.eoz", **options)
-    with eoz.open(tmp_path / "tagged.eoz") as ds:
+    with eoz.open(tmp_path / "tagged.eoz") as ds, rasterio.open(tmp_path / "tagged.tif") as src:
         assert ds.tags() == {"ACQUISITION_TIME": "2017-06-17T11:33:21Z"} and ds.tags(3) == {"W": "665"}
+        assert ds.tags(ns="IMAGERY") == src.tags(ns="IMAGERY") == {"CLOUDCOVER": "3.5"}
+        assert ds.tags(2, ns="S") == src.tags(2, ns="S") == {"W": "560"} and ds.tags(1, ns="S") == {}
         assert ds.scales == (1e-4,) * 4 and ds.offsets == (-0.1,) * 4 and ds.units == ("reflectance", None, None, None)
         with pytest.raises(IndexError, match="band index 5"):
             ds.tags(5)
     eoz.decompress(tmp_path / "tagged.eoz", tmp_path / "back.tif")
     with rasterio.open(tmp_path / "back.tif") as back:
         assert back.tags()["ACQUISITION_TIME"] == "2017-06-17T11:33:21Z" and back.tags(3) == {"W": "665"}
+        assert back.tags(ns="IMAGERY") == {"CLOUDCOVER": "3.5"} and back.tags(2, ns="S") == {"W": "560"}
         assert back.scales == (1e-4,) * 4 and back.offsets == (-0.1,) * 4
 
 
@@ -134,8 +138,9 @@ def test_a_lossless_file_keeps_narrow_storage_and_a_bounded_one_does_not(tmp_pat
     for name, options in (("exact", dict(lossless=True)), ("bounded", dict(max_error=bound))):
         eoz.compress(tmp_path / "narrow.tif", tmp_path / f"{name}.eoz", model="predictive", **options)
         eoz.decompress(tmp_path / f"{name}.eoz", tmp_path / f"{name}.tif")
-        with rasterio.open(tmp_path / f"{name}.tif") as back:
+        with rasterio.open(tmp_path / f"{name}.tif") as back, eoz.open(tmp_path / f"{name}.eoz") as ds:
             assert back.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") == (str(nbits) if name == "exact" else None)
+            assert ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") == back.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")
             assert np.abs(back.read().astype(np.float64) - array).max() <= (0 if name == "exact" else bound)
         assert verify(tmp_path / f"{name}.eoz", tmp_path / "narrow.tif")["verified"]
 

@@ -194,6 +194,37 @@ def test_gdal_metadata_is_read_and_written_back(tmp_path, cog):
 
 
 @pytest.mark.parametrize("cog", [False, True])
+@pytest.mark.parametrize("band_tags", [False, True])
+def test_metadata_domains_come_back(tmp_path, cog, band_tags):
+    """A product's other metadata domains (IMAGERY, a vendor's IMD, a band's own), GeoTIFF and
+    COG; GDAL 3.10's COG driver cannot copy both the domains and the bands' default tags, and
+    a COG keeps the band tags then. XML domains (one document each) are not kept."""
+    array, _ = read_raster(S2, window=(0, 0, 64, 48))
+    source = tmp_path / "domains.tif"
+    with rasterio.open(source, "w", driver="GTiff", height=48, width=64, count=4, dtype="uint16") as ds:
+        ds.write(array)
+        ds.update_tags(ns="IMAGERY", CLOUDCOVER="3.5", ACQUISITIONDATETIME="2017-06-17T11:33:21Z")
+        ds.update_tags(ns="IMD", SATID="S2A", **{"IMAGE_1.meanSunEl": "61.2"})
+        ds.update_tags(3, ns="SPECTRAL", CENTRAL_WAVELENGTH_UM="0.665")
+        ds.update_tags(ns="xml:XMP", XMP="<x:xmpmeta/>")
+        if band_tags:
+            ds.update_tags(2, WAVELENGTH_NM="560")
+    again, meta = read_raster(source)
+    domains = {"IMAGERY": {"CLOUDCOVER": "3.5", "ACQUISITIONDATETIME": "2017-06-17T11:33:21Z"},
+               "IMD": {"SATID": "S2A", "IMAGE_1.meanSunEl": "61.2"}}
+    band_domains = [{}, {}, {"SPECTRAL": {"CENTRAL_WAVELENGTH_UM": "0.665"}}, {}]
+    assert meta.metadata == {"domains": domains, "band_domains": band_domains} | (
+        {"band_tags": [{}, {"WAVELENGTH_NM": "560"}, {}, {}]} if band_tags else {})
+    write_raster(tmp_path / "out.tif", again, meta, cog=cog)
+    back = read_meta(tmp_path / "out.tif").metadata
+    assert back.get("band_tags") == meta.metadata.get("band_tags")
+    if cog and band_tags:
+        assert "domains" not in back and "band_domains" not in back
+    else:
+        assert (back["domains"], back["band_domains"]) == (domains, band_domains)
+
+
+@pytest.mark.parametrize("cog", [False, True])
 @pytest.mark.parametrize("dtype, interpretation, colormap", [
     ("uint8", ["gray", "undefined", "undefined", "undefined"], None),   # GDAL's default would be RGBA
     ("uint8", ["red", "green", "blue", "undefined"], None),             # RGB-NIR: the NIR is no alpha
