@@ -229,12 +229,16 @@ def _check_float_peak(given: dict, meta: RasterMeta | None, entry: ModelEntry) -
     """Refuse a PSNR target on a float raster at a peak nobody stated for floats: reflectance or
     dB at Sentinel-2's 10000 would ask for an error larger than the data. A model trained on
     that dtype states its peak (Sentinel-1 dB's 50); a model for any dtype states Sentinel-2's."""
-    if "psnr" not in given or meta is None or not meta.dtype.startswith("float") or "peak" in given:
+    if not _float_psnr_without_peak(given, meta):
         return
     if "peak" not in entry.manifest or meta.dtype not in (entry.dtypes or ()):
         raise InputError(f"a {meta.dtype} raster has no natural PSNR peak, and {entry.model_id!r} would take "
                          f"Sentinel-2's {S2_PEAK:g}: state peak (e.g. the data's range) or give mse in the "
                          "data's units")
+
+
+def _float_psnr_without_peak(given: dict, meta: RasterMeta | None) -> bool:
+    return "psnr" in given and "peak" not in given and meta is not None and meta.dtype.startswith("float")
 
 
 def default_quality(entry: ModelEntry) -> dict:
@@ -321,7 +325,8 @@ class _Honouring(ModelStore):
 def _auto(given: dict, meta: RasterMeta, store: ModelStore,
           usable: tuple[str, ...]) -> tuple[ModelEntry, str]:
     """``auto``: among the codecs that honour every option given, a VQ model without a quality
-    target and a fixed-quality one with it, fitted to the raster; the predictive model for
+    target and a fixed-quality one with it, fitted to the raster (for a float raster's PSNR
+    without a peak, one trained on its dtype, which states one); the predictive model for
     lossless or a bound; JPEG 2000 when only it can, or when no model fits."""
     codecs = _honouring(given, usable)
     if codecs == [JPEG2000]:
@@ -332,6 +337,8 @@ def _auto(given: dict, meta: RasterMeta, store: ModelStore,
     asked = set(given) - set(COMMON)
     preferred = ("hyperprior" if "lambda" in given else "wavelet") if set(TARGETS) & asked else \
         "predictive" if set(BOUNDED) & asked else "vqvae-fpn"
+    if preferred == "wavelet" and _float_psnr_without_peak(given, meta):
+        preferred = None   # the wavelet model's peak is Sentinel-2's: a model of the raster's dtype states its own
     if not set(BOUNDED) & asked:   # unasked, the predictive codec would code lossless: ratios of 2, not 20
         codecs = [c for c in codecs if c != "predictive"]
     try:
@@ -343,7 +350,7 @@ def _auto(given: dict, meta: RasterMeta, store: ModelStore,
             raise UnknownModelError(f"no model fits a {_raster(meta)}{asked_for}; models that take the raster: "
                                     f"{', '.join(takers) or 'none'}") from None
         return JPEG2000_ENTRY, f"jpeg2000: no model in the store fits the raster{asked_for}"
-    if entry.codec != preferred:
+    if preferred and entry.codec != preferred:
         why = f"no {preferred} model takes a {_raster(meta)}; {why}"
     return entry, f"{entry.model_id} version {entry.version}: {why}"
 

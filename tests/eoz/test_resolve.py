@@ -115,6 +115,11 @@ def test_a_psnr_target_on_floats_needs_a_peak_stated_for_floats(codec_env):
     assert resolve("tiny-wavelet", None, {"mse": 1e-4}, meta(dtype="float64")).model_id == "tiny-wavelet"
     assert resolve("tiny-wavelet", None, {"psnr": 45.0}, meta()).peak == 10000.0              # uint16 DN
     assert resolve("tiny-sar", None, {"psnr": 35.0}, meta(["VV_dB", "VH_dB"], "float32")).peak == 50.0
+    # auto, asked a PSNR without a peak, takes the model that states one for dB over the wavelet model
+    picked = resolve("auto", None, {"psnr": 35.0}, meta(["VV_dB", "VH_dB"], "float32"))
+    assert (picked.model_id, picked.peak) == ("tiny-sar", 50.0) and "no None" not in picked.reason
+    stated = resolve("auto", None, {"psnr": 35.0, "peak": 50.0}, meta(["VV_dB", "VH_dB"], "float32"))
+    assert stated.codec_id == "wavelet"
 
 
 def test_bands_and_dtype_an_empty_list_or_null_meaning_any(codec_env):
@@ -123,7 +128,7 @@ def test_bands_and_dtype_an_empty_list_or_null_meaning_any(codec_env):
     with pytest.raises(InputError, match="trained on uint16 rasters .*; the raster is float32"):
         resolve("tiny-hp", None, {"psnr": 40.0}, meta(dtype="float32"))
     for raster in (meta([f"b{i}" for i in range(13)], "float32"), meta(["x"], "uint8")):
-        assert resolve("tiny-wavelet", None, {"psnr": 40.0}, raster).codec_id == "wavelet"
+        assert resolve("tiny-wavelet", None, {"psnr": 40.0, "peak": 255.0}, raster).codec_id == "wavelet"
     assert resolve("jpeg2000", None, {"lossless": True}, meta(["x"], "uint8")).codec_id == "jpeg2000"
 
 
