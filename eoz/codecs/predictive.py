@@ -937,11 +937,11 @@ def _avoided(nodata: float | None, kind: int, step: float) -> int | None:
     return int(nodata) if nodata == int(nodata) else None
 
 
-def _canonical(tile: np.ndarray) -> bytes:
-    """The bytes a lossless tile's sha256 covers: its samples, little endian, in the coded dtype."""
-    if tile.dtype.kind in "iu":
-        tile = tile.astype(np.int64)
-    return np.ascontiguousarray(tile).astype(tile.dtype.newbyteorder("<")).tobytes()
+def _canonical(tile: np.ndarray) -> np.ndarray:
+    """What a lossless tile's sha256 covers: its samples, little endian, integers as int64,
+    floats in their dtype (one conversion: a 224-band tile's copies took a tenth of its encode)."""
+    dtype = np.dtype("<i8") if tile.dtype.kind in "iu" else tile.dtype.newbyteorder("<")
+    return np.ascontiguousarray(tile, dtype=dtype)
 
 
 def _digest(tile: np.ndarray, skip: np.ndarray | None = None) -> bytes:
