@@ -5,6 +5,7 @@ vector per f x f pixels) that classifiers can use without decoding the image: la
 from the latents of an archive, change detection between passes. The raster keeps the
 scene's CRS, with the geotransform scaled by f (or a Level-1 scene's GCPs or RPCs), so latents
 overlay the imagery. It is written tile by tile, so a scene larger than memory streams through.
+Pixels that are nodata, or invalid by the raster's mask band, are filled as the codecs fill them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rasterio.transform import Affine
 
 from eoz.codecs import DEFAULT_TILE_SIZE, VQVAECodec, fill_nodata
 from eoz.errors import InputError
-from eoz.raster import Limits, RasterMeta, RasterReader, RasterWriter, coarse_georeferencing
+from eoz.raster import PER_DATASET, Limits, RasterMeta, RasterReader, RasterWriter, coarse_georeferencing
 from eoz.scene import Progress
 from eoz.tiling import pad_to_multiple
 
@@ -55,7 +56,9 @@ def _write_features(reader: RasterReader, out_path, out_meta: RasterMeta, codec:
     with RasterWriter(out_path, out_meta) as writer:
         for done, (row, col) in enumerate(corners, start=1):
             w, h = min(tile_size, meta.width - col), min(tile_size, meta.height - row)
-            tile, _ = fill_nodata(reader.read((col, row, w, h))[0], meta.nodata)
+            valid = reader.read_valid((col, row, w, h)) if meta.metadata.get("mask") == PER_DATASET else None
+            masked = None if valid is None or valid.all() else ~valid
+            tile, _ = fill_nodata(reader.read((col, row, w, h))[0], meta.nodata, masked=masked)
             x = torch.from_numpy(codec.normalizer.forward(pad_to_multiple(tile, factor)))[None]
             with torch.no_grad():
                 latents = codec.model.top_latents(x.to(codec.device), quantized)[0].cpu().numpy()

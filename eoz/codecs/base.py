@@ -122,11 +122,13 @@ def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def fill_nodata(tile: np.ndarray, nodata: float | None, codes_nan: bool = False,
                 masked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The tile with nodata pixels filled (band means of the valid ones), and the nodata mask;
+    """The tile with nodata pixels, and those under ``masked`` (pixels the raster's mask band
+    calls invalid), filled with the band means of the valid ones; and the nodata mask.
     ``codes_nan``: NaN samples of a raster that declares no nodata stay as they are (the codec
-    codes them), where other codecs refuse them unless ``masked`` (under the mask band)."""
+    codes them), where other codecs refuse them unless masked."""
     mask = _nodata_mask(tile, nodata, codes_nan, masked)
-    return (tile, None) if mask is None else (_filled(tile, mask), mask)
+    invalid = mask if masked is None else np.broadcast_to(masked, tile.shape) | (False if mask is None else mask)
+    return (tile, None) if invalid is None else (_filled(tile, invalid), mask)
 
 
 def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
@@ -146,7 +148,6 @@ def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
             flags, prefix = flags | flag, prefix + _LENGTH.pack(len(packed)) + packed
     if masked is not None:
         mask = np.broadcast_to(masked, tile.shape) | (False if mask is None else mask)
-        tile = _filled(tile, mask)
     valid = np.ones(tile.shape, bool) if mask is None else ~mask
     if kept is not None and not codec.skips_nodata:   # what the decoder knows: the mask alone
         valid &= np.pad(np.ones((1, kept[0].stop - kept[0].start, kept[1].stop - kept[1].start), bool),

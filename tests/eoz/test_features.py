@@ -16,7 +16,7 @@ from eoz.cli import main
 from eoz.codecs import codec_for_model
 from eoz.errors import InputError, UnknownModelError
 from eoz.features import extract_features
-from eoz.raster import read_raster, write_raster
+from eoz.raster import PER_DATASET, RasterWriter, read_raster, write_raster
 from tests.conftest import LEVEL1_GCPS, LEVEL1_RPCS, S2_10M, publish_tiny_hyperprior, write_level1
 
 
@@ -76,6 +76,28 @@ def test_features_of_a_level1_scene_keep_its_place_on_the_ground(scene, tmp_path
     np.testing.assert_allclose(latent, pixel / f, atol=1e-6)   # ... fall in the latent over their pixels
     for transformer in transformers:
         transformer.close()
+
+
+def test_pixels_a_mask_band_calls_invalid_are_filled_as_nodata(scene, tmp_path, tiny_store):
+    """Features see a masked pixel as the codecs do: filled with its band's mean over the valid
+    pixels, whatever it holds (here noise), as if the raster had held that value there."""
+    codec = codec_for_model("tiny-vq", store=tiny_store)
+    array, meta = read_raster(scene, window=(0, 0, 64, 48))
+    valid = np.ones((48, 64), bool)
+    valid[:, :20] = False
+    noisy = array.copy()
+    noisy[:, ~valid] = np.random.default_rng(0).integers(0, 10000, (4, int((~valid).sum())))
+    filled = array.copy()
+    filled[:, ~valid] = array[:, valid].astype(np.float64).mean(1).astype(array.dtype)[:, None]   # as assigned
+    write_raster(tmp_path / "filled.tif", filled, meta)
+    meta.metadata = {"mask": PER_DATASET}
+    with RasterWriter(tmp_path / "masked.tif", meta) as writer:
+        writer.write(noisy, 0, 0)
+        writer.write_valid(valid, 0, 0)
+    for name in ("masked", "filled"):
+        extract_features(tmp_path / f"{name}.tif", tmp_path / f"{name}.f.tif", codec, quantized=False)
+    np.testing.assert_allclose(read_raster(tmp_path / "masked.f.tif")[0], read_raster(tmp_path / "filled.f.tif")[0],
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_features_of_one_tile_match_the_model(scene, tmp_path, tiny_store):
