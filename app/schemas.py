@@ -67,7 +67,8 @@ class CompressOptions(FormNulls):
     open_loop: bool = Field(False, description="quality model only, no closed-loop correction (hyperprior, "
                                                "spectral-partition, wavelet)")
     peak: float | None = _bounded("peak", "PSNR peak of the target and the report; default the model's, else "
-                                          "255 for uint8, else 10000 (Sentinel-2 DN)")
+                                          "255 for uint8, else 10000 (Sentinel-2 DN); a float raster's psnr "
+                                          "needs it unless the model was trained on floats")
     no_band_prediction: bool = Field(False, description="spectral-partition: code every band on its own")
     rate_weight: float | None = _bounded("rate_weight", "vqvae-fpn: choose codes by distance + weight x bits, "
                                                         "for smaller files (about 0.5-3)")

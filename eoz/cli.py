@@ -67,7 +67,8 @@ def _add_codec_options(p: argparse.ArgumentParser) -> None:
                    help="block edge over which the target holds (default global: per tile)")
     q.add_argument("--open-loop", action="store_true", help="quality model only, no closed-loop correction")
     q.add_argument("--peak", type=float, help="PSNR peak, any codec (default: the model's, else 255 for "
-                                               "uint8, else 10000 for S2 DN)")
+                                               "uint8, else 10000 for S2 DN; a float raster's --psnr needs "
+                                               "it unless the model was trained on floats)")
     q.add_argument("--no-band-prediction", action="store_true",
                    help="spectral-partition: code every band on its own, not from the band before")
     b = p.add_argument_group("bounded error (predictive)")
