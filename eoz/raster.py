@@ -348,8 +348,9 @@ def gdal_metadata(ds: DatasetReader) -> dict:
     units = [unit or "" for unit in ds.units]
     if tags:
         metadata["tags"] = tags
-    if _domains(ds):
-        metadata["domains"] = _domains(ds)
+    domains = _domains(ds)
+    if domains:
+        metadata["domains"] = domains
     for key, value in (("band_tags", band_tags), ("band_domains", [_domains(ds, b) for b in ds.indexes]),
                        ("scales", [_finite_or(s, 1.0) for s in ds.scales]),
                        ("offsets", [_finite_or(o, 0.0) for o in ds.offsets]), ("units", units)):
@@ -366,7 +367,7 @@ _OWN_DOMAINS = {"IMAGE_STRUCTURE", "DERIVED_SUBDATASETS", "RPC"}
 def _domains(ds: DatasetReader, bidx: int = 0) -> dict[str, dict[str, str]]:
     """The dataset's (0) or band ``bidx``'s tags in metadata domains other than the default."""
     names = [ns for ns in ds.tag_namespaces(bidx) if ns and ns not in _OWN_DOMAINS and not ns.startswith("xml:")]
-    return {ns: ds.tags(bidx, ns=ns) for ns in names if ds.tags(bidx, ns=ns)}
+    return {ns: tags for ns in names if (tags := ds.tags(bidx, ns=ns))}
 
 
 def band_metadata(metadata: dict, key: str, count: int) -> list:

@@ -127,8 +127,13 @@ def fill_nodata(tile: np.ndarray, nodata: float | None, codes_nan: bool = False,
     ``codes_nan``: NaN samples of a raster that declares no nodata stay as they are (the codec
     codes them), where other codecs refuse them unless masked."""
     mask = _nodata_mask(tile, nodata, codes_nan, masked)
-    invalid = mask if masked is None else np.broadcast_to(masked, tile.shape) | (False if mask is None else mask)
+    invalid = _invalid(mask, masked, tile.shape)
     return (tile, None) if invalid is None else (_filled(tile, invalid), mask)
+
+
+def _invalid(mask: np.ndarray | None, masked: np.ndarray | None, shape: tuple) -> np.ndarray | None:
+    """The samples that are nodata (``mask``) or under the mask band's invalid pixels (``masked``)."""
+    return mask if masked is None else np.broadcast_to(masked, shape) | (False if mask is None else mask)
 
 
 def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
@@ -146,8 +151,7 @@ def prepare_tile(codec: Codec, tile: np.ndarray, nodata: float | None,
         if bits is not None:
             packed = zlib.compress(np.packbits(bits).tobytes(), 9)
             flags, prefix = flags | flag, prefix + _LENGTH.pack(len(packed)) + packed
-    if masked is not None:
-        mask = np.broadcast_to(masked, tile.shape) | (False if mask is None else mask)
+    mask = _invalid(mask, masked, tile.shape)
     valid = np.ones(tile.shape, bool) if mask is None else ~mask
     if kept is not None and not codec.skips_nodata:   # what the decoder knows: the mask alone
         valid &= np.pad(np.ones((1, kept[0].stop - kept[0].start, kept[1].stop - kept[1].start), bool),
