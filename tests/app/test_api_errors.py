@@ -217,7 +217,8 @@ S2_BANDS = ["B02", "B03", "B04", "B08"]
 
 def test_rasters_and_targets_the_models_cannot_take_are_422(make_client, scene, tmp_path):
     """Refused before anything is queued: a dtype the model was not trained for (naming the models
-    that take the raster), a dtype OpenJPEG cannot code, and absurd quality targets."""
+    that take the raster), a dtype OpenJPEG cannot code, a float raster's PSNR without a peak, and
+    absurd quality targets."""
     client = make_client()
     floats = tmp_path / "reflectance.tif"
     write_raster(floats, np.random.default_rng(0).random((4, 32, 32), np.float32),
@@ -226,6 +227,8 @@ def test_rasters_and_targets_the_models_cannot_take_are_422(make_client, scene, 
             "models that take it: tiny-predictive, tiny-wavelet")
     problem(post_file(client, floats.read_bytes(), model="jpeg2000", quality="40"), 422,
             "takes uint8, int8, uint16, int16")
+    problem(post_file(client, floats.read_bytes(), model="tiny-wavelet", psnr="45"), 422,   # at Sentinel-2's peak
+            "float32 raster has no natural PSNR peak", "state peak")
     content = scene[0].read_bytes()
     for model, field, value in (("jpeg2000", "quality", "inf"), ("jpeg2000", "quality", "1e308"),
                                 ("jpeg2000", "quality", "1e-300"), ("jpeg2000", "psnr", "200"),
