@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import resource
-import time
 
 for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_threads, "1")
@@ -25,7 +24,7 @@ for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import imagecodecs
 import numpy as np
 
-from common import RESULTS_DIR, command_line, machine, provenance_md, table, write_outputs
+from common import RESULTS_DIR, command_line, least_cpu_time, machine, provenance_md, table, write_outputs
 from eoz import datasets
 from eoz.codecs import codec_for_model
 from eoz.limits import DecodeLimits
@@ -48,13 +47,7 @@ def cube() -> np.ndarray:
 
 
 def _timed(fn):
-    out, seconds = None, float("inf")
-    for _ in range(TIMING_RUNS):
-        start = time.process_time()
-        result = fn()
-        seconds = min(seconds, time.process_time() - start)
-        out = result if out is None else out
-    return out, seconds
+    return least_cpu_time(fn, TIMING_RUNS)
 
 
 def _peak_rss_mib() -> float:

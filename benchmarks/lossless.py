@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_threads, "1")   # one core for every codec: numpy's BLAS would take more
@@ -50,7 +49,7 @@ import numpy as np
 
 import ccsds123
 import lossless_transform
-from common import RESULTS_DIR, command_line, machine, provenance_md, table, write_outputs
+from common import RESULTS_DIR, command_line, least_cpu_time, machine, provenance_md, table, write_outputs
 from eoz.limits import DecodeLimits
 from eoz.tiling import grid_tiles
 from eoz import datasets
@@ -83,18 +82,8 @@ def _meta(array: np.ndarray, nodata) -> RasterMeta:
 
 
 def _timed(fn):
-    """fn's result and the least CPU seconds this process spent on it in TIMING_RUNS calls:
-    every codec here runs on one thread, and CPU time is not moved by other work sharing the
-    machine, as wall time is, but cache and memory contention still add to it in bursts (one
-    call per figure put Landsat's encode at 1.5-2.0 in three runs of one build); the least
-    of a few calls is the codec's own speed. Every codec is timed alike."""
-    out, seconds = None, float("inf")
-    for _ in range(TIMING_RUNS):
-        start = time.process_time()
-        result = fn()
-        seconds = min(seconds, time.process_time() - start)
-        out = result if out is None else out
-    return out, seconds
+    """``common.least_cpu_time`` of TIMING_RUNS calls; every codec is timed alike."""
+    return least_cpu_time(fn, TIMING_RUNS)
 
 
 def _unsigned(array: np.ndarray) -> np.ndarray:
