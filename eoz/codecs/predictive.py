@@ -130,6 +130,9 @@ WEIGHT_SAMPLES = 150          # smaller bands with a reference take them from th
 QUICK_WEIGHT_SAMPLES = 1 << 12   # the band-order trial's strips take them from this size up
 ORDER_TRIAL_SHARE = 32        # the encoder tries both band orders on a strip of this share of a tile's rows,
 ORDER_TRIAL_MIN_ROWS = 16     # ... at least this many (8 misjudged a Sentinel-1 tile),
+ORDER_TRIAL_BANDS = 16        # ... and in a tile of more bands, as many samples as that of this many bands (a
+                              # hyperspectral cube's 192 px tiles of 224 bands: 8-15 % less encode, +0.04 % bytes),
+ORDER_TRIAL_FLOOR = 4         # but this many rows at least,
 ORDER_TRIAL_MIN_HEIGHT = 8 * ORDER_TRIAL_MIN_ROWS   # in tiles this high or more (a quarter more encode at most),
 ORDER_TRIAL_MIN_COLS = 256    # ... and the middle half of its columns, at least this many (128 misjudged S2 20 m
                               # tiles; all of them: 5 % more of a Landsat encode, within 0.02 % of the bytes)
@@ -252,7 +255,9 @@ class PredictiveCodec(Codec):
         then the tile."""
         reverse, height = False, samples.shape[1]
         if not self.fast and samples.shape[0] > 1 and height >= ORDER_TRIAL_MIN_HEIGHT:
-            rows = max(ORDER_TRIAL_MIN_ROWS, height // ORDER_TRIAL_SHARE)
+            bands = samples.shape[0]
+            least = max(ORDER_TRIAL_FLOOR, -(-ORDER_TRIAL_MIN_ROWS * min(bands, ORDER_TRIAL_BANDS) // bands))
+            rows = max(least, height // ORDER_TRIAL_SHARE)
             cols = min(samples.shape[2], max(ORDER_TRIAL_MIN_COLS, samples.shape[2] // 2))
             middle = (slice(None), slice((height - rows) // 2, (height - rows) // 2 + rows),
                       slice((samples.shape[2] - cols) // 2, (samples.shape[2] - cols) // 2 + cols))
