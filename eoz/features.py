@@ -19,7 +19,7 @@ from rasterio.transform import Affine
 
 from eoz.codecs import DEFAULT_TILE_SIZE, VQVAECodec, fill_nodata
 from eoz.errors import InputError
-from eoz.raster import PER_DATASET, Limits, RasterMeta, RasterReader, RasterWriter, coarse_georeferencing
+from eoz.raster import Limits, RasterMeta, RasterReader, RasterWriter, coarse_georeferencing
 from eoz.scene import Progress
 from eoz.tiling import pad_to_multiple
 
@@ -56,7 +56,7 @@ def _write_features(reader: RasterReader, out_path, out_meta: RasterMeta, codec:
     with RasterWriter(out_path, out_meta) as writer:
         for done, (row, col) in enumerate(corners, start=1):
             w, h = min(tile_size, meta.width - col), min(tile_size, meta.height - row)
-            valid = reader.read_valid((col, row, w, h)) if meta.metadata.get("mask") == PER_DATASET else None
+            valid = reader.read_valid((col, row, w, h)) if "mask" in meta.metadata else None
             masked = None if valid is None or valid.all() else ~valid
             tile, _ = fill_nodata(reader.read((col, row, w, h))[0], meta.nodata, masked=masked)
             x = torch.from_numpy(codec.normalizer.forward(pad_to_multiple(tile, factor)))[None]

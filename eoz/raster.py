@@ -341,8 +341,9 @@ def gdal_metadata(ds: DatasetReader) -> dict:
     metadata: dict[str, Any] = {**_geolocation(ds), **_colours(ds)}
     if all(flags == [MaskFlags.per_dataset] for flags in ds.mask_flag_enums):
         metadata["mask"] = PER_DATASET
-    if "NBITS" in ds.tags(1, ns="IMAGE_STRUCTURE"):
-        metadata["nbits"] = int(ds.tags(1, ns="IMAGE_STRUCTURE")["NBITS"])
+    structure = ds.tags(1, ns="IMAGE_STRUCTURE")
+    if "NBITS" in structure:
+        metadata["nbits"] = int(structure["NBITS"])
     tags = {k: v for k, v in ds.tags().items() if (k, v) != ("AREA_OR_POINT", "Area")}   # Area: the default
     band_tags = [{k: v for k, v in ds.tags(b).items() if not k.startswith("STATISTICS_")} for b in ds.indexes]
     units = [unit or "" for unit in ds.units]
